@@ -1,0 +1,332 @@
+"""Arithmetic backends for :func:`verigrad.graph.evaluate`.
+
+* :class:`FloatBackend` - numpy in one explicit dtype (float32, float64, complex64,
+  complex128).  Nothing is upcast: every constant is rounded to the dtype first,
+  and the result dtype of every operation is checked.
+* :class:`MPBackend` - numpy object arrays of mpmath numbers at the precision of
+  the enclosing ``mpmath.workprec`` scope; checks the domain of every operation
+  and raises :class:`~verigrad.errors.DomainError` naming the sub-expression.
+* :class:`SympyBackend` - object arrays of sympy expressions, for display and for
+  the independent ``sympy.diff`` cross-check.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import mpmath
+import numpy as np
+import sympy
+
+from .errors import DomainError
+from .functions import ElemFn
+
+__all__ = ["FloatBackend", "MPBackend", "SympyBackend", "leaf_index"]
+
+
+def leaf_index(flat_batched_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Index of an entry of a batched array ``(B, *shape)`` without its batch position."""
+    full = np.unravel_index(flat_batched_index, (-1,) + tuple(shape)) if shape else (flat_batched_index,)
+    return tuple(int(i) for i in full[1:])
+
+
+def _where_text(node, arr: np.ndarray, flat: int) -> str:
+    idx = leaf_index(flat, arr.shape[1:])
+    entry = f" at entry [{', '.join(map(str, idx))}]" if idx else ""
+    return f"{node.label}{entry}"
+
+
+class FloatBackend:
+    """numpy arithmetic in a single dtype.
+
+    Parameters
+    ----------
+    dtype : numpy dtype
+        ``float32``, ``float64``, ``complex64`` or ``complex128``.
+    """
+
+    def __init__(self, dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
+            raise ValueError(f"unsupported dtype {self.dtype}")
+        self.complex = self.dtype.kind == "c"
+        self.real_dtype = np.dtype(np.float32) if self.dtype in (np.float32, np.complex64) else np.dtype(np.float64)
+
+    def _check(self, out: np.ndarray, node) -> np.ndarray:
+        if out.dtype != self.dtype:
+            raise TypeError(f"internal: {node.label} evaluated to {out.dtype}, not {self.dtype}")
+        return out
+
+    def const(self, params: tuple) -> np.ndarray:
+        if params[0] == "rational":
+            value = float(Fraction(params[1], params[2]))
+        else:
+            value = float(mpmath.pi if params[0] == "pi" else mpmath.e)
+        # Round once from the exact value via float64; float32 double rounding is
+        # avoided by rounding the exact Fraction directly when it matters.
+        if self.real_dtype == np.float32 and params[0] == "rational":
+            value = _round_fraction_to_float32(Fraction(params[1], params[2]))
+        return np.array([value], dtype=self.dtype)
+
+    def div(self, x, y, node):
+        return self._check(x / y, node)
+
+    def pow(self, x, y, node):
+        return self._check(x**y, node)
+
+    def maximum(self, x, y, node):
+        if self.complex:
+            raise TypeError(f"maximum is not analytic ({node.label}); the complex step does not apply")
+        return np.maximum(x, y)
+
+    def tie_weight(self, x, y, node):
+        one, half, zero = self.dtype.type(1), self.dtype.type(0.5), self.dtype.type(0)
+        return np.where(x > y, one, np.where(x == y, half, zero))
+
+    def unary(self, fn: ElemFn, x, node):
+        if self.complex and not fn.analytic:
+            raise TypeError(f"{fn.name} is not analytic ({node.label}); the complex step does not apply")
+        return self._check(fn.np_f(x), node)
+
+    def matmul(self, x, y):
+        return np.matmul(x, y)
+
+    def zeros(self, shape, like=None):
+        return np.zeros(shape, dtype=self.dtype)
+
+    def sum(self, x, axes, keepdims):
+        return np.sum(x, axis=axes, keepdims=keepdims)
+
+    def prod(self, x, axes, keepdims):
+        return np.prod(x, axis=axes, keepdims=keepdims)
+
+    def max(self, x, axes, keepdims, node):
+        if self.complex:
+            raise TypeError(f"max is not analytic ({node.label}); the complex step does not apply")
+        return np.max(x, axis=axes, keepdims=keepdims)
+
+    def logsumexp(self, x, axes, keepdims, node):
+        # Shift by the (real) maximum: exact identity, no overflow.
+        m = np.max(x.real, axis=axes, keepdims=True)
+        m = np.where(np.isfinite(m), m, self.real_dtype.type(0)).astype(self.real_dtype)
+        s = np.sum(np.exp(x - m), axis=axes, keepdims=True)
+        out = np.log(s) + m
+        if not keepdims:
+            out = np.squeeze(out, axis=axes)
+        return self._check(out.astype(self.dtype, copy=False), node)
+
+    def argmax_weight(self, x, axes, node):
+        m = np.max(x, axis=axes, keepdims=True)
+        mask = (x == m).astype(self.dtype)
+        return mask / np.sum(mask, axis=axes, keepdims=True)
+
+
+def _round_fraction_to_float32(q: Fraction) -> float:
+    with mpmath.workprec(24):
+        return float(mpmath.mpf(q.numerator) / q.denominator)
+
+
+_mpf = np.frompyfunc(lambda v: mpmath.mpf(v), 1, 1)
+
+
+class MPBackend:
+    """Exact-as-possible arithmetic on numpy object arrays of mpmath numbers.
+
+    Precision is whatever the enclosing ``mpmath.workprec``/``workdps`` scope set;
+    this class never changes it.  Every partial operation checks its domain.
+
+    Parameters
+    ----------
+    complex : bool
+        Allow ``mpc`` values (the exact complex step); non-analytic operations are refused.
+    """
+
+    def __init__(self, *, complex: bool = False) -> None:
+        self.complex = complex
+
+    @staticmethod
+    def from_float(values: np.ndarray) -> np.ndarray:
+        """Exact conversion of a float/complex array to mpmath numbers (object array)."""
+        values = np.asarray(values)
+        if values.dtype.kind == "c":
+            return np.frompyfunc(lambda v: mpmath.mpc(float(v.real), float(v.imag)), 1, 1)(
+                values.astype(np.complex128)).astype(object).reshape(values.shape)
+        return _mpf(values.astype(np.float64)).astype(object).reshape(values.shape)
+
+    def const(self, params: tuple) -> np.ndarray:
+        if params[0] == "rational":
+            v = mpmath.mpf(params[1]) / params[2] if params[2] != 1 else mpmath.mpf(params[1])
+        elif params[0] == "pi":
+            v = +mpmath.pi
+        else:
+            v = +mpmath.e
+        out = np.empty(1, dtype=object)
+        out[0] = v
+        return out
+
+    def div(self, x, y, node):
+        x, y = np.broadcast_arrays(x, y)
+        flat = y.ravel()
+        for i, v in enumerate(flat):
+            if not v:
+                raise DomainError(f"division by zero in {_where_text(node, y, i)}", expression=node.label)
+        return x / y
+
+    def pow(self, x, y, node):
+        x, y = np.broadcast_arrays(x, y)
+        out = np.empty(x.shape, dtype=object)
+        fx, fy, fo = x.ravel(), y.ravel(), out.reshape(-1)
+        for i in range(fx.size):
+            a, e = fx[i], fy[i]
+            if not self.complex or not isinstance(a, mpmath.mpc):
+                is_int = isinstance(e, int) or (not isinstance(e, mpmath.mpc) and e == int(e))
+                if a < 0 and not is_int:
+                    raise DomainError(f"negative base {mpmath.nstr(a, 8)} to the non-integer power "
+                                      f"{mpmath.nstr(e, 8)} in {_where_text(node, x, i)}", expression=node.label)
+                if a == 0 and e <= 0:
+                    raise DomainError(f"0 to the power {mpmath.nstr(e, 8)} in {_where_text(node, x, i)}",
+                                      expression=node.label)
+                if is_int:
+                    e = int(e)
+            fo[i] = a**e
+        return out
+
+    def maximum(self, x, y, node):
+        self._refuse_complex("maximum", node)
+        x, y = np.broadcast_arrays(x, y)
+        return np.where(_ge(x, y), x, y).astype(object)
+
+    def tie_weight(self, x, y, node):
+        self._refuse_complex("maximum", node)
+        x, y = np.broadcast_arrays(x, y)
+        out = np.empty(x.shape, dtype=object)
+        one, half, zero = mpmath.mpf(1), mpmath.mpf(0.5), mpmath.mpf(0)
+        for i, (a, b) in enumerate(zip(x.ravel(), y.ravel())):
+            out.reshape(-1)[i] = one if a > b else (half if a == b else zero)
+        return out
+
+    def _refuse_complex(self, name, node):
+        if self.complex:
+            raise TypeError(f"{name} is not analytic ({node.label}); the complex step does not apply")
+
+    def unary(self, fn: ElemFn, x, node):
+        if self.complex and not fn.analytic:
+            raise TypeError(f"{fn.name} is not analytic ({node.label}); the complex step does not apply")
+        if fn.domain is not None:
+            for i, v in enumerate(x.ravel()):
+                if isinstance(v, mpmath.mpc):
+                    continue
+                if not fn.domain(v):
+                    raise DomainError(
+                        f"{fn.name} is undefined at {mpmath.nstr(v, 10)} (it needs {fn.domain_text}) "
+                        f"in {_where_text(node, x, i)}", expression=node.label)
+        return np.frompyfunc(fn.mp_f, 1, 1)(x).astype(object)
+
+    def matmul(self, x, y):
+        return np.matmul(x, y)
+
+    def zeros(self, shape, like=None):
+        return np.full(shape, mpmath.mpf(0), dtype=object)
+
+    def sum(self, x, axes, keepdims):
+        return np.sum(x, axis=axes, keepdims=keepdims).astype(object)
+
+    def prod(self, x, axes, keepdims):
+        return np.prod(x, axis=axes, keepdims=keepdims).astype(object)
+
+    def max(self, x, axes, keepdims, node):
+        self._refuse_complex("max", node)
+        out = x
+        for a in sorted(axes, reverse=True):
+            out = _OBJ_MAX.reduce(out, axis=a, keepdims=True)
+        if not keepdims:
+            out = np.squeeze(out, axis=axes)
+        return np.asarray(out, dtype=object)
+
+    def logsumexp(self, x, axes, keepdims, node):
+        e = np.frompyfunc(mpmath.exp, 1, 1)(x)
+        s = np.sum(e, axis=axes, keepdims=keepdims)
+        return np.frompyfunc(mpmath.log, 1, 1)(s).astype(object)
+
+    def argmax_weight(self, x, axes, node):
+        self._refuse_complex("max", node)
+        m = self.max(x, axes, True, node)
+        mask = np.equal(x, np.broadcast_to(m, x.shape)).astype(np.int64)
+        count = np.sum(mask, axis=axes, keepdims=True)
+        return (_mpf(mask) / _mpf(np.broadcast_to(count, x.shape).astype(np.float64))).astype(object)
+
+
+def _ge(x, y):
+    return np.frompyfunc(lambda a, b: a >= b, 2, 1)(x, y).astype(bool)
+
+
+_OBJ_MAX = np.frompyfunc(lambda a, b: a if a >= b else b, 2, 1)
+
+
+class SympyBackend:
+    """Object arrays of sympy expressions (display and cross-checks only).
+
+    Parameters
+    ----------
+    display : bool
+        Keep named functions (``sigmoid``) unexpanded for reading; with False,
+        every function is replaced by its definition (for numeric cross-checks).
+    """
+
+    complex = False
+
+    def __init__(self, *, display: bool = True) -> None:
+        self.display = display
+
+    def const(self, params):
+        if params[0] == "rational":
+            v = sympy.Rational(params[1], params[2])
+        else:
+            v = sympy.pi if params[0] == "pi" else sympy.E
+        out = np.empty(1, dtype=object)
+        out[0] = v
+        return out
+
+    def div(self, x, y, node):
+        return x / y
+
+    def pow(self, x, y, node):
+        return np.frompyfunc(lambda a, b: a**b, 2, 1)(x, y)
+
+    def maximum(self, x, y, node):
+        return np.frompyfunc(sympy.Max, 2, 1)(x, y)
+
+    def tie_weight(self, x, y, node):
+        f = lambda a, b: sympy.Piecewise((1, sympy.StrictGreaterThan(a, b)), (sympy.Rational(1, 2), sympy.Eq(a, b)),
+                                         (0, True))
+        return np.frompyfunc(f, 2, 1)(x, y)
+
+    def unary(self, fn: ElemFn, x, node):
+        return np.frompyfunc(fn.sympy_of if self.display else fn.definition, 1, 1)(x)
+
+    def matmul(self, x, y):
+        return np.matmul(x, y)
+
+    def zeros(self, shape, like=None):
+        return np.full(shape, sympy.Integer(0), dtype=object)
+
+    def sum(self, x, axes, keepdims):
+        return np.sum(x, axis=axes, keepdims=keepdims)
+
+    def prod(self, x, axes, keepdims):
+        return np.prod(x, axis=axes, keepdims=keepdims)
+
+    def max(self, x, axes, keepdims, node):
+        out = x
+        for a in sorted(axes, reverse=True):
+            out = np.frompyfunc(sympy.Max, 2, 1).reduce(out, axis=a, keepdims=True)
+        if not keepdims:
+            out = np.squeeze(out, axis=axes)
+        return np.asarray(out, dtype=object)
+
+    def logsumexp(self, x, axes, keepdims, node):
+        s = np.sum(np.frompyfunc(sympy.exp, 1, 1)(x), axis=axes, keepdims=keepdims)
+        return np.frompyfunc(sympy.log, 1, 1)(s)
+
+    def argmax_weight(self, x, axes, node):
+        raise NotImplementedError("the symbolic form of a max-reduction's derivative is not displayed")

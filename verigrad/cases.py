@@ -1,0 +1,494 @@
+"""Read and validate case files (TOML) into :class:`~verigrad.spec.Case` records.
+
+Validation happens here, completely, before any computation: every error is a
+:class:`~verigrad.errors.CaseError` whose message names the file, the case, the
+field, the value given, what is allowed, and how to fix it.  See
+``docs/case-files.md`` for the format.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import CaseError, LimitError
+from .expr import RESERVED_NAMES, ExprLimits
+from .schemes import SCHEME_NAMES, StepMode
+from .spec import (CandidateSpec, Case, CheckSpec, CodeRef, Dtype, Expect, Init, Limits, RngKind, Symbol)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["load_case", "load_case_text", "find_case_files", "draw_point", "point_in_dtype"]
+
+TOP_KEYS = ("name", "description", "seed", "rng", "loss", "loss_code", "symbols", "define", "candidate",
+            "check", "limits")
+SYMBOL_KEYS = ("constant", "shape", "init", "value", "file")
+CANDIDATE_KEYS = ("name", "code", "expect")
+CHECK_KEYS = ("dtypes", "schemes", "steps", "step_mode", "tolerance_factor", "floor_ulps", "digits")
+LIMIT_KEYS = ("max_elements", "max_symbol_elements", "max_precision_bits", "symbolic_seconds",
+              "candidate_seconds", "max_expression_length", "max_expression_depth", "max_expression_nodes")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INIT_RE = re.compile(r"^\s*(normal|uniform)\s*(?:\(\s*([^,()]+)\s*,\s*([^,()]+)\s*\))?\s*$")
+_MAX_FILE_BYTES = 50_000_000
+
+
+class _Ctx:
+    """Builds error messages that say file::case::field."""
+
+    def __init__(self, path: Path | str, case: str | None = None) -> None:
+        self.path = str(path)
+        self.case = case
+
+    def where(self, field: str = "") -> str:
+        parts = [self.path]
+        if self.case:
+            parts.append(self.case)
+        if field:
+            parts.append(field)
+        return "::".join(parts)
+
+    def error(self, field: str, message: str, hint: str = "", cls=CaseError, **fields) -> CaseError:
+        return cls(message, where=self.where(field), hint=hint, file=self.path, case=self.case, field=field,
+                   **fields)
+
+
+def _suggest(key: str, allowed: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def _check_keys(ctx: _Ctx, table: dict, allowed: tuple[str, ...], field: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ctx.error(f"{field}.{key}" if field else key, f"unknown key '{key}'",
+                            hint=_suggest(key, allowed) + "allowed keys: " + ", ".join(allowed))
+
+
+def _typed(ctx: _Ctx, value: Any, types, field: str, what: str):
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise ctx.error(field, f"expected {what}, got {value!r}")
+    if not isinstance(value, types):
+        raise ctx.error(field, f"expected {what}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def load_case(path: str | Path) -> Case:
+    """Read, parse and validate one case file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.toml`` case file.
+
+    Returns
+    -------
+    Case
+
+    Raises
+    ------
+    CaseError
+        For anything invalid, with the file, case, field, value and a fix.
+    """
+    path = Path(path)
+    ctx = _Ctx(path)
+    if not path.exists():
+        raise ctx.error("", "no such file", hint="check the path")
+    if path.is_dir():
+        raise ctx.error("", "is a directory, not a case file", hint="use `verigrad run DIR` for directories")
+    try:
+        size = path.stat().st_size
+        if size > _MAX_FILE_BYTES:
+            raise ctx.error("", f"file is {size} bytes, over the {_MAX_FILE_BYTES}-byte limit for case files",
+                            hint="store large data in a .npy file referenced by `file = ...`", cls=LimitError)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ctx.error("", f"cannot read the file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ctx.error("", f"not UTF-8 text (byte {exc.start})", hint="case files are UTF-8 TOML") from None
+    return load_case_text(text, path=path)
+
+
+def load_case_text(text: str, *, path: str | Path = "<string>") -> Case:
+    """Validate case-file text (see :func:`load_case`); relative code paths resolve against ``path``."""
+    path = Path(path)
+    ctx = _Ctx(path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ctx.error("", f"not valid TOML: {exc}", hint="see docs/case-files.md for the format") from None
+    except RecursionError:
+        raise ctx.error("", "not valid TOML: nested too deeply", cls=LimitError) from None
+    return _validate(doc, path, ctx)
+
+
+def _validate(doc: dict, path: Path, ctx: _Ctx) -> Case:
+    _check_keys(ctx, doc, TOP_KEYS, "")
+    if "name" not in doc:
+        raise ctx.error("name", "missing required key 'name'", hint='add e.g. name = "my-case"')
+    name = _typed(ctx, doc["name"], str, "name", "a string")
+    if not _NAME_RE.match(name) or len(name) > 100:
+        raise ctx.error("name", f"invalid case name {name!r}",
+                        hint="use letters, digits, '-', '_' and '.', starting with a letter or digit")
+    ctx.case = name
+    description = _typed(ctx, doc.get("description", ""), str, "description", "a string")
+    seed = _typed(ctx, doc.get("seed", 0), int, "seed", "an integer")
+    if not 0 <= seed < 2**32:
+        raise ctx.error("seed", f"seed={seed} is out of range", hint="use an integer from 0 to 2**32 - 1")
+    rng_text = _typed(ctx, doc.get("rng", "numpy"), str, "rng", "a string")
+    try:
+        rng = RngKind(rng_text)
+    except ValueError:
+        raise ctx.error("rng", f"unknown rng {rng_text!r}",
+                        hint=_suggest(rng_text, [r.value for r in RngKind]) + "allowed: "
+                        + ", ".join(r.value for r in RngKind)) from None
+    limits = _limits(ctx, doc.get("limits", {}))
+    if "loss" not in doc:
+        raise ctx.error("loss", "missing required key 'loss'", hint='add e.g. loss = "sum(x**2)"')
+    loss = _typed(ctx, doc["loss"], str, "loss", "an expression string")
+    if "symbols" not in doc:
+        raise ctx.error("symbols", "missing table [symbols]", hint="declare the variables and constants of the loss")
+    symbols_doc = _typed(ctx, doc["symbols"], dict, "symbols", "a table")
+    symbols = tuple(_symbol(ctx, k, v, path, limits) for k, v in symbols_doc.items())
+    if not symbols:
+        raise ctx.error("symbols", "no symbols declared", hint="declare at least one variable")
+    if not any(not s.constant for s in symbols):
+        raise ctx.error("symbols", "every symbol is a constant: there is nothing to differentiate",
+                        hint="drop `constant = true` from the variables")
+    total = sum(s.size for s in symbols)
+    if total > limits.max_elements:
+        raise ctx.error("symbols", f"{total} entries in all exceed the limit of {limits.max_elements}",
+                        hint="raise [limits] max_elements", cls=LimitError)
+    defines_doc = _typed(ctx, doc.get("define", {}), dict, "define", "a table")
+    defines = []
+    for key, value in defines_doc.items():
+        field = f"define.{key}"
+        _identifier(ctx, key, field)
+        if key in symbols_doc:
+            raise ctx.error(field, f"'{key}' is already declared in [symbols]", hint="use another name")
+        _typed(ctx, value, str, field, "an expression string")
+        defines.append((key, value))
+    candidates = _candidates(ctx, doc.get("candidate", []), path)
+    check = _check(ctx, doc.get("check", {}))
+    loss_code = _coderef(ctx, doc["loss_code"], "loss_code", path) if "loss_code" in doc else None
+    return Case(name=name, path=path, description=description, seed=seed, rng=rng, loss=loss,
+                symbols=symbols, defines=tuple(defines), candidates=candidates, check=check,
+                loss_code=loss_code, limits=limits)
+
+
+def _identifier(ctx: _Ctx, key: str, field: str) -> None:
+    if not _IDENT_RE.match(key):
+        raise ctx.error(field, f"invalid name {key!r}", hint="names are identifiers: letters, digits and _")
+    if key.startswith("__"):
+        raise ctx.error(field, f"name {key!r} is not allowed (dunder names are refused)")
+    if key in RESERVED_NAMES:
+        raise ctx.error(field, f"'{key}' is a reserved name (a function or constant of the expression language)",
+                        hint="rename the symbol")
+
+
+def _limits(ctx: _Ctx, table: Any) -> Limits:
+    _typed(ctx, table, dict, "limits", "a table")
+    _check_keys(ctx, table, LIMIT_KEYS, "limits")
+    base = Limits()
+    vals = {}
+    for key, value in table.items():
+        field = f"limits.{key}"
+        kind = float if key.endswith("seconds") else int
+        v = _typed(ctx, value, (int, float) if kind is float else int, field, "a positive number")
+        if v <= 0:
+            raise ctx.error(field, f"{key}={v} must be positive")
+        vals[key] = v
+    expr = ExprLimits(
+        max_length=vals.pop("max_expression_length", base.expression.max_length),
+        max_depth=vals.pop("max_expression_depth", base.expression.max_depth),
+        max_nodes=vals.pop("max_expression_nodes", base.expression.max_nodes),
+    )
+    return Limits(expression=expr, **{k: v for k, v in vals.items()})
+
+
+def _symbol(ctx: _Ctx, name: str, spec: Any, path: Path, limits: Limits) -> Symbol:
+    field = f"symbols.{name}"
+    _identifier(ctx, name, field)
+    if not isinstance(spec, dict):
+        raise ctx.error(field, f"expected an inline table such as {{ shape = [3], init = \"normal\" }}, "
+                               f"got {type(spec).__name__} {spec!r}")
+    _check_keys(ctx, spec, SYMBOL_KEYS, field)
+    constant = _typed(ctx, spec.get("constant", False), bool, f"{field}.constant", "true or false")
+    sources = [k for k in ("init", "value", "file") if k in spec]
+    if len(sources) != 1:
+        raise ctx.error(field, "give exactly one of init, value, file" + (f" (got {', '.join(sources)})" if sources else ""),
+                        hint='e.g. init = "normal", or value = 0.5, or file = "data/X.npy"')
+    shape = None
+    if "shape" in spec:
+        raw = _typed(ctx, spec["shape"], list, f"{field}.shape", "a list of positive integers")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in raw):
+            raise ctx.error(f"{field}.shape", f"shape={raw} must be a list of positive integers",
+                            hint="e.g. shape = [5, 4]; use [] or omit it for a scalar")
+        if len(raw) > 8:
+            raise ctx.error(f"{field}.shape", f"shape={raw} has more than 8 dimensions", cls=LimitError)
+        shape = tuple(raw)
+        size = math.prod(shape)
+        if size > limits.max_symbol_elements:
+            raise ctx.error(f"{field}.shape", f"shape={raw} has {size} entries, over the limit of "
+                            f"{limits.max_symbol_elements}", hint="raise [limits] max_symbol_elements",
+                            cls=LimitError)
+    if "init" in spec:
+        init = _init(ctx, spec["init"], f"{field}.init")
+        return Symbol(name, shape or (), constant, init=init)
+    if "file" in spec:
+        value = _load_npy(ctx, spec["file"], f"{field}.file", path, limits)
+    else:
+        value = _value(ctx, spec["value"], f"{field}.value")
+    if shape is not None and value.shape != shape:
+        if value.ndim == 0:
+            value = np.full(shape, float(value), dtype=np.float64)
+        else:
+            raise ctx.error(f"{field}.value", f"value has shape {list(value.shape)} but shape={list(shape)}",
+                            hint="drop `shape` or make the value match it")
+    if value.size > limits.max_symbol_elements:
+        raise ctx.error(f"{field}.value", f"{value.size} entries exceed the limit of {limits.max_symbol_elements}",
+                        hint="raise [limits] max_symbol_elements", cls=LimitError)
+    value.setflags(write=False)
+    return Symbol(name, tuple(value.shape), constant, value=value)
+
+
+def _init(ctx: _Ctx, text: Any, field: str) -> Init:
+    _typed(ctx, text, str, field, 'a string such as "normal", "normal(0, 0.1)" or "uniform(-1, 1)"')
+    m = _INIT_RE.match(text)
+    if not m:
+        raise ctx.error(field, f"invalid init {text!r}",
+                        hint='allowed: "normal", "normal(mu, sigma)", "uniform(a, b)" with number literals')
+    kind, a_text, b_text = m.groups()
+    if a_text is None:
+        a, b = (0.0, 1.0)
+    else:
+        try:
+            a, b = float(a_text), float(b_text)
+        except ValueError:
+            raise ctx.error(field, f"invalid init {text!r}: parameters must be number literals",
+                            hint='e.g. "normal(0, 0.1)"') from None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ctx.error(field, f"invalid init {text!r}: parameters must be finite")
+    if kind == "normal" and b < 0:
+        raise ctx.error(field, f"invalid init {text!r}: sigma={b:g} must be >= 0")
+    if kind == "uniform" and not a < b:
+        raise ctx.error(field, f"invalid init {text!r}: needs a < b, got a={a:g}, b={b:g}")
+    return Init(kind, a, b)
+
+
+def _value(ctx: _Ctx, raw: Any, field: str) -> np.ndarray:
+    def check(v, depth=0):
+        if depth > 8:
+            raise ctx.error(field, "value is nested more than 8 levels deep", cls=LimitError)
+        if isinstance(v, list):
+            if not v:
+                raise ctx.error(field, "value contains an empty list", hint="every dimension needs at least one entry")
+            for item in v:
+                check(item, depth + 1)
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ctx.error(field, f"value entries must be numbers, got {type(v).__name__} {v!r}")
+    check(raw)
+    try:
+        arr = np.array(raw, dtype=np.float64)
+    except (ValueError, OverflowError):
+        raise ctx.error(field, "value is not a rectangular array of numbers",
+                        hint="every row must have the same length") from None
+    if not np.all(np.isfinite(arr)):
+        raise ctx.error(field, "value contains nan or inf (or an integer too large for float64)",
+                        hint="values must be finite")
+    return arr
+
+
+def _load_npy(ctx: _Ctx, raw: Any, field: str, path: Path, limits: Limits) -> np.ndarray:
+    _typed(ctx, raw, str, field, "a path to a .npy file")
+    target = (path.parent / raw)
+    if target.suffix != ".npy":
+        raise ctx.error(field, f"file={raw!r} is not a .npy file", hint="save the array with numpy.save")
+    try:
+        arr = np.load(target, allow_pickle=False)
+    except FileNotFoundError:
+        raise ctx.error(field, f"file={raw!r} not found (looked at {target})") from None
+    except (ValueError, OSError) as exc:
+        raise ctx.error(field, f"file={raw!r} is not a readable .npy array: {exc}") from None
+    if arr.dtype.kind not in "fiu":
+        raise ctx.error(field, f"file={raw!r} holds dtype {arr.dtype}, not real numbers")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ctx.error(field, f"file={raw!r} contains nan or inf")
+    return arr
+
+
+def _coderef(ctx: _Ctx, raw: Any, field: str, path: Path) -> CodeRef:
+    _typed(ctx, raw, str, field, 'a string "path/to/module.py:function"')
+    if raw.count(":") != 1:
+        raise ctx.error(field, f"code={raw!r} must be 'path/to/module.py:function'",
+                        hint='e.g. code = "impl/net.py:backward"')
+    file, func = raw.split(":")
+    if not file.endswith(".py"):
+        raise ctx.error(field, f"code={raw!r}: the module must be a .py file")
+    if not _IDENT_RE.match(func):
+        raise ctx.error(field, f"code={raw!r}: {func!r} is not a function name")
+    return CodeRef(path=(path.parent / file), function=func, text=raw)
+
+
+def _candidates(ctx: _Ctx, raw: Any, path: Path) -> tuple[CandidateSpec, ...]:
+    if isinstance(raw, dict):
+        raise ctx.error("candidate", "candidates are an array of tables", hint="write [[candidate]], not [candidate]")
+    _typed(ctx, raw, list, "candidate", "an array of tables [[candidate]]")
+    out: list[CandidateSpec] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        field = f"candidate[{i}]"
+        _typed(ctx, item, dict, field, "a table")
+        _check_keys(ctx, item, CANDIDATE_KEYS, field)
+        for key in ("name", "code"):
+            if key not in item:
+                raise ctx.error(f"{field}.{key}", f"missing required key '{key}'")
+        name = _typed(ctx, item["name"], str, f"{field}.name", "a string")
+        if not _NAME_RE.match(name):
+            raise ctx.error(f"{field}.name", f"invalid candidate name {name!r}", hint="use letters, digits, '-', '_'")
+        if name in seen:
+            raise ctx.error(f"{field}.name", f"duplicate candidate name {name!r}", hint="candidate names are unique")
+        seen.add(name)
+        expect_text = _typed(ctx, item.get("expect", "pass"), str, f"{field}.expect", '"pass" or "fail"')
+        try:
+            expect = Expect(expect_text)
+        except ValueError:
+            raise ctx.error(f"{field}.expect", f"expect={expect_text!r} is not allowed",
+                            hint='use "pass" or "fail"') from None
+        out.append(CandidateSpec(name, _coderef(ctx, item["code"], f"{field}.code", path), expect))
+    return tuple(out)
+
+
+def _check(ctx: _Ctx, raw: Any) -> CheckSpec:
+    _typed(ctx, raw, dict, "check", "a table")
+    _check_keys(ctx, raw, CHECK_KEYS, "check")
+    kw: dict[str, Any] = {}
+    if "dtypes" in raw:
+        items = _typed(ctx, raw["dtypes"], list, "check.dtypes", 'a list such as ["float32", "float64"]')
+        dtypes = []
+        for d in items:
+            try:
+                dtypes.append(Dtype(d))
+            except (ValueError, TypeError):
+                raise ctx.error("check.dtypes", f"unknown dtype {d!r}", hint="allowed: float32, float64") from None
+        if not dtypes:
+            raise ctx.error("check.dtypes", "the list is empty", hint='e.g. dtypes = ["float64"]')
+        kw["dtypes"] = tuple(dict.fromkeys(dtypes))
+    if "schemes" in raw:
+        items = _typed(ctx, raw["schemes"], list, "check.schemes", "a list of scheme names")
+        for s in items:
+            if s not in SCHEME_NAMES:
+                raise ctx.error("check.schemes", f"unknown scheme {s!r}",
+                                hint=_suggest(str(s), SCHEME_NAMES) + "allowed: " + ", ".join(SCHEME_NAMES))
+        kw["schemes"] = tuple(dict.fromkeys(items))
+    if "steps" in raw:
+        items = _typed(ctx, raw["steps"], list, "check.steps", "a list of positive numbers")
+        for h in items:
+            if isinstance(h, bool) or not isinstance(h, (int, float)) or not (0 < h < math.inf):
+                raise ctx.error("check.steps", f"step {h!r} must be a positive finite number")
+        kw["steps"] = tuple(float(h) for h in items)
+    if "step_mode" in raw:
+        try:
+            kw["step_mode"] = StepMode(raw["step_mode"])
+        except (ValueError, TypeError):
+            raise ctx.error("check.step_mode", f"step_mode={raw['step_mode']!r} is not allowed",
+                            hint="use \"absolute\" or \"relative\"") from None
+    for key in ("tolerance_factor", "floor_ulps"):
+        if key in raw:
+            v = _typed(ctx, raw[key], (int, float), f"check.{key}", "a positive number")
+            if not 0 < v < math.inf:
+                raise ctx.error(f"check.{key}", f"{key}={v} must be positive")
+            kw[key] = float(v)
+    if "digits" in raw:
+        d = _typed(ctx, raw["digits"], int, "check.digits", "an integer")
+        if not 1 <= d <= 1000:
+            raise ctx.error("check.digits", f"digits={d} is out of range", hint="use 1 to 1000 (default 24)")
+        kw["digits"] = d
+    return CheckSpec(**kw)
+
+
+def find_case_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Every ``*.toml`` under the given files/directories, sorted, recursively.
+
+    Raises
+    ------
+    CaseError
+        When a path does not exist, or a directory holds no case files.
+    """
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*.toml") if not any(part.startswith((".", "_")) for part in q.relative_to(p).parts))
+            if not found:
+                raise CaseError("no case files (*.toml) found", where=str(p), hint="point at a case file or a directory of them")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise CaseError("no such file or directory", where=str(p), hint="check the path")
+    return out
+
+
+# -- the point --------------------------------------------------------------------------
+
+
+def draw_point(case: Case) -> dict[str, np.ndarray]:
+    """The point in float64: given values, and seeded draws in [symbols] order.
+
+    ``numpy-legacy`` uses ``numpy.random.RandomState(seed)`` (``randn(*shape)``,
+    ``uniform(a, b, shape)``), reproducing ``numpy.random.seed(seed)`` scripts;
+    ``numpy`` uses ``numpy.random.default_rng(seed)``.
+
+    Returns
+    -------
+    dict of str to ndarray
+        float64 arrays, in declaration order, one per symbol.
+    """
+    legacy = case.rng is RngKind.NUMPY_LEGACY
+    rng = np.random.RandomState(case.seed) if legacy else np.random.default_rng(case.seed)
+    out: dict[str, np.ndarray] = {}
+    for s in case.symbols:
+        if s.init is None:
+            out[s.name] = np.array(s.value, dtype=np.float64)
+            continue
+        if s.init.kind == "normal":
+            z = rng.randn(*s.shape) if legacy else rng.standard_normal(s.shape)
+            z = np.asarray(z, dtype=np.float64)
+            if (s.init.a, s.init.b) != (0.0, 1.0):
+                z = s.init.a + s.init.b * z
+        else:
+            z = np.asarray(rng.uniform(s.init.a, s.init.b, size=s.shape), dtype=np.float64)
+        out[s.name] = z.reshape(s.shape)
+    return out
+
+
+def point_in_dtype(point: dict[str, np.ndarray], dtype: Dtype) -> dict[str, np.ndarray]:
+    """x_p = fl_p(x): the point rounded to the dtype (round to nearest).
+
+    Raises
+    ------
+    CaseError
+        If an entry overflows the dtype (e.g. 1e39 in float32).
+    """
+    out = {}
+    with np.errstate(over="ignore"):
+        for k, v in point.items():
+            p = v.astype(dtype.numpy)
+            if not np.all(np.isfinite(p)):
+                raise CaseError(f"symbol {k} has entries that overflow {dtype.value}",
+                                hint=f"{dtype.value} holds magnitudes up to {np.finfo(dtype.numpy).max:.3g}")
+            out[k] = p
+    return out

@@ -1,0 +1,86 @@
+"""One exception tree for verigrad.
+
+Every error subclasses :class:`VerigradError` *and* a builtin, so callers that
+only know Python's builtins (``except ValueError``) still catch them.  Errors
+carry structured fields next to their message so reports need not parse text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VerigradError",
+    "CaseError",
+    "ExpressionError",
+    "ShapeError",
+    "DomainError",
+    "CertificationError",
+    "CandidateError",
+    "LimitError",
+    "UsageError",
+]
+
+
+class VerigradError(Exception):
+    """Base of every error verigrad raises on purpose."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CaseError(VerigradError, ValueError):
+    """A case file is invalid: the message names file, case, field, value and fix.
+
+    Attributes
+    ----------
+    where : str
+        ``file::case::field`` breadcrumb of the offending entry.
+    """
+
+    def __init__(self, message: str, *, where: str = "", hint: str = "", **fields: object) -> None:
+        text = f"{where}: {message}" if where else message
+        if hint:
+            text = f"{text}\n  hint: {hint}"
+        super().__init__(text, where=where, hint=hint, **fields)
+        self.where = where
+        self.hint = hint
+        self.reason = message
+
+
+class ExpressionError(CaseError):
+    """An expression string cannot be parsed or refers to something undeclared."""
+
+
+class ShapeError(CaseError):
+    """Operand shapes do not fit together (numpy broadcasting / matmul rules)."""
+
+
+class LimitError(CaseError):
+    """A configurable resource limit (size, depth, precision, time) was exceeded."""
+
+
+class DomainError(VerigradError, ArithmeticError):
+    """The loss is undefined at the point (log of a negative number, 0/0, ...).
+
+    The message names the sub-expression whose value left the domain.
+    """
+
+    exit_code = 2
+
+
+class CertificationError(VerigradError, ArithmeticError):
+    """The truth could not be certified to the requested digits within the precision cap."""
+
+
+class CandidateError(VerigradError, RuntimeError):
+    """A candidate module or function cannot be loaded or called as documented."""
+
+
+class UsageError(VerigradError, ValueError):
+    """The command line or a Python API call was used wrongly."""

@@ -1,0 +1,1 @@
+"""Reports: terminal, JSON, JUnit XML, HTML.  Reports format; they never compute."""

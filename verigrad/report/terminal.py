@@ -1,0 +1,145 @@
+"""Terminal rendering with rich: tables that fit 80 columns and degrade when piped."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["truth_table", "show_text", "fmt_index"]
+
+
+def fmt_index(idx: tuple) -> str:
+    return "" if not idx else "[" + ", ".join(str(int(i)) for i in idx) + "]"
+
+
+def truth_table(model, truth) -> Table:
+    """Loss and certified gradient entries of one dtype's point."""
+    t = Table(title=f"{truth.case} · {truth.dtype.value} point · {truth.digits} certified digits "
+                    f"({truth.precision} bits)", title_justify="left", expand=False)
+    t.add_column("quantity", no_wrap=True)
+    t.add_column("value at x_p", no_wrap=True)
+    t.add_column("exact gradient", no_wrap=True)
+    t.add_row("loss", "", truth.decimal(truth.loss[()]))
+    for name, g in truth.gradient.items():
+        x = truth.point[name]
+        for idx in np.ndindex(*g.shape):
+            note = ""
+            if truth.exact_zero[name][idx]:
+                note = " (exact zero)"
+            elif truth.absolute[name][idx]:
+                note = f" (|g| < 1e-{truth.digits + 8}·scale)"
+            t.add_row(f"d loss/d {name}{fmt_index(idx)}", repr(x[idx].item()), truth.decimal(g[idx]) + note)
+    return t
+
+
+def show_text(model, *, latex: bool = False) -> str:
+    """The loss and its exact gradient: case-file form, array program, scalar form when small."""
+    from .. import symbolic
+
+    case = model.case
+    lines = [f"case {case.name}: {model.case.parameter_count} parameters in "
+             f"{', '.join(f'{v.name}{list(v.shape)}' for v in case.variables)}"]
+    if case.description:
+        lines.append(case.description.strip())
+    lines.append("")
+    prog = symbolic.array_program(model, latex=latex)
+    if latex:
+        lines.append(r"\begin{aligned}")
+        lines += [f"{n} &= {e} \\\\" for n, e in prog.lines]
+        lines.append(r"\end{aligned}")
+    else:
+        lines.append("loss and exact gradient (reverse accumulation; t1, t2, ... are shared sub-expressions):")
+        lines.append(prog.render())
+    scalar = symbolic.scalar_gradient(model)
+    if scalar is not None:
+        import sympy
+
+        loss = symbolic.scalar_loss(model)
+        lines.append("")
+        lines.append("per entry (sympy):")
+        render = sympy.latex if latex else (lambda e: sympy.pretty(e, use_unicode=True))
+        lines.append("L =" + ("\n" if not latex else " ") + render(loss))
+        for name, g in scalar.items():
+            for idx in np.ndindex(*g.shape):
+                lines.append(f"dL/d{name}{fmt_index(idx)} =" + ("\n" if not latex else " ") + render(g[idx]))
+    return "\n".join(lines)
+
+
+_VERDICT_STYLE = {"pass": "green", "fail": "red", "nonfinite": "magenta", "error": "red bold"}
+
+
+def _fmt(x, spec: str = ".2e") -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "—"
+    if x != x:
+        return "—"
+    return format(x, spec)
+
+
+def _errors(r) -> dict:
+    if r.grade is None:
+        return {}
+    d = r.grade.to_dict()
+    return d.get("errors", {})
+
+
+def case_details(rep, *, verbose: bool = False, quiet: bool = False):
+    """One case: a row per candidate × dtype, then the diagnosis of each failure."""
+    from rich.console import Group
+
+    parts = []
+    if rep.error:
+        return Text(f"✗ {rep.path}: {rep.error}", style="red")
+    t = Table(title=f"{rep.name}  ({rep.parameters} parameters, {rep.seconds:.2f} s)", title_justify="left",
+              expand=False, pad_edge=False)
+    t.add_column("candidate", no_wrap=True, max_width=24)
+    t.add_column("dtype", no_wrap=True)
+    t.add_column("verdict", no_wrap=True)
+    t.add_column("max ulps", justify="right", no_wrap=True)
+    t.add_column("rel err", justify="right", no_wrap=True)
+    t.add_column("expect", no_wrap=True)
+    shown = 0
+    for r in rep.results:
+        if quiet and r.met is not False:
+            continue
+        e = _errors(r)
+        name = r.candidate if r.kind == "code" else f"{r.scheme} h={r.step:.1e}"
+        exp = {True: "✓ " + (r.expect or ""), False: "✗ expected " + (r.expect or ""), None: "info"}[r.met]
+        t.add_row(name, r.dtype, Text(r.verdict, style=_VERDICT_STYLE.get(r.verdict, "")),
+                  _fmt(e.get("max_ulps"), ".3g"), _fmt(e.get("normwise_relative")),
+                  Text(exp, style="green" if r.met else ("red" if r.met is False else "dim")))
+        shown += 1
+    if shown:
+        parts.append(t)
+    for r in rep.results:
+        if quiet and r.met is not False:
+            continue
+        if r.verdict == "pass" and not verbose:
+            continue
+        lines = []
+        if r.grade is not None and hasattr(r.grade, "messages"):
+            msgs = r.grade.messages()
+            lines.extend(msgs if verbose else msgs[:12])
+            if not verbose and len(msgs) > 12:
+                lines.append(f"… {len(msgs) - 12} more (use -v or --json for all)")
+        elif r.message:
+            lines.append(r.message)
+        if r.grade is not None and getattr(r.grade, "dtype_mismatch", False):
+            lines.append(f"{r.case} › {r.candidate} › {r.dtype}: returned {r.grade.returned_dtype}: "
+                         f"{r.dtype} was not actually exercised")
+        for line in lines:
+            parts.append(Text("  " + line, style="red" if r.met is False else "yellow" if r.verdict != "pass" else ""))
+    return Group(*parts) if parts else Text("")
+
+
+def run_summary(run, *, quiet: bool = False):
+    """The closing table: counts and every unmet expectation."""
+    s = run.summary()
+    style = "green" if s["ok"] else "red"
+    words = (f"{s['cases']} cases, {s['results']} grades: {s['expectations_met']} expectations met, "
+             f"{s['expectations_not_met']} not met, {s['informational']} informational"
+             + (f", {s['case_errors']} case errors" if s["case_errors"] else "") + f" ({run.seconds:.1f} s)")
+    return Text(("OK  " if s["ok"] else "FAILED  ") + words, style=style)

@@ -1,0 +1,180 @@
+"""Frozen records describing a case: symbols, candidates, checks, limits.
+
+These are values produced by :mod:`verigrad.cases` after validation; the rest
+of the package assumes they are valid.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .expr import ExprLimits
+from .schemes import StepMode
+
+__all__ = ["Dtype", "Expect", "RngKind", "StepMode", "Init", "Symbol", "CodeRef", "CandidateSpec",
+           "CheckSpec", "Limits", "Case"]
+
+
+class Dtype(enum.Enum):
+    """A floating-point format under test."""
+
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype(self.value)
+
+    @property
+    def complex(self) -> np.dtype:
+        """The complex dtype used for the complex step in this precision."""
+        return np.dtype(np.complex64 if self is Dtype.FLOAT32 else np.complex128)
+
+    @property
+    def eps(self) -> float:
+        return float(np.finfo(self.numpy).eps)
+
+    @property
+    def mantissa_bits(self) -> int:
+        return int(np.finfo(self.numpy).nmant) + 1
+
+
+class Expect(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+
+
+class RngKind(enum.Enum):
+    NUMPY = "numpy"
+    NUMPY_LEGACY = "numpy-legacy"
+
+
+@dataclass(frozen=True)
+class Init:
+    """A seeded distribution: ``normal(mu, sigma)`` or ``uniform(a, b)``."""
+
+    kind: str
+    a: float
+    b: float
+
+    def __str__(self) -> str:
+        return f"{self.kind}({self.a:g}, {self.b:g})"
+
+
+@dataclass(frozen=True, eq=False)
+class Symbol:
+    """A variable or constant of the loss.
+
+    ``value`` (float64, in ``shape``) is set for given values; ``init`` for drawn ones.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    constant: bool
+    init: Init | None = None
+    value: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class CodeRef:
+    """``path/to/module.py:function``, the path resolved against the case file."""
+
+    path: Path
+    function: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    name: str
+    code: CodeRef
+    expect: Expect
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """The ``[check]`` table.
+
+    Attributes
+    ----------
+    dtypes : tuple of Dtype
+        Dtypes in which candidates are graded (default both).
+    schemes : tuple of str
+        Finite-difference schemes graded as candidates (``verigrad run``).
+    steps : tuple of float or None
+        Nominal steps for those schemes; None means the recommended step.
+    step_mode : StepMode
+    tolerance_factor : float or None
+        Overrides the grading factor against the float baseline.
+    floor_ulps : float or None
+        Overrides the grading floor in ulps of the gradient's scale.
+    digits : int
+        Certified digits of the truth.
+    """
+
+    dtypes: tuple[Dtype, ...] = (Dtype.FLOAT32, Dtype.FLOAT64)
+    schemes: tuple[str, ...] = ()
+    steps: tuple[float, ...] | None = None
+    step_mode: StepMode = StepMode.RELATIVE
+    tolerance_factor: float | None = None
+    floor_ulps: float | None = None
+    digits: int = 24
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits (``[limits]`` table); each error message says how to raise it."""
+
+    max_elements: int = 2_000_000
+    max_symbol_elements: int = 1_000_000
+    max_precision_bits: int = 16_384
+    symbolic_seconds: float = 120.0
+    candidate_seconds: float = 60.0
+    expression: ExprLimits = field(default_factory=ExprLimits)
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One validated case file."""
+
+    name: str
+    path: Path
+    description: str
+    seed: int
+    rng: RngKind
+    loss: str
+    symbols: tuple[Symbol, ...]
+    defines: tuple[tuple[str, str], ...]
+    candidates: tuple[CandidateSpec, ...] = ()
+    check: CheckSpec = field(default_factory=CheckSpec)
+    loss_code: CodeRef | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def variables(self) -> tuple[Symbol, ...]:
+        return tuple(s for s in self.symbols if not s.constant)
+
+    @property
+    def constants(self) -> tuple[Symbol, ...]:
+        return tuple(s for s in self.symbols if s.constant)
+
+    def symbol(self, name: str) -> Symbol:
+        for s in self.symbols:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(s.size for s in self.variables)

@@ -1,0 +1,177 @@
+"""Certified ground truth: the exact loss and gradient at a dtype's point.
+
+For dtype p the point is x_p = fl_p(x) (and D_p = fl_p(D) for constants); binary
+floats convert exactly to mpmath numbers, so the truth is the exact gradient at
+the point the candidate actually sees.
+
+Certification (DESIGN.md, "The truth"): the gradient graph is evaluated with
+mpmath at two working precisions w and w + 64 bits.  An entry is *certified to d
+digits* when the two agree to a relative difference of 10^-d, or, for entries
+that cancel to (almost) nothing, when they agree to 10^-(d + 8) of the
+gradient's scale (reported as an absolute certificate).  If any entry falls
+short, w is doubled and everything is re-evaluated, up to
+``[limits] max_precision_bits``; beyond that a :class:`CertificationError`
+names the entries.  An uncertified truth is never returned.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import mpmath
+import numpy as np
+
+from .errors import CertificationError
+from .model import Model
+from .spec import Dtype
+
+__all__ = ["Truth", "certify", "DEFAULT_DIGITS", "format_mp"]
+
+#: float64 has 15.95 significant digits; 24 digits grade it to ~1e-8 of an ulp.
+DEFAULT_DIGITS = 24
+_GUARD_BITS = 64
+_ABS_EXTRA_DIGITS = 8
+
+
+@dataclass(frozen=True, eq=False)
+class Truth:
+    """The certified loss and gradient at one dtype's point.
+
+    Attributes
+    ----------
+    case : str
+    dtype : Dtype
+    point : dict of str to ndarray
+        The point as represented in ``dtype`` (arrays of that dtype).
+    loss : mpmath.mpf
+    gradient : dict of str to ndarray
+        Object arrays of ``mpf`` in each variable's shape.
+    digits : int
+        Requested (and achieved, for every entry) significant digits.
+    absolute : dict of str to ndarray of bool
+        Entries certified only absolutely: |g| < 10^-(digits+8) * scale.
+    exact_zero : dict of str to ndarray of bool
+        Entries that are exactly zero (both evaluations gave an exact 0).
+    precision : int
+        Working precision in bits of the reported values.
+    scale : mpmath.mpf
+        max |g| over all entries (0 if the gradient vanishes).
+    seconds : float
+    """
+
+    case: str
+    dtype: Dtype
+    point: dict[str, np.ndarray]
+    loss: object
+    gradient: dict[str, np.ndarray]
+    digits: int
+    absolute: dict[str, np.ndarray]
+    exact_zero: dict[str, np.ndarray]
+    precision: int
+    scale: object
+    seconds: float
+
+    def as_float64(self) -> dict[str, np.ndarray]:
+        """The truth rounded to float64 (for plots and summaries, never for grading)."""
+        return {k: np.array([float(v) for v in g.ravel()], dtype=np.float64).reshape(g.shape)
+                for k, g in self.gradient.items()}
+
+    def decimal(self, value) -> str:
+        return format_mp(value, self.digits)
+
+
+def format_mp(value, digits: int) -> str:
+    """A decimal string with ``digits`` significant digits; exact zeros print as ``"0"``."""
+    if not value:
+        return "0"
+    with mpmath.workdps(digits + 10):
+        return mpmath.nstr(value, digits, min_fixed=-5, max_fixed=digits + 1, strip_zeros=False)
+
+
+def _scale(grads: list[np.ndarray]):
+    m = mpmath.mpf(0)
+    for g in grads:
+        for v in g.ravel():
+            a = abs(v)
+            if a > m:
+                m = a
+    return m
+
+
+def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
+            digits: int = DEFAULT_DIGITS, max_bits: int | None = None) -> Truth:
+    """Certified loss and gradient of ``model`` at ``point`` (already in ``dtype``).
+
+    Parameters
+    ----------
+    model : Model
+    point : mapping of str to ndarray
+        Every symbol's value in ``dtype`` (x_p = fl_p(x)).
+    dtype : Dtype
+    digits : int
+        Significant digits to certify for every entry (default 24).
+    max_bits : int, optional
+        Precision cap; default ``case.limits.max_precision_bits``.
+
+    Returns
+    -------
+    Truth
+
+    Raises
+    ------
+    DomainError
+        The loss or its gradient is undefined at the point (names the sub-expression).
+    CertificationError
+        Fewer than ``digits`` digits agree at the precision cap.
+
+    Notes
+    -----
+    Acceptance per entry, with a, b the values at w and w + 64 bits:
+    ``|a - b| <= 10^-digits |b|`` or ``|a - b| <= 10^-(digits+8) * scale``.
+    """
+    t0 = time.perf_counter()
+    cap = max_bits or model.case.limits.max_precision_bits
+    names = list(model.gradient)
+    nodes = [model.loss] + [model.gradient[n] for n in names]
+    prec = int(math.ceil(digits * math.log2(10))) + _GUARD_BITS
+    while True:
+        lo = model.mp_eval(nodes, point, prec=prec)
+        hi = model.mp_eval(nodes, point, prec=prec + _GUARD_BITS)
+        with mpmath.workprec(prec + _GUARD_BITS):
+            scale = _scale(hi[1:])
+            rel = mpmath.mpf(10) ** (-digits)
+            abs_tol = scale * mpmath.mpf(10) ** (-(digits + _ABS_EXTRA_DIGITS))
+            bad: list[str] = []
+            absolute: dict[str, np.ndarray] = {}
+            exact_zero: dict[str, np.ndarray] = {}
+            for name, a, b in zip(["<loss>"] + names, lo, hi):
+                a_flat, b_flat = a.ravel(), b.ravel()
+                abs_mask = np.zeros(b.shape, dtype=bool)
+                zero_mask = np.zeros(b.shape, dtype=bool)
+                for i, (x, y) in enumerate(zip(a_flat, b_flat)):
+                    d = abs(x - y)
+                    if not x and not y:
+                        zero_mask.reshape(-1)[i] = True
+                    elif d <= rel * abs(y):
+                        pass
+                    elif name != "<loss>" and d <= abs_tol:
+                        abs_mask.reshape(-1)[i] = True
+                    else:
+                        bad.append(f"{name}{list(np.unravel_index(i, b.shape)) if b.shape else ''}")
+                if name != "<loss>":
+                    absolute[name], exact_zero[name] = abs_mask, zero_mask
+        if not bad:
+            break
+        if prec * 2 > cap:
+            raise CertificationError(
+                f"{model.case.name}: only fewer than {digits} digits of {', '.join(bad[:5])}"
+                f"{' ...' if len(bad) > 5 else ''} agree at {prec + _GUARD_BITS} bits "
+                f"(precision cap {cap} bits)",
+                hint="raise [limits] max_precision_bits, or request fewer digits with --digits")
+        prec *= 2
+    return Truth(case=model.case.name, dtype=dtype, point=dict(point), loss=hi[0],
+                 gradient=dict(zip(names, hi[1:])), digits=digits, absolute=absolute, exact_zero=exact_zero,
+                 precision=prec + _GUARD_BITS, scale=scale, seconds=time.perf_counter() - t0)
