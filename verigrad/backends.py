@@ -146,12 +146,17 @@ class MPBackend:
 
     @staticmethod
     def from_float(values: np.ndarray) -> np.ndarray:
-        """Exact conversion of a float/complex array to mpmath numbers (object array)."""
-        values = np.asarray(values)
-        if values.dtype.kind == "c":
-            return np.frompyfunc(lambda v: mpmath.mpc(float(v.real), float(v.imag)), 1, 1)(
-                values.astype(np.complex128)).astype(object).reshape(values.shape)
-        return _mpf(values.astype(np.float64)).astype(object).reshape(values.shape)
+        """Exact conversion of a float/complex array to mpmath numbers (object array, same shape)."""
+        arr = np.asarray(values)
+        out = np.empty(arr.shape, dtype=object)
+        flat = out.reshape(-1)
+        if arr.dtype.kind == "c":
+            for i, v in enumerate(arr.astype(np.complex128).ravel().tolist()):
+                flat[i] = mpmath.mpc(v.real, v.imag)
+        else:
+            for i, v in enumerate(arr.astype(np.float64).ravel().tolist()):
+                flat[i] = mpmath.mpf(v)
+        return out
 
     def const(self, params: tuple) -> np.ndarray:
         if params[0] == "rational":

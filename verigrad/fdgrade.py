@@ -1,0 +1,121 @@
+"""Finite differences as candidates in ``verigrad run``, and the classic relative-difference check.
+
+Each scheme of a case's ``[check]`` is evaluated for the full gradient at its
+step(s) (default: the recommended relative step eps^(1/(p+1))) and graded
+against the truth.  These rows are informational (no expectation): their
+verdict says whether the estimate reached the accuracy the scheme can
+theoretically reach in the dtype,
+
+    normwise relative error <= 10 * eps_p^(p/(p+1))      (linear scheme of order p)
+    normwise relative error <= 10 * eps_p * sqrt(N)       (complex step),
+
+which is the optimum of |T| ~ h^p and |R| ~ eps/h for a well-scaled loss.  The
+record also carries what the classic check (relative difference
+||g - g_fd|| / (||g|| + ||g_fd||) < threshold) concludes, next to the truth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+
+from .errors import VerigradError
+from .schemes import SchemeKind, get_scheme
+from .studies import fd_gradient, recommended_step
+
+__all__ = ["grade_schemes", "classic_check", "ClassicOutcome", "fd_tolerance"]
+
+CLASSIC_THRESHOLD = 1e-7
+
+
+def fd_tolerance(scheme, dtype, n: int) -> float:
+    """Relative accuracy a scheme can reach in ``dtype`` (see module docstring)."""
+    eps = dtype.eps
+    if scheme.kind is SchemeKind.COMPLEX_STEP:
+        return 10 * eps * math.sqrt(max(n, 1))
+    p = scheme.order
+    return 10 * eps ** (p / (p + 1))
+
+
+def _relative_difference(a: dict, b: dict) -> float:
+    num = math.sqrt(sum(float(np.sum((np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)) ** 2)) for k in a))
+    den = (math.sqrt(sum(float(np.sum(np.asarray(a[k], np.float64) ** 2)) for k in a))
+           + math.sqrt(sum(float(np.sum(np.asarray(b[k], np.float64) ** 2)) for k in b)))
+    return num / den if den else 0.0
+
+
+class ClassicOutcome:
+    AGREE = "agree"
+    FALSE_ALARM = "false alarm"
+    MISSED_BUG = "missed bug"
+
+
+def classic_check(candidate: dict, fd: dict, *, truth_verdict_pass: bool, threshold: float = CLASSIC_THRESHOLD) -> dict:
+    """What the classic gradient check concludes, next to what the truth concludes.
+
+    Parameters
+    ----------
+    candidate, fd : dict of str to ndarray
+        The candidate's gradient and a finite-difference gradient.
+    truth_verdict_pass : bool
+        Whether the candidate passed against the exact truth.
+    threshold : float
+        The classic check passes when ||a - b|| / (||a|| + ||b||) < threshold.
+
+    Returns
+    -------
+    dict
+        ``relative_difference``, ``threshold``, ``classic_pass``, ``truth_pass`` and
+        ``outcome`` (agree / false alarm / missed bug).
+    """
+    rd = _relative_difference(candidate, fd)
+    classic_pass = rd < threshold
+    if classic_pass == truth_verdict_pass:
+        outcome = ClassicOutcome.AGREE
+    elif truth_verdict_pass:
+        outcome = ClassicOutcome.FALSE_ALARM
+    else:
+        outcome = ClassicOutcome.MISSED_BUG
+    return {"relative_difference": rd, "threshold": threshold, "classic_pass": classic_pass,
+            "truth_pass": truth_verdict_pass, "outcome": outcome}
+
+
+def grade_schemes(model, truth, baseline) -> list:
+    """One informational Result per scheme x step of the case's [check], at ``truth``'s dtype."""
+    from .grading import grade
+    from .runner import Result
+    from .studycli import loss_code_evaluator
+
+    case = model.case
+    out = []
+    loss_values = loss_code_evaluator(case) if case.loss_code is not None else None
+    n = case.parameter_count
+    for name in case.check.schemes:
+        scheme = get_scheme(name)
+        steps = case.check.steps or (recommended_step(scheme, truth.dtype),)
+        for h in steps:
+            label = f"{name} h={h:.1e}"
+            try:
+                est = fd_gradient(model, dtype=truth.dtype, scheme=scheme, step=h, step_mode=case.check.step_mode,
+                                  loss_values=None if scheme.kind is SchemeKind.COMPLEX_STEP else loss_values)
+            except VerigradError as exc:
+                out.append(Result(case.name, label, "fd", truth.dtype.value, None, "error", None, None, str(exc),
+                                  scheme=name, step=h))
+                continue
+            g = grade(truth=truth.gradient, value=est, baseline=baseline, dtype=truth.dtype.numpy, case=case.name,
+                      candidate=label)
+            rel = g.to_dict()["errors"]["normwise_relative"]
+            tol = fd_tolerance(scheme, truth.dtype, n)
+            if rel is None or (isinstance(rel, float) and not math.isfinite(rel)):
+                verdict = "nonfinite"
+            else:
+                verdict = "pass" if rel <= tol else "fail"
+            msg = (f"{case.name} › {label} › {truth.dtype.value}: normwise relative error {rel:.2e} "
+                   f"{'<=' if verdict == 'pass' else '>'} {tol:.1e} (what {name} can reach in {truth.dtype.value})"
+                   if verdict in ("pass", "fail") else f"{case.name} › {label}: non-finite estimate")
+            out.append(Result(case.name, label, "fd", truth.dtype.value, None, verdict, None, g, msg,
+                              scheme=name, step=h, extra={"tolerance": tol, "source": "loss_code" if loss_values
+                                                          and scheme.kind is not SchemeKind.COMPLEX_STEP else "expression"}))
+    return out

@@ -1,0 +1,610 @@
+"""Finite differences against the truth: the exact truncation / step / round-off split.
+
+For a linear scheme (offsets c_k, weights w_k), a direction e, dtype p and a
+nominal step h (DESIGN.md, "Finite differences"):
+
+* h_p = fl_p(h) (or the representable step ``(x+h)-x`` on request);
+* nodes y_k = fl_p(x_p + c_k h_p e), rounded *once* from the exact value;
+* F_k = f_p(y_k), the loss evaluated in dtype p (the expression, or the case's
+  own ``loss_code``); D_float = fl_p(sum_k fl_p(w_k) F_k / h_p), accumulated in p;
+* D_exact = sum_k w_k f(x_p + c_k h_p e) / h_p and D_nodes = sum_k w_k f(y_k) / h_p
+  in mpmath, at a precision raised with |log2 h| so that the differences of
+  exact values keep their digits.
+
+Then T = D_exact - g*, S = D_nodes - D_exact, R = D_float - D_nodes and
+E = D_float - g* = T + S + R, with g* the certified directional derivative.
+The complex step Im f(x + i h_p e)/h_p is evaluated in complex64/complex128 and
+exactly with mpmath complex numbers; it has S = 0 for coordinate directions.
+
+Models: the truncation term C f^(j)(x_p; e) h^p from the scheme's exact series
+and the exact j-th directional derivative (mpmath.diff of the exact loss along
+the line, at raised precision); round-off from the measured noise of f_p at the
+nodes, nu = rms |F_k - f(y_k)|, amplified by sum|w_k| / h; the step error bound
+|g*| ulp(x_i)/2 sum|w_k| / h.  They give the predicted optimal step and error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Sequence
+
+import mpmath
+import numpy as np
+
+from .cases import point_in_dtype
+from .errors import UsageError
+from .graph import Op, topological
+from .model import Model
+from .schemes import Scheme, SchemeKind, StepMode, default_step, default_step_grid, get_scheme
+from .spec import Dtype
+from .truth import certify
+
+__all__ = ["Direction", "coordinate_direction", "random_direction", "StudyRow", "StudyModel", "Observed",
+           "Study", "run_study", "fd_gradient", "non_analytic_sites", "recommended_step"]
+
+
+@dataclass(frozen=True, eq=False)
+class Direction:
+    """A direction e over all variables: a coordinate (one-hot) or a seeded random unit vector.
+
+    Attributes
+    ----------
+    label : str
+        ``W1[1, 2]`` or ``random(seed=0)``.
+    vector : dict of str to ndarray
+        float64 arrays in each variable's shape.
+    variable, index : str or None, tuple or None
+        Set for coordinate directions.
+    seed : int or None
+        Set for random directions.
+    """
+
+    label: str
+    vector: dict[str, np.ndarray]
+    variable: str | None = None
+    index: tuple[int, ...] | None = None
+    seed: int | None = None
+
+    def entries(self) -> list[tuple[str, int, Fraction]]:
+        """Nonzero entries as (variable, flat index, exact value)."""
+        out = []
+        for name, v in self.vector.items():
+            flat = v.ravel()
+            for i in np.flatnonzero(flat):
+                out.append((name, int(i), Fraction(float(flat[i]))))
+        return out
+
+
+def coordinate_direction(model: Model, variable: str | None = None, index: Sequence[int] | None = None) -> Direction:
+    """The unit vector of one variable entry (default: the first entry of the first variable)."""
+    names = list(model.gradient)
+    variable = variable or names[0]
+    if variable not in model.gradient:
+        raise UsageError(f"--variable {variable!r} is not a variable of {model.case.name} "
+                         f"(variables: {', '.join(names)})")
+    shape = model.shape(variable)
+    index = tuple(index) if index is not None else (0,) * len(shape)
+    if len(index) != len(shape) or any(not -n <= i < n for i, n in zip(index, shape)):
+        raise UsageError(f"--index {','.join(map(str, index)) or '(none)'} does not fit {variable} of shape "
+                         f"{list(shape)}", hint="give one integer per axis, e.g. --index 1,2")
+    index = tuple(i % n for i, n in zip(index, shape))
+    vec = {n: np.zeros(model.shape(n)) for n in names}
+    vec[variable][index] = 1.0
+    label = variable + (f"[{', '.join(map(str, index))}]" if index else "")
+    return Direction(label, vec, variable=variable, index=index)
+
+
+def random_direction(model: Model, seed: int = 0) -> Direction:
+    """A seeded random unit direction (``numpy.random.default_rng(seed)``, normal entries, unit 2-norm)."""
+    rng = np.random.default_rng(seed)
+    vec = {n: rng.standard_normal(model.shape(n)) for n in model.gradient}
+    norm = math.sqrt(sum(float(np.sum(v * v)) for v in vec.values()))
+    vec = {n: v / norm for n, v in vec.items()}
+    return Direction(f"random(seed={seed})", vec, seed=seed)
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One step of a sweep; errors are signed absolute errors (floats).
+
+    ``h`` is the step actually used (h_p); ``nominal`` the step asked for.
+    ``noise`` is rms |F_k - f(y_k)| at this row's nodes.  ``finite`` is False
+    when some F_k was inf/nan (the row is excluded from fits and optima).
+    """
+
+    h: float
+    nominal: float
+    estimate: float
+    error: float
+    truncation: float
+    step: float
+    roundoff: float
+    noise: float
+    finite: bool = True
+
+
+@dataclass(frozen=True)
+class StudyModel:
+    """Predicted error parts: |T| ~ A h^p, |R| ~ B_r / h, |S| <= B_s / h."""
+
+    truncation_coefficient: float
+    truncation_power: int
+    roundoff_coefficient: float
+    step_coefficient: float
+    noise: float
+    optimal_step: float
+    min_error: float
+    truncation_vanishes: bool
+    note: str = ""
+    flat_roundoff: bool = False
+
+    def predict(self, h: np.ndarray) -> dict[str, np.ndarray]:
+        """Model curves |T|, |R|, |S| and their sum at the steps ``h``."""
+        h = np.asarray(h, dtype=np.float64)
+        t = abs(self.truncation_coefficient) * h ** self.truncation_power
+        r = np.full_like(h, self.roundoff_coefficient) if self.flat_roundoff else self.roundoff_coefficient / h
+        s = self.step_coefficient / h
+        return {"truncation": t, "roundoff": r, "step": s, "total": t + r + s}
+
+
+@dataclass(frozen=True)
+class Observed:
+    optimal_step: float
+    min_error: float
+    slopes: dict[str, float]
+
+
+@dataclass(frozen=True, eq=False)
+class Study:
+    """A step sweep of one scheme in one dtype along one direction."""
+
+    case: str
+    direction: Direction
+    dtype: Dtype
+    scheme: Scheme
+    truth: object
+    rows: tuple[StudyRow, ...]
+    model: StudyModel
+    observed: Observed
+    source: str
+    step_mode: StepMode
+    representable: bool
+    precision: int
+    seconds: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _round_to(q: Fraction, dtype: np.dtype) -> float:
+    """Round an exact rational to the nearest value of ``dtype`` (once)."""
+    if np.dtype(dtype) == np.float64:
+        return float(q)
+    with mpmath.workprec(24):
+        v = mpmath.fdiv(q.numerator, q.denominator)
+    return float(np.float32(float(v)))
+
+
+def non_analytic_sites(model: Model) -> list[str]:
+    """Sub-expressions of the loss through which the complex step is invalid."""
+    out = []
+    for n in topological([model.loss]):
+        if n.op is Op.UNARY and not n.fn.analytic:
+            out.append(n.label)
+        elif n.op in (Op.MAXIMUM, Op.MAX):
+            out.append(n.label)
+    return out
+
+
+def _refuse_complex(model: Model) -> None:
+    sites = non_analytic_sites(model)
+    if sites:
+        raise UsageError(f"complex-step is refused for {model.case.name}: the loss is not analytic at "
+                         f"{'; '.join(dict.fromkeys(sites))} (abs/relu/maximum/max have no complex extension "
+                         f"that gives the derivative)", hint="use a real scheme such as central or central4")
+
+
+def _directional_truth(truth, direction: Direction):
+    with mpmath.workprec(truth.precision):
+        s = mpmath.mpf(0)
+        for name, i, e in direction.entries():
+            s += truth.gradient[name].ravel()[i] * (mpmath.mpf(e.numerator) / e.denominator)
+    return s
+
+
+def _effective_steps(steps: np.ndarray, direction: Direction, point: dict, dtype: np.dtype, mode: StepMode,
+                     representable: bool) -> np.ndarray:
+    """h_p per nominal step, in ``dtype`` values (as float64 numbers)."""
+    if mode is StepMode.RELATIVE:
+        if direction.variable is not None:
+            scale = max(1.0, abs(float(point[direction.variable][direction.index])))
+        else:
+            scale = max([1.0] + [float(np.max(np.abs(point[n]))) for n in direction.vector])
+        steps = steps * scale
+    hp = steps.astype(dtype).astype(np.float64)
+    if representable:
+        if direction.variable is None:
+            raise UsageError("--representable needs a coordinate direction (--variable/--index)")
+        x = point[direction.variable][direction.index]
+        with np.errstate(all="ignore"):
+            hp = ((x + steps.astype(dtype)) - x).astype(np.float64)
+    return hp
+
+
+def _line_leaves(model: Model, point: dict, entries, values_per_node: list[dict[tuple[str, int], object]],
+                 *, as_object: bool, dtype=None) -> dict[str, np.ndarray]:
+    """Batched leaves: the point repeated per node, with perturbed entries replaced."""
+    B = len(values_per_node)
+    leaves = {}
+    touched = {name for name, _, _ in entries}
+    for name in model.leaves:
+        base = point[name]
+        if name not in touched:
+            leaves[name] = (np.asarray(base)[None, ...] if not as_object else _obj(base)[None, ...])
+            continue
+        arr = np.repeat((_obj(base) if as_object else np.asarray(base))[None, ...], B, axis=0)
+        flat = arr.reshape(B, -1)
+        for b, vals in enumerate(values_per_node):
+            for (n, i), v in vals.items():
+                if n == name:
+                    flat[b, i] = v
+        leaves[name] = arr
+    return leaves
+
+
+def _obj(a: np.ndarray) -> np.ndarray:
+    from .backends import MPBackend
+
+    return MPBackend.from_float(np.asarray(a))
+
+
+def _mp_loss(model: Model, leaves: dict, prec: int, complex: bool = False) -> np.ndarray:
+    """Exact loss at every node of a batch; None where a node is outside the loss's domain."""
+    from .backends import MPBackend
+    from .errors import DomainError
+    from .graph import evaluate
+
+    with mpmath.workprec(prec):
+        try:
+            return evaluate([model.loss], leaves, MPBackend(complex=complex))[0]
+        except DomainError:
+            pass
+        B = max(v.shape[0] for v in leaves.values())
+        out = np.empty(B, dtype=object)
+        for b in range(B):
+            one = {n: (v[b:b + 1] if v.shape[0] > 1 else v) for n, v in leaves.items()}
+            try:
+                out[b] = evaluate([model.loss], one, MPBackend(complex=complex))[0][0]
+            except DomainError:
+                out[b] = None
+        return out
+
+
+def _fit_slope(h: np.ndarray, e: np.ndarray) -> float:
+    ok = (h > 0) & (e > 0) & np.isfinite(e)
+    if ok.sum() < 3:
+        return float("nan")
+    return float(np.polyfit(np.log10(h[ok]), np.log10(e[ok]), 1)[0])
+
+
+def _directional_derivative(model: Model, point: dict, direction: Direction, order: int, prec: int):
+    """d^order/dt^order f(x_p + t e) at t = 0, exactly up to the working precision."""
+    entries = direction.entries()
+    with mpmath.workprec(prec):
+        base = {n: _obj(point[n]) for n in model.leaves}
+
+        def phi(t):
+            leaves = {}
+            for n, arr in base.items():
+                a = arr.copy()
+                flat = a.reshape(-1)
+                for name, i, e in entries:
+                    if name == n:
+                        flat[i] = flat[i] + t * (mpmath.mpf(e.numerator) / e.denominator)
+                leaves[n] = a[None, ...]
+            from .backends import MPBackend
+            from .graph import evaluate
+
+            return evaluate([model.loss], leaves, MPBackend())[0][0]
+
+        return mpmath.diff(phi, mpmath.mpf(0), order)
+
+
+# -- the study ------------------------------------------------------------------------------
+
+
+def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Direction,
+              steps: Sequence[float] | None = None, step_mode: StepMode = StepMode.ABSOLUTE,
+              representable: bool = False, loss_values=None, truth=None) -> Study:
+    """Sweep the steps of one scheme: estimate, E, T, S, R per step, models and optimum.
+
+    Parameters
+    ----------
+    model : Model
+    dtype : Dtype
+    scheme : Scheme or str
+    direction : Direction
+    steps : sequence of float, optional
+        Nominal steps (default :func:`verigrad.schemes.default_step_grid`).
+    step_mode : StepMode
+    representable : bool
+        Use h_p = (x_i + h) - x_i, which makes S = 0.
+    loss_values : callable, optional
+        ``list of {symbol: array} -> array of F_k``: the case's own ``loss_code``
+        evaluated at float nodes (default: the loss expression in ``dtype``).
+    truth : Truth, optional
+        The certified truth at ``dtype``'s point (computed if absent).
+
+    Returns
+    -------
+    Study
+
+    Notes
+    -----
+    E = T + S + R holds exactly (to the working precision, reported as ``precision``).
+    """
+    t0 = time.perf_counter()
+    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    is_cs = scheme.kind is SchemeKind.COMPLEX_STEP
+    if is_cs:
+        _refuse_complex(model)
+        if loss_values is not None:
+            raise UsageError("complex-step differences the loss expression; a loss_code cannot be evaluated "
+                             "at complex points", hint="drop complex-step or study the expression")
+    np_dt = dtype.numpy
+    point = point_in_dtype(model.point, dtype)
+    nominal = np.asarray(default_step_grid(scheme, np_dt) if steps is None else steps, dtype=np.float64)
+    hp = _effective_steps(nominal, direction, point, np_dt, step_mode, representable)
+    # T ~ h^p must be resolved below g*: certify g* to enough digits for the smallest step
+    tiny = float(hp[hp > 0].min()) if np.any(hp > 0) else 1.0
+    digits = int(min(300, 24 + scheme.order * max(0.0, -math.log10(tiny))))
+    if truth is None or truth.digits < digits:
+        truth = certify(model, point, dtype, digits=digits)
+    gstar = _directional_truth(truth, direction)
+    entries = direction.entries()
+    offsets = [Fraction(1)] if is_cs else list(scheme.offsets)
+    weights = [Fraction(1)] if is_cs else list(scheme.weights)
+    K, S = len(hp), len(offsets)
+    positive = hp[hp > 0]
+    h_min = float(positive.min()) if positive.size else 1.0
+    prec = min(128 + 70 + int(math.ceil(-math.log2(h_min))) * (scheme.leading_derivative + 2), 6000)
+
+    # exact (unrounded) and rounded node values of the perturbed entries
+    exact_nodes: list[dict] = []
+    float_nodes: list[dict] = []
+    for h in hp:
+        hq = Fraction(float(h))
+        for c in offsets:
+            ex, fl = {}, {}
+            for name, i, e in entries:
+                x = Fraction(float(point[name].ravel()[i]))
+                if is_cs:
+                    ex[(name, i)] = (x, c * hq * e)
+                    fl[(name, i)] = (x, _round_to(c * hq * e, np_dt))
+                else:
+                    ex[(name, i)] = x + c * hq * e
+                    fl[(name, i)] = _round_to(x + c * hq * e, np_dt)
+            exact_nodes.append(ex)
+            float_nodes.append(fl)
+
+    notes: list[str] = []
+    with mpmath.workprec(prec):
+        if is_cs:
+            ex_vals = [{k: mpmath.mpc(mpmath.mpf(float(re)), mpmath.mpf(im.numerator) / im.denominator)
+                        for k, (re, im) in d.items()} for d in exact_nodes]
+            fl_vals = [{k: mpmath.mpc(float(re), im) for k, (re, im) in d.items()} for d in float_nodes]
+        else:
+            ex_vals = [{k: mpmath.mpf(q.numerator) / q.denominator for k, q in d.items()} for d in exact_nodes]
+            fl_vals = [{k: mpmath.mpf(v) for k, v in d.items()} for d in float_nodes]
+        f_exact = _mp_loss(model, _line_leaves(model, point, entries, ex_vals, as_object=True), prec, is_cs)
+        f_nodes = _mp_loss(model, _line_leaves(model, point, entries, fl_vals, as_object=True), prec, is_cs)
+
+    # the float evaluation, batched over every node of the sweep
+    if is_cs:
+        cdt = dtype.complex
+        cpoint = {n: v.astype(cdt) for n, v in point.items()}
+        cvals = [{k: np.asarray(complex(re, im), dtype=cdt) for k, (re, im) in d.items()} for d in float_nodes]
+        leaves = _line_leaves(model, cpoint, entries, cvals, as_object=False)
+        F = model.float_eval([model.loss], leaves, cdt, batched=True)[0].reshape(K, S)
+    elif loss_values is not None:
+        leaves = _line_leaves(model, point, entries, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
+                              as_object=False)
+        B = K * S
+        calls = [{n: np.array(leaves[n][b if leaves[n].shape[0] > 1 else 0]) for n in model.leaves} for b in range(B)]
+        F = np.asarray(loss_values(calls), dtype=np_dt).reshape(K, S)
+    else:
+        leaves = _line_leaves(model, point, entries, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
+                              as_object=False)
+        F = model.float_eval([model.loss], leaves, np_dt, batched=True)[0].reshape(K, S)
+    with np.errstate(all="ignore"):
+        if is_cs:
+            d_float = (F.imag[:, 0] / hp.astype(np_dt)).astype(np_dt)
+        else:
+            acc = np.zeros(K, dtype=np_dt)
+            for k, w in enumerate(weights):
+                acc = acc + np_dt.type(float(w)) * F[:, k]
+            d_float = acc / hp.astype(np_dt)
+
+    rows: list[StudyRow] = []
+    noise_all: list[float] = []
+    with mpmath.workprec(prec):
+        wq = [mpmath.mpf(w.numerator) / w.denominator for w in weights]
+        for r in range(K):
+            h = hp[r]
+            in_domain = all(f_exact[r * S + k] is not None and f_nodes[r * S + k] is not None for k in range(S))
+            finite = bool(np.all(np.isfinite(F[r]))) and h > 0 and bool(np.isfinite(d_float[r])) and in_domain
+            if not in_domain and "domain" not in " ".join(notes):
+                notes.append("some steps put a node outside the loss's domain; those rows are excluded")
+            if not finite:
+                nan = float("nan")
+                rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), nan, nan, nan, nan, nan, False))
+                continue
+            hm = mpmath.mpf(float(h))
+            if is_cs:
+                de = mpmath.im(f_exact[r * S]) / hm
+                dn = mpmath.im(f_nodes[r * S]) / hm
+                nz = [abs(float(F[r, 0].imag) - mpmath.im(f_nodes[r * S]))]
+            else:
+                de = sum(w * f_exact[r * S + k] for k, w in enumerate(wq)) / hm
+                dn = sum(w * f_nodes[r * S + k] for k, w in enumerate(wq)) / hm
+                nz = [abs(mpmath.mpf(float(F[r, k])) - f_nodes[r * S + k]) for k in range(S)]
+            df = mpmath.mpf(float(d_float[r]))
+            noise = float(mpmath.sqrt(sum(v * v for v in nz) / len(nz)))
+            noise_all.append(noise / float(h) if is_cs else noise)
+            rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), float(df - gstar), float(de - gstar),
+                                 float(dn - de), float(df - dn), noise, True))
+
+    model_ = _model(model, point, direction, scheme, dtype, gstar, rows, noise_all, prec, representable, notes)
+    observed = _observed(rows, scheme)
+    if model_.truncation_vanishes and not is_cs:
+        notes.append(model_.note)
+    return Study(case=model.case.name, direction=direction, dtype=dtype, scheme=scheme, truth=gstar,
+                 rows=tuple(rows), model=model_, observed=observed,
+                 source="loss_code" if loss_values is not None else "expression", step_mode=step_mode,
+                 representable=representable, precision=prec, seconds=time.perf_counter() - t0, notes=tuple(notes))
+
+
+def _model(model, point, direction, scheme: Scheme, dtype: Dtype, gstar, rows, noise_all, prec, representable,
+           notes) -> StudyModel:
+    is_cs = scheme.kind is SchemeKind.COMPLEX_STEP
+    p = scheme.order
+    sw = float(scheme.sum_abs_weights())
+    finite_noise = [v for v in noise_all if math.isfinite(v)]
+    nu = float(np.sqrt(np.mean(np.square(finite_noise)))) if finite_noise else float("nan")
+    # leading non-vanishing truncation term, from exact directional derivatives
+    coef, power, vanishes, note = 0.0, p, True, ""
+    scale = abs(float(gstar)) + 1.0
+    for term in scheme.truncation_series(scheme.leading_derivative + 4):
+        d = _directional_derivative(model, point, direction, term.derivative, 120)
+        value = float(term.coefficient) * float(d)
+        if abs(float(d)) > 1e-25 * scale:
+            coef, power, vanishes = value, term.derivative - 1, False
+            if term.derivative != scheme.leading_derivative:
+                note = (f"the leading truncation term (f^({scheme.leading_derivative})) vanishes along "
+                        f"{direction.label}; the model uses the next one, f^({term.derivative})")
+            break
+    if vanishes:
+        note = (f"the truncation error of {scheme.name} vanishes along {direction.label} (the loss is a "
+                f"polynomial of low degree there): all of the error is step and round-off error, which "
+                f"falls as h grows; there is no interior optimal step")
+    if is_cs:
+        br, bs = nu, 0.0
+    else:
+        br = nu * sw
+        if representable or direction.variable is None:
+            bs = 0.0
+        else:
+            x = float(point[direction.variable][direction.index])
+            ulp = float(np.spacing(dtype.numpy.type(abs(x)))) if x != 0 else 0.0
+            bs = abs(float(gstar)) * ulp / 2 * sw
+    if vanishes:
+        h_opt, e_opt = float("nan"), float("nan")
+    elif is_cs:
+        # flat error ~ nu below the crossover where the truncation reaches it
+        h_opt = (br / abs(coef)) ** (1.0 / power) if br > 0 and coef else float("nan")
+        e_opt = br
+    else:
+        b = br + bs
+        h_opt = (b / (power * abs(coef))) ** (1.0 / (power + 1)) if b > 0 else float("nan")
+        e_opt = abs(coef) * h_opt**power + b / h_opt if b > 0 else float("nan")
+    return StudyModel(truncation_coefficient=coef, truncation_power=power, roundoff_coefficient=br,
+                      step_coefficient=bs, noise=nu, optimal_step=h_opt, min_error=e_opt,
+                      truncation_vanishes=vanishes, note=note, flat_roundoff=is_cs)
+
+
+def _observed(rows: Sequence[StudyRow], scheme: Scheme) -> Observed:
+    ok = [r for r in rows if r.finite]
+    if not ok:
+        return Observed(float("nan"), float("nan"), {"truncation": float("nan"), "roundoff": float("nan")})
+    best = min(ok, key=lambda r: abs(r.error))
+    h = np.array([r.h for r in ok])
+    e = np.abs(np.array([r.error for r in ok]))
+    t = np.abs(np.array([r.truncation for r in ok]))
+    rs = np.abs(np.array([r.roundoff for r in ok])) + np.abs(np.array([r.step for r in ok]))
+    trunc_regime = t >= 10 * rs
+    round_regime = rs >= 10 * t
+    slopes = {"truncation": _fit_slope(h[trunc_regime], e[trunc_regime]),
+              "roundoff": _fit_slope(h[round_regime], e[round_regime])}
+    return Observed(best.h, abs(best.error), slopes)
+
+
+# -- full-gradient finite differences ---------------------------------------------------------
+
+
+def recommended_step(scheme: Scheme, dtype: Dtype) -> float:
+    """The nominal relative step used when a case does not give one: eps^(1/(p+1)) (eps for the complex step)."""
+    return default_step(scheme, dtype.numpy)
+
+
+def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float,
+                step_mode: StepMode = StepMode.RELATIVE, max_batch_elements: int = 4_000_000,
+                loss_values=None) -> dict[str, np.ndarray]:
+    """The full finite-difference gradient in ``dtype`` (every coordinate), batched and chunked.
+
+    Parameters
+    ----------
+    step : float
+        Nominal step; relative mode uses h * max(1, |x_i|) per coordinate.
+    max_batch_elements : int
+        Bound on (nodes in one batch) x (entries of the perturbed variable), to cap memory.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Estimates of ``dtype`` per variable.
+    """
+    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    is_cs = scheme.kind is SchemeKind.COMPLEX_STEP
+    if is_cs:
+        _refuse_complex(model)
+    np_dt = dtype.numpy
+    point = point_in_dtype(model.point, dtype)
+    out: dict[str, np.ndarray] = {}
+    offsets = [Fraction(1)] if is_cs else list(scheme.offsets)
+    weights = [float(w) for w in ([Fraction(1)] if is_cs else scheme.weights)]
+    for name in model.gradient:
+        x = point[name]
+        n = x.size
+        hs = np.full(n, step) * (np.maximum(1.0, np.abs(x.ravel().astype(np.float64)))
+                                 if step_mode is StepMode.RELATIVE else 1.0)
+        hp = hs.astype(np_dt)
+        est = np.empty(n, dtype=np_dt)
+        per = max(1, max_batch_elements // max(1, n * len(offsets)))
+        for start in range(0, n, per):
+            idx = np.arange(start, min(n, start + per))
+            B = len(idx) * len(offsets)
+            if is_cs:
+                cdt = dtype.complex
+                base = np.repeat(x.astype(cdt).reshape(1, -1), B, axis=0)
+                rows = np.arange(B)
+                base[rows, np.repeat(idx, 1)] += 1j * hp[idx].astype(cdt)
+                leaves = {m: (base.reshape((B,) + x.shape) if m == name else point[m].astype(cdt)[None, ...])
+                          for m in model.leaves}
+                F = model.float_eval([model.loss], leaves, cdt, batched=True)[0]
+                with np.errstate(all="ignore"):
+                    est[idx] = (F.imag / hp[idx]).astype(np_dt)
+                continue
+            base = np.repeat(x.reshape(1, -1), B, axis=0)
+            rows = np.arange(B)
+            cols = np.repeat(idx, len(offsets))
+            node_vals = np.array([_round_to(Fraction(float(x.ravel()[i])) + c * Fraction(float(hp[i])), np_dt)
+                                  for i in idx for c in offsets], dtype=np_dt)
+            base[rows, cols] = node_vals
+            leaves = {m: (base.reshape((B,) + x.shape) if m == name else point[m][None, ...]) for m in model.leaves}
+            if loss_values is not None:
+                calls = [{m: np.array(leaves[m][b if m == name else 0]) for m in model.leaves} for b in range(B)]
+                F = np.asarray(loss_values(calls), dtype=np_dt)
+            else:
+                F = model.float_eval([model.loss], leaves, np_dt, batched=True)[0]
+            F = F.reshape(len(idx), len(offsets))
+            with np.errstate(all="ignore"):
+                acc = np.zeros(len(idx), dtype=np_dt)
+                for k, w in enumerate(weights):
+                    acc = acc + np_dt.type(w) * F[:, k]
+                est[idx] = acc / hp[idx]
+        out[name] = est.reshape(x.shape)
+    return out
