@@ -26,8 +26,11 @@ __all__ = ["FloatBackend", "MPBackend", "SympyBackend", "leaf_index"]
 
 def leaf_index(flat_batched_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     """Index of an entry of a batched array ``(B, *shape)`` without its batch position."""
-    full = np.unravel_index(flat_batched_index, (-1,) + tuple(shape)) if shape else (flat_batched_index,)
-    return tuple(int(i) for i in full[1:])
+    if not shape:
+        return ()
+    size = int(np.prod(shape))
+    full = np.unravel_index(flat_batched_index % size, tuple(shape))
+    return tuple(int(i) for i in full)
 
 
 def _where_text(node, arr: np.ndarray, flat: int) -> str:

@@ -37,13 +37,26 @@ class VerigradError(Exception):
 class CaseError(VerigradError, ValueError):
     """A case file is invalid: the message names file, case, field, value and fix.
 
+    The text reads ``file::case::field: message`` and, when there is one, a second
+    line ``  hint: ...``.  A ``field`` keyword (``"[define] Z1"``,
+    ``"[symbols] W1.shape"``) is appended to ``where`` unless ``where`` already
+    ends with it, so an error raised deep down with only its field can be
+    re-raised with the file and case in front and keep the field.
+
     Attributes
     ----------
     where : str
         ``file::case::field`` breadcrumb of the offending entry.
+    reason : str
+        The message without the breadcrumb and the hint.
+    hint : str
+        How to fix it (may be empty).
     """
 
     def __init__(self, message: str, *, where: str = "", hint: str = "", **fields: object) -> None:
+        field = fields.get("field")
+        if isinstance(field, str) and field and not (where == field or where.endswith("::" + field)):
+            where = f"{where}::{field}" if where else field
         text = f"{where}: {message}" if where else message
         if hint:
             text = f"{text}\n  hint: {hint}"

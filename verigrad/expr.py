@@ -2,8 +2,9 @@
 
 Expression strings are parsed by Python's ``ast`` module *as data* and walked
 against a whitelist; nothing is ever evaluated.  No ``eval``, ``exec``,
-``sympify`` or ``parse_expr`` touches case-file text.  Only these constructs are
-accepted (numpy semantics):
+``compile``, ``sympify`` or ``parse_expr`` touches case-file text, and no
+attribute of any object is looked up by a name taken from the text.  Only these
+constructs are accepted (numpy semantics):
 
 * numbers (exact decimals: ``0.1`` means 1/10), declared names, ``pi``, ``e``;
 * ``+ - * / ** @``, unary ``-`` and ``+``;
@@ -15,22 +16,35 @@ accepted (numpy semantics):
 Everything else (attribute access other than ``.T``, other calls, lambdas,
 comprehensions, f-strings, walrus, starred arguments, comparisons, strings,
 dunder names, ...) is refused with an :class:`~verigrad.errors.ExpressionError`
-naming the construct and its column.
+naming the construct and its column.  Every way an expression can fail raises a
+:class:`~verigrad.errors.CaseError` subclass (``ExpressionError``,
+``ShapeError``, ``LimitError``); the ``field`` of the error says which
+expression (``loss``, ``[define] Z1``) and the message gives the column.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import math
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Mapping
+from typing import Callable, Mapping
 
-from .errors import ExpressionError, LimitError, ShapeError
+from .errors import CaseError, ExpressionError, LimitError, ShapeError
 from .functions import FUNCTIONS, PUBLIC_FUNCTIONS
-from .graph import Builder, Node
+from .graph import Builder, Node, Op
 
-__all__ = ["parse_expression", "ExprLimits", "SIGNATURES", "RESERVED_NAMES"]
+__all__ = ["parse_expression", "ExprLimits", "SIGNATURES", "RESERVED_NAMES", "MAX_DEPTH_CEILING", "MAX_NDIM"]
+
+#: The largest ``[limits] max_expression_depth`` that can be configured: deeper
+#: nesting would exhaust Python's recursion limit while the tree is walked.
+MAX_DEPTH_CEILING = 250
+#: The largest number of dimensions of any array an expression builds.
+MAX_NDIM = 32
+#: Integer literals (indices, axes, shapes) must lie within +-2**62.
+_MAX_INT_LITERAL = 2**62
 
 
 @dataclass(frozen=True)
@@ -42,14 +56,22 @@ class ExprLimits:
     max_length : int
         Characters per expression (``[limits] max_expression_length``).
     max_depth : int
-        Nesting depth of the syntax tree (``[limits] max_expression_depth``).
+        Nesting depth of the syntax tree (``[limits] max_expression_depth``, at
+        most :data:`MAX_DEPTH_CEILING`).  A chain ``a + b - c + ...`` counts as one
+        level however long it is; every parenthesis, call argument, index and
+        unary operator counts one more.
     max_nodes : int
-        Syntax-tree nodes per expression (``[limits] max_expression_nodes``).
+        Syntax-tree nodes (names, numbers, operators, calls, keywords) per
+        expression (``[limits] max_expression_nodes``).
+    max_elements : int
+        Entries of any array the expression builds, intermediate results
+        included (``[limits] max_intermediate_elements``).
     """
 
     max_length: int = 20_000
     max_depth: int = 100
     max_nodes: int = 20_000
+    max_elements: int = 10_000_000
 
 
 # name -> (positional parameter names, keyword defaults)
@@ -75,6 +97,17 @@ _LITERAL_PARAMS = {"axis", "keepdims", "axes", "shape"}
 RESERVED_NAMES = frozenset(SIGNATURES) | {"pi", "e"}
 
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.MatMult: "@"}
+_OPERATOR_TEXT = {ast.Mod: "%", ast.FloorDiv: "//", ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|",
+                  ast.BitXor: "^", ast.BitAnd: "&", ast.Not: "not", ast.Invert: "~"}
+_OPERATOR_HINT = {
+    "^": "for a power write x**2 (^ is Python's exclusive or)",
+    "//": "write the division with / (floor division has no useful derivative)",
+    "%": "the remainder is not supported",
+}
+_ALLOWED_OPERATORS = "allowed operators: + - * / ** @, unary - and +"
+_DATA_HINT = ("expressions are data, never code: only numbers, declared names, arithmetic, indexing, .T "
+              "and the whitelisted functions are accepted")
+_NUMPY_PREFIXES = {"np", "numpy", "math", "jnp", "jax", "torch", "tf", "sympy", "sp", "scipy", "mpmath"}
 
 _REFUSED = {
     ast.Lambda: "a lambda",
@@ -85,71 +118,166 @@ _REFUSED = {
     ast.JoinedStr: "an f-string",
     ast.FormattedValue: "an f-string",
     ast.NamedExpr: "an assignment expression (:=)",
-    ast.Starred: "a starred argument",
+    ast.Starred: "a starred argument (*)",
     ast.Compare: "a comparison",
     ast.BoolOp: "a boolean operator (and/or)",
-    ast.IfExp: "a conditional expression (use maximum/minimum for piecewise definitions)",
+    ast.IfExp: "a conditional expression (use maximum/minimum/relu for piecewise definitions)",
     ast.Dict: "a dict",
     ast.Set: "a set",
     ast.List: "a list",
+    ast.Tuple: "a tuple",
     ast.Await: "await",
     ast.Yield: "yield",
     ast.YieldFrom: "yield",
+    ast.Slice: "a slice",
 }
 
 
-def _col(node: ast.AST) -> int:
-    return getattr(node, "col_offset", 0) + 1
+def _did_you_mean(name: str, options) -> str | None:
+    """The closest option: same spelling up to case, else difflib's best (cutoff 0.5)."""
+    options = list(options)
+    lower = {o.lower(): o for o in options}
+    if name.lower() in lower:
+        return lower[name.lower()]
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def _shorten(text: str, width: int = 100) -> str:
+    if len(text) <= width:
+        return text
+    return text[: width - 30] + " ... " + text[-25:]
 
 
 class _Parser:
-    def __init__(self, builder: Builder, names: Mapping[str, Node], field: str, text: str) -> None:
+    def __init__(self, builder: Builder, names: Mapping[str, Node], field: str, text: str,
+                 limits: ExprLimits) -> None:
         self.b = builder
         self.names = names
         self.field = field
         self.text = text
+        self.limits = limits
+        self._bytes = text.encode("utf-8")
 
-    def error(self, message: str, node: ast.AST | None = None, hint: str = "", cls=ExpressionError):
-        at = f" at column {_col(node)}" if node is not None else ""
-        return cls(f"{self.field}: {message}{at}", hint=hint, field=self.field, expression=self.text)
+    # -- messages ----------------------------------------------------------------------
+    def column(self, node: ast.AST) -> int:
+        """1-based *character* column (ast gives UTF-8 byte offsets)."""
+        off = getattr(node, "col_offset", 0) or 0
+        return len(self._bytes[:off].decode("utf-8", errors="replace")) + 1
+
+    def segment(self, node: ast.AST) -> str:
+        start, end = getattr(node, "col_offset", None), getattr(node, "end_col_offset", None)
+        if start is None or end is None:
+            return self.text
+        return self._bytes[start:end].decode("utf-8", errors="replace")
+
+    def error(self, message: str, node: ast.AST | None = None, hint: str = "", cls=ExpressionError) -> CaseError:
+        col = self.column(node) if node is not None else None
+        at = f" at column {col}" if col is not None else ""
+        return cls(f"{message}{at}", hint=hint, field=self.field, expression=self.text, column=col)
 
     def label(self, node: ast.AST) -> str:
-        seg = ast.get_source_segment(self.text, node) or self.text
-        return f"{self.field}: {seg}" if seg != self.text or True else seg
+        """Node label: where the value comes from, named in DomainError messages."""
+        return f"{self.field}: {_shorten(self.segment(node))}"
+
+    # -- building, with every failure turned into a CaseError ----------------------------
+    def build(self, node: ast.AST, make: Callable[[], Node]) -> Node:
+        try:
+            out = make()
+        except CaseError as exc:
+            if exc.fields.get("field"):
+                raise
+            # Builder messages quote the label ("... in loss: x @ W"); the field is in the breadcrumb.
+            reason = exc.reason.replace(f"{self.field}: ", "")
+            raise self.error(reason, node, hint=exc.hint, cls=type(exc)) from None
+        except (ValueError, IndexError, TypeError, OverflowError, ZeroDivisionError, MemoryError) as exc:
+            raise self.error(f"cannot build {_shorten(self.segment(node), 60)!r}: {exc}", node,
+                             cls=ShapeError) from None
+        self.check_size(out.shape, node)
+        return out
+
+    def check_size(self, shape: tuple[int, ...], node: ast.AST) -> None:
+        if len(shape) > MAX_NDIM:
+            raise self.error(f"{_shorten(self.segment(node), 60)} would have {len(shape)} dimensions, over the "
+                             f"maximum of {MAX_NDIM}", node, cls=LimitError)
+        size = math.prod(shape)
+        if size > self.limits.max_elements:
+            raise self.error(f"{_shorten(self.segment(node), 60)} would have shape {list(shape)} = {size} entries, "
+                             f"over the limit of {self.limits.max_elements}", node, cls=LimitError,
+                             hint="raise [limits] max_intermediate_elements, or check the shapes "
+                                  "(an unintended broadcast such as (n, 1) * (1, n) multiplies sizes)")
 
     # -- dispatch ----------------------------------------------------------------------
     def visit(self, node: ast.AST) -> Node:
-        for cls, what in _REFUSED.items():
-            if isinstance(node, cls):
-                raise self.error(f"{what} is not allowed in an expression", node,
-                                 hint="expressions are data: only arithmetic, names, indexing and the "
-                                      "whitelisted functions are accepted")
+        what = _REFUSED.get(type(node))
+        if what is not None:
+            hint = _DATA_HINT
+            if isinstance(node, (ast.Tuple, ast.List)):
+                hint = "tuples and lists are only allowed as literal options, e.g. sum(x, axis=(0, 1))"
+            raise self.error(f"{what} is not allowed in an expression", node, hint=hint)
         method = getattr(self, "visit_" + type(node).__name__, None)
         if method is None:
-            raise self.error(f"unsupported syntax ({type(node).__name__})", node)
-        try:
-            return method(node)
-        except ShapeError as exc:
-            if exc.fields.get("field"):
-                raise
-            raise self.error(exc.reason, node, hint=exc.hint, cls=ShapeError) from None
+            raise self.error(f"unsupported syntax ({type(node).__name__})", node, hint=_DATA_HINT)
+        return method(node)
 
     def visit_Constant(self, node: ast.Constant) -> Node:
         v = node.value
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            kind = "a string" if isinstance(v, str) else repr(v)
-            raise self.error(f"{kind} is not a number", node)
-        text = (ast.get_source_segment(self.text, node) or repr(v)).replace("_", "")
-        try:
-            value = Fraction(text)
-        except ValueError:
+        if isinstance(v, bool):
+            raise self.error(f"{v} is a boolean, not a number", node,
+                             hint=f"write {int(v)} for a number; True/False are only allowed as keepdims=...")
+        if isinstance(v, complex):
+            raise self.error(f"the complex number {self.segment(node)} is not allowed: losses are real", node,
+                             hint="the complex step is a finite-difference scheme ([check] schemes), "
+                                  "not part of the loss")
+        if isinstance(v, str):
+            raise self.error("a string is not allowed in an expression", node, hint=_DATA_HINT)
+        if isinstance(v, bytes):
+            raise self.error("a bytes literal is not allowed in an expression", node, hint=_DATA_HINT)
+        if v is None:
+            raise self.error("None is not a number", node, hint="None is only allowed inside an index (new axis)")
+        if v is Ellipsis:
+            raise self.error("'...' is not a number", node, hint="'...' is only allowed inside an index")
+        if not isinstance(v, (int, float)):  # pragma: no cover - Python has no other literal
+            raise self.error(f"{v!r} is not a number", node)
+        value = self.number(node, v)
+        return self.b.const(value, self.segment(node))
+
+    def number(self, node: ast.Constant, v: int | float) -> Fraction:
+        """The exact value of a number literal as written (``0.1`` is 1/10)."""
+        text = self.segment(node).replace("_", "")
+        if isinstance(v, int):
             value = Fraction(v)
-        return self.b.const(value, text)
+        else:
+            try:
+                dec = Decimal(text)
+            except InvalidOperation:  # pragma: no cover - ast accepted it as a float literal
+                dec = Decimal(v)
+            if not dec.is_finite():  # pragma: no cover - Python literals are finite
+                raise self.error(f"number {text} is not finite", node)
+            if dec and dec.adjusted() > 308:
+                raise self.error(f"number {_shorten(text, 40)} is too large: it overflows float64 "
+                                 f"(largest 1.8e308)", node)
+            if dec and dec.adjusted() < -324:
+                raise self.error(f"number {_shorten(text, 40)} is too small: it underflows to 0 in float64 "
+                                 f"(smallest 4.9e-324)", node, hint="write 0, or rescale the loss")
+            value = Fraction(dec)
+        if value:
+            try:
+                f = float(value)
+            except OverflowError:
+                f = math.inf
+            if math.isinf(f):
+                raise self.error(f"number {_shorten(text, 40)} is too large: it overflows float64 "
+                                 f"(largest 1.8e308)", node)
+            if f == 0.0:
+                raise self.error(f"number {_shorten(text, 40)} is too small: it underflows to 0 in float64 "
+                                 f"(smallest 4.9e-324)", node, hint="write 0, or rescale the loss")
+        return value
 
     def visit_Name(self, node: ast.Name) -> Node:
         name = node.id
         if name.startswith("__"):
-            raise self.error(f"name '{name}' is not allowed (dunder names are refused)", node)
+            raise self.error(f"name '{name}' is not allowed (dunder names are refused)", node, hint=_DATA_HINT)
         if name in self.names:
             return self.names[name]
         if name in ("pi", "e"):
@@ -157,52 +285,92 @@ class _Parser:
         if name in SIGNATURES:
             raise self.error(f"'{name}' is a function; call it as {name}(...)", node)
         declared = ", ".join(self.names) or "none"
-        close = difflib.get_close_matches(name, list(self.names) + list(SIGNATURES), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "declare it in [symbols] or [define]"
-        raise self.error(f"unknown name '{name}'", node, hint=f"{hint} (declared: {declared})")
+        close = _did_you_mean(name, [*self.names, "pi", "e"])
+        hint = f"did you mean '{close}'? " if close else "declare it in [symbols] or [define]; "
+        if name in _NUMPY_PREFIXES:
+            hint = "call the functions by their bare names, e.g. exp(x), not np.exp(x); "
+        raise self.error(f"unknown name '{name}'", node, hint=f"{hint}declared names: {declared}")
 
     def visit_BinOp(self, node: ast.BinOp) -> Node:
-        sym = _BINOPS.get(type(node.op))
-        if sym is None:
-            raise self.error(f"operator {type(node.op).__name__} is not allowed", node,
-                             hint="allowed operators: + - * / ** @")
-        a, b = self.visit(node.left), self.visit(node.right)
+        # A left-leaning chain a + b - c + ... is walked iteratively: long sums are not deep.
+        chain = []
+        n: ast.AST = node
+        while isinstance(n, ast.BinOp):
+            chain.append(n)
+            n = n.left
+        for op_node in chain:
+            self.check_operator(op_node)
+        value = self.visit(n)
+        for op_node in reversed(chain):
+            right = self.visit(op_node.right)
+            value = self.binop(op_node, value, right)
+        return value
+
+    def check_operator(self, node: ast.BinOp) -> None:
+        if type(node.op) not in _BINOPS:
+            sym = _OPERATOR_TEXT.get(type(node.op), type(node.op).__name__)
+            raise self.error(f"operator '{sym}' is not allowed", node,
+                             hint=_OPERATOR_HINT.get(sym, _ALLOWED_OPERATORS))
+
+    def binop(self, node: ast.BinOp, a: Node, c: Node) -> Node:
+        sym = _BINOPS[type(node.op)]
         label = self.label(node)
-        if sym == "+":
-            return self.b.add(a, b, label)
-        if sym == "-":
-            return self.b.sub(a, b, label)
-        if sym == "*":
-            return self.b.mul(a, b, label)
-        if sym == "/":
-            return self.b.div(a, b, label)
-        if sym == "**":
-            return self.b.pow(a, b, label)
-        return self.b.matmul(a, b, label)
+        b = self.b
+        if sym == "@":
+            self.check_matmul(a, c, node)
+        make = {"+": b.add, "-": b.sub, "*": b.mul, "/": b.div, "**": b.pow, "@": b.matmul}[sym]
+        return self.build(node, lambda: make(a, c, label))
+
+    def check_matmul(self, a: Node, c: Node, node: ast.AST) -> None:
+        """Refuse a matmul whose result is over the size limit before the builder infers its shape."""
+        if len(a.shape) < 1 or len(c.shape) < 1:
+            return  # the builder explains
+        rows = a.shape[-2] if len(a.shape) > 1 else 1
+        cols = c.shape[-1] if len(c.shape) > 1 else 1
+        try:
+            batch = _broadcast_shape(a.shape[:-2], c.shape[:-2])
+        except ValueError:
+            return  # the builder explains
+        self.check_size(batch + (rows, cols), node)
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> Node:
         if isinstance(node.op, ast.USub):
-            return self.b.neg(self.visit(node.operand), self.label(node))
+            x = self.visit(node.operand)
+            return self.build(node, lambda: self.b.neg(x, self.label(node)))
         if isinstance(node.op, ast.UAdd):
             return self.visit(node.operand)
-        raise self.error(f"operator {type(node.op).__name__} is not allowed", node)
+        sym = _OPERATOR_TEXT.get(type(node.op), type(node.op).__name__)
+        raise self.error(f"operator '{sym}' is not allowed", node, hint=_ALLOWED_OPERATORS)
 
     def visit_Attribute(self, node: ast.Attribute) -> Node:
         if node.attr != "T":
-            raise self.error(f"attribute access '.{node.attr}' is not allowed; only .T (transpose)", node)
-        return self.b.transpose(self.visit(node.value), None, self.label(node))
+            hint = _DATA_HINT
+            if isinstance(node.value, ast.Name) and node.value.id in _NUMPY_PREFIXES and node.attr in SIGNATURES:
+                hint = f"write {node.attr}(...) without the '{node.value.id}.' prefix"
+            raise self.error(f"attribute access '.{node.attr}' is not allowed; only .T (transpose) is", node,
+                             hint=hint)
+        x = self.visit(node.value)
+        return self.build(node, lambda: self.b.transpose(x, None, self.label(node)))
 
     def visit_Subscript(self, node: ast.Subscript) -> Node:
         x = self.visit(node.value)
         sl = node.slice
         items = sl.elts if isinstance(sl, ast.Tuple) else [sl]
         index = tuple(self.index_item(i) for i in items)
-        return self.b.getitem(x, index, self.label(node))
+        if sum(1 for i in index if i is Ellipsis) > 1:
+            raise self.error("an index can only have a single '...'", node)
+        ndim = len(x.shape) + sum(1 for i in index if i is None) - sum(1 for i in index if isinstance(i, int))
+        if ndim > MAX_NDIM:
+            self.check_size((1,) * ndim, node)
+        return self.build(node, lambda: self.b.getitem(x, index, self.label(node)))
 
     def index_item(self, node: ast.AST):
         if isinstance(node, ast.Slice):
-            return slice(*(None if p is None else self.int_literal(p, "a slice bound")
-                           for p in (node.lower, node.upper, node.step)))
+            parts = tuple(None if p is None else self.int_literal(p, "a slice bound") for p in
+                          (node.lower, node.upper, node.step))
+            if parts[2] == 0:
+                raise self.error("a slice step cannot be zero", node)
+            return slice(*parts)
         if isinstance(node, ast.Constant) and node.value is None:
             return None
         if isinstance(node, ast.Constant) and node.value is Ellipsis:
@@ -210,126 +378,209 @@ class _Parser:
         return self.int_literal(node, "an index")
 
     def int_literal(self, node: ast.AST, what: str) -> int:
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -self.int_literal(node.operand, what)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            inner = self.int_literal(node.operand, what)
+            return -inner if isinstance(node.op, ast.USub) else inner
         if isinstance(node, ast.Constant) and type(node.value) is int:
+            if abs(node.value) > _MAX_INT_LITERAL:
+                raise self.error(f"{what} {_shorten(str(node.value), 30)} is out of range", node)
             return node.value
-        raise self.error(f"{what} must be an integer literal", node,
-                         hint="indices are fixed integers; advanced (array) indexing is not supported")
+        given = _shorten(self.segment(node), 40)
+        raise self.error(f"{what} must be an integer literal, got {given!r}", node,
+                         hint="indices, axes and shapes are fixed integers written in the expression; "
+                              "advanced (array or boolean) indexing is not supported")
 
-    def literal(self, node: ast.AST, param: str):
-        if isinstance(node, ast.Constant) and node.value is None:
-            return None
+    def int_tuple(self, node: ast.AST, param: str) -> tuple[int, ...]:
+        return tuple(self.int_literal(e, f"'{param}' entry") for e in node.elts)
+
+    def literal(self, node: ast.AST, param: str, fn: str):
+        """The value of a literal option; each option accepts only its own kinds."""
+        is_none = isinstance(node, ast.Constant) and node.value is None
+        is_seq = isinstance(node, (ast.Tuple, ast.List))
+        if param == "keepdims":
+            if isinstance(node, ast.Constant) and isinstance(node.value, bool):
+                return node.value
+            raise self.error(f"{fn}(): keepdims must be True or False, got {self.segment(node)!r}", node)
         if isinstance(node, ast.Constant) and isinstance(node.value, bool):
-            return node.value
-        if isinstance(node, ast.Tuple):
-            return tuple(self.int_literal(e, f"'{param}'") for e in node.elts)
-        return self.int_literal(node, f"'{param}'")
+            raise self.error(f"{fn}(): '{param}' must be an integer or a tuple of integers, "
+                             f"got {node.value}", node)
+        if param == "axis":
+            if fn in ("softmax", "log_softmax"):
+                if is_none or is_seq:
+                    raise self.error(f"{fn}(): axis must be one integer, got {self.segment(node)!r}", node)
+                return self.int_literal(node, "'axis'")
+            if is_none:
+                return None
+            if is_seq:
+                return self.int_tuple(node, param)
+            return self.int_literal(node, "'axis'")
+        if param == "axes":
+            if is_none:
+                return None
+            if is_seq:
+                return self.int_tuple(node, param)
+            raise self.error(f"{fn}(): axes must be a tuple of integers such as (1, 0), "
+                             f"got {self.segment(node)!r}", node)
+        # shape
+        if is_seq:
+            return self.int_tuple(node, param)
+        if is_none:
+            raise self.error(f"{fn}(): shape must be an integer or a tuple of integers, got None", node)
+        return (self.int_literal(node, "'shape'"),)
 
     def visit_Call(self, node: ast.Call) -> Node:
-        if not isinstance(node.func, ast.Name):
-            what = "a method call" if isinstance(node.func, ast.Attribute) else "this call"
-            raise self.error(f"{what} is not allowed; only whitelisted functions can be called", node)
-        name = node.func.id
+        func = node.func
+        if not isinstance(func, ast.Name):
+            if isinstance(func, ast.Attribute):
+                hint = _DATA_HINT
+                if func.attr in SIGNATURES:
+                    owner = self.segment(func.value)
+                    hint = (f"write {func.attr}(...) without the '{owner}.' prefix"
+                            if isinstance(func.value, ast.Name) and func.value.id in _NUMPY_PREFIXES
+                            else f"write {func.attr}({_shorten(owner, 30)}) instead of "
+                                 f"{_shorten(owner, 30)}.{func.attr}()")
+                raise self.error(f"a method call (.{func.attr}(...)) is not allowed; only the whitelisted "
+                                 f"functions can be called", node, hint=hint)
+            raise self.error("only whitelisted functions can be called, by name", node, hint=_DATA_HINT)
+        name = func.id
+        if name.startswith("__"):
+            raise self.error(f"call of '{name}' is not allowed (dunder names are refused)", node,
+                             hint=_DATA_HINT)
         if name in self.names:
-            raise self.error(f"'{name}' is a declared symbol, not a function", node)
+            raise self.error(f"'{name}' is a declared symbol, not a function", node,
+                             hint="multiply with * (implicit calls such as x(y) are not products)")
         if name not in SIGNATURES:
-            close = difflib.get_close_matches(name, list(SIGNATURES), n=1)
-            hint = (f"did you mean '{close[0]}'? " if close else "") + "allowed functions: " + ", ".join(sorted(SIGNATURES))
+            close = _did_you_mean(name, SIGNATURES)
+            hint = (f"did you mean '{close}'? " if close else "") + "allowed functions: " + ", ".join(sorted(SIGNATURES))
             raise self.error(f"call of '{name}' is not allowed (not a whitelisted function)", node, hint=hint)
         params, defaults = SIGNATURES[name]
+        for arg in node.args:
+            if isinstance(arg, ast.Starred):
+                raise self.error("a starred argument (*) is not allowed in an expression", arg, hint=_DATA_HINT)
         if len(node.args) > len(params):
             raise self.error(f"{name}() takes at most {len(params)} positional arguments "
                              f"({', '.join(params)}), got {len(node.args)}", node)
         given: dict[str, ast.AST] = dict(zip(params, node.args))
         for kw in node.keywords:
             if kw.arg is None:
-                raise self.error("**keyword unpacking is not allowed", node)
+                raise self.error("**keyword unpacking is not allowed", kw, hint=_DATA_HINT)
             if kw.arg not in params:
-                raise self.error(f"{name}() has no option '{kw.arg}' (options: {', '.join(params[1:]) or 'none'})", kw)
+                close = _did_you_mean(kw.arg, params)
+                raise self.error(f"{name}() has no option '{kw.arg}'", kw,
+                                 hint=(f"did you mean '{close}'? " if close else "")
+                                 + f"{name}({', '.join(params)})")
             if kw.arg in given:
                 raise self.error(f"{name}() got '{kw.arg}' twice", kw)
             given[kw.arg] = kw.value
         args: dict[str, object] = {}
         for p in params:
             if p in given:
-                args[p] = self.literal(given[p], p) if p in _LITERAL_PARAMS else self.visit(given[p])
+                args[p] = self.literal(given[p], p, name) if p in _LITERAL_PARAMS else self.visit(given[p])
             elif p in defaults:
                 args[p] = defaults[p]
             else:
-                raise self.error(f"{name}() is missing its argument '{p}'", node)
+                raise self.error(f"{name}() is missing its argument '{p}'", node,
+                                 hint=f"{name}({', '.join(params)})")
         return self.build_call(name, args, self.label(node), node)
 
     def build_call(self, name: str, a: dict, label: str, node: ast.AST) -> Node:
         b = self.b
         if name in FUNCTIONS:
-            return b.unary(name, a["x"], label)
+            return self.build(node, lambda: b.unary(name, a["x"], label))
         if name == "maximum":
-            return b.maximum(a["a"], a["b"], label)
+            return self.build(node, lambda: b.maximum(a["a"], a["b"], label))
         if name == "minimum":
-            return b.minimum(a["a"], a["b"], label)
+            return self.build(node, lambda: b.minimum(a["a"], a["b"], label))
         if name in ("sum", "mean", "prod", "max", "min", "logsumexp"):
-            if not isinstance(a["keepdims"], bool):
-                raise self.error(f"{name}(): keepdims must be True or False", node)
-            if isinstance(a["axis"], bool):
-                raise self.error(f"{name}(): axis must be an integer or a tuple of integers", node)
             fn = {"sum": b.sum, "mean": b.mean, "max": b.max, "min": b.min, "logsumexp": b.logsumexp}.get(name)
             if fn is None:
-                return b.reduce(_prod_op(), a["x"], a["axis"], a["keepdims"], label)
-            return fn(a["x"], a["axis"], a["keepdims"], label)
+                return self.build(node, lambda: b.reduce(Op.PROD, a["x"], a["axis"], a["keepdims"], label))
+            return self.build(node, lambda: fn(a["x"], a["axis"], a["keepdims"], label))
         if name in ("softmax", "log_softmax"):
             x = a["x"]
-            if a["axis"] is None or isinstance(a["axis"], (bool, tuple)):
-                raise self.error(f"{name}(): axis must be one integer", node)
-            lse = b.logsumexp(x, a["axis"], True, f"logsumexp in {label}")
-            z = b.sub(x, lse, label)
-            return z if name == "log_softmax" else b.unary("exp", z, label)
+
+            def make() -> Node:
+                lse = b.logsumexp(x, a["axis"], True, f"logsumexp in {label}")
+                z = b.sub(x, lse, label)
+                return z if name == "log_softmax" else b.unary("exp", z, label)
+
+            return self.build(node, make)
         if name == "transpose":
-            return b.transpose(a["x"], a["axes"], label)
+            x, axes = a["x"], a["axes"]
+            if axes is not None:
+                nd = len(x.shape)
+                if sorted(ax % nd if nd and -nd <= ax < nd else ax for ax in axes) != list(range(nd)):
+                    raise self.error(f"transpose(): axes={axes} is not a permutation of the {nd} axes of an "
+                                     f"array of shape {list(x.shape)}", node, cls=ShapeError,
+                                     hint=f"give each of 0..{nd - 1} once" if nd else "a scalar has no axes")
+            return self.build(node, lambda: b.transpose(x, axes, label))
         if name in ("dot", "matmul"):
             x, y = a["a"], a["b"]
             if name == "dot" and (not x.shape or not y.shape):
-                return b.mul(x, y, label)
+                return self.build(node, lambda: b.mul(x, y, label))
             if name == "dot" and (len(x.shape) > 2 or len(y.shape) > 2):
-                raise self.error("dot() of arrays with more than 2 dimensions is not supported; use matmul", node)
-            return b.matmul(x, y, label)
+                raise self.error("dot() of arrays with more than 2 dimensions is not supported; use matmul",
+                                 node, cls=ShapeError)
+            self.check_matmul(x, y, node)
+            return self.build(node, lambda: b.matmul(x, y, label))
         if name == "reshape":
-            shape = a["shape"]
-            shape = (shape,) if isinstance(shape, int) else shape
-            if not isinstance(shape, tuple):
-                raise self.error("reshape(): shape must be an integer or a tuple of integers", node)
+            x, shape = a["x"], a["shape"]
+            if len(shape) > MAX_NDIM:
+                self.check_size((1,) * len(shape), node)
+            if shape.count(-1) > 1 or any(s < -1 or s == 0 for s in shape):
+                raise self.error(f"reshape(): cannot reshape shape {list(x.shape)} into {list(shape)}", node,
+                                 cls=ShapeError, hint="dimensions are positive integers; at most one may be -1")
             if shape.count(-1) == 1:
-                known = 1
-                for s in shape:
-                    known *= s if s != -1 else 1
-                x = a["x"]
-                if known <= 0 or x.size % known:
-                    raise self.error(f"cannot reshape {x.shape} into {shape}", node, cls=ShapeError)
+                known = math.prod(s for s in shape if s != -1)
+                if x.size % known:
+                    raise self.error(f"reshape(): cannot reshape shape {list(x.shape)} ({x.size} entries) "
+                                     f"into {list(shape)}", node, cls=ShapeError,
+                                     hint=f"{x.size} is not a multiple of {known}")
                 shape = tuple(x.size // known if s == -1 else s for s in shape)
-            return b.reshape(a["x"], shape, label)
+            if math.prod(shape) != x.size:
+                raise self.error(f"reshape(): cannot reshape shape {list(x.shape)} ({x.size} entries) into "
+                                 f"{list(shape)} ({math.prod(shape)} entries)", node, cls=ShapeError,
+                                 hint=f"the new shape must have {x.size} entries")
+            return self.build(node, lambda: b.reshape(x, shape, label))
         raise self.error(f"function '{name}' is declared but not implemented", node)  # pragma: no cover
 
 
-def _prod_op():
-    from .graph import Op
+def _broadcast_shape(s1: tuple[int, ...], s2: tuple[int, ...]) -> tuple[int, ...]:
+    out = []
+    for i in range(1, max(len(s1), len(s2)) + 1):
+        p = s1[-i] if i <= len(s1) else 1
+        q = s2[-i] if i <= len(s2) else 1
+        if p != q and p != 1 and q != 1:
+            raise ValueError("shapes do not broadcast")
+        out.append(max(p, q))
+    return tuple(reversed(out))
 
-    return Op.PROD
 
+def _tree_size(tree: ast.AST, field: str, limits: ExprLimits) -> None:
+    """Check node count and nesting depth without recursion.
 
-def _check_limits(tree: ast.AST, text: str, field: str, limits: ExprLimits) -> None:
+    Depth counts nesting; the left operand of a binary operator that is itself a
+    binary operator stays at the same depth (``a + b + c`` is one level).
+    Contexts and operator tokens are not counted.
+    """
     count = 0
-    stack = [(tree, 1)]
+    stack: list[tuple[ast.AST, int]] = [(tree, 1)]
     while stack:
         node, depth = stack.pop()
+        if isinstance(node, (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)):
+            continue
         count += 1
         if depth > limits.max_depth:
-            raise LimitError(f"{field}: expression nesting depth exceeds {limits.max_depth}",
-                             hint="simplify the expression with [define] steps, or raise "
-                                  "[limits] max_expression_depth", field=field)
+            raise LimitError(f"expression nesting depth exceeds {limits.max_depth}",
+                             hint="split the expression into [define] steps, or raise [limits] "
+                                  f"max_expression_depth (at most {MAX_DEPTH_CEILING})", field=field)
         if count > limits.max_nodes:
-            raise LimitError(f"{field}: expression has more than {limits.max_nodes} syntax nodes",
-                             hint="raise [limits] max_expression_nodes", field=field)
-        stack.extend((c, depth + 1) for c in ast.iter_child_nodes(node))
+            raise LimitError(f"expression has more than {limits.max_nodes} syntax nodes",
+                             hint="split the expression into [define] steps, or raise [limits] max_expression_nodes",
+                             field=field)
+        for child in ast.iter_child_nodes(node):
+            same = isinstance(node, ast.BinOp) and child is node.left and isinstance(child, ast.BinOp)
+            stack.append((child, depth if same else depth + 1))
 
 
 def parse_expression(text: object, *, builder: Builder, names: Mapping[str, Node], field: str,
@@ -356,26 +607,53 @@ def parse_expression(text: object, *, builder: Builder, names: Mapping[str, Node
     ------
     ExpressionError
         With the field and column of the offending construct.
+    ShapeError
+        When operand shapes do not fit (broadcasting, matmul, indexing, axes).
     LimitError
         When the text exceeds a configured limit.
+
+    Examples
+    --------
+    >>> from verigrad.graph import Builder
+    >>> b = Builder()
+    >>> x = b.leaf("x", (3,), variable=True)
+    >>> parse_expression("sum(x**2) / 2", builder=b, names={"x": x}, field="loss").shape
+    ()
     """
     if not isinstance(text, str):
-        raise ExpressionError(f"{field}: expected an expression string, got {type(text).__name__} {text!r}",
+        raise ExpressionError(f"expected an expression string, got {type(text).__name__} {text!r}",
                               hint='write the expression in quotes, e.g. "sum(x**2)"', field=field)
-    if not text.strip():
-        raise ExpressionError(f"{field}: the expression is empty", field=field)
     if len(text) > limits.max_length:
-        raise LimitError(f"{field}: expression is {len(text)} characters long, over the limit of "
-                         f"{limits.max_length}", hint="raise [limits] max_expression_length", field=field)
-    if "\n" in text.strip() or "\r" in text:
-        text = " ".join(text.split())
+        raise LimitError(f"expression is {len(text)} characters long, over the limit of {limits.max_length}",
+                         hint="split the expression into [define] steps, or raise [limits] max_expression_length",
+                         field=field)
+    if "\x00" in text:
+        raise ExpressionError(f"the expression contains a NUL character at column {text.index(chr(0)) + 1}",
+                              field=field)
+    # Line breaks (multi-line TOML strings) are spaces; the text is then one line, so columns are simple.
+    text = " ".join(text.split())
+    if not text:
+        raise ExpressionError("the expression is empty", hint='write e.g. "sum(x**2)"', field=field)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         col = f" at column {exc.offset}" if exc.offset else ""
-        raise ExpressionError(f"{field}: syntax error{col}: {exc.msg}", field=field, expression=text) from None
-    except (RecursionError, MemoryError, ValueError) as exc:
-        raise LimitError(f"{field}: expression too deeply nested to parse ({type(exc).__name__})",
-                         hint="simplify the expression with [define] steps", field=field) from None
-    _check_limits(tree, text, field, limits)
-    return _Parser(builder, names, field, text.strip()).visit(tree.body)
+        msg = exc.msg
+        if "too many nested parentheses" in msg:
+            raise LimitError(f"expression too deeply nested to parse ({msg}){col}",
+                             hint="split the expression into [define] steps", field=field,
+                             expression=text) from None
+        raise ExpressionError(f"syntax error{col}: {msg}", field=field, expression=text,
+                              hint="expressions use Python/numpy syntax, e.g. \"sum((W @ x - y)**2) / 2\"") from None
+    except (RecursionError, MemoryError) as exc:
+        raise LimitError(f"expression too deeply nested to parse ({type(exc).__name__})",
+                         hint="split the expression into [define] steps", field=field) from None
+    except ValueError as exc:
+        raise ExpressionError(f"cannot parse the expression: {exc}", field=field) from None
+    _tree_size(tree, field, limits)
+    try:
+        return _Parser(builder, names, field, text, limits).visit(tree.body)
+    except RecursionError:
+        raise LimitError("expression too deeply nested to walk (Python's recursion limit)",
+                         hint="split the expression into [define] steps, or lower [limits] max_expression_depth",
+                         field=field) from None

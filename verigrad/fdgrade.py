@@ -106,7 +106,7 @@ def grade_schemes(model, truth, baseline) -> list:
                 continue
             g = grade(truth=truth.gradient, value=est, baseline=baseline, dtype=truth.dtype.numpy, case=case.name,
                       candidate=label)
-            rel = g.to_dict()["errors"]["normwise_relative"]
+            rel = g.errors.normwise_relative
             tol = fd_tolerance(scheme, truth.dtype, n)
             if rel is None or (isinstance(rel, float) and not math.isfinite(rel)):
                 verdict = "nonfinite"

@@ -1017,6 +1017,9 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
         return make(BugShape.UNKNOWN,
                     f"non-finite values in {len(bad)} of {v.size} entries: {listed}{more}")
 
+    def worst() -> int:
+        return _largest(np.abs(v - g), wrong) if wrong.any() else _largest(np.abs(v - g))
+
     n_nonzero = int(np.count_nonzero(g))
     imax = _largest(g)
     # ZERO
@@ -1028,19 +1031,24 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
     for oname, (og, otau) in others.items():
         if og.shape == g.shape and np.count_nonzero(og) and \
                 np.all(np.abs(v - og) <= max(tau, otau)):
+            iw = worst()
             return make(BugShape.SWAPPED,
-                        f"swapped with {oname} (got the gradient of {oname}: {at(imax)})",
-                        other=oname)
+                        f"swapped with {oname} (got the gradient of {oname}; "
+                        f"{name}{_idx_str(_unravel(iw, shape))}: {at(iw)})", other=oname)
     # TRANSPOSED
     if len(shape) == 2 and n_nonzero:
         gt = g.reshape(shape).T
+        iw = worst()
+        where_w = f"{name}{_idx_str(_unravel(iw, shape))}: {at(iw)}"
         if shape[0] == shape[1]:
             if not np.array_equal(gt, g.reshape(shape)) and \
                     np.all(np.abs(v - gt.reshape(-1)) <= tau):
-                return make(BugShape.TRANSPOSED, f"transposed ({at(imax)})")
+                i, j = _unravel(iw, shape)
+                return make(BugShape.TRANSPOSED,
+                            f"transposed ({where_w} = truth of {name}[{j}, {i}])")
         elif np.all(np.abs(v - gt.reshape(-1)) <= tau):
             return make(BugShape.TRANSPOSED,
-                        f"transposed and reshaped to {shape} ({at(imax)})")
+                        f"transposed and reshaped to {shape} ({where_w})")
     # SIGN_FLIP / SCALED
     fit = _fit_factor(v, g, tau, require_recognised=n_nonzero < 3)
     if fit is not None and fit[0] != 1.0:
@@ -1089,7 +1097,7 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
             return make(BugShape.BLOCK,
                         f"{n_w} wrong entr{'y' if n_w == 1 else 'ies'}, all in this block "
                         f"({at(iw)})", loc=region, rows=rows, cols=cols, region=region)
-    iw = _largest(np.abs(v - g), wrong) if wrong.any() else imax
+    iw = worst()
     n_w = int(wrong.sum())
     return make(BugShape.SCATTERED,
                 f"{n_w} of {v.size} entries wrong, no recognised pattern (worst "
@@ -1148,6 +1156,48 @@ def _validated_baseline(baseline: Mapping[str, Any], shapes: Mapping[str, tuple[
             raise ValueError(f"baseline[{name!r}]: {exc.args[0]}") from None
         out[name] = (raw, np.isnan(disp))
     return out
+
+
+def _read_candidate(value: Any, shapes: Mapping[str, tuple[int, ...]]
+                    ) -> tuple[dict[str, tuple[list[tuple | None], np.ndarray, np.ndarray, str]],
+                               dict[str, str], list[str], dict[str, str]]:
+    """Read the untrusted return: (usable variables, per-variable errors, all error
+    messages in order, returned dtype names).  Usable variables map to (exact raw
+    entries, float64 view, NaN mask, dtype name)."""
+    names = list(shapes)
+    errors_msgs: list[str] = []
+    cand: dict[str, tuple[list[tuple | None], np.ndarray, np.ndarray, str]] = {}
+    var_error: dict[str, str] = {}
+    returned: dict[str, str] = {}
+    if not isinstance(value, Mapping):
+        errors_msgs.append(f"the candidate returned {type(value).__name__}, "
+                           f"expected a mapping of variables {names}")
+        value = {}
+    else:
+        for extra in (k for k in value if k not in shapes):
+            errors_msgs.append(f"unexpected variable {extra!r} returned; "
+                               f"expected variables: {', '.join(names)}")
+    for name in names:
+        if name not in value:
+            var_error[name] = f"{name}: missing from the returned gradient"
+            continue
+        try:
+            arr = np.asarray(value[name])
+        except Exception as exc:  # noqa: BLE001 - untrusted object
+            var_error[name] = f"{name}: cannot be read as an array ({exc})"
+            continue
+        returned[name] = arr.dtype.name
+        if arr.shape != shapes[name]:
+            var_error[name] = f"{name}: expected shape {shapes[name]}, got {arr.shape}"
+            continue
+        try:
+            raw, disp = _convert_array(arr)
+        except TypeError as exc:
+            var_error[name] = f"{name}: {exc.args[0]}"
+            continue
+        cand[name] = (raw, disp, np.isnan(disp), arr.dtype.name)
+    errors_msgs.extend(var_error[n] for n in names if n in var_error)
+    return cand, var_error, errors_msgs, returned
 
 
 def grade(
@@ -1222,40 +1272,7 @@ def grade(
     case, candidate = str(case), str(candidate)
     names = list(tv)
 
-    # --- the candidate's return (untrusted) -------------------------------------
-    errors_msgs: list[str] = []
-    cand: dict[str, tuple[list[tuple | None], np.ndarray, np.ndarray, str]] = {}
-    var_error: dict[str, str] = {}
-    returned: dict[str, str] = {}
-    if not isinstance(value, Mapping):
-        errors_msgs.append(f"the candidate returned {type(value).__name__}, "
-                           f"expected a mapping of variables {names}")
-        value = {}
-    else:
-        for extra in (k for k in value if k not in tv):
-            errors_msgs.append(f"unexpected variable {extra!r} returned; "
-                               f"expected variables: {', '.join(names)}")
-    for name in names:
-        if name not in value:
-            var_error[name] = f"{name}: missing from the returned gradient"
-            continue
-        try:
-            arr = np.asarray(value[name])
-        except Exception as exc:  # noqa: BLE001 - untrusted object
-            var_error[name] = f"{name}: cannot be read as an array ({exc})"
-            continue
-        returned[name] = arr.dtype.name
-        if arr.shape != shapes[name]:
-            var_error[name] = f"{name}: expected shape {shapes[name]}, got {arr.shape}"
-            continue
-        try:
-            raw, disp = _convert_array(arr)
-        except TypeError as exc:
-            var_error[name] = f"{name}: {exc.args[0]}"
-            continue
-        nan_mask = np.isnan(disp)
-        cand[name] = (raw, disp, nan_mask, arr.dtype.name)
-    errors_msgs.extend(var_error[n] for n in names if n in var_error)
+    cand, var_error, errors_msgs, returned = _read_candidate(value, shapes)
 
     rdt = sorted(set(returned.values()))
     returned_dtype = rdt[0] if len(rdt) == 1 else ("?" if not rdt else
@@ -1310,16 +1327,19 @@ def grade(
         base_part = libmp.mpf_mul(f_factor, a_k)
         cap = libmp.mpf_mul(libmp.from_float(tol.cap), s_k[name])
         source = ToleranceSource.BASELINE
-        if libmp.mpf_gt(base_part, cap):
+        poor = libmp.mpf_gt(base_part, cap)
+        if poor:
             base_part, source = cap, ToleranceSource.CAP
-            warnings.append(f"{case} › {name} › {fmt.name}: the float baseline is poor (max "
-                            f"error {_num(_to_float(a_k))} vs scale {_num(_to_float(s_k[name]))}); "
-                            f"tolerance capped at {tol.cap:g} x scale")
         tau = base_part
         if libmp.mpf_ge(floor, tau):
             tau, source = floor, ToleranceSource.FLOOR
         tau_f = _to_float(tau)
         taus[name] = tau_f
+        if poor:
+            warnings.append(f"{case} › {name} › {fmt.name}: the float baseline is poor (max "
+                            f"error {_num(_to_float(a_k))} vs scale "
+                            f"{_num(_to_float(s_k[name]))}): ill-conditioned in {fmt.name}; "
+                            f"tolerance limited to {tau_f:.2g} (cap {tol.cap:g} x scale)")
 
         if name not in cand:
             variables.append(VariableGrade(

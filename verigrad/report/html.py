@@ -322,7 +322,9 @@ def _heatmaps(rec: dict, wrong: list[dict], budget: _Budget) -> str:
     imgs = []
     for name, entries in by_var.items():
         shape = shapes.get(name)
-        if shape is None or math.prod(shape) > _MAX_HEATMAP_ENTRIES or math.prod(shape) <= 1:
+        size = math.prod(shape) if shape is not None else 0
+        # a heatmap says more than the table only for matrices and for long vectors
+        if shape is None or size > _MAX_HEATMAP_ENTRIES or (len(shape) < 2 and size <= MAX_WRONG_ROWS):
             continue
         if budget.left <= 0:
             budget.skipped += 1

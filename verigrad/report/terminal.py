@@ -127,9 +127,6 @@ def case_details(rep, *, verbose: bool = False, quiet: bool = False):
                 lines.append(f"… {len(msgs) - 12} more (use -v or --json for all)")
         elif r.message:
             lines.append(r.message)
-        if r.grade is not None and getattr(r.grade, "dtype_mismatch", False):
-            lines.append(f"{r.case} › {r.candidate} › {r.dtype}: returned {r.grade.returned_dtype}: "
-                         f"{r.dtype} was not actually exercised")
         for line in lines:
             parts.append(Text("  " + line, style="red" if r.met is False else "yellow" if r.verdict != "pass" else ""))
     return Group(*parts) if parts else Text("")
