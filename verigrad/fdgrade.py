@@ -6,10 +6,14 @@ against the truth.  These rows are informational (no expectation): their
 verdict says whether the estimate reached the accuracy the scheme can
 theoretically reach in the dtype,
 
-    normwise relative error <= 10 * eps_p^(p/(p+1))      (linear scheme of order p)
-    normwise relative error <= 10 * eps_p * sqrt(N)       (complex step),
+    normwise relative error <= 1000 * eps_p^(p/(p+1))     (linear scheme of order p)
+    normwise relative error <= 1000 * eps_p * sqrt(N)      (complex step),
 
-which is the optimum of |T| ~ h^p and |R| ~ eps/h for a well-scaled loss.  The
+i.e. within three orders of magnitude of the optimum of |T| ~ h^p and
+|R| ~ eps/h for a well-scaled loss: a "fail" means the estimate is far from
+what the scheme can do (a stencil across a kink, a node outside the domain,
+tiny gradients under the noise floor, an ill-conditioned loss), not a small
+miss of an idealised bound.  The
 record also carries what the classic check (relative difference
 ||g - g_fd|| / (||g|| + ||g_fd||) < threshold) concludes, next to the truth.
 """
@@ -28,15 +32,16 @@ from .studies import fd_gradient, recommended_step
 __all__ = ["grade_schemes", "classic_check", "ClassicOutcome", "fd_tolerance"]
 
 CLASSIC_THRESHOLD = 1e-7
+FD_FACTOR = 1000.0
 
 
 def fd_tolerance(scheme, dtype, n: int) -> float:
     """Relative accuracy a scheme can reach in ``dtype`` (see module docstring)."""
     eps = dtype.eps
     if scheme.kind is SchemeKind.COMPLEX_STEP:
-        return 10 * eps * math.sqrt(max(n, 1))
+        return FD_FACTOR * eps * math.sqrt(max(n, 1))
     p = scheme.order
-    return 10 * eps ** (p / (p + 1))
+    return FD_FACTOR * eps ** (p / (p + 1))
 
 
 def _relative_difference(a: dict, b: dict) -> float:
@@ -113,7 +118,7 @@ def grade_schemes(model, truth, baseline) -> list:
             else:
                 verdict = "pass" if rel <= tol else "fail"
             msg = (f"{case.name} › {label} › {truth.dtype.value}: normwise relative error {rel:.2e} "
-                   f"{'<=' if verdict == 'pass' else '>'} {tol:.1e} (what {name} can reach in {truth.dtype.value})"
+                   f"{'<=' if verdict == 'pass' else '>'} {tol:.1e} (1000 x what {name} can reach in {truth.dtype.value})"
                    if verdict in ("pass", "fail") else f"{case.name} › {label}: non-finite estimate")
             out.append(Result(case.name, label, "fd", truth.dtype.value, None, verdict, None, g, msg,
                               scheme=name, step=h, extra={"tolerance": tol, "source": "loss_code" if loss_values

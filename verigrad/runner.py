@@ -151,6 +151,9 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
         return result("error", call.error)
     shapes = {n: model.shape(n) for n in model.gradient}
     value, problems = normalise_gradient(call.values[0], shapes, label)
+    transposed = _transposed_returns(call.values[0], shapes, truth, label)
+    if transposed and len(transposed) == len(problems):
+        return result("fail", "; ".join(transposed))
     if problems:
         return result("error", "; ".join(problems))
     g = grade(truth=truth.gradient, value=value, baseline=baseline, dtype=dtype.numpy, case=case.name,
@@ -158,6 +161,25 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
     verdict = g.verdict.value.lower()
     msgs = g.messages() if hasattr(g, "messages") else []
     return result(verdict, msgs[0] if msgs else "", g)
+
+
+def _transposed_returns(value, shapes, truth, label) -> list[str]:
+    """Messages for 2-D variables returned with the transposed shape (a bug shape, so a *fail*)."""
+    if isinstance(value, (list, tuple)) and len(value) == len(shapes):
+        value = dict(zip(shapes, value))
+    if not isinstance(value, dict):
+        return []
+    out = []
+    for name, shape in shapes.items():
+        v = value.get(name)
+        if isinstance(v, np.ndarray) and len(shape) == 2 and v.shape == shape[::-1] and shape[0] != shape[1]:
+            g = truth.as_float64()[name]
+            with np.errstate(all="ignore"):
+                close = np.allclose(np.asarray(v, np.float64).T, g, rtol=1e-3, atol=1e-3 * (np.abs(g).max() or 1))
+            what = "its transpose matches the truth: transposed" if close else "its transpose does not match either"
+            out.append(f"{label.split(' › ')[0]} › {name} › {truth.dtype.value}: returned shape {list(v.shape)} for a "
+                       f"variable of shape {list(shape)}; {what}")
+    return out
 
 
 def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_fd: bool = True,

@@ -1,0 +1,157 @@
+"""`verigrad run`, `truth`, `show` and the Python API, end to end on small cases."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import sympy
+
+from verigrad.api import assert_gradient, check_gradient
+from verigrad.cli import main
+from verigrad.runner import run_case
+
+CASE = """
+name = "lin"
+seed = 5
+loss = "sum((y - X @ b)**2) / (2*20) + 0.5 * sum(W**2) * c"
+[symbols]
+X = { constant = true, shape = [20, 3], init = "normal" }
+y = { constant = true, shape = [20], init = "normal" }
+c = { constant = true, value = 0.1 }
+b = { shape = [3], init = "normal" }
+W = { shape = [2, 3], init = "normal" }
+[[candidate]]
+name = "good"
+code = "impl/g.py:good"
+[[candidate]]
+name = "double-b"
+code = "impl/g.py:double_b"
+expect = "fail"
+[[candidate]]
+name = "crashes"
+code = "impl/g.py:crashes"
+expect = "fail"
+[[candidate]]
+name = "transposed"
+code = "impl/g.py:transposed"
+expect = "fail"
+[[candidate]]
+name = "upcast"
+code = "impl/g.py:upcast"
+"""
+
+IMPL = """
+import numpy as np
+
+def good(X, y, b, W, c):
+    r = X @ b - y
+    return {"b": X.T @ r / len(y), "W": c * W}
+
+def double_b(X, y, b, W, c):
+    g = good(X, y, b, W, c)
+    g["b"] = 2 * g["b"]
+    return g
+
+def crashes(**kw):
+    raise RuntimeError("boom")
+
+def transposed(X, y, b, W, c):
+    g = good(X, y, b, W, c)
+    g["W"] = g["W"].T
+    return g
+
+def upcast(X, y, b, W, c):
+    g = good(X, y, b, W, c)
+    return {k: v.astype(np.float64) for k, v in g.items()}
+"""
+
+
+@pytest.fixture
+def case_dir(tmp_path):
+    (tmp_path / "impl").mkdir()
+    (tmp_path / "impl" / "g.py").write_text(IMPL)
+    (tmp_path / "lin.toml").write_text(CASE)
+    return tmp_path
+
+
+def test_run_case_verdicts(case_dir):
+    rep = run_case(case_dir / "lin.toml")
+    by = {(r.candidate, r.dtype): r for r in rep.results}
+    for dt in ("float32", "float64"):
+        assert by[("good", dt)].verdict == "pass"
+        assert by[("double-b", dt)].verdict == "fail"
+        d = by[("double-b", dt)].grade.to_dict()["diagnosis"]
+        assert any(x["variable"] == "b" and x["factor"] == pytest.approx(2.0) for x in d)
+        assert by[("crashes", dt)].verdict == "error"
+        assert "RuntimeError: boom" in by[("crashes", dt)].message
+        assert by[("transposed", dt)].verdict == "fail"
+        assert "transposed" in by[("transposed", dt)].message
+    up = by[("upcast", "float32")]
+    assert up.grade.dtype_mismatch and up.verdict == "pass"
+    assert by[("crashes", "float32")].met is False  # crashed, not caught
+
+
+def test_run_cli_exit_codes_and_json(case_dir, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = main(["run", str(case_dir), "--json", str(out), "--no-color"])
+    assert code == 1  # the crashing fail-candidate is an unmet expectation
+    doc = json.loads(out.read_text())
+    assert doc["summary"]["expectations_not_met"] == 2
+    keys = {"case", "candidate", "dtype", "verdict", "expect", "met", "errors", "wrong", "diagnosis"}
+    assert all(keys <= set(r) for r in doc["results"])
+    wrong = [r for r in doc["results"] if r["candidate"] == "double-b" and r["dtype"] == "float64"][0]["wrong"]
+    assert {tuple(w["index"]) for w in wrong if w["variable"] == "b"} == {(0,), (1,), (2,)}
+    text = capsys.readouterr().out
+    assert "scaled by 2" in text
+
+
+def test_run_cli_bad_path(capsys):
+    assert main(["run", "/nonexistent/dir"]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_truth_cli_json(case_dir, tmp_path):
+    out = tmp_path / "t.json"
+    assert main(["truth", str(case_dir / "lin.toml"), "--dtype", "float64", "--digits", "30", "--json", str(out),
+                 "--no-color"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["case"] == "lin" and doc["dtype"] == "float64" and doc["digits"] == 30
+    assert len(doc["gradient"]["W"]) == 2 and len(doc["gradient"]["W"][0]) == 3
+    # W's gradient is c*W exactly: 0.1 * W (c = 0.1 as a float64 value)
+    from fractions import Fraction
+
+    import mpmath
+
+    W = np.array(doc["point"]["W"])
+    with mpmath.workdps(40):
+        ref = mpmath.mpf(Fraction(0.1).numerator) / Fraction(0.1).denominator * mpmath.mpf(W[1, 2])
+        assert abs(mpmath.mpf(doc["gradient"]["W"][1][2]) - ref) < 1e-29 * abs(ref)
+
+
+def test_show_prints_gradient(case_dir, capsys):
+    assert main(["show", str(case_dir / "lin.toml"), "--no-color"]) == 0
+    out = capsys.readouterr().out
+    assert "dL/db" in out and "dL/dW" in out
+    assert main(["show", str(case_dir / "lin.toml"), "--latex"]) == 0
+    assert r"\frac{\partial \mathcal{L}}{\partial W}" in capsys.readouterr().out
+
+
+def test_api_sympy_and_case_file(case_dir):
+    x, y = sympy.symbols("x y")
+    good = check_gradient(sympy.exp(x) * sympy.cos(y), lambda x, y: {"x": np.exp(x) * np.cos(y),
+                                                                      "y": -np.exp(x) * np.sin(y)},
+                          point={"x": 0.3, "y": 1.1})
+    assert good.passed
+    with pytest.raises(AssertionError, match=r"y › float64: sign flipped|y › float64: scaled by -1"):
+        assert_gradient(sympy.exp(x) * sympy.cos(y), lambda x, y: {"x": np.exp(x) * np.cos(y),
+                                                                  "y": np.exp(x) * np.sin(y)},
+                        point={"x": 0.3, "y": 1.1})
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("g", case_dir / "impl" / "g.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert check_gradient(case_dir / "lin.toml", mod.good).passed

@@ -1,0 +1,191 @@
+"""Python API for users' own test suites.
+
+>>> import numpy as np, sympy
+>>> x, y = sympy.symbols("x y")
+>>> res = check_gradient(x**2 * sympy.sin(y), lambda x, y: {"x": 2*x*np.sin(y), "y": x**2*np.cos(y)},
+...                      point={"x": 1.5, "y": 0.25})
+>>> res.passed
+True
+
+``assert_gradient`` raises ``AssertionError`` with the breadcrumb diagnosis, so it
+reads well inside pytest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import sympy
+
+from .cases import load_case, point_in_dtype
+from .errors import UsageError
+from .graph import Builder, Node, gradient_graph
+from .model import Model, compile_case
+from .spec import Case, Dtype, RngKind, Symbol
+from .truth import certify
+
+__all__ = ["CheckResult", "check_gradient", "assert_gradient", "model_from_sympy"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Grades of one gradient function, one per dtype."""
+
+    grades: tuple
+    passed: bool
+
+    def messages(self) -> list[str]:
+        return [m for g in self.grades for m in g.messages()]
+
+
+_FUNCS = {sympy.exp: "exp", sympy.log: "log", sympy.sin: "sin", sympy.cos: "cos", sympy.tan: "tan",
+          sympy.sinh: "sinh", sympy.cosh: "cosh", sympy.tanh: "tanh", sympy.asin: "arcsin", sympy.acos: "arccos",
+          sympy.atan: "arctan", sympy.erf: "erf", sympy.Abs: "abs"}
+
+
+def _to_node(b: Builder, e: sympy.Expr, leaves: Mapping[sympy.Symbol, Node]) -> Node:
+    if e in leaves:
+        return leaves[e]
+    if e.is_Rational:
+        return b.const(Fraction(int(e.p), int(e.q)))
+    if e.is_Float:
+        # the binary value of the Float, exactly (never re-rounded to 53 bits)
+        return b.const(Fraction(*_mpf_fraction(e)))
+    if e is sympy.pi:
+        return b.const("pi")
+    if e is sympy.E:
+        return b.const("e")
+    if e.is_Add:
+        nodes = [_to_node(b, a, leaves) for a in e.args]
+        out = nodes[0]
+        for n in nodes[1:]:
+            out = b.add(out, n)
+        return out
+    if e.is_Mul:
+        nodes = [_to_node(b, a, leaves) for a in e.args]
+        out = nodes[0]
+        for n in nodes[1:]:
+            out = b.mul(out, n)
+        return out
+    if e.is_Pow:
+        base, ex = e.args
+        if ex == sympy.Rational(1, 2):
+            return b.unary("sqrt", _to_node(b, base, leaves))
+        if base is sympy.E:
+            return b.unary("exp", _to_node(b, ex, leaves))
+        return b.pow(_to_node(b, base, leaves), _to_node(b, ex, leaves))
+    if isinstance(e, sympy.Max) and len(e.args) == 2:
+        return b.maximum(_to_node(b, e.args[0], leaves), _to_node(b, e.args[1], leaves))
+    if isinstance(e, sympy.Min) and len(e.args) == 2:
+        return b.minimum(_to_node(b, e.args[0], leaves), _to_node(b, e.args[1], leaves))
+    fn = _FUNCS.get(e.func)
+    if fn is not None and len(e.args) == 1:
+        return b.unary(fn, _to_node(b, e.args[0], leaves))
+    raise UsageError(f"check_gradient: unsupported sympy construct {e.func.__name__} in {e}",
+                     hint="use +, *, **, exp, log, trig, tanh, erf, Abs, Max/Min of two, or write a case file")
+
+
+def _mpf_fraction(e: sympy.Float) -> tuple[int, int]:
+    sign, man, exp, _ = e._mpf_
+    num = (-1) ** sign * int(man)
+    return (num * 2**exp, 1) if exp >= 0 else (num, 2 ** (-exp))
+
+
+def model_from_sympy(expr: sympy.Expr, point: Mapping[str, float], *, constants: Sequence[str] = (),
+                     name: str = "sympy-loss") -> Model:
+    """A :class:`Model` for a scalar sympy expression in scalar symbols, at ``point`` (float64 values)."""
+    if not isinstance(expr, sympy.Basic):
+        raise UsageError(f"model_from_sympy: expected a sympy expression, got {type(expr).__name__}")
+    free = sorted(expr.free_symbols, key=lambda s: s.name)
+    missing = [s.name for s in free if s.name not in point]
+    if missing:
+        raise UsageError(f"check_gradient: no value for {', '.join(missing)} in point")
+    b = Builder()
+    order = [s for s in (sympy.Symbol(k) for k in point)]
+    by_name = {s.name: s for s in free}
+    leaves = {}
+    symbols = []
+    for k, v in point.items():
+        const = k in constants
+        node = b.leaf(k, (), variable=not const)
+        if k in by_name:
+            leaves[by_name[k]] = node
+        symbols.append(Symbol(k, (), const, value=np.array(float(v))))
+    loss = _to_node(b, expr, leaves)
+    variables = {s.name: b.leaf(s.name, (), variable=True) for s in symbols if not s.constant}
+    if not variables:
+        raise UsageError("check_gradient: every symbol is a constant")
+    grad = gradient_graph(b, loss, variables)
+    case = Case(name=name, path=Path("<sympy>"), description="", seed=0, rng=RngKind.NUMPY, loss=str(expr),
+                symbols=tuple(symbols), defines=())
+    return Model(case=case, builder=b, leaves={s.name: b.leaf(s.name, (), variable=not s.constant) for s in symbols},
+                 defines={}, loss=loss, gradient=grad, point={s.name: np.array(s.value) for s in symbols},
+                 compile_seconds=0.0)
+
+
+def check_gradient(loss, gradient: Callable, *, point: Mapping[str, float] | None = None,
+                   dtypes: Sequence[str] = ("float32", "float64"), constants: Sequence[str] = (),
+                   tolerances=None) -> CheckResult:
+    """Grade a gradient function against the exact gradient.
+
+    Parameters
+    ----------
+    loss : str, Path or sympy.Expr
+        A case file, or a scalar sympy expression in scalar symbols (then ``point`` is required).
+    gradient : callable
+        Called with every symbol as a keyword argument (numpy arrays of the dtype,
+        0-d for scalars); returns ``{variable: array}`` or a sequence in declaration order.
+    point : mapping, optional
+        Values of the symbols (sympy form only).
+    dtypes : sequence of str
+        ``"float32"`` and/or ``"float64"``.
+    constants : sequence of str
+        Symbols not differentiated (sympy form only).
+    tolerances : verigrad.grading.Tolerances, optional
+
+    Returns
+    -------
+    CheckResult
+    """
+    from .candidates import _plain, normalise_gradient
+    from .grading import Tolerances, grade
+    from .runner import baseline_gradient
+
+    if isinstance(loss, (str, Path)):
+        model = compile_case(load_case(loss))
+    elif isinstance(loss, sympy.Basic):
+        if point is None:
+            raise UsageError("check_gradient: a sympy loss needs point={symbol: value}")
+        model = model_from_sympy(loss, point, constants=constants)
+    else:
+        raise UsageError(f"check_gradient: loss must be a case-file path or a sympy expression, "
+                         f"got {type(loss).__name__}")
+    grades = []
+    for d in dtypes:
+        dt = Dtype(d)
+        p = point_in_dtype(model.point, dt)
+        truth = certify(model, p, dt)
+        value = _plain(gradient(**{k: np.array(v) for k, v in p.items()}))
+        shapes = {n: model.shape(n) for n in model.gradient}
+        got, problems = normalise_gradient(value if isinstance(value, (dict, list, tuple)) else
+                                           {n: np.asarray(value) for n in shapes} if len(shapes) == 1 else value,
+                                           shapes, f"{model.case.name} › gradient › {d}")
+        got = {k: np.asarray(v) for k, v in got.items()}
+        if problems:
+            raise UsageError("; ".join(problems))
+        grades.append(grade(truth=truth.gradient, value=got, baseline=baseline_gradient(model, p, dt),
+                            dtype=dt.numpy, case=model.case.name, candidate=getattr(gradient, "__name__", "gradient"),
+                            tolerances=tolerances or Tolerances()))
+    return CheckResult(tuple(grades), all(g.verdict.value == "pass" for g in grades))
+
+
+def assert_gradient(loss, gradient: Callable, **kwargs) -> CheckResult:
+    """Like :func:`check_gradient`, but raise ``AssertionError`` with the diagnosis on failure."""
+    res = check_gradient(loss, gradient, **kwargs)
+    if not res.passed:
+        raise AssertionError("gradient check failed:\n  " + "\n  ".join(res.messages()))
+    return res
