@@ -129,8 +129,30 @@ def baseline_gradient(model: Model, point: dict[str, np.ndarray], dtype: Dtype) 
     return dict(zip(model.gradient, vals))
 
 
+CLASSIC_SCHEME = "central"
+CLASSIC_EPS = 1e-7
+
+
+def classic_reference(model: Model, dtype: Dtype) -> dict[str, np.ndarray] | None:
+    """The oracle of the classic gradient check: central differences, absolute eps = 1e-7, in ``dtype``.
+
+    Like the classic exercise, it differences the case's own forward pass (``loss_code``) when there is one.
+    """
+    from .schemes import StepMode
+    from .studies import fd_gradient
+
+    from .studycli import loss_code_evaluator
+
+    lv = loss_code_evaluator(model.case) if model.case.loss_code is not None else None
+    try:
+        return fd_gradient(model, dtype=dtype, scheme=CLASSIC_SCHEME, step=CLASSIC_EPS, step_mode=StepMode.ABSOLUTE,
+                           loss_values=lv)
+    except VerigradError:
+        return None
+
+
 def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: dict[str, np.ndarray],
-                    *, timeout: float) -> Result:
+                    *, timeout: float, classic_fd: dict[str, np.ndarray] | None = None) -> Result:
     """Call one candidate in isolation at ``truth``'s point and grade it."""
     from .grading import grade
 
@@ -160,7 +182,15 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
               candidate=cand.name, tolerances=_tolerances(case))
     verdict = g.verdict.value.lower()
     msgs = g.messages() if hasattr(g, "messages") else []
-    return result(verdict, msgs[0] if msgs else "", g)
+    res = result(verdict, msgs[0] if msgs else "", g)
+    if classic_fd is not None and verdict in ("pass", "fail"):
+        from .fdgrade import classic_check
+
+        with np.errstate(all="ignore"):
+            classic = classic_check(value, classic_fd, truth_verdict_pass=(verdict == "pass"))
+        classic.update(scheme=CLASSIC_SCHEME, eps=CLASSIC_EPS)
+        res = Result(**{**res.__dict__, "extra": {"classic": classic}})
+    return res
 
 
 def _transposed_returns(value, shapes, truth, label) -> list[str]:
@@ -202,9 +232,11 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
             truth = certify(model, point, dt, digits=max(case.check.digits, 20))
             truths[dt.value] = truth
             baseline = baseline_gradient(model, point, dt)
+            classic_fd = classic_reference(model, dt) if case.candidates else None
             for cand in case.candidates:
                 note(f"{case.name} › {cand.name} › {dt.value}")
-                results.append(grade_candidate(model, cand, truth, baseline, timeout=case.limits.candidate_seconds))
+                results.append(grade_candidate(model, cand, truth, baseline, timeout=case.limits.candidate_seconds,
+                                               classic_fd=classic_fd))
             if with_fd and case.check.schemes:
                 from .fdgrade import grade_schemes
 

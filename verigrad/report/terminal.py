@@ -117,7 +117,8 @@ def case_details(rep, *, verbose: bool = False, quiet: bool = False):
     for r in rep.results:
         if quiet and r.met is not False:
             continue
-        if r.verdict == "pass" and not verbose:
+        classic = r.extra.get("classic") if r.extra else None
+        if r.verdict == "pass" and not verbose and not (classic and classic["outcome"] != "agree"):
             continue
         lines = []
         if r.grade is not None and hasattr(r.grade, "messages"):
@@ -127,6 +128,11 @@ def case_details(rep, *, verbose: bool = False, quiet: bool = False):
                 lines.append(f"… {len(msgs) - 12} more (use -v or --json for all)")
         elif r.message:
             lines.append(r.message)
+        classic = r.extra.get("classic") if r.extra else None
+        if classic and classic["outcome"] != "agree":
+            lines.append(f"{r.case} › {r.candidate} › {r.dtype}: the classic check (central, eps={classic['eps']:g}, "
+                         f"relative difference {classic['relative_difference']:.1e} vs {classic['threshold']:g}) "
+                         f"would say {'pass' if classic['classic_pass'] else 'fail'}: {classic['outcome']}")
         for line in lines:
             parts.append(Text("  " + line, style="red" if r.met is False else "yellow" if r.verdict != "pass" else ""))
     return Group(*parts) if parts else Text("")
