@@ -1002,6 +1002,10 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
     def at(i: int) -> str:
         return f"truth {_num(g[i])}, got {_num(v[i])}"
 
+    def at_precise(i: int) -> str:
+        # scattered errors can be tiny relative ones: show enough digits to see them
+        return f"truth {float(g[i]):.10g}, got {float(v[i]):.10g}"
+
     def make(shape_: BugShape, text: str, *, factor: float | None = None,
              ftext: str | None = None, loc: str = name, rows: str | None = None,
              cols: str | None = None, region: str | None = None,
@@ -1101,7 +1105,7 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
     n_w = int(wrong.sum())
     return make(BugShape.SCATTERED,
                 f"{n_w} of {v.size} entries wrong, no recognised pattern (worst "
-                f"{name}{_idx_str(_unravel(iw, shape))}: {at(iw)})")
+                f"{name}{_idx_str(_unravel(iw, shape))}: {at_precise(iw)})")
 
 
 def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...]:

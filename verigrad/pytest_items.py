@@ -10,6 +10,8 @@ catches it.  A failure is reported with verigrad's breadcrumbs (``case › W[2, 
 The expensive work is shared: the case is compiled once per file, and the
 certified truth and float baseline once per file and dtype, lazily, by the
 first item that needs them (so ``-k float64`` never certifies float32).
+Finite-difference schemes listed in ``[check]`` are informational and are not
+collected (``verigrad run`` grades them).
 
 Examples
 --------
@@ -28,7 +30,7 @@ import pytest
 from .cases import load_case, point_in_dtype
 from .errors import VerigradError
 from .model import compile_case
-from .runner import Result, baseline_gradient, grade_candidate
+from .runner import Result, baseline_gradient, grade_candidate, truth_digits
 from .spec import CandidateSpec, Dtype, Expect
 from .truth import certify
 
@@ -105,10 +107,15 @@ class CaseFile(pytest.File):
                 model = self.model()
                 point = point_in_dtype(model.point, dtype)
                 # same certification policy as verigrad.runner.run_case
-                truth = certify(model, point, dtype, digits=max(self.case.check.digits, 20))
+                truth = certify(model, point, dtype, digits=truth_digits(self.case))
                 return truth, baseline_gradient(model, point, dtype)
             self._prepared[dtype] = _Cached(compute)
         return self._prepared[dtype].get()
+
+    def teardown(self) -> None:
+        """Release the compiled case, truths and baselines once every item of the file has run."""
+        self._model = None
+        self._prepared = {}
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, VerigradError):

@@ -112,6 +112,11 @@ class RunReport:
         }
 
 
+def truth_digits(case: Case) -> int:
+    """Certified digits used for grading: the case's [check] digits, at least 20 (float64 to ~1e-4 ulp)."""
+    return max(case.check.digits, 20)
+
+
 def _tolerances(case: Case):
     from .grading import Tolerances
 
@@ -229,7 +234,7 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
         for dt in dtypes or case.check.dtypes:
             point = point_in_dtype(model.point, dt)
             note(f"{case.name} › {dt.value} › truth")
-            truth = certify(model, point, dt, digits=max(case.check.digits, 20))
+            truth = certify(model, point, dt, digits=truth_digits(case))
             truths[dt.value] = truth
             baseline = baseline_gradient(model, point, dt)
             classic_fd = classic_reference(model, dt) if case.candidates else None
@@ -299,6 +304,7 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--representable", action="store_true", help="use (x+h)-x so that the step error S vanishes")
     p.add_argument("--plot", metavar="FILE", help="write the error-vs-step figure (.png, .svg, .pdf)")
     p.add_argument("--json", metavar="FILE", help="write the study as JSON (docs/report-schema.md)")
+    p.add_argument("--html", metavar="FILE", help="write the study as a self-contained HTML page with its figure")
 
 
 def cmd_run(args, console, err) -> int:

@@ -94,6 +94,12 @@ def run_study_command(args, console, err) -> int:
 
         study_figure(studies, args.plot)
         console.print(f"figure written to {args.plot}")
-    if args.json:
-        write_atomic(args.json, dumps(study_document(studies, version=__version__)))
+    if args.json or args.html:
+        doc = study_document(studies, version=__version__)
+        if args.json:
+            write_atomic(args.json, dumps(doc))
+        if args.html:
+            from .report.html import study_html
+
+            write_atomic(args.html, study_html(doc, version=__version__))
     return 0

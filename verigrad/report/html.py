@@ -132,6 +132,7 @@ class _Budget:
     def __init__(self, limit: int) -> None:
         self.left = limit
         self.skipped = 0
+        self.drawn: dict[tuple, str] = {}  # (case, candidate, variable, wrong indices) -> dtype drawn
 
 
 def run_html(run, *, version: str) -> str:
@@ -326,6 +327,12 @@ def _heatmaps(rec: dict, wrong: list[dict], budget: _Budget) -> str:
         # a heatmap says more than the table only for matrices and for long vectors
         if shape is None or size > _MAX_HEATMAP_ENTRIES or (len(shape) < 2 and size <= MAX_WRONG_ROWS):
             continue
+        key = (rec["case"], rec["candidate"], name, tuple(tuple(i) for i, _ in entries))
+        if key in budget.drawn:
+            imgs.append(f"<p class=\"meta\">{_e(name)}: the same entries are wrong as in {_e(budget.drawn[key])} "
+                        "(heatmap above).</p>")
+            continue
+        budget.drawn[key] = rec["dtype"]
         if budget.left <= 0:
             budget.skipped += 1
             continue

@@ -22,9 +22,11 @@ import io
 import math
 from typing import Any, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullLocator
 
 __all__ = ["png_bytes", "ulps_figure", "wrong_entries_figure", "study_figure", "to_float"]
 
@@ -49,17 +51,32 @@ def to_float(value: Any) -> float:
         return math.nan
 
 
-def png_bytes(fig: Figure, *, dpi: int = 96) -> bytes:
-    """Render ``fig`` to PNG bytes with the Agg canvas (deterministic: no software stamp)."""
+_METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
+             "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
+
+
+def png_bytes(fig: Figure, *, dpi: int = 96, format: str = "png") -> bytes:
+    """Render ``fig`` to bytes (PNG by default; ``"svg"`` and ``"pdf"`` too), without date or software stamps."""
+    if format not in _METADATA:
+        raise ValueError(f"format={format!r} is not supported; use one of {', '.join(_METADATA)}")
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    # a fixed salt makes the ids inside an SVG reproducible (scoped: restored on exit)
+    with matplotlib.rc_context({"svg.hashsalt": "verigrad"}):
+        fig.savefig(buf, format=format, dpi=dpi, metadata=_METADATA[format])
     return buf.getvalue()
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
+def _new_figure(width: float, height: float, *, left: float = 0.7, right: float = 0.2, bottom: float = 0.55,
+                top: float = 0.3) -> Figure:
+    """A figure whose axes sit at fixed margins (inches).
+
+    Fixed margins instead of a layout engine: constrained layout measures every
+    text repeatedly and costs more than drawing the figure.
+    """
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height)
     return fig
 
 
@@ -80,7 +97,8 @@ def ulps_figure(rows: Sequence[tuple[str, str, str, float]], *, title: str = "")
     """
     names = list(dict.fromkeys(r[0] for r in rows))
     height = max(1.6, 0.35 * len(names) + 1.0)
-    fig = _new_figure(6.4, height)
+    longest = max((len(n[:28]) for n in names), default=4)
+    fig = _new_figure(6.4 + 0.07 * longest, height, left=0.25 + 0.07 * longest, right=1.3)
     ax = fig.add_subplot()
     finite = [u for *_, u in rows if math.isfinite(u) and u > 0]
     lo = min(finite + [1.0]) / 3
@@ -98,6 +116,8 @@ def ulps_figure(rows: Sequence[tuple[str, str, str, float]], *, title: str = "")
                 ax.scatter(xs, ys, c=colour, marker=marker, s=46, label=f"{dtype} {verdict}", zorder=3)
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(LogLocator(base=10.0, numticks=10))
+    ax.xaxis.set_minor_locator(NullLocator())  # hundreds of minor ticks cost more than the data
     ax.set_yticks(range(len(names)), labels=[n[:28] for n in names])
     ax.set_ylim(len(names) - 0.5, -0.5)
     ax.set_xlabel("max error (ulps of the dtype)")
@@ -142,24 +162,30 @@ def wrong_entries_figure(shape: Sequence[int], entries: Sequence[tuple[Sequence[
         grid[r, c] = math.log10(max(u, 1e-3))
     rows, cols = grid_shape
     width = min(6.4, max(2.6, 0.28 * cols + 1.8))
-    height = min(4.8, max(1.4, 0.28 * rows + 1.0))
-    fig = _new_figure(width, height)
+    height = min(4.8, max(1.5, 0.28 * rows + 1.0))
+    fig = _new_figure(width, height, left=0.6 if rows > 1 else 0.2, right=1.05, bottom=0.5, top=0.3)
     ax = fig.add_subplot()
     masked = np.ma.masked_invalid(grid)
-    image = ax.imshow(masked, cmap="magma_r", aspect="auto", interpolation="nearest")
+    # whole decades, at least one wide: entries wrong by similar amounts get similar colours
+    finite = grid[np.isfinite(grid)]
+    vmin = math.floor(float(finite.min())) if finite.size else 0.0
+    vmax = max(math.ceil(float(finite.max())) if finite.size else 1.0, vmin + 1.0)
+    image = ax.imshow(masked, cmap="magma_r", aspect="auto", interpolation="nearest", vmin=vmin, vmax=vmax)
     if rows == 1:
         ax.set_yticks([])
     ax.set_xlabel("column" if len(shape) >= 2 else "index")
     if rows > 1:
         ax.set_ylabel("row")
-    cbar = fig.colorbar(image, ax=ax, shrink=0.9)
+    pos = ax.get_position()
+    cax = fig.add_axes((pos.x1 + 0.12 / width, pos.y0, 0.12 / width, pos.height))
+    cbar = fig.colorbar(image, cax=cax)
     cbar.set_label("log10 ulps", fontsize=8)
     if title:
         ax.set_title(title, fontsize=9, loc="left")
     return png_bytes(fig)
 
 
-def study_figure(study: dict, *, title: str = "") -> bytes:
+def study_figure(study: dict, *, title: str = "", format: str = "png") -> bytes:
     """Error against step of one scheme in one dtype: |E| and its parts |T|, |S|, |R|.
 
     Parameters
@@ -169,17 +195,19 @@ def study_figure(study: dict, *, title: str = "") -> bytes:
         ``rows`` with ``h, error, truncation, step, roundoff``; ``model`` and
         ``observed`` with ``optimal_step`` and ``min_error``.
     title : str
+    format : {"png", "svg", "pdf"}
+        Image format (``verigrad study --plot FILE`` picks it from the suffix).
 
     Returns
     -------
     bytes
-        A PNG image.  The V of the total error is the solid line; the model's
+        The image.  The V of the total error is the solid line; the model's
         optimal step is a dotted vertical line and its minimum error a cross;
         the observed optimum is a circle.
     """
     rows = study.get("rows", [])
     h = np.array([to_float(r.get("h")) for r in rows])
-    fig = _new_figure(6.4, 4.0)
+    fig = _new_figure(6.4, 4.0, left=0.85, bottom=0.6)
     ax = fig.add_subplot()
 
     def draw(key: str, style: str, colour: str, label: str, width: float) -> None:
@@ -209,4 +237,4 @@ def study_figure(study: dict, *, title: str = "") -> bytes:
     ax.set_ylabel("absolute error")
     ax.grid(which="major", alpha=0.3)
     ax.set_title(title or f"{study.get('scheme', '?')} · {study.get('dtype', '?')}", fontsize=10, loc="left")
-    return png_bytes(fig)
+    return png_bytes(fig, format=format)

@@ -26,7 +26,7 @@ def result_record(r) -> dict:
     if r.kind == "fd":
         rec["scheme"] = r.scheme
         rec["step"] = r.step
-    for k in ("returned_dtype", "dtype_mismatch", "variables", "baseline"):
+    for k in ("returned_dtype", "dtype_mismatch", "variables", "baseline_errors", "warnings"):
         if k in g:
             rec[k] = g[k]
     if r.extra:
