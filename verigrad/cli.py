@@ -146,7 +146,7 @@ def _cmd_truth(args, console) -> int:
         records.append(truth_record(truth))
     if args.json:
         doc = {"verigrad": __version__, "schema_version": SCHEMA_VERSION, **records[0],
-               "by_dtype": {r["dtype"]: r for r in records}}
+               "seed": case.seed, "rng": case.rng.value, "by_dtype": {r["dtype"]: r for r in records}}
         write_atomic(args.json, dumps(doc))
     return EXIT_OK
 

@@ -80,6 +80,8 @@ class CaseReport:
     truths: dict = field(default_factory=dict)
     seconds: float = 0.0
     parameters: int = 0
+    seed: int | None = None
+    rng: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -249,9 +251,11 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
                 results.extend(grade_schemes(model, truth, baseline))
     except VerigradError as exc:
         return CaseReport(str(path), case.name, case.description, error=str(exc), results=tuple(results),
-                          truths=truths, seconds=time.perf_counter() - t0, parameters=case.parameter_count)
+                          truths=truths, seconds=time.perf_counter() - t0, parameters=case.parameter_count,
+                          seed=case.seed, rng=case.rng.value)
     return CaseReport(str(path), case.name, case.description, results=tuple(results), truths=truths,
-                      seconds=time.perf_counter() - t0, parameters=case.parameter_count)
+                      seconds=time.perf_counter() - t0, parameters=case.parameter_count, seed=case.seed,
+                      rng=case.rng.value)
 
 
 def run_paths(paths, *, dtypes=None, with_fd: bool = True, progress=None,

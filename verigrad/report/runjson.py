@@ -43,7 +43,7 @@ def run_document(run, *, version: str, interrupted: bool = False) -> dict:
         "complete": not interrupted,
         "results": [result_record(r) for r in run.results],
         "cases": [{"case": c.name, "path": c.path, "description": c.description, "error": c.error or None,
-                   "parameters": c.parameters, "ok": c.ok} for c in run.cases],
+                   "parameters": c.parameters, "seed": c.seed, "rng": c.rng, "ok": c.ok} for c in run.cases],
         "summary": run.summary(),
         "timing": {"total_seconds": run.seconds,
                    "cases": {c.name: c.seconds for c in run.cases},
