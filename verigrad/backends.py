@@ -157,8 +157,10 @@ class MPBackend:
             for i, v in enumerate(arr.astype(np.complex128).ravel().tolist()):
                 flat[i] = mpmath.mpc(v.real, v.imag)
         else:
+            # exact: a binary float converts without rounding at any precision
+            make, conv = mpmath.mp.make_mpf, mpmath.libmp.from_float
             for i, v in enumerate(arr.astype(np.float64).ravel().tolist()):
-                flat[i] = mpmath.mpf(v)
+                flat[i] = make(conv(v))
         return out
 
     def const(self, params: tuple) -> np.ndarray:

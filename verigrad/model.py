@@ -12,7 +12,7 @@ accumulation.  :class:`Model` then evaluates loss and gradient
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import mpmath
@@ -56,6 +56,7 @@ class Model:
     gradient: dict[str, Node]
     point: dict[str, np.ndarray]
     compile_seconds: float
+    _mp_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -121,10 +122,30 @@ class Model:
         with mpmath.workprec(prec):
             leaves = {}
             for name in self.leaves:
-                v = MPBackend.from_float(values[name])
+                v = self.mp_values(name, values[name])
                 leaves[name] = v if batched else v[None, ...]
             out = evaluate(nodes, leaves, MPBackend(complex=complex))
         return out if batched else [o[0, ...] for o in out]
+
+    def mp_values(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Exact mpmath object array of ``values`` (object arrays pass through).
+
+        Conversions of large arrays are cached per model (the point's constants are
+        converted once, not once per precision and per evaluation); the key is the
+        array's bytes, so a different point is a different entry.
+        """
+        values = np.asarray(values)
+        if values.dtype == object:
+            return values
+        if values.size < 256:
+            return MPBackend.from_float(values)
+        key = (name, values.dtype.str, values.shape, hash(values.tobytes()))
+        hit = self._mp_cache.get(key)
+        if hit is None:
+            if len(self._mp_cache) > 16:
+                self._mp_cache.clear()
+            hit = self._mp_cache[key] = MPBackend.from_float(values)
+        return hit
 
     # -- sympy -------------------------------------------------------------------------
     def sympy_symbols(self) -> dict[str, np.ndarray]:
