@@ -305,3 +305,22 @@ c = { constant = true, value = [0.2, 0.3, 0.5] }
         assert abs(t.gradient["x"][i] - mpmath.mpf(ref[i])) < 1e-25
     f = m.float_eval([m.loss], point_in_dtype(m.point, F32), np.float32)[0]
     assert np.isfinite(f)  # the float evaluation is stable
+
+
+def test_exact_matmul_is_correctly_rounded():
+    """The integer matmul of mpf arrays equals the exact product rounded once (batched, zeros, wide exponents)."""
+    from verigrad.backends import _exact_matmul
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 12)) * 10.0 ** rng.integers(-30, 30, (2, 4, 12))
+    x[0, 1, 3] = 0.0
+    y = rng.standard_normal((1, 12, 3))
+    with mpmath.workprec(80):
+        X, Y = MPBackend.from_float(x), MPBackend.from_float(y)
+        got = _exact_matmul(X, Y)
+        for b in range(2):
+            for i in range(4):
+                for j in range(3):
+                    exact = sum(Fraction(float(x[b, i, k])) * Fraction(float(y[0, k, j])) for k in range(12))
+                    ref = mpmath.mpf(exact.numerator) / exact.denominator  # one rounding at 80 bits
+                    assert got[b, i, j] == ref
