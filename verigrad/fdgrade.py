@@ -106,7 +106,7 @@ def grade_schemes(model, truth, baseline) -> list:
             label = f"{name} h={h:.1e}"
             try:
                 est = fd_gradient(model, dtype=truth.dtype, scheme=scheme, step=h, step_mode=case.check.step_mode,
-                                  loss_values=None if scheme.kind is SchemeKind.COMPLEX_STEP else loss_values)
+                                  loss_values=loss_values)
             except VerigradError as exc:
                 out.append(Result(case.name, label, "fd", truth.dtype.value, None, "error", None, None, str(exc),
                                   scheme=name, step=h))
@@ -123,6 +123,5 @@ def grade_schemes(model, truth, baseline) -> list:
                    f"{'<=' if verdict == 'pass' else '>'} {tol:.1e} (1000 x what {name} can reach in {truth.dtype.value})"
                    if verdict in ("pass", "fail") else f"{case.name} › {label}: non-finite estimate")
             out.append(Result(case.name, label, "fd", truth.dtype.value, None, verdict, None, g, msg,
-                              scheme=name, step=h, extra={"tolerance": tol, "source": "loss_code" if loss_values
-                                                          and scheme.kind is not SchemeKind.COMPLEX_STEP else "expression"}))
+                              scheme=name, step=h, extra={"tolerance": tol, "source": "loss_code" if loss_values else "expression"}))
     return out

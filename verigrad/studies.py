@@ -352,9 +352,6 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     is_cs = scheme.kind is SchemeKind.COMPLEX_STEP
     if is_cs:
         _refuse_complex(model)
-        if loss_values is not None:
-            raise UsageError("complex-step differences the loss expression; a loss_code cannot be evaluated "
-                             "at complex points", hint="drop complex-step or study the expression")
     np_dt = dtype.numpy
     point = point_in_dtype(model.point, dtype)
     nominal = np.asarray(default_step_grid(scheme, np_dt) if steps is None else steps, dtype=np.float64)
@@ -409,7 +406,14 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
         cpoint = {n: v.astype(cdt) for n, v in point.items()}
         cvals = [{k: np.asarray(complex(re, im), dtype=cdt) for k, (re, im) in d.items()} for d in float_nodes]
         leaves = _line_leaves(model, cpoint, entries, cvals, as_object=False)
-        F = model.float_eval([model.loss], leaves, cdt, batched=True)[0].reshape(K, S)
+        if loss_values is not None:
+            # the case's own forward pass, called with complex arrays (it must be complex-safe)
+            B = K * S
+            calls = [{n: np.array(leaves[n][b if leaves[n].shape[0] > 1 else 0]) for n in model.leaves}
+                     for b in range(B)]
+            F = np.asarray(loss_values(calls)).astype(cdt).reshape(K, S)
+        else:
+            F = model.float_eval([model.loss], leaves, cdt, batched=True)[0].reshape(K, S)
     elif loss_values is not None:
         leaves = _line_leaves(model, point, entries, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
                               as_object=False)
@@ -584,7 +588,11 @@ def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float
                 base[rows, np.repeat(idx, 1)] += 1j * hp[idx].astype(cdt)
                 leaves = {m: (base.reshape((B,) + x.shape) if m == name else point[m].astype(cdt)[None, ...])
                           for m in model.leaves}
-                F = model.float_eval([model.loss], leaves, cdt, batched=True)[0]
+                if loss_values is not None:
+                    calls = [{m: np.array(leaves[m][b if m == name else 0]) for m in model.leaves} for b in range(B)]
+                    F = np.asarray(loss_values(calls)).astype(cdt)
+                else:
+                    F = model.float_eval([model.loss], leaves, cdt, batched=True)[0]
                 with np.errstate(all="ignore"):
                     est[idx] = (F.imag / hp[idx]).astype(np_dt)
                 continue

@@ -42,7 +42,10 @@ def loss_code_evaluator(case):
         out = []
         for v in res.values:
             a = np.asarray(v)
-            if a.size != 1:
+            if a.dtype.kind not in "fc" or a.size != 1:
+                if a.dtype.kind not in "fc" and a.size == 1:
+                    raise CandidateError(f"{case.path}::{case.name}::loss_code: returned {a.dtype} {a!r}, "
+                                         f"expected a float (or complex, for the complex step) scalar")
                 raise CandidateError(f"{case.path}::{case.name}::loss_code: returned shape {list(a.shape)}, "
                                      f"expected a scalar")
             out.append(a.reshape(()))
@@ -82,7 +85,7 @@ def run_study_command(args, console, err) -> int:
     studies = []
     for dt in dtypes:
         for name in schemes:
-            lv = None if name == "complex-step" else loss_values
+            lv = loss_values
             st = run_study(model, dtype=dt, scheme=name, direction=direction, steps=steps, step_mode=mode,
                            representable=args.representable, loss_values=lv)
             studies.append(st)

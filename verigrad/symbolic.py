@@ -67,6 +67,8 @@ class _Printer:
         if not top and n.id in self.names:
             return self.fmt_name(self.names[n.id]), _PREC["atom"]
         op, a, L = n.op, n.args, self.latex
+        if op is Op.LEAF:
+            return self.fmt_name(n.params[0]), _PREC["atom"]
         if op is Op.CONST:
             v = const_value(n)
             if isinstance(v, str):
