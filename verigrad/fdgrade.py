@@ -111,7 +111,10 @@ def grade_schemes(model, truth, baseline) -> list:
                 out.append(Result(case.name, label, "fd", truth.dtype.value, None, "error", None, None, str(exc),
                                   scheme=name, step=h))
                 continue
-            g = grade(truth=truth.gradient, value=est, baseline=baseline, dtype=truth.dtype.numpy, case=case.name,
+            from .kinks import fd_kink_adjustment  # exclude stencils across kinks; on a kink, the limit
+
+            adj = fd_kink_adjustment(model, truth, est, scheme=scheme, step=h, step_mode=case.check.step_mode)
+            g = grade(truth=adj.truth, value=est, baseline=baseline, dtype=truth.dtype.numpy, case=case.name,
                       candidate=label)
             rel = g.errors.normwise_relative
             tol = fd_tolerance(scheme, truth.dtype, n)
@@ -122,6 +125,8 @@ def grade_schemes(model, truth, baseline) -> list:
             msg = (f"{case.name} › {label} › {truth.dtype.value}: normwise relative error {rel:.2e} "
                    f"{'<=' if verdict == 'pass' else '>'} {tol:.1e} (1000 x what {name} can reach in {truth.dtype.value})"
                    if verdict in ("pass", "fail") else f"{case.name} › {label}: non-finite estimate")
+            msg += "".join(f"; {note}" for note in adj.notes)
             out.append(Result(case.name, label, "fd", truth.dtype.value, None, verdict, None, g, msg,
-                              scheme=name, step=h, extra={"tolerance": tol, "source": "loss_code" if loss_values else "expression"}))
+                              scheme=name, step=h, extra={"tolerance": tol, "source": "loss_code" if loss_values else "expression",
+                                                          "kinks": list(adj.notes)}))
     return out

@@ -1327,6 +1327,21 @@ def grade(
                             f"at {len(bad_base)} entr{'y' if len(bad_base) == 1 else 'ies'} "
                             f"(first {name}{_idx_str(_unravel(bad_base[0], shape))}); "
                             "they give no allowance")
+        # entries where the baseline itself has no correct digit: the expression is ill-conditioned
+        # as written in this dtype there, and a candidate as poor as the baseline still passes
+        lost = []
+        for i, t in enumerate(braw):
+            if t is not None and g64[i] != 0:
+                rel_b = abs(_to_float(t) - g64[i]) / abs(g64[i])
+                if rel_b >= 0.5:
+                    lost.append((rel_b, i))
+        if lost:
+            rel_b, i = max(lost)
+            warnings.append(f"{case} › {name} › {fmt.name}: the float baseline has no correct digit at "
+                            f"{len(lost)} entr{'y' if len(lost) == 1 else 'ies'} (worst "
+                            f"{name}{_idx_str(_unravel(i, shape))}: relative error {rel_b:.2g}): the gradient "
+                            f"expression is ill-conditioned as written in {fmt.name}; there the tolerance "
+                            "is that poor, and a stable formulation does far better")
         a_k = _raw_max(d for d in base.diff if d is not None)
         base_part = libmp.mpf_mul(f_factor, a_k)
         cap = libmp.mpf_mul(libmp.from_float(tol.cap), s_k[name])

@@ -185,18 +185,24 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
         return result("fail", "; ".join(transposed))
     if problems:
         return result("error", "; ".join(problems))
-    g = grade(truth=truth.gradient, value=value, baseline=baseline, dtype=dtype.numpy, case=case.name,
+    from .kinks import kink_acceptance  # on a kink: grade against the nearest valid subgradient
+
+    kinks = kink_acceptance(model, truth, value, baseline)
+    g = grade(truth=kinks.truth, value=value, baseline=kinks.baseline, dtype=dtype.numpy, case=case.name,
               candidate=cand.name, tolerances=_tolerances(case))
     verdict = g.verdict.value.lower()
     msgs = g.messages() if hasattr(g, "messages") else []
     res = result(verdict, msgs[0] if msgs else "", g)
+    if kinks.at_kink:
+        res = Result(**{**res.__dict__, "extra": {**res.extra, "kinks": {
+            "conventions": list(kinks.conventions), "notes": list(kinks.notes)}}})
     if classic_fd is not None and verdict in ("pass", "fail"):
         from .fdgrade import classic_check
 
         with np.errstate(all="ignore"):
             classic = classic_check(value, classic_fd, truth_verdict_pass=(verdict == "pass"))
         classic.update(scheme=CLASSIC_SCHEME, eps=CLASSIC_EPS)
-        res = Result(**{**res.__dict__, "extra": {"classic": classic}})
+        res = Result(**{**res.__dict__, "extra": {**res.extra, "classic": classic}})
     return res
 
 

@@ -362,6 +362,11 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     if truth is None or truth.digits < digits:
         truth = certify(model, point, dtype, digits=digits)
     gstar = _directional_truth(truth, direction)
+    from .kinks import study_kinks  # on a kink: measure against the scheme's limit; flag steps across kinks
+
+    kinks = study_kinks(model, point, direction, scheme, hp, dtype=dtype, scale=truth.scale)
+    if kinks.reference is not None:
+        gstar = kinks.reference
     entries = direction.entries()
     offsets = [Fraction(1)] if is_cs else list(scheme.offsets)
     weights = [Fraction(1)] if is_cs else list(scheme.weights)
@@ -388,7 +393,7 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
             exact_nodes.append(ex)
             float_nodes.append(fl)
 
-    notes: list[str] = []
+    notes: list[str] = list(kinks.notes)
     with mpmath.workprec(prec):
         if is_cs:
             ex_vals = [{k: mpmath.mpc(mpmath.mpf(float(re)), mpmath.mpf(im.numerator) / im.denominator)
@@ -440,7 +445,8 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
         for r in range(K):
             h = hp[r]
             in_domain = all(f_exact[r * S + k] is not None and f_nodes[r * S + k] is not None for k in range(S))
-            finite = bool(np.all(np.isfinite(F[r]))) and h > 0 and bool(np.isfinite(d_float[r])) and in_domain
+            finite = (bool(np.all(np.isfinite(F[r]))) and h > 0 and bool(np.isfinite(d_float[r])) and in_domain
+                      and not kinks.crossing[r])
             if not in_domain and "domain" not in " ".join(notes):
                 notes.append("some steps put a node outside the loss's domain; those rows are excluded")
             if not finite:
