@@ -18,7 +18,7 @@ import mpmath
 import numpy as np
 import sympy
 
-from .errors import DomainError
+from .errors import DomainError, LimitError
 from .functions import ElemFn
 
 __all__ = ["FloatBackend", "MPBackend", "SympyBackend", "leaf_index"]
@@ -31,6 +31,19 @@ def leaf_index(flat_batched_index: int, shape: tuple[int, ...]) -> tuple[int, ..
     size = int(np.prod(shape))
     full = np.unravel_index(flat_batched_index % size, tuple(shape))
     return tuple(int(i) for i in full)
+
+
+#: Arguments beyond 2**MAX_MAG_BITS in magnitude are refused: argument reduction of exp/sin
+#: or an integer power with such a number needs billions of bits (a hang, not an answer).
+MAX_MAG_BITS = 65536
+
+
+def _check_magnitude(arr: np.ndarray, node, what: str) -> None:
+    for i, v in enumerate(arr.ravel()):
+        if isinstance(v, (mpmath.mpf, mpmath.mpc)) and v and mpmath.mag(v) > MAX_MAG_BITS:
+            raise LimitError(f"{what} has magnitude about 2**{int(mpmath.mag(v))} in {_where_text(node, arr, i)}, "
+                             f"beyond the 2**{MAX_MAG_BITS} the exact evaluation accepts",
+                             hint="the loss overflows every float format here; rescale the expression")
 
 
 def _where_text(node, arr: np.ndarray, flat: int) -> str:
@@ -184,6 +197,8 @@ class MPBackend:
 
     def pow(self, x, y, node):
         x, y = np.broadcast_arrays(x, y)
+        _check_magnitude(x, node, "a base")
+        _check_magnitude(y, node, "an exponent")
         out = np.empty(x.shape, dtype=object)
         fx, fy, fo = x.ravel(), y.ravel(), out.reshape(-1)
         for i in range(fx.size):
@@ -222,6 +237,7 @@ class MPBackend:
     def unary(self, fn: ElemFn, x, node):
         if self.complex and not fn.analytic:
             raise TypeError(f"{fn.name} is not analytic ({node.label}); the complex step does not apply")
+        _check_magnitude(x, node, f"the argument of {fn.name}")
         if fn.domain is not None:
             for i, v in enumerate(x.ravel()):
                 if isinstance(v, mpmath.mpc):

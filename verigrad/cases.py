@@ -9,6 +9,7 @@ field, the value given, what is allowed, and how to fix it.  See
 from __future__ import annotations
 
 import difflib
+import keyword
 import math
 import re
 import sys
@@ -18,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .errors import CaseError, LimitError
-from .expr import RESERVED_NAMES, ExprLimits
+from .expr import MAX_DEPTH_CEILING, RESERVED_NAMES, ExprLimits
 from .schemes import SCHEME_NAMES, StepMode
 from .spec import (CandidateSpec, Case, CheckSpec, CodeRef, Dtype, Expect, Init, Limits, RngKind, Symbol)
 
@@ -34,16 +35,29 @@ TOP_KEYS = ("name", "description", "seed", "rng", "loss", "loss_code", "symbols"
 SYMBOL_KEYS = ("constant", "shape", "init", "value", "file")
 CANDIDATE_KEYS = ("name", "code", "expect")
 CHECK_KEYS = ("dtypes", "schemes", "steps", "step_mode", "tolerance_factor", "floor_ulps", "digits")
-LIMIT_KEYS = ("max_elements", "max_symbol_elements", "max_precision_bits", "symbolic_seconds",
-              "candidate_seconds", "max_expression_length", "max_expression_depth", "max_expression_nodes")
+LIMIT_KEYS = ("max_elements", "max_symbol_elements", "max_intermediate_elements", "max_precision_bits",
+              "symbolic_seconds", "candidate_seconds", "max_expression_length", "max_expression_depth",
+              "max_expression_nodes")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INIT_RE = re.compile(r"^\s*(normal|uniform)\s*(?:\(\s*([^,()]+)\s*,\s*([^,()]+)\s*\))?\s*$")
 _MAX_FILE_BYTES = 50_000_000
+_MAX_NDIM = 8
+
+
+def _sub(field: str, key: str) -> str:
+    """``[check]`` + ``dtypes`` -> ``[check] dtypes``; ``[symbols] W1`` + ``shape`` -> ``[symbols] W1.shape``."""
+    if not field:
+        return key
+    return f"{field} {key}" if field.endswith("]") else f"{field}.{key}"
 
 
 class _Ctx:
-    """Builds error messages that say file::case::field."""
+    """Builds error messages that say file::case::field.
+
+    Fields name the place the way the file is written: ``loss``, ``[symbols] W1.shape``,
+    ``[define] Z1``, ``[[candidate]] backprop.code``, ``[check] dtypes``, ``[limits] max_elements``.
+    """
 
     def __init__(self, path: Path | str, case: str | None = None) -> None:
         self.path = str(path)
@@ -70,16 +84,26 @@ def _suggest(key: str, allowed: Iterable[str]) -> str:
 def _check_keys(ctx: _Ctx, table: dict, allowed: tuple[str, ...], field: str) -> None:
     for key in table:
         if key not in allowed:
-            raise ctx.error(f"{field}.{key}" if field else key, f"unknown key '{key}'",
+            raise ctx.error(_sub(field, _key_text(key)), f"unknown key {_show(key)}",
                             hint=_suggest(key, allowed) + "allowed keys: " + ", ".join(allowed))
+
+
+_TOML_TYPES = {"str": "string", "int": "integer", "float": "float", "bool": "boolean", "list": "array",
+               "dict": "table", "datetime": "date-time", "date": "date", "time": "time"}
 
 
 def _typed(ctx: _Ctx, value: Any, types, field: str, what: str):
     if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise ctx.error(field, f"expected {what}, got {value!r}")
+        raise ctx.error(field, f"expected {what}, got the boolean {str(value).lower()}")
     if not isinstance(value, types):
-        raise ctx.error(field, f"expected {what}, got {type(value).__name__} {value!r}")
+        kind = _TOML_TYPES.get(type(value).__name__, type(value).__name__)
+        raise ctx.error(field, f"expected {what}, got {kind} {_show(value)}")
     return value
+
+
+def _show(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 4] + " ..."
 
 
 def load_case(path: str | Path) -> Case:
@@ -116,7 +140,10 @@ def load_case(path: str | Path) -> Case:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ctx.error("", f"not UTF-8 text (byte {exc.start})", hint="case files are UTF-8 TOML") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ctx.error("", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column {col}",
+                        hint="case files are UTF-8 TOML; re-save the file as UTF-8") from None
     return load_case_text(text, path=path)
 
 
@@ -134,12 +161,14 @@ def load_case_text(text: str, *, path: str | Path = "<string>") -> Case:
 
 
 def _validate(doc: dict, path: Path, ctx: _Ctx) -> Case:
+    if isinstance(doc.get("name"), str) and _NAME_RE.match(doc["name"]) and len(doc["name"]) <= 100:
+        ctx.case = doc["name"]  # so that every later message names the case
     _check_keys(ctx, doc, TOP_KEYS, "")
     if "name" not in doc:
         raise ctx.error("name", "missing required key 'name'", hint='add e.g. name = "my-case"')
     name = _typed(ctx, doc["name"], str, "name", "a string")
     if not _NAME_RE.match(name) or len(name) > 100:
-        raise ctx.error("name", f"invalid case name {name!r}",
+        raise ctx.error("name", f"invalid case name {_show(name)}",
                         hint="use letters, digits, '-', '_' and '.', starting with a letter or digit")
     ctx.case = name
     description = _typed(ctx, doc.get("description", ""), str, "description", "a string")
@@ -158,22 +187,23 @@ def _validate(doc: dict, path: Path, ctx: _Ctx) -> Case:
         raise ctx.error("loss", "missing required key 'loss'", hint='add e.g. loss = "sum(x**2)"')
     loss = _typed(ctx, doc["loss"], str, "loss", "an expression string")
     if "symbols" not in doc:
-        raise ctx.error("symbols", "missing table [symbols]", hint="declare the variables and constants of the loss")
-    symbols_doc = _typed(ctx, doc["symbols"], dict, "symbols", "a table")
+        raise ctx.error("[symbols]", "missing table [symbols]", hint="declare the variables and constants of the loss")
+    symbols_doc = _typed(ctx, doc["symbols"], dict, "[symbols]", "a table")
     symbols = tuple(_symbol(ctx, k, v, path, limits) for k, v in symbols_doc.items())
     if not symbols:
-        raise ctx.error("symbols", "no symbols declared", hint="declare at least one variable")
+        raise ctx.error("[symbols]", "no symbols declared", hint='declare at least one variable, e.g. '
+                        'x = { shape = [3], init = "normal" }')
     if not any(not s.constant for s in symbols):
-        raise ctx.error("symbols", "every symbol is a constant: there is nothing to differentiate",
+        raise ctx.error("[symbols]", "every symbol is a constant: there is nothing to differentiate",
                         hint="drop `constant = true` from the variables")
     total = sum(s.size for s in symbols)
     if total > limits.max_elements:
-        raise ctx.error("symbols", f"{total} entries in all exceed the limit of {limits.max_elements}",
-                        hint="raise [limits] max_elements", cls=LimitError)
-    defines_doc = _typed(ctx, doc.get("define", {}), dict, "define", "a table")
+        raise ctx.error("[symbols]", f"the symbols have {total} entries in all, over the limit of "
+                        f"{limits.max_elements}", hint="raise [limits] max_elements", cls=LimitError)
+    defines_doc = _typed(ctx, doc.get("define", {}), dict, "[define]", "a table")
     defines = []
     for key, value in defines_doc.items():
-        field = f"define.{key}"
+        field = f"[define] {_key_text(key)}"
         _identifier(ctx, key, field)
         if key in symbols_doc:
             raise ctx.error(field, f"'{key}' is already declared in [symbols]", hint="use another name")
@@ -181,6 +211,7 @@ def _validate(doc: dict, path: Path, ctx: _Ctx) -> Case:
         defines.append((key, value))
     candidates = _candidates(ctx, doc.get("candidate", []), path)
     check = _check(ctx, doc.get("check", {}))
+    _check_dtype_range(ctx, symbols, check)
     loss_code = _coderef(ctx, doc["loss_code"], "loss_code", path) if "loss_code" in doc else None
     return Case(name=name, path=path, description=description, seed=seed, rng=rng, loss=loss,
                 symbols=symbols, defines=tuple(defines), candidates=candidates, check=check,
@@ -188,87 +219,118 @@ def _validate(doc: dict, path: Path, ctx: _Ctx) -> Case:
 
 
 def _identifier(ctx: _Ctx, key: str, field: str) -> None:
-    if not _IDENT_RE.match(key):
-        raise ctx.error(field, f"invalid name {key!r}", hint="names are identifiers: letters, digits and _")
+    if not _IDENT_RE.match(key) or len(key) > 100:
+        raise ctx.error(field, f"invalid name {_show(key)}",
+                        hint="names are identifiers: ASCII letters, digits and _, not starting with a digit")
     if key.startswith("__"):
-        raise ctx.error(field, f"name {key!r} is not allowed (dunder names are refused)")
+        raise ctx.error(field, f"name {key!r} is not allowed (dunder names are refused)", hint="rename it")
+    if keyword.iskeyword(key):
+        raise ctx.error(field, f"'{key}' is a Python keyword and cannot be used as a name in expressions",
+                        hint="rename it")
     if key in RESERVED_NAMES:
-        raise ctx.error(field, f"'{key}' is a reserved name (a function or constant of the expression language)",
-                        hint="rename the symbol")
+        what = "constant" if key in ("pi", "e") else "function"
+        raise ctx.error(field, f"'{key}' is a reserved name (a {what} of the expression language)",
+                        hint="rename it")
 
 
 def _limits(ctx: _Ctx, table: Any) -> Limits:
-    _typed(ctx, table, dict, "limits", "a table")
-    _check_keys(ctx, table, LIMIT_KEYS, "limits")
+    _typed(ctx, table, dict, "[limits]", "a table")
+    _check_keys(ctx, table, LIMIT_KEYS, "[limits]")
     base = Limits()
-    vals = {}
+    vals: dict[str, Any] = {}
     for key, value in table.items():
-        field = f"limits.{key}"
-        kind = float if key.endswith("seconds") else int
-        v = _typed(ctx, value, (int, float) if kind is float else int, field, "a positive number")
-        if v <= 0:
-            raise ctx.error(field, f"{key}={v} must be positive")
+        field = f"[limits] {key}"
+        if key.endswith("seconds"):
+            v = _typed(ctx, value, (int, float), field, "a positive number of seconds")
+            if not 0 < v < math.inf:
+                raise ctx.error(field, f"{key}={v} must be a positive, finite number of seconds")
+            v = float(v)
+        else:
+            v = _typed(ctx, value, int, field, "a positive integer")
+            if v <= 0:
+                raise ctx.error(field, f"{key}={v} must be a positive integer")
         vals[key] = v
+    depth = vals.get("max_expression_depth")
+    if depth is not None and depth > MAX_DEPTH_CEILING:
+        raise ctx.error("[limits] max_expression_depth", f"max_expression_depth={depth} is over the hard "
+                        f"maximum of {MAX_DEPTH_CEILING} (deeper nesting exhausts Python's recursion limit)",
+                        hint="split deep expressions into [define] steps", cls=LimitError)
+    bits = vals.get("max_precision_bits")
+    if bits is not None and bits < 64:
+        raise ctx.error("[limits] max_precision_bits", f"max_precision_bits={bits} is too small",
+                        hint="the truth needs at least 64 bits; the default is 16384")
     expr = ExprLimits(
         max_length=vals.pop("max_expression_length", base.expression.max_length),
         max_depth=vals.pop("max_expression_depth", base.expression.max_depth),
         max_nodes=vals.pop("max_expression_nodes", base.expression.max_nodes),
+        max_elements=vals.pop("max_intermediate_elements", base.expression.max_elements),
     )
-    return Limits(expression=expr, **{k: v for k, v in vals.items()})
+    return Limits(expression=expr, **vals)
+
+
+def _key_text(key: str) -> str:
+    """A table key as shown in a field; absurdly long keys are shortened."""
+    return key if len(key) <= 100 else key[:60] + "..."
 
 
 def _symbol(ctx: _Ctx, name: str, spec: Any, path: Path, limits: Limits) -> Symbol:
-    field = f"symbols.{name}"
+    field = f"[symbols] {_key_text(name)}"
     _identifier(ctx, name, field)
     if not isinstance(spec, dict):
+        kind = _TOML_TYPES.get(type(spec).__name__, type(spec).__name__)
         raise ctx.error(field, f"expected an inline table such as {{ shape = [3], init = \"normal\" }}, "
-                               f"got {type(spec).__name__} {spec!r}")
+                               f"got {kind} {_show(spec)}",
+                        hint=f'write {name} = {{ value = {_show(spec, 30)} }} for a given value'
+                        if isinstance(spec, (int, float, list)) and not isinstance(spec, bool) else "")
     _check_keys(ctx, spec, SYMBOL_KEYS, field)
-    constant = _typed(ctx, spec.get("constant", False), bool, f"{field}.constant", "true or false")
+    constant = _typed(ctx, spec.get("constant", False), bool, _sub(field, "constant"), "true or false")
     sources = [k for k in ("init", "value", "file") if k in spec]
     if len(sources) != 1:
         raise ctx.error(field, "give exactly one of init, value, file" + (f" (got {', '.join(sources)})" if sources else ""),
                         hint='e.g. init = "normal", or value = 0.5, or file = "data/X.npy"')
     shape = None
     if "shape" in spec:
-        raw = _typed(ctx, spec["shape"], list, f"{field}.shape", "a list of positive integers")
+        sfield = _sub(field, "shape")
+        raw = _typed(ctx, spec["shape"], list, sfield, "a list of positive integers")
         if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in raw):
-            raise ctx.error(f"{field}.shape", f"shape={raw} must be a list of positive integers",
+            raise ctx.error(sfield, f"shape={_show(raw)} must be a list of positive integers",
                             hint="e.g. shape = [5, 4]; use [] or omit it for a scalar")
-        if len(raw) > 8:
-            raise ctx.error(f"{field}.shape", f"shape={raw} has more than 8 dimensions", cls=LimitError)
+        if len(raw) > _MAX_NDIM:
+            raise ctx.error(sfield, f"shape={raw} has {len(raw)} dimensions, over the maximum of {_MAX_NDIM}",
+                            cls=LimitError)
         shape = tuple(raw)
         size = math.prod(shape)
         if size > limits.max_symbol_elements:
-            raise ctx.error(f"{field}.shape", f"shape={raw} has {size} entries, over the limit of "
+            raise ctx.error(sfield, f"shape={raw} has {size} entries, over the limit of "
                             f"{limits.max_symbol_elements}", hint="raise [limits] max_symbol_elements",
                             cls=LimitError)
     if "init" in spec:
-        init = _init(ctx, spec["init"], f"{field}.init")
+        init = _init(ctx, spec["init"], _sub(field, "init"))
         return Symbol(name, shape or (), constant, init=init)
     if "file" in spec:
-        value = _load_npy(ctx, spec["file"], f"{field}.file", path, limits)
+        vfield = _sub(field, "file")
+        value = _load_npy(ctx, spec["file"], vfield, path, limits)
     else:
-        value = _value(ctx, spec["value"], f"{field}.value")
+        vfield = _sub(field, "value")
+        value = _value(ctx, spec["value"], vfield, limits)
     if shape is not None and value.shape != shape:
         if value.ndim == 0:
             value = np.full(shape, float(value), dtype=np.float64)
         else:
-            raise ctx.error(f"{field}.value", f"value has shape {list(value.shape)} but shape={list(shape)}",
-                            hint="drop `shape` or make the value match it")
-    if value.size > limits.max_symbol_elements:
-        raise ctx.error(f"{field}.value", f"{value.size} entries exceed the limit of {limits.max_symbol_elements}",
-                        hint="raise [limits] max_symbol_elements", cls=LimitError)
+            raise ctx.error(vfield, f"the value has shape {list(value.shape)} but shape={list(shape)}",
+                            hint="drop `shape` or make the value match it (a single number is broadcast)")
     value.setflags(write=False)
     return Symbol(name, tuple(value.shape), constant, value=value)
 
 
 def _init(ctx: _Ctx, text: Any, field: str) -> Init:
     _typed(ctx, text, str, field, 'a string such as "normal", "normal(0, 0.1)" or "uniform(-1, 1)"')
+    allowed = 'allowed: "normal", "normal(mu, sigma)", "uniform(a, b)" with number literals'
     m = _INIT_RE.match(text)
     if not m:
-        raise ctx.error(field, f"invalid init {text!r}",
-                        hint='allowed: "normal", "normal(mu, sigma)", "uniform(a, b)" with number literals')
+        word = re.match(r"\s*([A-Za-z_]+)", text)
+        close = _suggest(word.group(1), ("normal", "uniform")) if word else ""
+        raise ctx.error(field, f"invalid init {_show(text)}", hint=close + allowed)
     kind, a_text, b_text = m.groups()
     if a_text is None:
         a, b = (0.0, 1.0)
@@ -276,37 +338,55 @@ def _init(ctx: _Ctx, text: Any, field: str) -> Init:
         try:
             a, b = float(a_text), float(b_text)
         except ValueError:
-            raise ctx.error(field, f"invalid init {text!r}: parameters must be number literals",
+            raise ctx.error(field, f"invalid init {_show(text)}: parameters must be number literals",
                             hint='e.g. "normal(0, 0.1)"') from None
     if not (math.isfinite(a) and math.isfinite(b)):
-        raise ctx.error(field, f"invalid init {text!r}: parameters must be finite")
+        raise ctx.error(field, f"invalid init {_show(text)}: parameters must be finite")
     if kind == "normal" and b < 0:
-        raise ctx.error(field, f"invalid init {text!r}: sigma={b:g} must be >= 0")
+        raise ctx.error(field, f"invalid init {_show(text)}: sigma={b:g} must be >= 0")
     if kind == "uniform" and not a < b:
-        raise ctx.error(field, f"invalid init {text!r}: needs a < b, got a={a:g}, b={b:g}")
+        raise ctx.error(field, f"invalid init {_show(text)}: needs a < b, got a={a:g}, b={b:g}")
     return Init(kind, a, b)
 
 
-def _value(ctx: _Ctx, raw: Any, field: str) -> np.ndarray:
+def _value(ctx: _Ctx, raw: Any, field: str, limits: Limits) -> np.ndarray:
+    count = 0
+
     def check(v, depth=0):
-        if depth > 8:
-            raise ctx.error(field, "value is nested more than 8 levels deep", cls=LimitError)
+        nonlocal count
+        if depth > _MAX_NDIM:
+            raise ctx.error(field, f"the value is nested more than {_MAX_NDIM} levels deep", cls=LimitError)
         if isinstance(v, list):
             if not v:
-                raise ctx.error(field, "value contains an empty list", hint="every dimension needs at least one entry")
+                raise ctx.error(field, "the value contains an empty list",
+                                hint="every dimension needs at least one entry")
             for item in v:
                 check(item, depth + 1)
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ctx.error(field, f"value entries must be numbers, got {type(v).__name__} {v!r}")
+            kind = "boolean" if isinstance(v, bool) else _TOML_TYPES.get(type(v).__name__, type(v).__name__)
+            raise ctx.error(field, f"value entries must be numbers, got {kind} {_show(v)}")
+        else:
+            count += 1
+            if count > limits.max_symbol_elements:
+                raise ctx.error(field, f"the value has more than {limits.max_symbol_elements} entries",
+                                hint="raise [limits] max_symbol_elements, or store the data in a .npy file",
+                                cls=LimitError)
+
     check(raw)
     try:
         arr = np.array(raw, dtype=np.float64)
-    except (ValueError, OverflowError):
-        raise ctx.error(field, "value is not a rectangular array of numbers",
+    except (ValueError, OverflowError, TypeError):
+        raise ctx.error(field, "the value is not a rectangular array of numbers (ragged rows)",
                         hint="every row must have the same length") from None
-    if not np.all(np.isfinite(arr)):
-        raise ctx.error(field, "value contains nan or inf (or an integer too large for float64)",
-                        hint="values must be finite")
+    if arr.ndim > _MAX_NDIM:  # pragma: no cover - the nesting check comes first
+        raise ctx.error(field, f"the value has {arr.ndim} dimensions, over the maximum of {_MAX_NDIM}",
+                        cls=LimitError)
+    bad = ~np.isfinite(arr)
+    if np.any(bad):
+        idx = tuple(int(i) for i in np.argwhere(bad)[0]) if arr.ndim else ()
+        at = f" at {list(idx)}" if idx else ""
+        raise ctx.error(field, f"the value contains {float(arr[idx])}{at}",
+                        hint="values must be finite numbers (an integer beyond 1.8e308 is infinite in float64)")
     return arr
 
 
@@ -316,107 +396,154 @@ def _load_npy(ctx: _Ctx, raw: Any, field: str, path: Path, limits: Limits) -> np
     if target.suffix != ".npy":
         raise ctx.error(field, f"file={raw!r} is not a .npy file", hint="save the array with numpy.save")
     try:
-        arr = np.load(target, allow_pickle=False)
+        arr = np.load(target, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
-        raise ctx.error(field, f"file={raw!r} not found (looked at {target})") from None
-    except (ValueError, OSError) as exc:
+        raise ctx.error(field, f"file={raw!r} not found (looked at {target})", hint="paths are relative to "
+                        "the case file") from None
+    except (ValueError, OSError, EOFError) as exc:
         raise ctx.error(field, f"file={raw!r} is not a readable .npy array: {exc}") from None
+    if not isinstance(arr, np.ndarray):  # pragma: no cover - mmap of a .npy is an array
+        raise ctx.error(field, f"file={raw!r} does not hold one array")
     if arr.dtype.kind not in "fiu":
-        raise ctx.error(field, f"file={raw!r} holds dtype {arr.dtype}, not real numbers")
-    arr = arr.astype(np.float64)
+        raise ctx.error(field, f"file={raw!r} holds dtype {arr.dtype}, not real numbers",
+                        hint="save a float or integer array")
+    if arr.ndim > _MAX_NDIM:
+        raise ctx.error(field, f"file={raw!r} holds an array of {arr.ndim} dimensions, over the maximum of "
+                        f"{_MAX_NDIM}", cls=LimitError)
+    if arr.size == 0:
+        raise ctx.error(field, f"file={raw!r} holds an empty array (shape {list(arr.shape)})")
+    if arr.size > limits.max_symbol_elements:
+        raise ctx.error(field, f"file={raw!r} holds {arr.size} entries, over the limit of "
+                        f"{limits.max_symbol_elements}", hint="raise [limits] max_symbol_elements", cls=LimitError)
+    arr = np.array(arr, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
-        raise ctx.error(field, f"file={raw!r} contains nan or inf")
+        raise ctx.error(field, f"file={raw!r} contains nan or inf", hint="values must be finite numbers")
     return arr
 
 
 def _coderef(ctx: _Ctx, raw: Any, field: str, path: Path) -> CodeRef:
     _typed(ctx, raw, str, field, 'a string "path/to/module.py:function"')
     if raw.count(":") != 1:
-        raise ctx.error(field, f"code={raw!r} must be 'path/to/module.py:function'",
+        raise ctx.error(field, f"{_show(raw)} must be 'path/to/module.py:function'",
                         hint='e.g. code = "impl/net.py:backward"')
     file, func = raw.split(":")
     if not file.endswith(".py"):
-        raise ctx.error(field, f"code={raw!r}: the module must be a .py file")
-    if not _IDENT_RE.match(func):
-        raise ctx.error(field, f"code={raw!r}: {func!r} is not a function name")
+        raise ctx.error(field, f"{_show(raw)}: the module {file!r} must be a .py file",
+                        hint='e.g. code = "impl/net.py:backward"')
+    if not _IDENT_RE.match(func) or keyword.iskeyword(func):
+        raise ctx.error(field, f"{_show(raw)}: {func!r} is not a function name",
+                        hint='e.g. code = "impl/net.py:backward"')
     return CodeRef(path=(path.parent / file), function=func, text=raw)
 
 
 def _candidates(ctx: _Ctx, raw: Any, path: Path) -> tuple[CandidateSpec, ...]:
     if isinstance(raw, dict):
-        raise ctx.error("candidate", "candidates are an array of tables", hint="write [[candidate]], not [candidate]")
-    _typed(ctx, raw, list, "candidate", "an array of tables [[candidate]]")
+        raise ctx.error("[[candidate]]", "candidates are an array of tables",
+                        hint="write [[candidate]] (double brackets), not [candidate]")
+    _typed(ctx, raw, list, "[[candidate]]", "an array of tables [[candidate]]")
     out: list[CandidateSpec] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for i, item in enumerate(raw):
-        field = f"candidate[{i}]"
+        field = f"[[candidate]] #{i + 1}"
         _typed(ctx, item, dict, field, "a table")
         _check_keys(ctx, item, CANDIDATE_KEYS, field)
-        for key in ("name", "code"):
-            if key not in item:
-                raise ctx.error(f"{field}.{key}", f"missing required key '{key}'")
-        name = _typed(ctx, item["name"], str, f"{field}.name", "a string")
-        if not _NAME_RE.match(name):
-            raise ctx.error(f"{field}.name", f"invalid candidate name {name!r}", hint="use letters, digits, '-', '_'")
+        if "name" not in item:
+            raise ctx.error(field, "missing required key 'name'", hint='add e.g. name = "backprop"')
+        name = _typed(ctx, item["name"], str, _sub(field, "name"), "a string")
+        if not _NAME_RE.match(name) or len(name) > 100:
+            raise ctx.error(_sub(field, "name"), f"invalid candidate name {_show(name)}",
+                            hint="use letters, digits, '-', '_' and '.', starting with a letter or digit")
         if name in seen:
-            raise ctx.error(f"{field}.name", f"duplicate candidate name {name!r}", hint="candidate names are unique")
-        seen.add(name)
-        expect_text = _typed(ctx, item.get("expect", "pass"), str, f"{field}.expect", '"pass" or "fail"')
+            raise ctx.error(_sub(field, "name"), f"duplicate candidate name {name!r} (also candidate "
+                            f"#{seen[name] + 1})", hint="candidate names are unique within a case")
+        seen[name] = i
+        field = f"[[candidate]] {name}"
+        if "code" not in item:
+            raise ctx.error(field, "missing required key 'code'",
+                            hint='add e.g. code = "impl/net.py:backward"')
+        expect_text = _typed(ctx, item.get("expect", "pass"), str, _sub(field, "expect"), '"pass" or "fail"')
         try:
             expect = Expect(expect_text)
         except ValueError:
-            raise ctx.error(f"{field}.expect", f"expect={expect_text!r} is not allowed",
-                            hint='use "pass" or "fail"') from None
-        out.append(CandidateSpec(name, _coderef(ctx, item["code"], f"{field}.code", path), expect))
+            raise ctx.error(_sub(field, "expect"), f"expect={expect_text!r} is not allowed",
+                            hint=_suggest(expect_text, ("pass", "fail")) + 'use "pass" or "fail"') from None
+        out.append(CandidateSpec(name, _coderef(ctx, item["code"], _sub(field, "code"), path), expect))
     return tuple(out)
 
 
 def _check(ctx: _Ctx, raw: Any) -> CheckSpec:
-    _typed(ctx, raw, dict, "check", "a table")
-    _check_keys(ctx, raw, CHECK_KEYS, "check")
+    _typed(ctx, raw, dict, "[check]", "a table")
+    _check_keys(ctx, raw, CHECK_KEYS, "[check]")
     kw: dict[str, Any] = {}
     if "dtypes" in raw:
-        items = _typed(ctx, raw["dtypes"], list, "check.dtypes", 'a list such as ["float32", "float64"]')
+        items = _typed(ctx, raw["dtypes"], list, "[check] dtypes", 'a list such as ["float32", "float64"]')
         dtypes = []
+        allowed = [d.value for d in Dtype]
         for d in items:
             try:
                 dtypes.append(Dtype(d))
             except (ValueError, TypeError):
-                raise ctx.error("check.dtypes", f"unknown dtype {d!r}", hint="allowed: float32, float64") from None
+                raise ctx.error("[check] dtypes", f"unknown dtype {_show(d)}",
+                                hint=_suggest(str(d), allowed) + "allowed: " + ", ".join(allowed)) from None
         if not dtypes:
-            raise ctx.error("check.dtypes", "the list is empty", hint='e.g. dtypes = ["float64"]')
+            raise ctx.error("[check] dtypes", "the list is empty", hint='e.g. dtypes = ["float64"]')
         kw["dtypes"] = tuple(dict.fromkeys(dtypes))
     if "schemes" in raw:
-        items = _typed(ctx, raw["schemes"], list, "check.schemes", "a list of scheme names")
+        items = _typed(ctx, raw["schemes"], list, "[check] schemes", "a list of scheme names")
         for s in items:
-            if s not in SCHEME_NAMES:
-                raise ctx.error("check.schemes", f"unknown scheme {s!r}",
+            if not isinstance(s, str) or s not in SCHEME_NAMES:
+                raise ctx.error("[check] schemes", f"unknown scheme {_show(s)}",
                                 hint=_suggest(str(s), SCHEME_NAMES) + "allowed: " + ", ".join(SCHEME_NAMES))
         kw["schemes"] = tuple(dict.fromkeys(items))
     if "steps" in raw:
-        items = _typed(ctx, raw["steps"], list, "check.steps", "a list of positive numbers")
+        items = _typed(ctx, raw["steps"], list, "[check] steps", "a list of positive numbers")
         for h in items:
             if isinstance(h, bool) or not isinstance(h, (int, float)) or not (0 < h < math.inf):
-                raise ctx.error("check.steps", f"step {h!r} must be a positive finite number")
+                raise ctx.error("[check] steps", f"step {_show(h)} must be a positive finite number",
+                                hint="e.g. steps = [1e-3, 1e-6]")
+        if not items:
+            raise ctx.error("[check] steps", "the list is empty", hint="omit steps for the recommended step")
         kw["steps"] = tuple(float(h) for h in items)
     if "step_mode" in raw:
         try:
             kw["step_mode"] = StepMode(raw["step_mode"])
         except (ValueError, TypeError):
-            raise ctx.error("check.step_mode", f"step_mode={raw['step_mode']!r} is not allowed",
+            raise ctx.error("[check] step_mode", f"step_mode={_show(raw['step_mode'])} is not allowed",
                             hint="use \"absolute\" or \"relative\"") from None
-    for key in ("tolerance_factor", "floor_ulps"):
-        if key in raw:
-            v = _typed(ctx, raw[key], (int, float), f"check.{key}", "a positive number")
-            if not 0 < v < math.inf:
-                raise ctx.error(f"check.{key}", f"{key}={v} must be positive")
-            kw[key] = float(v)
+    if "tolerance_factor" in raw:
+        v = _typed(ctx, raw["tolerance_factor"], (int, float), "[check] tolerance_factor", "a number >= 1")
+        if not 1 <= v < math.inf:
+            raise ctx.error("[check] tolerance_factor", f"tolerance_factor={v} must be a finite number >= 1",
+                            hint="a candidate cannot be asked to beat the float baseline; the default is 32")
+        kw["tolerance_factor"] = float(v)
+    if "floor_ulps" in raw:
+        v = _typed(ctx, raw["floor_ulps"], (int, float), "[check] floor_ulps", "a number >= 0")
+        if not 0 <= v < math.inf:
+            raise ctx.error("[check] floor_ulps", f"floor_ulps={v} must be a finite number >= 0",
+                            hint="the default is 4")
+        kw["floor_ulps"] = float(v)
     if "digits" in raw:
-        d = _typed(ctx, raw["digits"], int, "check.digits", "an integer")
+        d = _typed(ctx, raw["digits"], int, "[check] digits", "an integer")
         if not 1 <= d <= 1000:
-            raise ctx.error("check.digits", f"digits={d} is out of range", hint="use 1 to 1000 (default 24)")
+            raise ctx.error("[check] digits", f"digits={d} is out of range", hint="use 1 to 1000 (default 24)")
         kw["digits"] = d
     return CheckSpec(**kw)
+
+
+def _check_dtype_range(ctx: _Ctx, symbols: tuple[Symbol, ...], check: CheckSpec) -> None:
+    """Given values must be representable in every dtype of [check] (x_p = fl_p(x) must be finite)."""
+    for dt in check.dtypes:
+        big = float(np.finfo(dt.numpy).max)
+        for s in symbols:
+            if s.value is None:
+                continue
+            over = np.abs(s.value) > big
+            if np.any(over):
+                idx = tuple(int(i) for i in np.argwhere(over)[0]) if s.value.ndim else ()
+                at = f" at {list(idx)}" if idx else ""
+                raise ctx.error(f"[symbols] {s.name}.value", f"{float(s.value[idx]):g}{at} overflows {dt.value} "
+                                f"(largest {big:.4g})", cls=LimitError,
+                                hint=f"rescale the value, or drop {dt.value} from [check] dtypes")
 
 
 def find_case_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -487,8 +614,12 @@ def point_in_dtype(point: dict[str, np.ndarray], dtype: Dtype) -> dict[str, np.n
     with np.errstate(over="ignore"):
         for k, v in point.items():
             p = v.astype(dtype.numpy)
-            if not np.all(np.isfinite(p)):
-                raise CaseError(f"symbol {k} has entries that overflow {dtype.value}",
-                                hint=f"{dtype.value} holds magnitudes up to {np.finfo(dtype.numpy).max:.3g}")
+            bad = ~np.isfinite(p)
+            if np.any(bad):
+                idx = tuple(int(i) for i in np.argwhere(bad)[0]) if p.ndim else ()
+                at = f"[{', '.join(map(str, idx))}]" if idx else ""
+                raise LimitError(f"{k}{at} = {float(v[idx]):g} overflows {dtype.value} "
+                                 f"(largest {float(np.finfo(dtype.numpy).max):.4g})", field=f"[symbols] {k}",
+                                 hint=f"rescale the symbol, or leave {dtype.value} out (--dtype / [check] dtypes)")
             out[k] = p
     return out

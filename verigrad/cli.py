@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _err_console(args):
     from rich.console import Console
 
-    return Console(stderr=True, no_color=getattr(args, "no_color", False), highlight=False)
+    return Console(stderr=True, no_color=getattr(args, "no_color", False), highlight=False, soft_wrap=True)
 
 
 def _cmd_truth(args, console) -> int:

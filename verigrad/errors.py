@@ -21,17 +21,48 @@ __all__ = [
 
 
 class VerigradError(Exception):
-    """Base of every error verigrad raises on purpose."""
+    """Base of every error verigrad raises on purpose.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, in one line.
+    **fields
+        Structured details; ``hint`` (how to fix it) is shown on a second line
+        ``  hint: ...`` of the text.
+
+    Attributes
+    ----------
+    message : str
+        The full text (message and hint line), as printed by the CLI.
+    hint : str
+    fields : dict
+    """
 
     exit_code = 2
 
     def __init__(self, message: str, **fields: object) -> None:
-        super().__init__(message)
-        self.message = message
+        hint = fields.get("hint") or ""
+        text = f"{message}\n  hint: {hint}" if hint else message
+        super().__init__(text)
+        self.message = text
+        self.hint = str(hint)
         self.fields = fields
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self):
+        # Keyword-only constructors do not survive Exception's default pickling; errors cross
+        # process boundaries (candidates run in children, corpora on process pools).
+        return (_restore, (type(self), dict(self.__dict__)))
+
+
+def _restore(cls: type, state: dict) -> "VerigradError":
+    err = cls.__new__(cls)
+    Exception.__init__(err, state.get("message", ""))
+    err.__dict__.update(state)
+    return err
 
 
 class CaseError(VerigradError, ValueError):
@@ -58,11 +89,8 @@ class CaseError(VerigradError, ValueError):
         if isinstance(field, str) and field and not (where == field or where.endswith("::" + field)):
             where = f"{where}::{field}" if where else field
         text = f"{where}: {message}" if where else message
-        if hint:
-            text = f"{text}\n  hint: {hint}"
         super().__init__(text, where=where, hint=hint, **fields)
         self.where = where
-        self.hint = hint
         self.reason = message
 
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import re
+import warnings
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -36,13 +38,16 @@ from .errors import CaseError, ExpressionError, LimitError, ShapeError
 from .functions import FUNCTIONS, PUBLIC_FUNCTIONS
 from .graph import Builder, Node, Op
 
-__all__ = ["parse_expression", "ExprLimits", "SIGNATURES", "RESERVED_NAMES", "MAX_DEPTH_CEILING", "MAX_NDIM"]
+__all__ = ["parse_expression", "ExprLimits", "SIGNATURES", "RESERVED_NAMES", "MAX_DEPTH_CEILING", "MAX_NDIM",
+           "MAX_LITERAL_DIGITS"]
 
 #: The largest ``[limits] max_expression_depth`` that can be configured: deeper
 #: nesting would exhaust Python's recursion limit while the tree is walked.
 MAX_DEPTH_CEILING = 250
 #: The largest number of dimensions of any array an expression builds.
 MAX_NDIM = 32
+#: Significant digits of a number literal.
+MAX_LITERAL_DIGITS = 100
 #: Integer literals (indices, axes, shapes) must lie within +-2**62.
 _MAX_INT_LITERAL = 2**62
 
@@ -107,6 +112,7 @@ _OPERATOR_HINT = {
 _ALLOWED_OPERATORS = "allowed operators: + - * / ** @, unary - and +"
 _DATA_HINT = ("expressions are data, never code: only numbers, declared names, arithmetic, indexing, .T "
               "and the whitelisted functions are accepted")
+_WHITESPACE = re.compile(r"\s")
 _NUMPY_PREFIXES = {"np", "numpy", "math", "jnp", "jax", "torch", "tf", "sympy", "sp", "scipy", "mpmath"}
 
 _REFUSED = {
@@ -121,7 +127,7 @@ _REFUSED = {
     ast.Starred: "a starred argument (*)",
     ast.Compare: "a comparison",
     ast.BoolOp: "a boolean operator (and/or)",
-    ast.IfExp: "a conditional expression (use maximum/minimum/relu for piecewise definitions)",
+    ast.IfExp: "a conditional expression",
     ast.Dict: "a dict",
     ast.Set: "a set",
     ast.List: "a list",
@@ -133,13 +139,13 @@ _REFUSED = {
 }
 
 
-def _did_you_mean(name: str, options) -> str | None:
-    """The closest option: same spelling up to case, else difflib's best (cutoff 0.5)."""
+def _did_you_mean(name: str, options, cutoff: float = 0.5) -> str | None:
+    """The closest option: same spelling up to case, else difflib's best."""
     options = list(options)
     lower = {o.lower(): o for o in options}
     if name.lower() in lower:
         return lower[name.lower()]
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name, options, n=1, cutoff=cutoff)
     return close[0] if close else None
 
 
@@ -151,7 +157,8 @@ def _shorten(text: str, width: int = 100) -> str:
 
 class _Parser:
     def __init__(self, builder: Builder, names: Mapping[str, Node], field: str, text: str,
-                 limits: ExprLimits) -> None:
+                 limits: ExprLimits, lead: int = 0) -> None:
+        self.lead = lead  # characters of leading whitespace stripped from the text
         self.b = builder
         self.names = names
         self.field = field
@@ -163,7 +170,7 @@ class _Parser:
     def column(self, node: ast.AST) -> int:
         """1-based *character* column (ast gives UTF-8 byte offsets)."""
         off = getattr(node, "col_offset", 0) or 0
-        return len(self._bytes[:off].decode("utf-8", errors="replace")) + 1
+        return self.lead + len(self._bytes[:off].decode("utf-8", errors="replace")) + 1
 
     def segment(self, node: ast.AST) -> str:
         start, end = getattr(node, "col_offset", None), getattr(node, "end_col_offset", None)
@@ -214,6 +221,8 @@ class _Parser:
             hint = _DATA_HINT
             if isinstance(node, (ast.Tuple, ast.List)):
                 hint = "tuples and lists are only allowed as literal options, e.g. sum(x, axis=(0, 1))"
+            elif isinstance(node, ast.IfExp):
+                hint = "write piecewise definitions with maximum, minimum, relu or abs"
             raise self.error(f"{what} is not allowed in an expression", node, hint=hint)
         method = getattr(self, "visit_" + type(node).__name__, None)
         if method is None:
@@ -226,9 +235,9 @@ class _Parser:
             raise self.error(f"{v} is a boolean, not a number", node,
                              hint=f"write {int(v)} for a number; True/False are only allowed as keepdims=...")
         if isinstance(v, complex):
-            raise self.error(f"the complex number {self.segment(node)} is not allowed: losses are real", node,
-                             hint="the complex step is a finite-difference scheme ([check] schemes), "
-                                  "not part of the loss")
+            raise self.error(f"the complex number {self.segment(node)} is not allowed", node,
+                             hint="losses are real; the complex step is a finite-difference scheme "
+                                  "([check] schemes), not part of the loss")
         if isinstance(v, str):
             raise self.error("a string is not allowed in an expression", node, hint=_DATA_HINT)
         if isinstance(v, bytes):
@@ -245,6 +254,11 @@ class _Parser:
     def number(self, node: ast.Constant, v: int | float) -> Fraction:
         """The exact value of a number literal as written (``0.1`` is 1/10)."""
         text = self.segment(node).replace("_", "")
+        digits = len(text.lower().split("e")[0].replace(".", "").lstrip("0"))
+        if digits > MAX_LITERAL_DIGITS:
+            raise self.error(f"number {_shorten(text, 40)} has {digits} digits, over the maximum of "
+                             f"{MAX_LITERAL_DIGITS}", node, cls=LimitError,
+                             hint="exact constants need far fewer digits (float64 needs 17)")
         if isinstance(v, int):
             value = Fraction(v)
         else:
@@ -283,7 +297,7 @@ class _Parser:
         if name in ("pi", "e"):
             return self.b.const(name)
         if name in SIGNATURES:
-            raise self.error(f"'{name}' is a function; call it as {name}(...)", node)
+            raise self.error(f"function '{name}' is used without a call", node, hint=f"call it as {name}(...)")
         declared = ", ".join(self.names) or "none"
         close = _did_you_mean(name, [*self.names, "pi", "e"])
         hint = f"did you mean '{close}'? " if close else "declare it in [symbols] or [define]; "
@@ -347,8 +361,8 @@ class _Parser:
             hint = _DATA_HINT
             if isinstance(node.value, ast.Name) and node.value.id in _NUMPY_PREFIXES and node.attr in SIGNATURES:
                 hint = f"write {node.attr}(...) without the '{node.value.id}.' prefix"
-            raise self.error(f"attribute access '.{node.attr}' is not allowed; only .T (transpose) is", node,
-                             hint=hint)
+            raise self.error(f"attribute access '.{node.attr}' is not allowed", node,
+                             hint=f"only .T (transpose) is allowed; {hint}" if hint == _DATA_HINT else hint)
         x = self.visit(node.value)
         return self.build(node, lambda: self.b.transpose(x, None, self.label(node)))
 
@@ -383,7 +397,7 @@ class _Parser:
             return -inner if isinstance(node.op, ast.USub) else inner
         if isinstance(node, ast.Constant) and type(node.value) is int:
             if abs(node.value) > _MAX_INT_LITERAL:
-                raise self.error(f"{what} {_shorten(str(node.value), 30)} is out of range", node)
+                raise self.error(f"integer {_shorten(str(node.value), 30)} is out of range for {what}", node)
             return node.value
         given = _shorten(self.segment(node), 40)
         raise self.error(f"{what} must be an integer literal, got {given!r}", node,
@@ -432,16 +446,16 @@ class _Parser:
         func = node.func
         if not isinstance(func, ast.Name):
             if isinstance(func, ast.Attribute):
-                hint = _DATA_HINT
+                hint = "only the whitelisted functions can be called, by name; " + _DATA_HINT
                 if func.attr in SIGNATURES:
                     owner = self.segment(func.value)
                     hint = (f"write {func.attr}(...) without the '{owner}.' prefix"
                             if isinstance(func.value, ast.Name) and func.value.id in _NUMPY_PREFIXES
                             else f"write {func.attr}({_shorten(owner, 30)}) instead of "
                                  f"{_shorten(owner, 30)}.{func.attr}()")
-                raise self.error(f"a method call (.{func.attr}(...)) is not allowed; only the whitelisted "
-                                 f"functions can be called", node, hint=hint)
-            raise self.error("only whitelisted functions can be called, by name", node, hint=_DATA_HINT)
+                raise self.error(f"a method call .{func.attr}(...) is not allowed", node, hint=hint)
+            raise self.error("this call is not allowed: only whitelisted functions can be called, by name", node,
+                             hint=_DATA_HINT)
         name = func.id
         if name.startswith("__"):
             raise self.error(f"call of '{name}' is not allowed (dunder names are refused)", node,
@@ -450,7 +464,7 @@ class _Parser:
             raise self.error(f"'{name}' is a declared symbol, not a function", node,
                              hint="multiply with * (implicit calls such as x(y) are not products)")
         if name not in SIGNATURES:
-            close = _did_you_mean(name, SIGNATURES)
+            close = _did_you_mean(name, SIGNATURES, cutoff=0.6)
             hint = (f"did you mean '{close}'? " if close else "") + "allowed functions: " + ", ".join(sorted(SIGNATURES))
             raise self.error(f"call of '{name}' is not allowed (not a whitelisted function)", node, hint=hint)
         params, defaults = SIGNATURES[name]
@@ -519,8 +533,8 @@ class _Parser:
             if name == "dot" and (not x.shape or not y.shape):
                 return self.build(node, lambda: b.mul(x, y, label))
             if name == "dot" and (len(x.shape) > 2 or len(y.shape) > 2):
-                raise self.error("dot() of arrays with more than 2 dimensions is not supported; use matmul",
-                                 node, cls=ShapeError)
+                raise self.error("dot() of arrays with more than 2 dimensions is not supported", node,
+                                 cls=ShapeError, hint="use matmul (or @), which broadcasts leading dimensions")
             self.check_matmul(x, y, node)
             return self.build(node, lambda: b.matmul(x, y, label))
         if name == "reshape":
@@ -630,14 +644,22 @@ def parse_expression(text: object, *, builder: Builder, names: Mapping[str, Node
     if "\x00" in text:
         raise ExpressionError(f"the expression contains a NUL character at column {text.index(chr(0)) + 1}",
                               field=field)
-    # Line breaks (multi-line TOML strings) are spaces; the text is then one line, so columns are simple.
-    text = " ".join(text.split())
-    if not text:
+    # Every whitespace character (line breaks of multi-line TOML strings, tabs) becomes one space, so the
+    # text is one line and a column counts characters from the start of the string as written.
+    text = _WHITESPACE.sub(" ", text)
+    body = text.strip()
+    if not body:
         raise ExpressionError("the expression is empty", hint='write e.g. "sum(x**2)"', field=field)
+    lead = len(text) - len(text.lstrip())
     try:
-        tree = ast.parse(text, mode="eval")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarning for "1if", invalid escapes, ...
+            tree = ast.parse(body, mode="eval")
     except SyntaxError as exc:
-        col = f" at column {exc.offset}" if exc.offset else ""
+        if exc.offset and exc.offset <= len(body):
+            col = f" at column {exc.offset + lead}"
+        else:
+            col = f" at column {lead + len(body) + 1} (the end of the expression)"
         msg = exc.msg
         if "too many nested parentheses" in msg:
             raise LimitError(f"expression too deeply nested to parse ({msg}){col}",
@@ -652,7 +674,7 @@ def parse_expression(text: object, *, builder: Builder, names: Mapping[str, Node
         raise ExpressionError(f"cannot parse the expression: {exc}", field=field) from None
     _tree_size(tree, field, limits)
     try:
-        return _Parser(builder, names, field, text, limits).visit(tree.body)
+        return _Parser(builder, names, field, body, limits, lead).visit(tree.body)
     except RecursionError:
         raise LimitError("expression too deeply nested to walk (Python's recursion limit)",
                          hint="split the expression into [define] steps, or lower [limits] max_expression_depth",

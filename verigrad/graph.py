@@ -140,6 +140,21 @@ def decode_index(code: tuple) -> tuple:
     return tuple(out)
 
 
+def _matmul_shape(sa: tuple[int, ...], sb: tuple[int, ...]) -> tuple[int, ...]:
+    """numpy's matmul result shape (ValueError when the operands do not fit), without computing."""
+    a = (1,) + sa if len(sa) == 1 else sa
+    b = sb + (1,) if len(sb) == 1 else sb
+    if a[-1] != b[-2]:
+        raise ValueError("inner dimensions differ")
+    batch = np.broadcast_shapes(a[:-2], b[:-2])
+    out = batch + (a[-2], b[-1])
+    if len(sa) == 1:
+        out = out[:-2] + out[-1:]
+    if len(sb) == 1:
+        out = out[:-1]
+    return tuple(out)
+
+
 def _dummy(shape: tuple[int, ...]) -> np.ndarray:
     # zero-stride array: shape inference without allocating the data
     return np.broadcast_to(np.zeros((), dtype=np.int8), shape)
@@ -294,7 +309,7 @@ class Builder:
             raise ShapeError(f"matmul needs arrays, got a scalar operand in {label}",
                              hint="use * to multiply by a scalar")
         try:
-            shape = np.matmul(_dummy(a.shape), _dummy(b.shape)).shape
+            shape = _matmul_shape(a.shape, b.shape)
         except ValueError:
             raise ShapeError(
                 f"matmul shapes {_fmt_shape(a.shape)} @ {_fmt_shape(b.shape)} do not fit in {label}",
@@ -374,6 +389,9 @@ class Builder:
 def _const_text(params: tuple) -> str:
     if params[0] == "rational":
         num, den = params[1], params[2]
+        if max(num.bit_length(), den.bit_length()) > 200:
+            # never str() huge integers (CPython refuses > 4300 digits); a label needs no more
+            return f"{float(Fraction(num, den)):.17g}" if abs(Fraction(num, den)) < 1e308 else "<huge constant>"
         return str(num) if den == 1 else f"{num}/{den}"
     return params[0]
 
@@ -539,7 +557,7 @@ def _vjp_matmul(b: Builder, n: Node, g: Node) -> list[Node | None]:
     a, c = n.args
     a2 = b.reshape(a, (1,) + a.shape) if len(a.shape) == 1 else a
     c2 = b.reshape(c, c.shape + (1,)) if len(c.shape) == 1 else c
-    out2 = np.matmul(_dummy(a2.shape), _dummy(c2.shape)).shape
+    out2 = _matmul_shape(a2.shape, c2.shape)
     g2 = b.reshape(g, out2)
     ga = gc = None
     if a.variables:

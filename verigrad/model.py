@@ -203,11 +203,11 @@ def compile_case(case: Case) -> Model:
             if loss.size == 1:
                 loss = b.reshape(loss, (), "loss")
             else:
-                raise ShapeError(f"loss: the loss must be a scalar, but it has shape {list(loss.shape)}",
-                                 hint="reduce it with sum(...) or mean(...)")
+                raise ShapeError(f"the loss must be a scalar, but it has shape {list(loss.shape)}",
+                                 hint="reduce it with sum(...) or mean(...)", field="loss")
         if not loss.variables:
-            raise CaseError("loss: the loss does not depend on any variable",
-                            hint="check that the variables are not all marked constant = true")
+            raise CaseError("the loss does not depend on any variable",
+                            hint="check that the variables are not all marked constant = true", field="loss")
         variables = {s.name: leaves[s.name] for s in case.variables}
         grad = gradient_graph(b, loss, variables)
     except CaseError as exc:

@@ -66,6 +66,7 @@ class Result:
     scheme: str | None = None
     step: float | None = None
     extra: dict = field(default_factory=dict)
+    value: dict | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class CaseReport:
     parameters: int = 0
     seed: int | None = None
     rng: str | None = None
+    loss_code: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -193,6 +195,7 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
     verdict = g.verdict.value.lower()
     msgs = g.messages() if hasattr(g, "messages") else []
     res = result(verdict, msgs[0] if msgs else "", g)
+    res = Result(**{**res.__dict__, "value": value})
     if kinks.at_kink:
         res = Result(**{**res.__dict__, "extra": {**res.extra, "kinks": {
             "conventions": list(kinks.conventions), "notes": list(kinks.notes)}}})
@@ -225,6 +228,28 @@ def _transposed_returns(value, shapes, truth, label) -> list[str]:
     return out
 
 
+def grade_loss_code(model: Model, truth: Truth) -> dict:
+    """The case's own forward pass at x_p against the exact loss: value, absolute error, error in ulps.
+
+    Returns ``{"value", "error", "ulps", "dtype", "returned_dtype"}`` or ``{"error_message"}``.
+    """
+    import mpmath
+
+    from .studycli import loss_code_evaluator
+
+    try:
+        got = loss_code_evaluator(model.case)([{k: np.array(v) for k, v in truth.point.items()}])[0]
+    except VerigradError as exc:
+        return {"error_message": str(exc)}
+    exact = truth.loss[()]
+    dt = truth.dtype.numpy
+    ulp = float(np.spacing(dt.type(abs(float(exact))))) or float(np.finfo(dt).tiny)
+    with mpmath.workprec(256):
+        err = float(abs(mpmath.mpf(float(got)) - exact)) if np.isfinite(got) else float("inf")
+    return {"dtype": truth.dtype.value, "value": float(got), "returned_dtype": str(np.asarray(got).dtype),
+            "error": err, "ulps": err / ulp}
+
+
 def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_fd: bool = True,
              progress: Callable[[str], None] | None = None) -> CaseReport:
     """Load, compile, certify and grade one case file; never raises for case problems."""
@@ -238,6 +263,7 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
         return CaseReport(str(path), path.stem, error=str(exc), seconds=time.perf_counter() - t0)
     results: list[Result] = []
     truths: dict[str, Truth] = {}
+    loss_code: dict[str, dict] = {}
     try:
         for dt in dtypes or case.check.dtypes:
             point = point_in_dtype(model.point, dt)
@@ -245,6 +271,8 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
             truth = certify(model, point, dt, digits=truth_digits(case))
             truths[dt.value] = truth
             baseline = baseline_gradient(model, point, dt)
+            if case.loss_code is not None:
+                loss_code[dt.value] = grade_loss_code(model, truth)
             classic_fd = classic_reference(model, dt) if case.candidates else None
             for cand in case.candidates:
                 note(f"{case.name} › {cand.name} › {dt.value}")
@@ -258,10 +286,10 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
     except VerigradError as exc:
         return CaseReport(str(path), case.name, case.description, error=str(exc), results=tuple(results),
                           truths=truths, seconds=time.perf_counter() - t0, parameters=case.parameter_count,
-                          seed=case.seed, rng=case.rng.value)
+                          seed=case.seed, rng=case.rng.value, loss_code=loss_code)
     return CaseReport(str(path), case.name, case.description, results=tuple(results), truths=truths,
                       seconds=time.perf_counter() - t0, parameters=case.parameter_count, seed=case.seed,
-                      rng=case.rng.value)
+                      rng=case.rng.value, loss_code=loss_code)
 
 
 def run_paths(paths, *, dtypes=None, with_fd: bool = True, progress=None,

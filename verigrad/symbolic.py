@@ -182,11 +182,16 @@ def array_program(model: Model, *, latex: bool = False) -> Program:
     lines: list[tuple[str, str]] = []
     counter = 0
     out_ids = {o.id for o in outputs}
+    depth: dict[int, int] = {}
     for n in nodes:
         if n.op in (Op.LEAF, Op.CONST):
+            depth[n.id] = 0
             continue
         named = n.id in pr.names
-        if not named and uses.get(n.id, 0) > 1 and n.id not in out_ids and n.op is not Op.NEG:
+        d = 1 + max((0 if a.id in pr.names else depth.get(a.id, 0)) for a in n.args)
+        depth[n.id] = d
+        # name shared sub-expressions, and break long chains so that printing never nests too deeply
+        if not named and n.id not in out_ids and ((uses.get(n.id, 0) > 1 and n.op is not Op.NEG) or d > 40):
             counter += 1
             pr.names[n.id] = f"t{counter}"
             named = True
@@ -206,9 +211,9 @@ def scalar_gradient(model: Model) -> dict[str, np.ndarray] | None:
         return None
     try:
         vals = model.sympy_eval(list(model.gradient.values()))
-    except NotImplementedError:
+        return {name: np.vectorize(sympy.simplify, otypes=[object])(v) for name, v in zip(model.gradient, vals)}
+    except (NotImplementedError, RecursionError):
         return None
-    return {name: np.vectorize(sympy.simplify, otypes=[object])(v) for name, v in zip(model.gradient, vals)}
 
 
 def scalar_loss(model: Model) -> sympy.Expr | None:
@@ -216,4 +221,7 @@ def scalar_loss(model: Model) -> sympy.Expr | None:
     total = sum(leaf.size for leaf in model.leaves.values())
     if total > SCALAR_LIMIT:
         return None
-    return model.sympy_eval([model.loss])[0][()]
+    try:
+        return model.sympy_eval([model.loss])[0][()]
+    except RecursionError:
+        return None

@@ -26,7 +26,7 @@ from typing import Mapping
 import mpmath
 import numpy as np
 
-from .errors import CertificationError
+from .errors import CertificationError, DomainError, LimitError
 from .model import Model
 from .spec import Dtype
 
@@ -139,10 +139,20 @@ def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
     names = list(model.gradient)
     nodes = [model.loss] + [model.gradient[n] for n in names]
     prec = int(math.ceil(digits * math.log2(10))) + _GUARD_BITS
+    where = f"{model.case.path}::{model.case.name}"
+    if 2 * prec + _GUARD_BITS > cap:
+        raise CertificationError(
+            f"{where}: {digits} digits need at least {2 * prec + _GUARD_BITS} bits, over the precision cap of "
+            f"{cap} bits", hint="raise [limits] max_precision_bits, or request fewer digits with --digits")
     while True:
-        lo = model.mp_eval(nodes, point, prec=prec)
         hi_prec = 2 * prec + _GUARD_BITS
-        hi = model.mp_eval(nodes, point, prec=hi_prec)
+        try:
+            lo = model.mp_eval(nodes, point, prec=prec)
+            hi = model.mp_eval(nodes, point, prec=hi_prec)
+        except DomainError as exc:
+            raise DomainError(f"{where}: {exc.message}", **exc.fields) from None
+        except LimitError as exc:
+            raise LimitError(exc.reason, where=where, hint=exc.hint) from None
         with mpmath.workprec(hi_prec):
             scale = _scale(hi[1:])
             rel = mpmath.mpf(10) ** (-digits)
@@ -168,10 +178,10 @@ def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
                     absolute[name], exact_zero[name] = abs_mask, zero_mask
         if not bad:
             break
-        if prec * 2 > cap:
+        if 2 * (2 * prec) + _GUARD_BITS > cap:
             raise CertificationError(
-                f"{model.case.name}: only fewer than {digits} digits of {', '.join(bad[:5])}"
-                f"{' ...' if len(bad) > 5 else ''} agree at {hi_prec} bits "
+                f"{where}: fewer than {digits} digits of {', '.join(bad[:5])}"
+                f"{' ...' if len(bad) > 5 else ''} agree between {prec} and {hi_prec} bits "
                 f"(precision cap {cap} bits)",
                 hint="raise [limits] max_precision_bits, or request fewer digits with --digits")
         prec *= 2

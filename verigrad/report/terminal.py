@@ -114,6 +114,12 @@ def case_details(rep, *, verbose: bool = False, quiet: bool = False):
         shown += 1
     if shown:
         parts.append(t)
+    for dt, lc in (rep.loss_code or {}).items():
+        if "error_message" in lc:
+            parts.append(Text(f"  loss_code › {dt}: {lc['error_message']}", style="red"))
+        elif verbose or lc["ulps"] > 64:
+            parts.append(Text(f"  loss_code › {dt}: {lc['value']:.9g}, {lc['ulps']:.3g} ulps from the exact loss",
+                              style="" if lc["ulps"] <= 64 else "yellow"))
     for r in rep.results:
         if quiet and r.met is not False:
             continue
@@ -135,6 +141,8 @@ def case_details(rep, *, verbose: bool = False, quiet: bool = False):
                          f"would say {'pass' if classic['classic_pass'] else 'fail'}: {classic['outcome']}")
         for line in lines:
             parts.append(Text("  " + line, style="red" if r.met is False else "yellow" if r.verdict != "pass" else ""))
+        if verbose and r.value is not None and r.dtype in rep.truths:
+            parts.append(entry_table(r, rep.truths[r.dtype]))
     return Group(*parts) if parts else Text("")
 
 
@@ -146,3 +154,26 @@ def run_summary(run, *, quiet: bool = False):
              f"{s['expectations_not_met']} not met, {s['informational']} informational"
              + (f", {s['case_errors']} case errors" if s["case_errors"] else "") + f" ({run.seconds:.1f} s)")
     return Text(("OK  " if s["ok"] else "FAILED  ") + words, style=style)
+
+
+def entry_table(r, truth) -> Table:
+    """Every entry of one grade (``-v``): truth, value, absolute error, error in ulps of the dtype."""
+    import mpmath
+
+    dt = np.dtype(r.dtype)
+    t = Table(title=f"{r.case} › {r.candidate} › {r.dtype}: every entry", title_justify="left", pad_edge=False)
+    for col in ("entry", "truth", "value", "abs err", "ulps"):
+        t.add_column(col, justify="right" if col != "entry" else "left", no_wrap=True)
+    for name, g in truth.gradient.items():
+        v = r.value.get(name)
+        if v is None:
+            continue
+        for idx in np.ndindex(*g.shape):
+            val = float(np.asarray(v)[idx])
+            with mpmath.workprec(256):
+                err = float(abs(mpmath.mpf(val) - g[idx])) if np.isfinite(val) else float("nan")
+            ref = abs(float(g[idx])) or float(truth.scale) or 1.0
+            ulp = float(np.spacing(dt.type(ref)))
+            t.add_row(f"{name}{fmt_index(idx)}", truth.decimal(g[idx])[:18], f"{val:.9g}", f"{err:.2e}",
+                      f"{err / ulp:.3g}")
+    return t
