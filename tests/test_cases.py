@@ -481,3 +481,16 @@ def test_init_forms():
     assert (case.symbol("a").init.a, case.symbol("a").init.b) == (-1.0, 0.25)
     assert case.symbol("u").init.kind == "uniform"
     assert float(draw_point(case)["c"]) == 3.0  # sigma = 0 gives the mean
+
+
+def test_expect_by_dtype():
+    from verigrad.spec import Dtype, Expect
+
+    text = ('name = "e"\nloss = "sum(x**2)"\n[symbols]\nx = { value = [1.0] }\n[[candidate]]\nname = "c"\n'
+            'code = "impl/c.py:g"\nexpect = { float32 = "fail" }\n')
+    cand = load_case_text(text, path="t.toml").candidates[0]
+    assert cand.expectation(Dtype.FLOAT32) is Expect.FAIL and cand.expectation(Dtype.FLOAT64) is Expect.PASS
+    with pytest.raises(CaseError, match=r"unknown dtype 'float16' in the expect table"):
+        load_case_text(text.replace("float32", "float16"), path="t.toml")
+    with pytest.raises(CaseError, match=r"expect='maybe' is not allowed"):
+        load_case_text(text.replace('"fail"', '"maybe"'), path="t.toml")

@@ -155,3 +155,28 @@ def test_api_sympy_and_case_file(case_dir):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert check_gradient(case_dir / "lin.toml", mod.good).passed
+
+
+def test_one_ill_conditioned_entry_does_not_loosen_the_others(tmp_path):
+    """(1 - cos x)/x^2: the float baseline has no correct digit at x = 1e-4; a 4x error at x = 3e-3
+    (true gradient -2.5e-4) must still fail, and the stable gradient must pass."""
+    case = tmp_path / "c.toml"
+    case.write_text('name = "c"\nloss = "sum((1 - cos(x)) / x**2)"\n[symbols]\nx = { value = [0.0001, 0.003, 0.7] }\n')
+
+    def stable(x):
+        s = np.sin(x / 2)
+        return {"x": (2 * s * np.cos(x / 2) * x - 4 * s * s) / x**3}  # d/dx 2 sin^2(x/2)/x^2, still cancels at 1e-4
+
+    def series(x):
+        return {"x": np.where(x < 0.5, -x / 12 + x**3 / 180 - x**5 / 6720, (x * np.sin(x) - 2 * (1 - np.cos(x))) / x**3)}
+
+    def wrong_middle(x):
+        g = series(x)["x"].copy()
+        g[1] *= 5
+        return {"x": g}
+
+    assert check_gradient(case, series, dtypes=["float64"]).passed
+    res = check_gradient(case, wrong_middle, dtypes=["float64"])
+    assert not res.passed
+    assert [w.index for w in res.grades[0].wrong] == [(1,)]
+    assert any("no correct digit" in m for m in res.grades[0].warnings)

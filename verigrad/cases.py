@@ -461,14 +461,35 @@ def _candidates(ctx: _Ctx, raw: Any, path: Path) -> tuple[CandidateSpec, ...]:
         if "code" not in item:
             raise ctx.error(field, "missing required key 'code'",
                             hint='add e.g. code = "impl/net.py:backward"')
-        expect_text = _typed(ctx, item.get("expect", "pass"), str, _sub(field, "expect"), '"pass" or "fail"')
-        try:
-            expect = Expect(expect_text)
-        except ValueError:
-            raise ctx.error(_sub(field, "expect"), f"expect={expect_text!r} is not allowed",
-                            hint=_suggest(expect_text, ("pass", "fail")) + 'use "pass" or "fail"') from None
-        out.append(CandidateSpec(name, _coderef(ctx, item["code"], _sub(field, "code"), path), expect))
+        raw_expect = item.get("expect", "pass")
+        by_dtype: list[tuple[Dtype, Expect]] = []
+        if isinstance(raw_expect, dict):
+            # per-dtype expectations: expect = { float32 = "fail", float64 = "pass" }; unnamed dtypes expect "pass"
+            if not raw_expect:
+                raise ctx.error(_sub(field, "expect"), "the expect table is empty",
+                                hint='e.g. expect = { float32 = "fail", float64 = "pass" }')
+            for key, val in raw_expect.items():
+                try:
+                    dt = Dtype(key)
+                except ValueError:
+                    raise ctx.error(_sub(field, "expect"), f"unknown dtype {key!r} in the expect table",
+                                    hint="allowed keys: float32, float64") from None
+                by_dtype.append((dt, _expect_value(ctx, val, _sub(field, f"expect.{key}"))))
+            expect = Expect.PASS
+        else:
+            expect = _expect_value(ctx, raw_expect, _sub(field, "expect"))
+        out.append(CandidateSpec(name, _coderef(ctx, item["code"], _sub(field, "code"), path), expect,
+                                 tuple(by_dtype)))
     return tuple(out)
+
+
+def _expect_value(ctx: _Ctx, raw: Any, field: str) -> Expect:
+    text = _typed(ctx, raw, str, field, '"pass" or "fail" (or a table by dtype)')
+    try:
+        return Expect(text)
+    except ValueError:
+        raise ctx.error(field, f"expect={text!r} is not allowed",
+                        hint=_suggest(text, ("pass", "fail")) + 'use "pass" or "fail"') from None
 
 
 def _check(ctx: _Ctx, raw: Any) -> CheckSpec:

@@ -1340,9 +1340,13 @@ def grade(
             warnings.append(f"{case} › {name} › {fmt.name}: the float baseline has no correct digit at "
                             f"{len(lost)} entr{'y' if len(lost) == 1 else 'ies'} (worst "
                             f"{name}{_idx_str(_unravel(i, shape))}: relative error {rel_b:.2g}): the gradient "
-                            f"expression is ill-conditioned as written in {fmt.name}; there the tolerance "
-                            "is that poor, and a stable formulation does far better")
-        a_k = _raw_max(d for d in base.diff if d is not None)
+                            f"expression is ill-conditioned as written in {fmt.name}; only at those entries is "
+                            "the tolerance that poor, and a stable formulation does far better")
+        # the variable's tolerance comes from the entries where the baseline has correct digits, so
+        # one ill-conditioned entry cannot loosen the others; the lost entries get their own below
+        lost_set = {i for _, i in lost}
+        kept = [d for j, d in enumerate(base.diff) if d is not None and j not in lost_set]
+        a_k = _raw_max(kept) if kept else _raw_max(d for d in base.diff if d is not None)
         base_part = libmp.mpf_mul(f_factor, a_k)
         cap = libmp.mpf_mul(libmp.from_float(tol.cap), s_k[name])
         source = ToleranceSource.BASELINE
@@ -1354,6 +1358,12 @@ def grade(
             tau, source = floor, ToleranceSource.FLOOR
         tau_f = _to_float(tau)
         taus[name] = tau_f
+        tau_at: dict[int, tuple] = {}
+        for i in lost_set:
+            t_i = libmp.mpf_mul(f_factor, base.diff[i])
+            if libmp.mpf_gt(t_i, cap):
+                t_i = cap
+            tau_at[i] = t_i if libmp.mpf_gt(t_i, tau) else tau
         if poor:
             warnings.append(f"{case} › {name} › {fmt.name}: the float baseline is poor (max "
                             f"error {_num(_to_float(a_k))} vs scale "
@@ -1379,7 +1389,7 @@ def grade(
             reason = None
             if d is None:
                 reason = WrongReason.NONFINITE
-            elif libmp.mpf_gt(d, tau):
+            elif libmp.mpf_gt(d, tau_at.get(i, tau)):
                 reason = WrongReason.TOLERANCE
             elif graw[i] != _FZERO and _floor_log2(ga[i]) >= fmt.emin and braw[i] is not None \
                     and libmp.mpf_gt(d, libmp.mpf_mul(guard_rel, ga[i])):

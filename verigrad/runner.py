@@ -172,10 +172,11 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
     call = call_isolated(cand.code, [kwargs], timeout=timeout)
 
     def result(verdict: str, message: str, g=None) -> Result:
-        met = (verdict == "pass") == (cand.expect is Expect.PASS)
-        if verdict == "error" and cand.expect is Expect.FAIL:
+        expect = cand.expectation(dtype)
+        met = (verdict == "pass") == (expect is Expect.PASS)
+        if verdict == "error" and expect is Expect.FAIL:
             met = False  # a buggy candidate must be *caught*, not crash
-        return Result(case.name, cand.name, "code", dtype.value, cand.expect.value, verdict, met, g, message,
+        return Result(case.name, cand.name, "code", dtype.value, expect.value, verdict, met, g, message,
                       call.stdout, call.seconds)
 
     if not call.ok:

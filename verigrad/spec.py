@@ -97,9 +97,19 @@ class CodeRef:
 
 @dataclass(frozen=True)
 class CandidateSpec:
+    """A ``[[candidate]]``: its code and what it is expected to do.
+
+    ``expect`` applies to every dtype unless ``expect_by_dtype`` names the dtype
+    (``expect = { float32 = "fail", float64 = "pass" }`` in the case file).
+    """
+
     name: str
     code: CodeRef
     expect: Expect
+    expect_by_dtype: tuple[tuple[Dtype, Expect], ...] = ()
+
+    def expectation(self, dtype: Dtype) -> Expect:
+        return dict(self.expect_by_dtype).get(dtype, self.expect)
 
 
 @dataclass(frozen=True)
