@@ -287,12 +287,13 @@ CATALOGUE = [
     Bad("division-by-zero", DomainError, "", r"division by zero in loss: w / \(x - 1\)"),
     Bad("sqrt-at-zero", DomainError, "", r"sqrt is undefined at 0(\.0)? .* in loss: sqrt\(w - 1\)",
         'name = "cat"\nloss = "sqrt(w - 1)"\n[symbols]\nw = { value = 1.0 }\n'),
-    Bad("precision-cap", CertificationError, "", r"fewer than 24 digits of <loss>, w agree between 144 and 352 bits "
-        r"\(precision cap 400 bits\)", 'name = "cat"\nloss = "w * (exp(1e-40) - 1)"\n[symbols]\nw = { value = 1.0 }\n'
+    Bad("precision-cap", CertificationError, "", r"fewer than 24 digits of <loss>, w are proved at 288 bits "
+        r"\(ball arithmetic; precision cap 400 bits\)",
+        'name = "cat"\nloss = "w * (exp(1e-100) - 1)"\n[symbols]\nw = { value = 1.0 }\n'
         "[limits]\nmax_precision_bits = 400\n", hint=r"raise \[limits\] max_precision_bits"),
-    Bad("precision-cap-digits", CertificationError, "", r"24 digits need at least 352 bits, over the precision cap "
-        r"of 256 bits", 'name = "cat"\nloss = "w * 3"\n[symbols]\nw = { value = 1.0 }\n'
-        "[limits]\nmax_precision_bits = 256\n", hint=r"raise \[limits\] max_precision_bits"),
+    Bad("precision-cap-digits", CertificationError, "", r"24 digits need at least 144 bits, over the precision cap "
+        r"of 100 bits", 'name = "cat"\nloss = "w * 3"\n[symbols]\nw = { value = 1.0 }\n'
+        "[limits]\nmax_precision_bits = 100\n", hint=r"raise \[limits\] max_precision_bits"),
 ]
 
 IDS = [b.id for b in CATALOGUE]

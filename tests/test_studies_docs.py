@@ -85,8 +85,8 @@ def test_quadratic_loss_has_no_truncation(quick):
             assert s["truncation_vanishes"] is True, key
             assert s["model_truncation_coefficient"] == 0.0, key
             assert "vanishes" in s["note"], key
-            # the rows' T is the working precision's residue (hundreds of bits): zero
-            assert s["max_abs_T"] < 1e-60, key
+            # the rows' T is the residue of the working precision (hundreds of bits): zero for any float
+            assert s["max_abs_T"] < 1e-30 * abs(s["truth"]), key
             assert s["error_at_1"] < s["error_at_textbook"], key
         else:
             assert s["truncation_vanishes"] is False, key

@@ -16,7 +16,8 @@ from fractions import Fraction
 
 import mpmath
 import numpy as np
-import sympy
+
+from .functions import sympy  # imported lazily, on first use
 
 from .errors import DomainError, LimitError
 from .functions import ElemFn
@@ -40,7 +41,13 @@ MAX_MAG_BITS = 65536
 
 def _check_magnitude(arr: np.ndarray, node, what: str) -> None:
     for i, v in enumerate(arr.ravel()):
-        if isinstance(v, (mpmath.mpf, mpmath.mpc)) and v and mpmath.mag(v) > MAX_MAG_BITS:
+        m = getattr(v, "_mpf_", None)
+        if m is not None:
+            if m[1] == 0 or m[2] + m[3] <= MAX_MAG_BITS:  # zero, or exponent + bit count small enough
+                continue
+        elif not isinstance(v, mpmath.mpc) or not v:
+            continue
+        if mpmath.mag(v) > MAX_MAG_BITS:
             raise LimitError(f"{what} has magnitude about 2**{int(mpmath.mag(v))} in {_where_text(node, arr, i)}, "
                              f"beyond the 2**{MAX_MAG_BITS} the exact evaluation accepts",
                              hint="the loss overflows every float format here; rescale the expression")
@@ -196,6 +203,14 @@ class MPBackend:
         return x / y
 
     def pow(self, x, y, node):
+        if y.size == 1 and not isinstance(y.flat[0], mpmath.mpc):
+            e = y.flat[0]
+            if e == int(e) and 0 < e <= 64:
+                # a constant small positive integer power: defined everywhere, exact squaring
+                n = int(e)
+                _check_magnitude(x, node, "a base")
+                return np.frompyfunc(lambda a: a**n, 1, 1)(np.broadcast_to(x, np.broadcast_shapes(x.shape, y.shape)))\
+                    .astype(object)
         x, y = np.broadcast_arrays(x, y)
         _check_magnitude(x, node, "a base")
         _check_magnitude(y, node, "an exponent")

@@ -17,11 +17,23 @@ from typing import Callable
 
 import mpmath
 import numpy as np
-import sympy
+
+
+class _LazySympy:
+    """sympy, imported on first use: the definitions are only needed for display and checks."""
+
+    def __getattr__(self, name: str):
+        import sympy as _sympy
+
+        return getattr(_sympy, name)
+
+
+sympy = _LazySympy()
 
 __all__ = ["ElemFn", "FUNCTIONS", "get_function"]
 
-_x = sympy.Symbol("x", real=True)
+def _x():
+    return sympy.Symbol("x", real=True)
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,8 @@ class ElemFn:
 
 @lru_cache(maxsize=None)
 def _sympy_derivative(name: str) -> sympy.Expr:
-    return sympy.diff(FUNCTIONS[name].definition(_x), _x)
+    x = _x()
+    return sympy.diff(FUNCTIONS[name].definition(x), x)
 
 
 def _real_only(name: str, f: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
@@ -170,47 +183,48 @@ def _not_odd_half_pi(x) -> bool:
     return mpmath.cos(x) != 0
 
 
-_sx = sympy.Function("sigmoid")
+def _sx(a):
+    return sympy.Function("sigmoid")(a)
 
 FUNCTIONS: dict[str, ElemFn] = {
     f.name: f
     for f in [
-        ElemFn("exp", sympy.exp, np.exp, mpmath.exp),
-        ElemFn("log", sympy.log, np.log, mpmath.log, _positive, "argument > 0"),
+        ElemFn("exp", lambda a: sympy.exp(a), np.exp, mpmath.exp),
+        ElemFn("log", lambda a: sympy.log(a), np.log, mpmath.log, _positive, "argument > 0"),
         ElemFn("log1p", lambda a: sympy.log(1 + a), np.log1p, mpmath.log1p, _gt_minus_one, "argument > -1"),
         ElemFn("expm1", lambda a: sympy.exp(a) - 1, np.expm1, mpmath.expm1),
-        ElemFn("sqrt", sympy.sqrt, np.sqrt, mpmath.sqrt, _positive,
+        ElemFn("sqrt", lambda a: sympy.sqrt(a), np.sqrt, mpmath.sqrt, _positive,
                "argument > 0 (sqrt has no derivative at 0)"),
         ElemFn("square", lambda a: a**2, np.square, lambda a: a * a),
-        ElemFn("sin", sympy.sin, np.sin, mpmath.sin),
-        ElemFn("cos", sympy.cos, np.cos, mpmath.cos),
-        ElemFn("tan", sympy.tan, np.tan, mpmath.tan, _not_odd_half_pi, "cos(argument) != 0"),
-        ElemFn("sinh", sympy.sinh, np.sinh, mpmath.sinh),
-        ElemFn("cosh", sympy.cosh, np.cosh, mpmath.cosh),
-        ElemFn("tanh", sympy.tanh, np.tanh, mpmath.tanh),
-        ElemFn("arcsin", sympy.asin, np.arcsin, mpmath.asin, _open_unit,
+        ElemFn("sin", lambda a: sympy.sin(a), np.sin, mpmath.sin),
+        ElemFn("cos", lambda a: sympy.cos(a), np.cos, mpmath.cos),
+        ElemFn("tan", lambda a: sympy.tan(a), np.tan, mpmath.tan, _not_odd_half_pi, "cos(argument) != 0"),
+        ElemFn("sinh", lambda a: sympy.sinh(a), np.sinh, mpmath.sinh),
+        ElemFn("cosh", lambda a: sympy.cosh(a), np.cosh, mpmath.cosh),
+        ElemFn("tanh", lambda a: sympy.tanh(a), np.tanh, mpmath.tanh),
+        ElemFn("arcsin", lambda a: sympy.asin(a), np.arcsin, mpmath.asin, _open_unit,
                "-1 < argument < 1 (the derivative is infinite at ±1)"),
-        ElemFn("arccos", sympy.acos, np.arccos, mpmath.acos, _open_unit,
+        ElemFn("arccos", lambda a: sympy.acos(a), np.arccos, mpmath.acos, _open_unit,
                "-1 < argument < 1 (the derivative is infinite at ±1)"),
-        ElemFn("arctan", sympy.atan, np.arctan, mpmath.atan),
-        ElemFn("erf", sympy.erf, _np_erf, mpmath.erf),
+        ElemFn("arctan", lambda a: sympy.atan(a), np.arctan, mpmath.atan),
+        ElemFn("erf", lambda a: sympy.erf(a), _np_erf, mpmath.erf),
         ElemFn("sigmoid", lambda a: 1 / (1 + sympy.exp(-a)), _np_sigmoid, _mp_sigmoid,
                sympy_display=lambda a: _sx(a)),
         ElemFn("softplus", lambda a: sympy.log(1 + sympy.exp(a)), _np_softplus, _mp_softplus),
         ElemFn("relu", lambda a: sympy.Max(a, 0), _real_only("relu", _np_relu),
                _mp_real_only("relu", lambda a: a if a > 0 else 0 * a),
                smooth=False, analytic=False, kink_text="argument = 0"),
-        ElemFn("abs", sympy.Abs, _real_only("abs", np.abs), _mp_real_only("abs", abs),
+        ElemFn("abs", lambda a: sympy.Abs(a), _real_only("abs", np.abs), _mp_real_only("abs", abs),
                smooth=False, analytic=False, kink_text="argument = 0"),
         # Internal derivative functions: not callable from case files.
         ElemFn("dsigmoid", lambda a: sympy.exp(-a) / (1 + sympy.exp(-a)) ** 2, _np_dsigmoid, _mp_dsigmoid,
                internal=True, sympy_display=lambda a: _sx(a) * (1 - _sx(a))),
         ElemFn("dtanh", lambda a: 1 - sympy.tanh(a) ** 2, _np_dtanh, _mp_dtanh, internal=True),
-        ElemFn("step", sympy.Heaviside, _real_only("step", _np_step),
+        ElemFn("step", lambda a: sympy.Heaviside(a), _real_only("step", _np_step),
                _mp_real_only("step", lambda a: mpmath.mpf(1) if a > 0 else mpmath.mpf(0)),
                smooth=False, analytic=False, internal=True, kink_text="argument = 0",
                sympy_display=lambda a: sympy.Heaviside(a, 0)),
-        ElemFn("sign", sympy.sign, _real_only("sign", np.sign), _mp_real_only("sign", mpmath.sign),
+        ElemFn("sign", lambda a: sympy.sign(a), _real_only("sign", np.sign), _mp_real_only("sign", mpmath.sign),
                smooth=False, analytic=False, internal=True, kink_text="argument = 0"),
     ]
 }

@@ -620,8 +620,8 @@ def _conditions(sites: Sequence[Site], leaves: Mapping[str, np.ndarray], backend
 
 
 def _mp_base(model: Model, point: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Exact mpmath leaves with a batch axis of 1 (call inside a precision scope)."""
-    return {name: MPBackend.from_float(np.asarray(point[name]))[None, ...] for name in model.leaves}
+    """Exact mpmath leaves with a batch axis of 1 (conversions cached by the model: exact at any precision)."""
+    return {name: model.mp_values(name, np.asarray(point[name]))[None, ...] for name in model.leaves}
 
 
 def _float_base(model: Model, point: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -147,6 +147,36 @@ class Model:
             hit = self._mp_cache[key] = MPBackend.from_float(values)
         return hit
 
+    def arb_eval(self, nodes: Sequence[Node], values: Mapping[str, np.ndarray], *, prec: int) -> list[np.ndarray]:
+        """Evaluate nodes in Arb ball arithmetic at ``prec`` bits (python-flint; scoped precision).
+
+        Returns object arrays of ``flint.arb`` balls that provably contain the exact values.
+
+        Raises
+        ------
+        verigrad.arbbackend.Undecided
+            A kink, tie or domain boundary cannot be decided at this precision.
+        DomainError
+            The loss is undefined at the point.
+        """
+        from . import arbbackend as ab
+
+        with ab.arb_precision(prec):
+            leaves = {}
+            for name in self.leaves:
+                key = ("arb", name)
+                v = np.asarray(values[name])
+                cached = self._mp_cache.get(key)
+                if cached is not None and cached[0] is v:
+                    arr = cached[1]
+                else:
+                    arr = ab.from_float(v)
+                    if v.size >= 256:
+                        self._mp_cache[key] = (v, arr)
+                leaves[name] = arr[None, ...]
+            out = evaluate(nodes, leaves, ab.ArbBackend())
+        return [o[0, ...] for o in out]
+
     # -- sympy -------------------------------------------------------------------------
     def sympy_symbols(self) -> dict[str, np.ndarray]:
         """Object arrays of sympy Symbols named like ``W1[0,1]`` for every symbol."""

@@ -189,6 +189,26 @@ def _round_to(q: Fraction, dtype: np.dtype) -> float:
     return float(np.float32(float(v)))
 
 
+def _is_power_of_two(q: Fraction) -> bool:
+    n, d = abs(q.numerator), q.denominator
+    return n > 0 and n & (n - 1) == 0 and d & (d - 1) == 0
+
+
+def _nodes(x: np.ndarray, h: np.ndarray, c: Fraction, dtype: np.dtype) -> np.ndarray:
+    """fl_p(x + c h), rounded once from the exact value, for arrays x, h of ``dtype``.
+
+    For power-of-two offsets c*h is exact in the dtype, so one IEEE addition *is* the
+    correctly rounded node; other offsets (3 in central6/8) go through exact rationals.
+    """
+    if c == 0:
+        return x.copy()
+    if _is_power_of_two(c):
+        with np.errstate(all="ignore"):
+            return (x + dtype.type(float(c)) * h).astype(dtype)
+    return np.array([_round_to(Fraction(float(a)) + c * Fraction(float(b)), dtype) for a, b in zip(x, h)],
+                    dtype=dtype)
+
+
 def non_analytic_sites(model: Model) -> list[str]:
     """Sub-expressions of the loss through which the complex step is invalid."""
     out = []
@@ -358,7 +378,10 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     hp = _effective_steps(nominal, direction, point, np_dt, step_mode, representable)
     # T ~ h^p must be resolved below g*: certify g* to enough digits for the smallest step
     tiny = float(hp[hp > 0].min()) if np.any(hp > 0) else 1.0
-    digits = int(min(300, 24 + scheme.order * max(0.0, -math.log10(tiny))))
+    study_prec = min(128 + 70 + int(math.ceil(-math.log2(tiny))) * (scheme.leading_derivative + 2), 6000)
+    # g* to the study's own working precision: T = D_exact - g* is then resolved down to what D_exact
+    # itself resolves (exactly 0 shows as ~1e-(digits) |g*|, e.g. central differences of a quadratic)
+    digits = int(min(1000, max(24, (study_prec - 64) * math.log10(2))))
     if truth is None or truth.digits < digits:
         truth = certify(model, point, dtype, digits=digits)
     gstar = _directional_truth(truth, direction)
@@ -605,8 +628,7 @@ def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float
             base = np.repeat(x.reshape(1, -1), B, axis=0)
             rows = np.arange(B)
             cols = np.repeat(idx, len(offsets))
-            node_vals = np.array([_round_to(Fraction(float(x.ravel()[i])) + c * Fraction(float(hp[i])), np_dt)
-                                  for i in idx for c in offsets], dtype=np_dt)
+            node_vals = np.stack([_nodes(x.ravel()[idx], hp[idx], c, np_dt) for c in offsets], axis=1).ravel()
             base[rows, cols] = node_vals
             leaves = {m: (base.reshape((B,) + x.shape) if m == name else point[m][None, ...]) for m in model.leaves}
             if loss_values is not None:

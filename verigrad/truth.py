@@ -62,6 +62,8 @@ class Truth:
     scale : mpmath.mpf
         max |g| over all entries (0 if the gradient vanishes).
     seconds : float
+    backend : str
+        ``"arb"`` (digits proved by ball radii) or ``"mpmath"`` (two precisions agree).
     """
 
     case: str
@@ -75,6 +77,7 @@ class Truth:
     precision: int
     scale: object
     seconds: float
+    backend: str = "mpmath"
 
     def as_float64(self) -> dict[str, np.ndarray]:
         """The truth rounded to float64 (for plots and summaries, never for grading)."""
@@ -104,7 +107,7 @@ def _scale(grads: list[np.ndarray]):
 
 
 def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
-            digits: int = DEFAULT_DIGITS, max_bits: int | None = None) -> Truth:
+            digits: int = DEFAULT_DIGITS, max_bits: int | None = None, backend: str = "auto") -> Truth:
     """Certified loss and gradient of ``model`` at ``point`` (already in ``dtype``).
 
     Parameters
@@ -134,6 +137,100 @@ def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
     Acceptance per entry, with a, b the values at w and 2w + 64 bits:
     ``|a - b| <= 10^-digits |b|`` or ``|a - b| <= 10^-(digits+8) * scale``.
     """
+    if backend not in ("auto", "arb", "mpmath"):
+        raise ValueError(f"backend={backend!r}; use 'auto', 'arb' or 'mpmath'")
+    from . import arbbackend
+
+    if backend == "arb" or (backend == "auto" and arbbackend.available()):
+        if not arbbackend.available():
+            raise CertificationError("backend='arb' needs python-flint", hint="pip install python-flint")
+        truth = _certify_arb(model, point, dtype, digits=digits, max_bits=max_bits)
+        if truth is not None:
+            return truth
+        # a kink/tie/domain edge that balls cannot decide at the cap: the mpmath certificate decides it
+    return _certify_mpmath(model, point, dtype, digits=digits, max_bits=max_bits)
+
+
+def _certify_arb(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *, digits: int,
+                 max_bits: int | None) -> Truth | None:
+    """Ball-arithmetic certificate; None when a decision stays undecided up to the precision cap.
+
+    An entry is certified when its ball [m ± r] has r <= 10^-digits (|m| - r), is exactly 0, or
+    (gradient entries) has r <= 10^-(digits+8) times a lower bound of the gradient's scale.
+    """
+    from . import arbbackend as ab
+
+    t0 = time.perf_counter()
+    cap = max_bits or model.case.limits.max_precision_bits
+    names = list(model.gradient)
+    nodes = [model.loss] + [model.gradient[n] for n in names]
+    where = f"{model.case.path}::{model.case.name}"
+    prec = int(math.ceil(digits * math.log2(10))) + _GUARD_BITS
+    if prec > cap:
+        raise CertificationError(f"{where}: {digits} digits need at least {prec} bits, over the precision cap of "
+                                 f"{cap} bits", hint="raise [limits] max_precision_bits, or request fewer digits")
+    while True:
+        try:
+            vals = model.arb_eval(nodes, point, prec=prec)
+        except ab.Undecided:
+            if prec * 2 > cap:
+                return None
+            prec *= 2
+            continue
+        except DomainError as exc:
+            raise DomainError(f"{where}: {exc.message}", **exc.fields) from None
+        except LimitError as exc:
+            raise LimitError(exc.reason, where=where, hint=exc.hint) from None
+        with ab.arb_precision(prec + 64):
+            tol = ab.arb(10) ** (-digits)
+            scale_lo = ab.arb(0)
+            for g in vals[1:]:
+                for b in g.ravel():
+                    lo = abs(b.mid()) - b.rad()
+                    if lo > scale_lo:
+                        scale_lo = lo
+            abs_tol = scale_lo * ab.arb(10) ** (-(digits + _ABS_EXTRA_DIGITS))
+            bad: list[str] = []
+            absolute: dict[str, np.ndarray] = {}
+            exact_zero: dict[str, np.ndarray] = {}
+            for name, arr in zip(["<loss>"] + names, vals):
+                abs_mask = np.zeros(arr.shape, dtype=bool)
+                zero_mask = np.zeros(arr.shape, dtype=bool)
+                for i, b in enumerate(arr.ravel()):
+                    r = b.rad()
+                    if b.is_exact() and b == 0:
+                        zero_mask.reshape(-1)[i] = True
+                    elif not b.is_finite():
+                        bad.append(f"{name}{list(np.unravel_index(i, arr.shape)) if arr.shape else ''}")
+                    elif r <= tol * (abs(b.mid()) - r):
+                        pass
+                    elif name != "<loss>" and r <= abs_tol:
+                        abs_mask.reshape(-1)[i] = True
+                    else:
+                        bad.append(f"{name}{list(np.unravel_index(i, arr.shape)) if arr.shape else ''}")
+                if name != "<loss>":
+                    absolute[name], exact_zero[name] = abs_mask, zero_mask
+        if not bad:
+            break
+        if prec * 2 > cap:
+            raise CertificationError(
+                f"{where}: fewer than {digits} digits of {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} "
+                f"are proved at {prec} bits (ball arithmetic; precision cap {cap} bits)",
+                hint="raise [limits] max_precision_bits, or request fewer digits with --digits")
+        prec *= 2
+    conv = np.frompyfunc(ab.to_mpf, 1, 1)
+    mp_vals = [np.asarray(conv(v), dtype=object) if v.ndim else np.array(ab.to_mpf(v[()]), dtype=object)
+               for v in vals]
+    with mpmath.workprec(prec + _GUARD_BITS):
+        scale = _scale(mp_vals[1:])
+    return Truth(case=model.case.name, dtype=dtype, point=dict(point), loss=mp_vals[0],
+                 gradient=dict(zip(names, mp_vals[1:])), digits=digits, absolute=absolute, exact_zero=exact_zero,
+                 precision=prec, scale=scale, seconds=time.perf_counter() - t0, backend="arb")
+
+
+def _certify_mpmath(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *, digits: int,
+                    max_bits: int | None) -> Truth:
+    """Two-precision certificate with mpmath (see the module docstring)."""
     t0 = time.perf_counter()
     cap = max_bits or model.case.limits.max_precision_bits
     names = list(model.gradient)
@@ -187,4 +284,4 @@ def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
         prec *= 2
     return Truth(case=model.case.name, dtype=dtype, point=dict(point), loss=hi[0],
                  gradient=dict(zip(names, hi[1:])), digits=digits, absolute=absolute, exact_zero=exact_zero,
-                 precision=hi_prec, scale=scale, seconds=time.perf_counter() - t0)
+                 precision=hi_prec, scale=scale, seconds=time.perf_counter() - t0, backend="mpmath")

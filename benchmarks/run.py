@@ -1,0 +1,483 @@
+"""verigrad performance benchmarks (issue 2: certified truth; issue 3: finite-difference splits).
+
+    python benchmarks/run.py            # full set (several minutes on a 2-core machine)
+    python benchmarks/run.py --quick    # reduced set, under a minute
+    python benchmarks/run.py --json out.json   # also write every raw number
+
+Every measurement runs in a fresh worker process (``run.py --worker ...``) that
+imports verigrad first and only then starts the clock, so process start and
+imports are excluded; they are measured on their own by timing
+``python -c "import verigrad.model, verigrad.truth"`` in a subprocess.  Workers
+run one after another (never in parallel), so the two cores do not compete.
+
+Every measured number is printed next to its target with PASS or MISS; a miss
+is never hidden.  Numbers marked ``extrapolated`` are not measured as one call
+(there is no single call for the split over every coordinate): they are a
+measured per-coordinate time times the number of coordinates plus a measured
+one-off truth, and say so.  The exit status is 0 when the benchmarks ran (misses
+included), 1 when a worker failed.
+
+Case files live in ``benchmarks/cases/`` (regenerate with
+``python benchmarks/make_cases.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CASES = HERE / "cases"
+ROOT = HERE.parent
+
+NET3 = "net3-47.toml"
+SOFTMAX = "softmax-500.toml"
+LOGISTIC = "logistic-200x1000.toml"
+ROSEN = "rosenbrock-1000.toml"
+
+# issue 2: (case file, label, target total seconds, target one-more-evaluation seconds)
+TRUTH_TARGETS = [
+    (NET3, "3-layer ReLU net, 47 params", 0.5, 0.002),
+    (SOFTMAX, "softmax CE, W 10x50, 32 samples (500 params)", 2.0, 0.030),
+    (LOGISTIC, "L2 logistic, 200 x 1000 (1001 params)", 10.0, 0.5),
+    (ROSEN, "Rosenbrock, 1000 dims", 2.0, 0.020),
+]
+# issue 3: (case file, label, target whole-sweep seconds, target ratio)
+FD_TARGETS = [
+    (NET3, "3-layer ReLU net, 47 params", 0.5, 1.5),
+    (SOFTMAX, "softmax CE, 500 params", 5.0, 1.5),
+    (ROSEN, "Rosenbrock, 1000 dims", 5.0, 1.5),
+    (LOGISTIC, "L2 logistic, 200 x 1000", 60.0, 1.5),
+]
+SCALING = [("rosenbrock-10.toml", 10), ("rosenbrock-100.toml", 100), ("rosenbrock-1000.toml", 1000),
+           ("logistic-200x10.toml", 10), ("logistic-200x100.toml", 100), ("logistic-200x1000.toml", 1000)]
+
+K_STEPS = 30
+SCHEME = "central"
+
+
+# ---------------------------------------------------------------------------------------------
+# plain numpy implementations of the same losses (the "2NK raw calls" baseline)
+# ---------------------------------------------------------------------------------------------
+
+def _np_net3(X, Y, W1, b1, W2, b2, W3, b3):
+    import numpy as np
+
+    A1 = np.maximum(0, W1 @ X + b1)
+    A2 = np.maximum(0, W2 @ A1 + b2)
+    A3 = 1 / (1 + np.exp(-(W3 @ A2 + b3)))
+    return np.mean(-Y * np.log(A3) - (1 - Y) * np.log(1 - A3))
+
+
+def _np_softmax(X, Y, W):
+    import numpy as np
+
+    Z = X @ W.T
+    m = Z.max(axis=1, keepdims=True)
+    lse = np.log(np.sum(np.exp(Z - m), axis=1, keepdims=True)) + m
+    return np.mean(-np.sum(Y * (Z - lse), axis=1))
+
+
+def _np_logistic(X, y, lam, w, b):
+    import numpy as np
+
+    A = 1 / (1 + np.exp(-(X @ w + b)))
+    return np.mean(-y * np.log(A) - (1 - y) * np.log(1 - A)) + lam / 2 * np.sum(w**2)
+
+
+def _np_rosenbrock(x):
+    import numpy as np
+
+    return np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+RAW_LOSS = {"bench-net3-47": _np_net3, "bench-softmax-500": _np_softmax,
+            "bench-logistic-200x10": _np_logistic, "bench-logistic-200x100": _np_logistic,
+            "bench-logistic-200x1000": _np_logistic, "bench-rosenbrock-10": _np_rosenbrock,
+            "bench-rosenbrock-100": _np_rosenbrock, "bench-rosenbrock-1000": _np_rosenbrock}
+
+
+# ---------------------------------------------------------------------------------------------
+# workers (run in a fresh process; verigrad imported before any clock starts)
+# ---------------------------------------------------------------------------------------------
+
+def _other_point(model, point, seed):
+    """A nearby point (variables moved by ~1% of their scale), float64."""
+    import numpy as np
+
+    rng = np.random.default_rng(1000 + seed)
+    out = {}
+    for name, v in point.items():
+        if name in model.gradient:
+            out[name] = (v + 0.01 * np.maximum(1.0, np.abs(v)) * rng.standard_normal(v.shape)).astype(np.float64)
+        else:
+            out[name] = v
+    return out
+
+
+def worker_truth(path: str, repeats: int) -> dict:
+    from verigrad.cases import load_case, point_in_dtype
+    from verigrad.model import compile_case
+    from verigrad.spec import Dtype
+    from verigrad.truth import certify
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    case = load_case(path)
+    t1 = time.perf_counter()
+    model = compile_case(case)
+    t2 = time.perf_counter()
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    truth = certify(model, point, Dtype.FLOAT64)
+    t3, c3 = time.perf_counter(), time.process_time()
+    again, again_cpu = [], []
+    for r in range(repeats):
+        p = _other_point(model, point, r)
+        c, s = time.process_time(), time.perf_counter()
+        certify(model, p, Dtype.FLOAT64)
+        again.append(time.perf_counter() - s)
+        again_cpu.append(time.process_time() - c)
+    return {"case": case.name, "params": case.parameter_count, "nodes": model.node_count,
+            "load": t1 - t0, "compile": t2 - t1, "certify": t3 - t2, "total": t3 - t0, "total_cpu": c3 - c0,
+            "again": again, "again_cpu": again_cpu, "precision": truth.precision, "digits": truth.digits}
+
+
+def _raw_loop(fn, values: dict, variables: list[str], steps, dtype) -> tuple[float, int]:
+    """2 N K calls of the plain numpy loss: central nodes x_i +- h for every coordinate and step."""
+    import numpy as np
+
+    vals = {k: np.array(v, dtype=dtype, copy=True) for k, v in values.items()}
+    hs = [dtype.type(h) for h in steps]
+    calls = 0
+    t0 = time.perf_counter()
+    for h in hs:
+        for name in variables:
+            flat = vals[name].reshape(-1)
+            for i in range(flat.size):
+                old = flat[i]
+                flat[i] = old + h
+                fn(**vals)
+                flat[i] = old - h
+                fn(**vals)
+                flat[i] = old
+                calls += 2
+    return time.perf_counter() - t0, calls
+
+
+def worker_fd(path: str, parts: list[str], extrap_coords: int) -> dict:
+    import numpy as np
+
+    from verigrad.cases import load_case, point_in_dtype
+    from verigrad.model import compile_case
+    from verigrad.schemes import default_step_grid, get_scheme
+    from verigrad.spec import Dtype
+    from verigrad.studies import coordinate_direction, fd_gradient, random_direction, run_study
+    from verigrad.truth import certify
+
+    case = load_case(path)
+    model = compile_case(case)
+    scheme = get_scheme(SCHEME)
+    n = case.parameter_count
+    out: dict = {"case": case.name, "params": n}
+    for dtype in (Dtype.FLOAT32, Dtype.FLOAT64):
+        d = dtype.value
+        grid = default_step_grid(scheme, dtype.numpy, count=K_STEPS)
+        if "study" in parts or "study-coord" in parts:
+            directions = [("coord", coordinate_direction(model))]
+            if "study" in parts:
+                directions.append(("random", random_direction(model, 0)))
+            for label, direction in directions:
+                c0, t0 = time.process_time(), time.perf_counter()
+                st = run_study(model, dtype=dtype, scheme=scheme, direction=direction, steps=grid)
+                out[f"study_{label}_{d}"] = time.perf_counter() - t0
+                out[f"study_{label}_{d}_cpu"] = time.process_time() - c0
+                out[f"study_{label}_{d}_rows"] = len(st.rows)
+                out[f"study_{label}_{d}_label"] = direction.label
+        if "extrap" in parts:
+            # the truth run_study needs for this grid (same rule as run_study), once
+            point = point_in_dtype(model.point, dtype)
+            tiny = float(grid.astype(dtype.numpy).astype(np.float64).min())
+            digits = int(min(300, 24 + scheme.order * max(0.0, -math.log10(tiny))))
+            t0 = time.perf_counter()
+            truth = certify(model, point, dtype, digits=digits)
+            out[f"extrap_truth_{d}"] = time.perf_counter() - t0
+            coords = []
+            names = list(model.gradient)
+            for j in range(extrap_coords):  # spread over the variables
+                name = names[j % len(names)]
+                shape = model.shape(name)
+                flat = (j // len(names)) * 7 % max(1, int(np.prod(shape)))
+                idx = np.unravel_index(flat, shape) if shape else ()
+                direction = coordinate_direction(model, name, tuple(int(i) for i in idx))
+                t0 = time.perf_counter()
+                run_study(model, dtype=dtype, scheme=scheme, direction=direction, steps=grid, truth=truth)
+                coords.append(time.perf_counter() - t0)
+            out[f"extrap_per_coord_{d}"] = statistics.mean(coords)
+            out[f"extrap_coords_{d}"] = len(coords)
+            out[f"extrap_full_{d}"] = out[f"extrap_truth_{d}"] + n * statistics.mean(coords)
+        if "float" in parts:
+            fd_gradient(model, dtype=dtype, scheme=scheme, step=float(grid[K_STEPS // 2]))  # warm-up
+            c0, t0 = time.process_time(), time.perf_counter()
+            for h in grid:
+                fd_gradient(model, dtype=dtype, scheme=scheme, step=float(h))
+            out[f"fd_{d}"] = time.perf_counter() - t0
+            out[f"fd_{d}_cpu"] = time.process_time() - c0
+            fn = RAW_LOSS[case.name]
+            point = point_in_dtype(model.point, dtype)
+            # the raw loss is the same loss: agree with the expression's float evaluation
+            ref = float(model.float_eval([model.loss], point, dtype.numpy)[0])
+            got = float(fn(**{k: v.copy() for k, v in point.items()}))
+            out[f"raw_check_{d}"] = abs(got - ref) / max(1.0, abs(ref))
+            assert out[f"raw_check_{d}"] < 1e-4, (case.name, d, got, ref)
+            c0 = time.process_time()
+            t_raw, calls = _raw_loop(fn, point, list(model.gradient), [float(h) for h in grid], dtype.numpy)
+            out[f"raw_{d}_cpu"] = time.process_time() - c0
+            out[f"raw_{d}"] = t_raw
+            out[f"raw_calls_{d}"] = calls
+            out[f"ratio_{d}"] = out[f"fd_{d}"] / t_raw
+            out[f"ratio_{d}_cpu"] = out[f"fd_{d}_cpu"] / out[f"raw_{d}_cpu"]
+    return out
+
+
+def _worker_main(argv: list[str]) -> None:
+    kind = argv[0]
+    if kind == "truth":
+        res = worker_truth(argv[1], int(argv[2]))
+    elif kind == "fd":
+        res = worker_fd(argv[1], argv[2].split(","), int(argv[3]))
+    else:
+        raise SystemExit(f"unknown worker {kind}")
+    print("RESULT " + json.dumps(res))
+
+
+# ---------------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------------
+
+def _warm_imports() -> None:
+    import verigrad.model  # noqa: F401
+    import verigrad.studies  # noqa: F401
+    import verigrad.truth  # noqa: F401
+
+
+def _spawn(args: list[str], timeout: float = 3600) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+    return {"error": f"worker {' '.join(args)} failed (exit {proc.returncode}):\n{tail}"}
+
+
+def _import_time(repeats: int) -> dict:
+    def run(code):
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    return {"bare": run("pass"), "model_truth": run("import verigrad.model, verigrad.truth"),
+            "with_studies": run("import verigrad.model, verigrad.truth, verigrad.studies")}
+
+
+def _s(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if x < 1e-3:
+        return f"{x * 1e6:.0f} us"
+    if x < 1:
+        return f"{x * 1e3:.1f} ms"
+    if x < 600:
+        return f"{x:.2f} s"
+    return f"{x:.0f} s ({x / 3600:.1f} h)"
+
+
+def _verdict(value: float, target: float) -> str:
+    return "PASS" if value <= target else "MISS"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
+def _slope(t_small: float, t_big: float, n_small: int, n_big: int) -> str:
+    if t_small <= 0 or t_big <= 0:
+        return "n/a"
+    return f"{math.log(t_big / t_small) / math.log(n_big / n_small):.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="reduced set (< 60 s): no logistic finite differences, no random-direction sweeps, "
+                         "no extrapolation")
+    ap.add_argument("--json", metavar="FILE", help="write all raw numbers to FILE")
+    ap.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        _warm_imports()
+        _worker_main(a.worker)
+        return 0
+
+    quick = a.quick
+    wall0 = time.perf_counter()
+    results: dict = {"loadavg_start": os.getloadavg(), "mode": "quick" if quick else "full", "python": sys.version.split()[0],
+                     "machine": f"{platform.machine()}, {os.cpu_count()} cores", "truth": {}, "fd": {},
+                     "scaling": {}}
+    errors: list[str] = []
+    progress = lambda msg: print(f"[{time.perf_counter() - wall0:6.1f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+
+    progress("import time")
+    results["imports"] = _import_time(3 if quick else 5)
+
+    # -- issue 2: truth ----------------------------------------------------------------------
+    truth_repeats = {NET3: 20, SOFTMAX: 10, ROSEN: 10, LOGISTIC: 1 if quick else 3}
+    truth_files = {f for f, *_ in TRUTH_TARGETS} | {f for f, _ in SCALING}
+    for f in sorted(truth_files):
+        progress(f"truth {f}")
+        reps = truth_repeats.get(f, 3)
+        results["truth"][f] = r = _spawn(["truth", str(CASES / f), str(reps)])
+        if "error" in r:
+            errors.append(r["error"])
+
+    # -- issue 3: finite differences -----------------------------------------------------------
+    for f, *_ in FD_TARGETS:
+        if quick and f == LOGISTIC:
+            results["fd"][f] = {"skipped": "--quick"}
+            continue
+        # --quick: one-coordinate sweep only (no random direction, no extrapolation)
+        parts = ["study-coord", "float"] if quick else ["study", "float", "extrap"]
+        extrap = {NET3: 5, SOFTMAX: 3, ROSEN: 3, LOGISTIC: 1}[f]
+        progress(f"finite differences {f} ({', '.join(parts)})")
+        results["fd"][f] = r = _spawn(["fd", str(CASES / f), ",".join(parts), str(extrap)])
+        if "error" in r:
+            errors.append(r["error"])
+    results["wall_seconds"] = time.perf_counter() - wall0
+    results["loadavg_end"] = os.getloadavg()
+    progress("done")
+
+    print(report(results))
+    for e in errors:
+        print("\nERROR: " + e)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return 1 if errors else 0
+
+
+def report(res: dict) -> str:
+    out: list[str] = []
+    imp = res["imports"]
+    out.append(f"verigrad benchmarks ({res['mode']}; Python {res['python']}; {res['machine']}; "
+               f"harness wall time {res['wall_seconds']:.0f} s)")
+    out.append("Load average (1/5/15 min) at start {:.2f}/{:.2f}/{:.2f}, at end {:.2f}/{:.2f}/{:.2f} "
+               "(other processes on the machine inflate every number)".format(*res["loadavg_start"],
+                                                                               *res["loadavg_end"]))
+    out.append("")
+    out.append("Verdicts use wall-clock time; (cpu ...) is this process's CPU time, which other load on the "
+               "machine inflates less.")
+    out.append("Process start and imports (excluded from every number below; subprocess wall time, median):")
+    out.append(f"  python -c pass: {_s(imp['bare'])};  python -c \"import verigrad.model, verigrad.truth\": "
+               f"{_s(imp['model_truth'])};  + verigrad.studies: {_s(imp['with_studies'])}")
+    out.append("")
+
+    # issue 2
+    out.append("Issue 2 - certified truth (float64 point, 24 digits)")
+    rows = []
+    for f, label, t_total, t_again in TRUTH_TARGETS:
+        r = res["truth"].get(f, {})
+        if "error" in r:
+            rows.append([label, "case file -> truth", "ERROR", _s(t_total), "MISS"])
+            rows.append([label, "one more truth", "ERROR", _s(t_again), "MISS"])
+            continue
+        rows.append([label, "case file -> truth, total", f"{_s(r['total'])} (cpu {_s(r['total_cpu'])})",
+                     "< " + _s(t_total),
+                     _verdict(r["total"], t_total)])
+        again = statistics.median(r["again"])
+        rows.append(["", f"one more truth (median of {len(r['again'])}, min {_s(min(r['again']))})",
+                     f"{_s(again)} (cpu {_s(statistics.median(r['again_cpu']))})", "< " + _s(t_again),
+                     _verdict(again, t_again)])
+    out.append(_table(["case", "measure", "measured", "target", "result"], rows))
+    out.append("")
+
+    out.append("Issue 2 - parse/derive vs evaluate, growth with the parameter count")
+    rows = []
+    for f, n in SCALING:
+        r = res["truth"].get(f, {})
+        if "error" in r:
+            rows.append([f, str(n), "ERROR", "", "", "", ""])
+            continue
+        rows.append([f, str(r["params"]), str(r["nodes"]), _s(r["load"]), _s(r["compile"]), _s(r["certify"]),
+                     _s(statistics.median(r["again"]))])
+    out.append(_table(["case file", "params", "graph nodes", "load_case", "compile_case", "certify (1st)",
+                       "certify (again)"], rows))
+    for fam in ("rosenbrock", "logistic-200x"):
+        pts = [(n, res["truth"].get(f, {})) for f, n in SCALING if f.startswith(fam)]
+        if all("error" not in r and r for _, r in pts) and len(pts) == 3:
+            (n1, r1), (n2, r2), (n3, r3) = pts
+            pd = lambda r: r["load"] + r["compile"]  # noqa: E731
+            ev = lambda r: statistics.median(r["again"])  # noqa: E731
+            out.append(f"  {fam.rstrip('-x')}: growth exponent (t ~ N^k) parse+derive k = "
+                       f"{_slope(pd(r1), pd(r2), n1, n2)} (10->100), {_slope(pd(r2), pd(r3), n2, n3)} (100->1000); "
+                       f"evaluate k = {_slope(ev(r1), ev(r2), n1, n2)} (10->100), "
+                       f"{_slope(ev(r2), ev(r3), n2, n3)} (100->1000)")
+    out.append("")
+
+    # issue 3
+    out.append(f"Issue 3 - finite differences, scheme {SCHEME}, K = {K_STEPS} steps, float32 + float64 "
+               f"(times are the sum of both dtypes unless marked)")
+    rows = []
+    for f, label, t_sweep, ratio_t in FD_TARGETS:
+        r = res["fd"].get(f, {})
+        if "skipped" in r:
+            rows.append([label, "all measures", f"skipped ({r['skipped']})", "", "n/a"])
+            continue
+        if "error" in r:
+            rows.append([label, "all measures", "ERROR", "", "MISS"])
+            continue
+        first = True
+        for key, what in (("coord", "run_study T/S/R sweep, one coordinate"),
+                          ("random", "run_study T/S/R sweep, random direction")):
+            if f"study_{key}_float32" not in r:
+                rows.append(["", what, "skipped (--quick)", "< " + _s(t_sweep), "n/a"])
+                continue
+            t = r[f"study_{key}_float32"] + r[f"study_{key}_float64"]
+            rows.append([label if first else "", f"{what} (f32 {_s(r[f'study_{key}_float32'])} + "
+                         f"f64 {_s(r[f'study_{key}_float64'])})",
+                         f"{_s(t)} (cpu {_s(r[f'study_{key}_float32_cpu'] + r[f'study_{key}_float64_cpu'])})",
+                         "< " + _s(t_sweep), _verdict(t, t_sweep)])
+            first = False
+        if "extrap_full_float32" in r:
+            t = r["extrap_full_float32"] + r["extrap_full_float64"]
+            rows.append(["", f"EXTRAPOLATED full split, all {r['params']} coords = truth + N x per-coord study "
+                         f"(per coord f32 {_s(r['extrap_per_coord_float32'])}, f64 "
+                         f"{_s(r['extrap_per_coord_float64'])}; mean of {r['extrap_coords_float32']})",
+                         _s(t), "< " + _s(t_sweep), _verdict(t, t_sweep)])
+        for d in ("float32", "float64"):
+            rows.append(["", f"float part {d}: fd_gradient x {K_STEPS} steps {_s(r[f'fd_{d}'])} vs "
+                         f"{r[f'raw_calls_{d}']} raw numpy calls {_s(r[f'raw_{d}'])}",
+                         f"{r[f'ratio_{d}']:.2f}x (cpu {r[f'ratio_{d}_cpu']:.2f}x)", f"<= {ratio_t:.1f}x",
+                         _verdict(r[f"ratio_{d}"], ratio_t)])
+    out.append(_table(["case", "measure", "measured", "target", "result"], rows))
+    cells = [line.rstrip(" |").rsplit("|", 1)[-1].strip() for line in out for line in line.splitlines()
+             if line.startswith("| ")]
+    n_pass, n_miss = cells.count("PASS"), cells.count("MISS")
+    out.append("")
+    out.append(f"{n_pass} PASS, {n_miss} MISS")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

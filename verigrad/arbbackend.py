@@ -1,0 +1,274 @@
+"""Ball arithmetic (Arb, via python-flint) for *proved* digits of the truth.
+
+Every value is a ball [m ± r] that provably contains the exact value, so the
+digits of the truth are certified by the radii instead of by agreement between
+two precisions: a cancellation that wipes out every bit (1 − cos(1e-30) at 100
+bits) shows up as a ball containing 0, and the precision is raised.
+
+Decisions that a ball cannot make (is this relu input > 0? is this log
+argument > 0? is this max a tie?) raise :class:`Undecided`; the certifier then
+raises the precision, and falls back to the mpmath backend only when the value
+is exactly on the boundary in a way balls cannot prove (documented there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from fractions import Fraction
+
+import numpy as np
+
+from .backends import MAX_MAG_BITS, _where_text
+from .errors import DomainError, LimitError
+from .functions import ElemFn
+
+try:  # python-flint is optional: mpmath remains a complete backend
+    import flint
+    from flint import arb
+except ImportError:  # pragma: no cover - exercised only without python-flint
+    flint = None
+    arb = None
+
+__all__ = ["available", "ArbBackend", "Undecided", "arb_precision", "from_float", "to_mpf"]
+
+
+class Undecided(ArithmeticError):
+    """A ball straddles a decision boundary (kink, domain edge, tie) at this precision."""
+
+
+def available() -> bool:
+    return arb is not None
+
+
+@contextlib.contextmanager
+def arb_precision(bits: int):
+    """Scoped Arb working precision (restored afterwards, even on error)."""
+    old = flint.ctx.prec
+    flint.ctx.prec = int(bits)
+    try:
+        yield
+    finally:
+        flint.ctx.prec = old
+
+
+def from_float(values: np.ndarray) -> np.ndarray:
+    """Exact balls (radius 0) of a float array."""
+    arr = np.asarray(values, dtype=np.float64)
+    out = np.empty(arr.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, v in enumerate(arr.ravel().tolist()):
+        flat[i] = arb(v)
+    return out
+
+
+def to_mpf(b):
+    """The midpoint of a ball as an exact mpmath number."""
+    import mpmath
+
+    man, exp = b.mid().man_exp()
+    man, exp = int(man), int(exp)
+    with mpmath.workprec(max(64, man.bit_length() + 8)):
+        return mpmath.mpf((man, exp)) if man else mpmath.mpf(0)
+
+
+def _show(b) -> str:
+    import mpmath
+
+    return mpmath.nstr(to_mpf(b), 10)
+
+
+def _sign(b) -> int:
+    """-1, 0 or 1, or Undecided when the ball contains 0 without being exactly 0."""
+    if b > 0:
+        return 1
+    if b < 0:
+        return -1
+    if b.is_exact() and b == 0:
+        return 0
+    raise Undecided
+
+
+def _cmp(a, b) -> int:
+    return _sign(a - b)
+
+
+_vec = {}
+
+
+def _ufunc(f):
+    key = id(f)
+    if key not in _vec:
+        _vec[key] = np.frompyfunc(f, 1, 1)
+    return _vec[key]
+
+
+def _sigmoid(x):
+    return 1 / (1 + (-x).exp())
+
+
+def _dsigmoid(x):
+    e = (-abs(x)).exp()
+    return e / (1 + e) ** 2
+
+
+def _dtanh(x):
+    return 1 / x.cosh() ** 2
+
+
+def _relu(x):
+    return x if _sign(x) > 0 else arb(0)
+
+
+def _step(x):
+    return arb(1) if _sign(x) > 0 else arb(0)
+
+
+def _sign_fn(x):
+    return arb(_sign(x))
+
+
+_FN = {
+    "exp": lambda x: x.exp(), "log": lambda x: x.log(), "log1p": lambda x: x.log1p(),
+    "expm1": lambda x: x.expm1(), "sqrt": lambda x: x.sqrt(), "square": lambda x: x * x,
+    "sin": lambda x: x.sin(), "cos": lambda x: x.cos(), "tan": lambda x: x.tan(), "sinh": lambda x: x.sinh(),
+    "cosh": lambda x: x.cosh(), "tanh": lambda x: x.tanh(), "arcsin": lambda x: x.asin(),
+    "arccos": lambda x: x.acos(), "arctan": lambda x: x.atan(), "erf": lambda x: x.erf(),
+    "sigmoid": _sigmoid, "softplus": lambda x: x.exp().log1p(), "relu": _relu, "abs": abs,
+    "dsigmoid": _dsigmoid, "dtanh": _dtanh, "step": _step, "sign": _sign_fn,
+}
+
+# where the function (and its derivative) is defined, as a strict lower/upper bound on the argument
+_OPEN_DOMAIN = {"log": (0, None), "sqrt": (0, None), "log1p": (-1, None), "arcsin": (-1, 1), "arccos": (-1, 1)}
+
+
+def _mag_ok(arr, node, what):
+    for i, v in enumerate(arr.ravel()):
+        if v.is_finite() and not (abs(v) < arb(2) ** MAX_MAG_BITS):
+            raise LimitError(f"{what} exceeds 2**{MAX_MAG_BITS} in magnitude in {_where_text(node, arr, i)}",
+                             hint="the loss overflows every float format here; rescale the expression")
+
+
+class ArbBackend:
+    """numpy object arrays of Arb balls; precision from :func:`arb_precision`."""
+
+    complex = False
+
+    def const(self, params):
+        if params[0] == "rational":
+            v = arb(params[1]) / params[2] if params[2] != 1 else arb(params[1])
+        elif params[0] == "pi":
+            v = arb.pi()
+        else:
+            v = arb.const_e()
+        out = np.empty(1, dtype=object)
+        out[0] = v
+        return out
+
+    def div(self, x, y, node):
+        x, y = np.broadcast_arrays(x, y)
+        for i, v in enumerate(y.ravel()):
+            if _sign(v) == 0:
+                raise DomainError(f"division by zero in {_where_text(node, y, i)}", expression=node.label)
+        return x / y
+
+    def pow(self, x, y, node):
+        if y.size == 1:
+            e = y.flat[0]
+            if e.is_exact() and e.is_integer() and 0 < e <= 64:
+                n = int(e.mid().man_exp()[0]) * 2 ** int(e.mid().man_exp()[1])
+                return _ufunc(lambda a, n=n: a**n)(np.broadcast_to(x, np.broadcast_shapes(x.shape, y.shape)))\
+                    .astype(object)
+        x, y = np.broadcast_arrays(x, y)
+        _mag_ok(y, node, "an exponent")
+        out = np.empty(x.shape, dtype=object)
+        fo = out.reshape(-1)
+        for i, (a, e) in enumerate(zip(x.ravel(), y.ravel())):
+            if e.is_exact() and e.is_integer():
+                n = int(e.mid().man_exp()[0]) * 2 ** int(e.mid().man_exp()[1])
+                if n <= 0 and _sign(a) == 0:
+                    raise DomainError(f"0 to the power {n} in {_where_text(node, x, i)}", expression=node.label)
+                fo[i] = a ** n
+            else:
+                s = _sign(a)
+                if s < 0:
+                    raise DomainError(f"negative base {_show(a)} to a non-integer power in {_where_text(node, x, i)}",
+                                      expression=node.label)
+                if s == 0:
+                    if _sign(e) <= 0:
+                        raise DomainError(f"0 to a non-positive power in {_where_text(node, x, i)}",
+                                          expression=node.label)
+                    fo[i] = arb(0)
+                else:
+                    fo[i] = (e * a.log()).exp()
+        return out
+
+    def maximum(self, x, y, node):
+        x, y = np.broadcast_arrays(x, y)
+        out = np.empty(x.shape, dtype=object)
+        fo = out.reshape(-1)
+        for i, (a, b) in enumerate(zip(x.ravel(), y.ravel())):
+            fo[i] = a if _cmp(a, b) >= 0 else b
+        return out
+
+    def tie_weight(self, x, y, node):
+        x, y = np.broadcast_arrays(x, y)
+        out = np.empty(x.shape, dtype=object)
+        fo = out.reshape(-1)
+        one, half, zero = arb(1), arb(0.5), arb(0)
+        for i, (a, b) in enumerate(zip(x.ravel(), y.ravel())):
+            c = _cmp(a, b)
+            fo[i] = one if c > 0 else (half if c == 0 else zero)
+        return out
+
+    def unary(self, fn: ElemFn, x, node):
+        _mag_ok(x, node, f"the argument of {fn.name}")
+        dom = _OPEN_DOMAIN.get(fn.name)
+        if dom is not None or fn.name == "tan":
+            lo, hi = dom if dom is not None else (None, None)
+            for i, v in enumerate(x.ravel()):
+                bad = (lo is not None and not (v > lo)) or (hi is not None and not (v < hi))
+                if fn.name == "tan" and _sign(v.cos()) == 0:
+                    bad = True
+                if bad:
+                    definitely = (lo is not None and (v < lo or (v.is_exact() and v == lo))) or \
+                                 (hi is not None and (v > hi or (v.is_exact() and v == hi))) or fn.name == "tan"
+                    if not definitely:
+                        raise Undecided
+                    raise DomainError(f"{fn.name} is undefined at {_show(v)} (it needs {fn.domain_text}) in "
+                                      f"{_where_text(node, x, i)}", expression=node.label)
+        return _ufunc(_FN[fn.name])(x).astype(object)
+
+    def matmul(self, x, y):
+        return np.matmul(x, y)
+
+    def zeros(self, shape, like=None):
+        return np.full(shape, arb(0), dtype=object)
+
+    def sum(self, x, axes, keepdims):
+        return np.asarray(np.sum(x, axis=axes, keepdims=keepdims), dtype=object)
+
+    def prod(self, x, axes, keepdims):
+        return np.asarray(np.prod(x, axis=axes, keepdims=keepdims), dtype=object)
+
+    def max(self, x, axes, keepdims, node):
+        f = np.frompyfunc(lambda a, b: a if _cmp(a, b) >= 0 else b, 2, 1)
+        out = x
+        for a in sorted(axes, reverse=True):
+            out = f.reduce(out, axis=a, keepdims=True)
+        if not keepdims:
+            out = np.squeeze(out, axis=axes)
+        return np.asarray(out, dtype=object)
+
+    def logsumexp(self, x, axes, keepdims, node):
+        s = np.sum(_ufunc(lambda v: v.exp())(x), axis=axes, keepdims=keepdims)
+        return np.asarray(_ufunc(lambda v: v.log())(np.asarray(s, dtype=object)), dtype=object)
+
+    def argmax_weight(self, x, axes, node):
+        m = np.broadcast_to(self.max(x, axes, True, node), x.shape)
+        mask = np.frompyfunc(lambda a, b: 1 if _cmp(a, b) == 0 else 0, 2, 1)(x, m).astype(np.int64)
+        count = np.broadcast_to(np.sum(mask, axis=axes, keepdims=True), x.shape)
+        out = np.empty(x.shape, dtype=object)
+        fo = out.reshape(-1)
+        for i, (k, c) in enumerate(zip(mask.ravel(), count.ravel())):
+            fo[i] = arb(int(k)) / int(c)
+        return out
