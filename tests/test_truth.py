@@ -324,3 +324,35 @@ def test_exact_matmul_is_correctly_rounded():
                     exact = sum(Fraction(float(x[b, i, k])) * Fraction(float(y[0, k, j])) for k in range(12))
                     ref = mpmath.mpf(exact.numerator) / exact.denominator  # one rounding at 80 bits
                     assert got[b, i, j] == ref
+
+
+SHIPPED = sorted((__import__("pathlib").Path(__file__).resolve().parent.parent / "cases").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_arb_and_mpmath_certificates_agree_on_shipped_cases(path):
+    """The two certifiers (ball radii vs agreement of two precisions) give the same digits."""
+    from verigrad import load_case
+
+    m = compile_case(load_case(path))
+    for dt in (F32, F64):
+        p = point_in_dtype(m.point, dt)
+        a = certify(m, p, dt, digits=24, backend="arb")
+        b = certify(m, p, dt, digits=24, backend="mpmath")
+        assert a.backend == "arb" and b.backend == "mpmath"
+        with mpmath.workprec(400):
+            assert abs(a.loss[()] - b.loss[()]) <= mpmath.mpf(10) ** -23 * abs(b.loss[()])
+            for name in a.gradient:
+                for x, y in zip(a.gradient[name].ravel(), b.gradient[name].ravel()):
+                    assert abs(x - y) <= mpmath.mpf(10) ** -23 * max(abs(y), b.scale * mpmath.mpf(10) ** -8), name
+            assert all((a.exact_zero[n] == b.exact_zero[n]).all() for n in a.gradient)
+
+
+@pytest.mark.parametrize("backend", ["arb", "mpmath"])
+def test_total_cancellation_is_never_certified_wrongly(backend):
+    """1 - cos(1e-30) is exactly 0 at 128 bits; both certifiers must raise the precision, not return 0."""
+    m = _model('name = "c"\nloss = "w * (1 - cos(x))"\n[symbols]\nx = { value = 1e-30 }\nw = { value = 1.0 }\n')
+    t = certify(m, point_in_dtype(m.point, F64), F64, digits=20, backend=backend)
+    with mpmath.workdps(100):
+        ref = 1 - mpmath.cos(mpmath.mpf(1e-30))
+        assert abs(t.gradient["w"][()] - ref) < mpmath.mpf(10) ** -20 * ref
