@@ -29,7 +29,7 @@ from .errors import VerigradError
 from .schemes import SchemeKind, get_scheme
 from .studies import fd_gradient, recommended_step
 
-__all__ = ["grade_schemes", "classic_check", "ClassicOutcome", "fd_tolerance"]
+__all__ = ["grade_schemes", "classic_verdict", "ClassicOutcome", "fd_tolerance"]
 
 #: The gradient-checking exercise (deeplearning.ai, "Gradient Checking") flags a mistake when the
 #: relative difference exceeds 2e-7 with central differences at epsilon = 1e-7.
@@ -46,21 +46,18 @@ def fd_tolerance(scheme, dtype, n: int) -> float:
     return FD_FACTOR * eps ** (p / (p + 1))
 
 
-def _relative_difference(a: dict, b: dict) -> float:
-    num = math.sqrt(sum(float(np.sum((np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)) ** 2)) for k in a))
-    den = (math.sqrt(sum(float(np.sum(np.asarray(a[k], np.float64) ** 2)) for k in a))
-           + math.sqrt(sum(float(np.sum(np.asarray(b[k], np.float64) ** 2)) for k in b)))
-    return num / den if den else 0.0
-
-
 class ClassicOutcome:
     AGREE = "agree"
     FALSE_ALARM = "false alarm"
     MISSED_BUG = "missed bug"
 
 
-def classic_check(candidate: dict, fd: dict, *, truth_verdict_pass: bool, threshold: float = CLASSIC_THRESHOLD) -> dict:
+def classic_verdict(candidate: dict, fd: dict, *, truth_verdict_pass: bool, threshold: float = CLASSIC_THRESHOLD) -> dict:
     """What the classic gradient check concludes, next to what the truth concludes.
+
+    The metric and the pass rule are :func:`verigrad.grading.relative_difference` and
+    :func:`verigrad.grading.classic_check` (pass when the difference is <= threshold, as
+    the exercise's ``if difference > 2e-7: mistake``).
 
     Parameters
     ----------
@@ -77,8 +74,10 @@ def classic_check(candidate: dict, fd: dict, *, truth_verdict_pass: bool, thresh
         ``relative_difference``, ``threshold``, ``classic_pass``, ``truth_pass`` and
         ``outcome`` (agree / false alarm / missed bug).
     """
-    rd = _relative_difference(candidate, fd)
-    classic_pass = rd < threshold
+    from .grading import classic_check, relative_difference
+
+    rd = relative_difference(candidate, fd)
+    classic_pass = classic_check(candidate, fd, threshold)
     if classic_pass == truth_verdict_pass:
         outcome = ClassicOutcome.AGREE
     elif truth_verdict_pass:

@@ -201,10 +201,10 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
         res = Result(**{**res.__dict__, "extra": {**res.extra, "kinks": {
             "conventions": list(kinks.conventions), "notes": list(kinks.notes)}}})
     if classic_fd is not None and verdict in ("pass", "fail"):
-        from .fdgrade import classic_check
+        from .fdgrade import classic_verdict
 
         with np.errstate(all="ignore"):
-            classic = classic_check(value, classic_fd, truth_verdict_pass=(verdict == "pass"))
+            classic = classic_verdict(value, classic_fd, truth_verdict_pass=(verdict == "pass"))
         classic.update(scheme=CLASSIC_SCHEME, eps=CLASSIC_EPS)
         res = Result(**{**res.__dict__, "extra": {**res.extra, "classic": classic}})
     return res

@@ -19,7 +19,7 @@ exactly with mpmath complex numbers; it has S = 0 for coordinate directions.
 Models: the truncation term C f^(j)(x_p; e) h^p from the scheme's exact series
 and the exact j-th directional derivative (mpmath.diff of the exact loss along
 the line, at raised precision); round-off from the measured noise of f_p at the
-nodes, nu = rms |F_k - f(y_k)|, amplified by sum|w_k| / h; the step error bound
+nodes, nu = median over the steps of rms_k |F_k - f(y_k)|, amplified by sum|w_k| / h; the step error bound
 |g*| ulp(x_i)/2 sum|w_k| / h.  They give the predicted optimal step and error.
 """
 
@@ -492,6 +492,11 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
                                  float(dn - de), float(df - dn), noise, True))
 
     model_ = _model(model, point, direction, scheme, dtype, gstar, rows, noise_all, prec, representable, notes)
+    if model_.truncation_vanishes:
+        # every term of the truncation series vanishes: what is left in T is working-precision residue
+        floor = 1e-22 * (abs(float(gstar)) + 1e-300)
+        rows = [r if not r.finite or abs(r.truncation) > floor else
+                StudyRow(r.h, r.nominal, r.estimate, r.error, 0.0, r.step, r.roundoff, r.noise, r.finite) for r in rows]
     observed = _observed(rows, scheme)
     if model_.truncation_vanishes and not is_cs:
         notes.append(model_.note)
@@ -507,7 +512,8 @@ def _model(model, point, direction, scheme: Scheme, dtype: Dtype, gstar, rows, n
     p = scheme.order
     sw = float(scheme.sum_abs_weights())
     finite_noise = [v for v in noise_all if math.isfinite(v)]
-    nu = float(np.sqrt(np.mean(np.square(finite_noise)))) if finite_noise else float("nan")
+    # the median row: a few nodes far away (near a pole, or at huge steps) must not set the noise level
+    nu = float(np.median(finite_noise)) if finite_noise else float("nan")
     # leading non-vanishing truncation term, from exact directional derivatives
     coef, power, vanishes, note = 0.0, p, True, ""
     scale = abs(float(gstar)) + 1.0

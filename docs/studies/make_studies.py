@@ -10,7 +10,7 @@ Usage::
 
 Every number in the pages comes from verigrad's public machinery
 (:func:`verigrad.studies.run_study`, :func:`verigrad.studies.fd_gradient`,
-:func:`verigrad.fdgrade.classic_check`, :func:`verigrad.grading.grade`,
+:func:`verigrad.fdgrade.classic_verdict`, :func:`verigrad.grading.grade`,
 :func:`verigrad.runner.grade_candidate`, :func:`verigrad.report.studyplot.study_axes`);
 this script only aggregates (norms, ratios, minima over a grid) and formats.
 The pages are rendered from the templates at the bottom of this file, the tables
@@ -41,7 +41,7 @@ import numpy as np
 from verigrad.candidates import call_isolated, normalise_gradient
 from verigrad.cases import find_case_files, load_case, load_case_text, point_in_dtype
 from verigrad.errors import UsageError, VerigradError
-from verigrad.fdgrade import classic_check
+from verigrad.fdgrade import classic_verdict
 from verigrad.grading import grade, relative_difference, ulp
 from verigrad.model import compile_case
 from verigrad.report.studyplot import study_axes
@@ -373,8 +373,9 @@ def study_v_curve(ctx: Ctx) -> dict:
     ctx.claim(cs64["observed_min_error"] < 4 * u64, "complex step float64 within 4 ulps")
     ctx.claim(fwd32["observed_min_error"] < 0.25 * fwd32["error_near_model_h"],
               "float32 forward: observed minimum is a lucky cancellation (4x below the error at h*)", full_only=True)
-    ctx.claim(all(summ[k]["error_near_model_h"] <= 1.2 * summ[k]["model_min_error"] for k in summ),
-              "the model's minimum error is an upper estimate of the error at h*", full_only=True)
+    ctx.claim(all(summ[k]["error_near_model_h"] <= 1.5 * summ[k]["model_min_error"] for k in summ),
+              "the model's minimum error is an upper estimate of the error at h*, up to the noise's scatter",
+              full_only=True)
     ctx.claim(max(split_check(s) for s in studies) < 1e-6, "E = T + S + R to rounding")
     numbers = {"truth": format_mp(truth, 20), "ulp64": u64, "ulp32": u32, "studies": summ,
                "split_residual": max(split_check(s) for s in studies), "quick": ctx.quick, "grid_count": count}
@@ -515,9 +516,9 @@ def study_why_eps(ctx: Ctx) -> dict:
             tp = grades[c.name].verdict == "pass"
             classic[c.name] = {
                 "verigrad": grades[c.name].verdict, "expect": c.expect.value,
-                "at_1e-7": classic_check(v, fd7, truth_verdict_pass=tp, threshold=1e-7),
-                "at_1e-7_thr_2e-7": classic_check(v, fd7, truth_verdict_pass=tp, threshold=2e-7),
-                "at_best": classic_check(v, est_best, truth_verdict_pass=tp, threshold=1e-7),
+                "at_1e-7": classic_verdict(v, fd7, truth_verdict_pass=tp, threshold=1e-7),
+                "at_1e-7_thr_2e-7": classic_verdict(v, fd7, truth_verdict_pass=tp, threshold=2e-7),
+                "at_best": classic_verdict(v, est_best, truth_verdict_pass=tp, threshold=1e-7),
                 "metrics_1e-7": _metrics(v, fd7), "metrics_best": _metrics(v, est_best),
                 "messages": grades[c.name].grade.messages()[:4] if grades[c.name].grade is not None else
                 [grades[c.name].message],
@@ -770,14 +771,30 @@ def _checker_verdict(chk, dt: Dtype, value: dict, oracle, gstar) -> dict:
             v = norm(diff(value, fd))
             return {"metric": v / chk["threshold"], "passed": bool(v < chk["threshold"]), "value": v,
                     "fd_error": fd_err}
-        out = classic_check(value, fd, truth_verdict_pass=True, threshold=chk["threshold"])
+        out = classic_verdict(value, fd, truth_verdict_pass=True, threshold=chk["threshold"])
         v = out["relative_difference"]
         return {"metric": v / chk["threshold"], "passed": bool(out["classic_pass"]), "value": v, "fd_error": fd_err}
 
 
-def _outcome(checker_pass: bool, verigrad_pass: bool) -> str:
+OUTCOMES = ("FALSE ALARM", "ok", "disputed", "n/a", "missed", "both fail")
+
+
+def _expectation(cand, dt: Dtype) -> Expect:
+    """The case file's expectation for ``cand`` in ``dt`` (per-dtype expectations where the engine has them)."""
+    return cand.expectation(dt) if hasattr(cand, "expectation") else cand.expect
+
+
+def _outcome(checker_pass: bool, verigrad_pass: bool, *, expected_pass: bool = True,
+             inaccurate: bool = False) -> str:
+    """``FALSE ALARM``: the checker fails a gradient verigrad passes.  ``disputed``: verigrad passes a
+    gradient that has an entry without a correct digit (as accurate as the formula allows in the dtype,
+    with a warning), and the checker fails it.  ``n/a``: the case expects a failure in this dtype."""
+    if not expected_pass:
+        return "n/a"
     if verigrad_pass:
-        return "ok" if checker_pass else "FALSE ALARM"
+        if checker_pass:
+            return "ok"
+        return "disputed" if inaccurate else "FALSE ALARM"
     return "missed" if checker_pass else "both fail"
 
 
@@ -799,7 +816,7 @@ def study_false_alarms(ctx: Ctx) -> dict:
         entry["loss_code"] = case.loss_code is not None
         entry["N"] = case.parameter_count
         lv = loss_code_evaluator(case) if case.loss_code is not None else None
-        passing = [c for c in case.candidates if c.expect is Expect.PASS]
+        passing = [c for c in case.candidates if any(_expectation(c, dt) is Expect.PASS for dt in DTYPES)]
         per_dtype = {}
         try:
             for dt in DTYPES:
@@ -838,18 +855,21 @@ def study_false_alarms(ctx: Ctx) -> dict:
                 res = grade_candidate(model, cand, truth, base, timeout=case.limits.candidate_seconds)
                 value, err = candidate_value(model, cand, truth.point, timeout=case.limits.candidate_seconds)
                 de = {"verigrad": res.verdict, "verigrad_message": res.message.splitlines()[0] if res.message else "",
-                      "checkers": {}}
+                      "checkers": {}, "expect": _expectation(cand, dt).value,
+                      "max_rel": res.grade.errors.max_rel if res.grade is not None else float("nan"),
+                      "warnings": list(res.grade.warnings) if res.grade is not None else []}
                 vpass = res.verdict == "pass"
+                how = {"expected_pass": de["expect"] == "pass", "inaccurate": de["max_rel"] >= 1}
                 for chk in CHECKERS:
                     o = oracles[chk["key"]]
                     if value is None or isinstance(o, Exception):
                         why = err if value is None else str(o).splitlines()[0]
                         de["checkers"][chk["key"]] = {"metric": float("nan"), "passed": False, "value": float("nan"),
                                                      "fd_error": float("nan"), "error": why,
-                                                     "outcome": _outcome(False, vpass)}
+                                                     "outcome": _outcome(False, vpass, **how)}
                         continue
                     v = _checker_verdict(chk, dt, value, o, gstar)
-                    v["outcome"] = _outcome(v["passed"], vpass)
+                    v["outcome"] = _outcome(v["passed"], vpass, **how)
                     de["checkers"][chk["key"]] = v
                 ce["dtypes"][dt.value] = de
             entry["candidates"].append(ce)
@@ -860,7 +880,8 @@ def _false_alarms_render(ctx: Ctx, cases) -> dict:
     keys = [c["key"] for c in CHECKERS]
     # summary table: one row per (case, passing candidate), float32 outcome per checker
     rows = []
-    counts = {dt.value: {k: {"FALSE ALARM": 0, "ok": 0, "missed": 0, "both fail": 0} for k in keys} for dt in DTYPES}
+    counts = {dt.value: {k: dict.fromkeys(OUTCOMES, 0) for k in keys} for dt in DTYPES}
+    disputed = []
     n_graded = {dt.value: 0 for dt in DTYPES}
     verigrad_disagrees = []
     for c in cases:
@@ -870,17 +891,22 @@ def _false_alarms_render(ctx: Ctx, cases) -> dict:
         for ce in c["candidates"]:
             d32 = ce["dtypes"]["float32"]
             for dtv, de in ce["dtypes"].items():
+                if de["expect"] != "pass":
+                    continue
                 if de["verigrad"] != "pass":
                     verigrad_disagrees.append((c["case"], ce["candidate"], dtv, de["verigrad"],
                                                de["verigrad_message"]))
+                if any(v["outcome"] == "disputed" for v in de["checkers"].values()):
+                    disputed.append((c["case"], ce["candidate"], dtv, de["max_rel"], de["warnings"]))
                 n_graded[dtv] += 1
                 for k in keys:
                     counts[dtv][k][de["checkers"][k]["outcome"]] += 1
             cells = []
             for k in keys:
                 o = d32["checkers"][k]
-                mark = {"FALSE ALARM": "**false alarm**", "ok": "ok", "missed": "missed", "both fail": "both fail"}
-                cells.append(f"{mark[o['outcome']]} ({e(o['metric'], 1)})")
+                mark = {"FALSE ALARM": "**false alarm**", "ok": "ok", "missed": "missed", "both fail": "both fail",
+                        "disputed": "disputed", "n/a": "n/a (expected to fail)"}
+                cells.append(mark[o["outcome"]] if o["outcome"] == "n/a" else f"{mark[o['outcome']]} ({e(o['metric'], 1)})")
             rows.append([f"`{c['case']}`", f"`{ce['candidate']}`", d32["verigrad"]] + cells)
     t_summary = ctx.table("false-alarms-summary", md_table(
         ["case", "correct candidate", "verigrad (float32)"] + [c["label"] for c in CHECKERS], rows))
@@ -889,7 +915,8 @@ def _false_alarms_render(ctx: Ctx, cases) -> dict:
     for dt in DTYPES:
         rows.append([dt.value, n_graded[dt.value]] + [
             f"{counts[dt.value][k]['FALSE ALARM']} false alarm(s), {counts[dt.value][k]['ok']} ok"
-            + (f", {counts[dt.value][k]['both fail']} both fail" if counts[dt.value][k]["both fail"] else "")
+            + "".join(f", {counts[dt.value][k][o]} {o}" for o in ("disputed", "both fail", "missed")
+                      if counts[dt.value][k][o])
             for k in keys])
     t_counts = ctx.table("false-alarms-counts", md_table(
         ["dtype", "correct candidates"] + [c["label"] for c in CHECKERS], rows))
@@ -926,12 +953,17 @@ def _false_alarms_render(ctx: Ctx, cases) -> dict:
             continue
         for ce in c["candidates"]:
             lab = c["case"] if len(c["candidates"]) == 1 else f"{c['case']} ({ce['candidate']})"
-            if ce["dtypes"]["float32"]["verigrad"] != "pass":
+            if any(de["expect"] == "pass" and de["verigrad"] != "pass" for de in ce["dtypes"].values()):
                 lab += " [verigrad: fail]"
+            if any(de["expect"] != "pass" for de in ce["dtypes"].values()):
+                lab += " [" + ", ".join(f"{dtv} only" for dtv, de in ce["dtypes"].items()
+                                       if de["expect"] == "pass") + "]"
             labels.append(lab)
             for k in keys:
-                m32[k].append(ce["dtypes"]["float32"]["checkers"][k]["metric"])
-                m64[k].append(ce["dtypes"]["float64"]["checkers"][k]["metric"])
+                for store, dtv in ((m32, "float32"), (m64, "float64")):
+                    de = ce["dtypes"][dtv]
+                    # -inf marks "not drawn": the case expects this candidate to fail in this dtype
+                    store[k].append(de["checkers"][k]["metric"] if de["expect"] == "pass" else -np.inf)
     fig = new_figure(9.6, 0.26 * len(labels) + 1.6)
     ax = fig.subplots(1, 1)
     y = np.arange(len(labels))
@@ -941,11 +973,13 @@ def _false_alarms_render(ctx: Ctx, cases) -> dict:
     for j, chk in enumerate(CHECKERS):
         k = chk["key"]
         off = (j - 1.5) * 0.17
-        v32 = np.clip(np.nan_to_num(np.array(m32[k], float), nan=hi), lo, hi)
-        v64 = np.clip(np.nan_to_num(np.array(m64[k], float), nan=hi), lo, hi)
+        a32, a64 = np.array(m32[k], float), np.array(m64[k], float)
+        k32, k64 = a32 != -np.inf, a64 != -np.inf
+        v32 = np.clip(np.nan_to_num(a32[k32], nan=hi), lo, hi)
+        v64 = np.clip(np.nan_to_num(a64[k64], nan=hi), lo, hi)
         name = chk["label"].replace("`", "")
-        ax.scatter(v32, y + off, marker=markers[k], color=colors[k], s=16, label=f"{name} · float32")
-        ax.scatter(v64, y + off, marker=markers[k], facecolors="none", edgecolors=colors[k], s=16, lw=0.8,
+        ax.scatter(v32, (y + off)[k32], marker=markers[k], color=colors[k], s=16, label=f"{name} · float32")
+        ax.scatter(v64, (y + off)[k64], marker=markers[k], facecolors="none", edgecolors=colors[k], s=16, lw=0.8,
                    label=f"{name} · float64")
     ax.axvline(1, color="black", lw=1)
     ax.set_xscale("log")
@@ -993,7 +1027,26 @@ def _false_alarms_render(ctx: Ctx, cases) -> dict:
               full_only=True)
     disagree_txt = "\n".join(f"- `{a}` › `{b}` › {c}: verigrad says **{d}**" + (f" — {m}" if m else "")
                              for a, b, c, d, m in verigrad_disagrees) or "- none"
+    disputed_block = ""
+    if disputed:
+        disputed_block = (
+            "* **Disputed** rows (not counted as false alarms): verigrad passes the gradient because it is as "
+            "accurate as its formula allows in that dtype — the exact gradient's own expression, evaluated in the "
+            "dtype, is just as far off — and says so in a warning; but the gradient has an entry without a single "
+            "correct digit, so a checker that fails it is not wrong:\n\n"
+            + "\n".join(f"  - `{a}` › `{b}` › {c}: largest relative error of an entry {e(m)}"
+                        + (f"; verigrad warns: {w[0]}" if w else "") for a, b, c, m, w in disputed) + "\n")
+    if verigrad_disagrees:
+        both_fail_note = (' ("both fail": verigrad fails the candidate too although the case file expects it to '
+                          'pass; see the exceptions below.)')
+        disagree_block = (f"* {len(verigrad_disagrees)} rows where verigrad's own verdict differs from the case "
+                          "file's expectation are counted as \"both fail\", not as false alarms:\n\n"
+                          + disagree_txt + "\n")
+    else:
+        both_fail_note = " verigrad passes every one of them, in both dtypes."
+        disagree_block = ""
     fmt = dict(t_summary=t_summary, t_counts=t_counts, t_cases=t_cases, fig_scatter=fig_scatter,
+               both_fail_note=both_fail_note, disagree_block=disagree_block, disputed_block=disputed_block,
                n32=n_graded["float32"], n64=n_graded["float64"], fa32=fa32, fa64=fa64,
                n_cases=sum(1 for c in cases if not c["error"]), disagree=disagree_txt,
                n_disagree=len(verigrad_disagrees), **fa_lists,
@@ -1003,6 +1056,7 @@ def _false_alarms_render(ctx: Ctx, cases) -> dict:
                **{f"ok64_{k}": counts["float64"][k]["ok"] for k in keys})
     ctx.page("float32-false-alarms", FALSE_ALARMS_PAGE, fmt)
     out = {"cases": cases, "counts": counts, "graded": n_graded, "verigrad_disagrees": verigrad_disagrees,
+           "disputed": disputed,
            "checkers": [{k: v for k, v in c.items()} for c in CHECKERS]}
     ctx.numbers("float32-false-alarms", out)
     return out
@@ -1444,7 +1498,8 @@ def study_quadratic(ctx: Ctx) -> dict:
     cent = [k for k in summ.values() if k["scheme"] in ("central", "central4")]
     fwd = [k for k in summ.values() if k["scheme"] == "forward"]
     ctx.claim(all(k["truncation_vanishes"] for k in cent), "verigrad: central/central4 truncation vanishes")
-    ctx.claim(all(k["max_abs_T"] < 1e-60 for k in cent), "central T below 1e-60 on every row")
+    ctx.claim(all(k["max_abs_T"] < 1e-30 * abs(k["truth"]) for k in cent),
+              "central T below 1e-30 relative on every row (the working precision's residue)")
     ctx.claim(not any(k["truncation_vanishes"] for k in fwd), "forward truncation does not vanish")
     ctx.claim(all(abs(k["T_over_h_max"] / k["T_over_h_min"] - 1) < 1e-12 for k in fwd), "forward T/h constant")
     ctx.claim(all(k["error_at_1"] < k["error_at_textbook"] for k in cent), "central: h = 1 beats the textbook step")
@@ -1628,8 +1683,9 @@ What the table says:
    wide, and the grid's best point is partly luck (next item). The rule of thumb
    eps^(1/3) = $central_float64_rule_of_thumb_step is close, because this f is well scaled (f(1.5) = $fval, f'''(1.5) = $f3).
 3. **How low it gets.** The model's E* ($central_float64_model_min_error for central in float64)
-   is an upper estimate: it adds the worst cases of S and R, which in reality
-   have random signs. The error at the grid step nearest h* is
+   is an upper estimate up to the scatter of the noise (the complex step's flat
+   error can sit a little above it): it adds S and R with the same sign, which in
+   reality have random signs, and uses the median noise of f over the sweep. The error at the grid step nearest h* is
    $central_float64_error_near_model_h. The smallest error on the grid is often lower still — that
    is luck, not a better step: near the bottom of the V, T, S and R are of
    similar size and sometimes cancel. For forward differences in float32 the
@@ -1700,9 +1756,8 @@ $t_exercise
 
 * The planted bugs give $bug_rd (verigrad's `grading.relative_difference`,
   computed exactly from sums of exact squares). The exercise prints
-  0.2850931567761624, computed with numpy's rounded norms (and
-  `fdgrade.classic_check`, which also rounds, gives $bug_rd_fdgrade): the same
-  number up to the last digit.
+  0.2850931567761624, computed with numpy's rounded norms: the same number up to
+  the last digit.
 * The verbatim exercise code returns float64 for some variables when given
   float32 inputs ("mixed" above): its `np.int64` ReLU masks upcast the backward pass.
 * The **correct** backprop gives **$rd64_full**, which is *above* 1e-7. The
@@ -1749,7 +1804,8 @@ $t_sweep
 above it, truncation, ∝ ε² (T_i ≈ (ε²/6)·∂³J/∂θ_i³). At the largest ε of the
 sweep, $eps_last, the difference is $rd_last instead of the $rd_last_pred that the ε² law
 predicts: a ReLU pre-activation changes sign inside [θ − ε, θ + ε], and T jumps
-(see [Richardson at a kink](complex-step-richardson.md)). The best grid ε is
+(verigrad flags those entries, last row of the table; see also
+[Richardson at a kink](complex-step-richardson.md)). The best grid ε is
 **$best64, where the difference is $best64_rd** — $gain times smaller than at 1e-7.
 Summing the 47 per-entry models of verigrad (|T| ≈ A_i ε², |R| ≈ B_i/ε) predicts
 the optimum at ε ≈ $model64 with difference $model64_rd, and $model_rd7 at
@@ -1760,8 +1816,7 @@ $hstar_med.
 **float32.** Nothing works.
 
 * For ε ≲ 1e-8, θ_i ± ε rounds back to θ_i (float32's spacing is 1.2e-7 at 1
-  and 1.5e-8 at 0.2),
-  both evaluations are identical, gradapprox = 0, and the difference is exactly
+  and 1.5e-8 at 0.2), both evaluations are identical, gradapprox = 0, and the difference is exactly
   ‖g‖/(‖g‖ + 0) = 1. verigrad books it as S = −g*: the nodes are not where the
   formula assumes.
 * At ε = 1e-7 the difference is $rd32.
@@ -1864,7 +1919,7 @@ gradient. A **false alarm** is a checker failing a gradient that verigrad passes
 | PyTorch `gradcheck` | central, ε = 1e-6 (absolute), every entry | abs(a − n) ≤ atol + rtol·abs(n), atol = 1e-5, rtol = 1e-3 (`torch.allclose`) | `torch.autograd.gradcheck(func, inputs, *, eps=1e-06, atol=1e-05, rtol=0.001, ...)`; its documentation: "The default values are designed for input of double precision. This check will likely fail if input is of less precision, e.g., FloatTensor." At run time it warns: "Input #0 requires gradient and is not a double precision floating point or complex. This check will likely fail if all the inputs are not of double precision floating point or complex." |
 | JAX `check_grads(f, args, order=1)` | central, ε = 1e-4, along one random tangent v (`np.random.RandomState(0).randn`, in the argument's dtype, not normalised) | abs(a − n) ≤ atol + rtol·abs(n) on the directional derivative, atol = rtol = 2e-3 (float32), 1e-5 (float64) | `jax/_src/public_test_util.py`: `EPS = 1e-4`, `default_gradient_tolerance = {float32: 2e-3, float64: 1e-5, ...}`, `numerical_jvp` = (f(x + εv) − f(x − εv))·(0.5/ε), compared with `np.testing.assert_allclose` |
 | SciPy `check_grad` | forward, ε = √eps₆₄ = 2⁻²⁶ ≈ 1.49e-8 (absolute), every entry | ‖a − n‖₂ < 1.5e-7 | `scipy.optimize.check_grad(func, grad, x0, *args, epsilon=1.4901161193847656e-08, ...)` returns ‖grad(x0) − approx_fprime(x0, func, epsilon)‖₂ and no verdict; the threshold is the one of SciPy's own test, `assert_almost_equal(r, 0)` (7 decimals, i.e. r < 1.5e-7) in `scipy/optimize/tests/test_optimize.py::test_check_grad` |
-| classic relative difference | central, ε = 1e-7 (absolute), every entry | ‖a − n‖ / (‖a‖ + ‖n‖) < 1e-7 | the gradient-checking exercise and the CS231n rule of thumb; see [Why eps = 1e-7?](why-eps-1e-7.md); `verigrad.fdgrade.classic_check` |
+| classic relative difference | central, ε = 1e-7 (absolute), every entry | ‖a − n‖ / (‖a‖ + ‖n‖) < 1e-7 | the gradient-checking exercise and the CS231n rule of thumb; see [Why eps = 1e-7?](why-eps-1e-7.md); `verigrad.fdgrade.classic_verdict` |
 
 **How the checkers are reproduced.** verigrad computes each checker's finite
 difference with its own machinery — `fd_gradient` with the checker's scheme and
@@ -1884,9 +1939,8 @@ float32 while dx stays 2⁻²⁶, which is what `fd_gradient` computes for float
 
 $t_counts
 
-Over the four checkers, **$fa32 false alarms in float32 against $fa64 in float64**,
-for the same $n32 correct gradients. ("both fail": verigrad fails the candidate
-too, see the exceptions below.)
+Over the four checkers, **$fa32 false alarms in float32 against $fa64 in float64**
+($n32 correct gradients in float32, $n64 in float64).$both_fail_note
 
 ![Each checker's measure divided by its threshold, per case; filled = float32, hollow = float64]($fig_scatter)
 
@@ -1921,7 +1975,8 @@ $t_summary
   (median normwise error of its float32 finite difference: $med_fd_err32_scipy).
   Its threshold is absolute as well, and a forward difference at √eps is only
   accurate to about √eps·(scale of f''), so even in float64 it fails
-  $list_float64_scipy (two of them are the exceptions below).
+  $list_float64_scipy (the kink, tie and overflow cases among them are the
+  exceptions below).
 * **The classic 1e-7 rule** ($fa32_classic in float32, $fa64_classic in float64). ε = 1e-7 is about
   float32's spacing at 1 (1.2e-7), so the nodes land up to half a spacing away
   from x ± ε, and the rule asks for seven digits that float32 does not have: it
@@ -1944,11 +1999,7 @@ expression evaluated in the dtype under test), not from a constant.
 * `softplus-overflow` has no `loss_code`, and its loss written as
   log(1 + exp(x)) overflows at x = 100 in float32 and at x = 800 in float64:
   every finite difference is NaN, and every checker fails.
-* $n_disagree rows where verigrad's own verdict differs from the case file's
-  expectation (all at kinks or ties, where the exact gradient is set-valued)
-  are counted as "both fail" and are not false alarms:
-
-$disagree
+$disputed_block$disagree_block
 
 ## Every case in detail
 
@@ -2199,9 +2250,9 @@ central and fourth-order central schemes its model says:
 > $note
 
 and the truncation it measures on every row of every central/central4 sweep is
-at most $maxT — zero up to the mpmath working precision of $prec bits and more
-(the "exact" values of L are rounded at that precision, and T divides their
-difference by h). For forward differences T/h ranges from $f64_A to $f64_Amax
+at most $maxT — zero up to the mpmath working precision (the "exact" values of
+L are rounded at a precision of hundreds of bits, and T divides their
+difference by h); for comparison, float64's eps² is 4.9e-32. For forward differences T/h ranges from $f64_A to $f64_Amax
 over the sweep: constant, equal to the model's H_00/2 = $f64_model_A.
 
 ![linear-regression along beta[0]: forward (top) and central (bottom) differences]($fig_q)
@@ -2255,9 +2306,9 @@ exact gradient, with the error split exactly into truncation T, step S and
 round-off R (E = T + S + R). Every number, table and figure is produced by one
 script:
 
-    python docs/studies/make_studies.py                  # all six (about 40 s)
+    python docs/studies/make_studies.py                  # all six (about a minute)
     python docs/studies/make_studies.py --only v-curve   # one of them
-    python docs/studies/make_studies.py --quick          # coarse grids, seconds
+    python docs/studies/make_studies.py --quick          # coarse grids, fewer cases (the tests' path)
 
 The tables are also written to `docs/studies/tables/*.md`, the key numbers to
 `docs/studies/tables/*.json`, the figures to `docs/figures/`.
