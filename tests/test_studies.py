@@ -156,3 +156,23 @@ def test_study_cli_bad_steps(tmp_path, capsys):
     case.write_text(SQUIRE)
     assert main(["study", str(case), "--steps", "1e-3:1e-5:4"]) == 2
     assert "FROM < TO" in capsys.readouterr().err
+
+
+def test_fd_split_matches_study_and_identity():
+    from verigrad.schemes import StepMode
+    from verigrad.studies import fd_split
+
+    m = _model(QUAD.replace('b = { shape = [2], init = "normal" }', 'b = { shape = [3], init = "normal" }')
+               .replace("shape = [20, 2]", "shape = [20, 3]"))
+    for dt, h in ((F32, 1e-2), (F64, 1e-6)):
+        sp = fd_split(m, dtype=dt, scheme="central", step=h, step_mode=StepMode.ABSOLUTE)
+        for i in range(3):
+            st = run_study(m, dtype=dt, scheme="central", direction=coordinate_direction(m, "b", (i,)), steps=[h])
+            r = st.rows[0]
+            assert sp.error["b"][i] == pytest.approx(r.error, rel=1e-12, abs=1e-300)
+            assert sp.step_error["b"][i] == pytest.approx(r.step, rel=1e-12, abs=1e-300)
+            assert sp.roundoff["b"][i] == pytest.approx(r.roundoff, rel=1e-12, abs=1e-300)
+            assert abs(sp.truncation["b"][i]) < 1e-40  # a quadratic: central differences are exact
+            assert sp.error["b"][i] == pytest.approx(sp.truncation["b"][i] + sp.step_error["b"][i]
+                                                     + sp.roundoff["b"][i], rel=1e-12, abs=1e-300)
+        assert sp.estimate["b"].dtype == dt.numpy

@@ -35,6 +35,8 @@ __all__ = ["grade_schemes", "classic_verdict", "ClassicOutcome", "fd_tolerance"]
 #: relative difference exceeds 2e-7 with central differences at epsilon = 1e-7.
 CLASSIC_THRESHOLD = 2e-7
 FD_FACTOR = 1000.0
+#: the exact T/S/R split of a full-gradient estimate is computed when N x stencil nodes is at most this
+SPLIT_MAX_NODES = 20_000
 
 
 def fd_tolerance(scheme, dtype, n: int) -> float:
@@ -125,7 +127,20 @@ def grade_schemes(model, truth, baseline) -> list:
                    f"{'<=' if verdict == 'pass' else '>'} {tol:.1e} (1000 x what {name} can reach in {truth.dtype.value})"
                    if verdict in ("pass", "fail") else f"{case.name} › {label}: non-finite estimate")
             msg += "".join(f"; {note}" for note in adj.notes)
+            split = None
+            if scheme.kind is SchemeKind.LINEAR and n * len(scheme.offsets) <= SPLIT_MAX_NODES:
+                from .studies import fd_split
+
+                try:
+                    sp = fd_split(model, dtype=truth.dtype, scheme=scheme, step=h, step_mode=case.check.step_mode,
+                                  truth=truth, loss_values=loss_values)
+                    split = sp.norms()
+                    part = max(("truncation", "step", "roundoff"), key=lambda k: split[k])
+                    msg += (f"; {part} dominates (norms: T {split['truncation']:.1e}, S {split['step']:.1e}, "
+                            f"R {split['roundoff']:.1e})")
+                except VerigradError:
+                    split = None
             out.append(Result(case.name, label, "fd", truth.dtype.value, None, verdict, None, g, msg,
                               scheme=name, step=h, extra={"tolerance": tol, "source": "loss_code" if loss_values else "expression",
-                                                          "kinks": list(adj.notes)}))
+                                                          "kinks": list(adj.notes), "split": split}))
     return out
