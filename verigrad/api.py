@@ -13,6 +13,7 @@ reads well inside pytest.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -59,18 +60,9 @@ def _to_node(b: Builder, e: sympy.Expr, leaves: Mapping[sympy.Symbol, Node]) -> 
         return b.const("pi")
     if e is sympy.E:
         return b.const("e")
-    if e.is_Add:
-        nodes = [_to_node(b, a, leaves) for a in e.args]
-        out = nodes[0]
-        for n in nodes[1:]:
-            out = b.add(out, n)
-        return out
-    if e.is_Mul:
-        nodes = [_to_node(b, a, leaves) for a in e.args]
-        out = nodes[0]
-        for n in nodes[1:]:
-            out = b.mul(out, n)
-        return out
+    if e.is_Add or e.is_Mul:
+        op = b.add if e.is_Add else b.mul
+        return functools.reduce(op, (_to_node(b, a, leaves) for a in e.args))
     if e.is_Pow:
         base, ex = e.args
         if ex == sympy.Rational(1, 2):

@@ -694,6 +694,18 @@ class FDSplit:
                 "roundoff": n(self.roundoff)}
 
 
+def _rows_leaves(model: Model, base: dict, name: str, rows, convert) -> dict[str, np.ndarray]:
+    """Batched object leaves: the point with entry i of ``name`` set to ``convert(q)`` per row (i, q)."""
+    B = len(rows)
+    shape = model.shape(name)
+    leaves = {m: v[None, ...] for m, v in base.items() if m != name}
+    arr = np.repeat(base[name].reshape(1, -1), B, axis=0)
+    for b, (i, q) in enumerate(rows):
+        arr[b, i] = convert(q)
+    leaves[name] = arr.reshape((B,) + shape)
+    return leaves
+
+
 def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float,
              step_mode: StepMode = StepMode.RELATIVE, truth=None, loss_values=None,
              max_batch_objects: int = 400_000) -> FDSplit:
@@ -762,21 +774,12 @@ def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float,
                 for k, c in enumerate(offsets):
                     rows_exact.append((i, xi + c * hi))
                     rows_float.append((i, Fraction(float(y_nodes[k][i]))))
-            B = len(rows_exact)
             vals = {}
             for tag, rows in (("exact", rows_exact), ("nodes", rows_float)):
                 if use_arb:
                     with ab.arb_precision(prec):
-                        leaves = {}
-                        for m in model.leaves:
-                            base = ab.from_float(point[m])
-                            if m != name:
-                                leaves[m] = base[None, ...]
-                                continue
-                            arr = np.repeat(base.reshape(1, -1), B, axis=0)
-                            for b, (i, q) in enumerate(rows):
-                                arr[b, i] = ab.arb(q.numerator) / q.denominator
-                            leaves[m] = arr.reshape((B,) + x.shape)
+                        leaves = _rows_leaves(model, {m: ab.from_float(point[m]) for m in model.leaves}, name, rows,
+                                              lambda q: ab.arb(q.numerator) / q.denominator)
                         try:
                             f = evaluate([model.loss], leaves, ab.ArbBackend())[0]
                             vals[tag] = [ab.to_mpf(v) for v in f.ravel()]
@@ -784,18 +787,9 @@ def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float,
                         except (ab.Undecided, ArithmeticError):
                             pass  # a node on a kink or domain edge: decided by mpmath below
                 with mpmath.workprec(prec):
-                    leaves = {}
-                    for m in model.leaves:
-                        base = model.mp_values(m, point[m])
-                        if m != name:
-                            leaves[m] = base[None, ...]
-                            continue
-                        arr = np.repeat(base.reshape(1, -1), B, axis=0)
-                        for b, (i, q) in enumerate(rows):
-                            arr[b, i] = mpmath.mpf(q.numerator) / q.denominator
-                        leaves[m] = arr.reshape((B,) + x.shape)
-                    f = _mp_loss(model, leaves, prec)
-                    vals[tag] = list(f.ravel())
+                    leaves = _rows_leaves(model, {m: model.mp_values(m, point[m]) for m in model.leaves}, name, rows,
+                                          lambda q: mpmath.mpf(q.numerator) / q.denominator)
+                    vals[tag] = list(_mp_loss(model, leaves, prec).ravel())
             with mpmath.workprec(prec):
                 wq = [mpmath.mpf(w.numerator) / w.denominator for w in weights]
                 for j, i in enumerate(idx):

@@ -106,6 +106,31 @@ def _scale(grads: list[np.ndarray]):
     return m
 
 
+def _classify(names: list[str], arrays: list[np.ndarray], verdict) -> tuple[list[str], dict, dict]:
+    """Sort every entry into exact zero / certified / absolute-only / not certified.
+
+    ``verdict(name, value_index_pair)`` returns "zero", "ok", "abs" or "bad"; the loss is ``"<loss>"``.
+    Returns the failing entries and the absolute-only and exact-zero masks per variable.
+    """
+    bad: list[str] = []
+    absolute: dict[str, np.ndarray] = {}
+    exact_zero: dict[str, np.ndarray] = {}
+    for name, arr in zip(names, arrays):
+        abs_mask = np.zeros(arr.shape, dtype=bool)
+        zero_mask = np.zeros(arr.shape, dtype=bool)
+        for i in range(arr.size):
+            kind = verdict(name, i)
+            if kind == "zero":
+                zero_mask.reshape(-1)[i] = True
+            elif kind == "abs":
+                abs_mask.reshape(-1)[i] = True
+            elif kind == "bad":
+                bad.append(f"{name}{list(np.unravel_index(i, arr.shape)) if arr.shape else ''}")
+        if name != "<loss>":
+            absolute[name], exact_zero[name] = abs_mask, zero_mask
+    return bad, absolute, exact_zero
+
+
 def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
             digits: int = DEFAULT_DIGITS, max_bits: int | None = None, backend: str = "auto") -> Truth:
     """Certified loss and gradient of ``model`` at ``point`` (already in ``dtype``).
@@ -190,26 +215,20 @@ def _certify_arb(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
                     if lo > scale_lo:
                         scale_lo = lo
             abs_tol = scale_lo * ab.arb(10) ** (-(digits + _ABS_EXTRA_DIGITS))
-            bad: list[str] = []
-            absolute: dict[str, np.ndarray] = {}
-            exact_zero: dict[str, np.ndarray] = {}
-            for name, arr in zip(["<loss>"] + names, vals):
-                abs_mask = np.zeros(arr.shape, dtype=bool)
-                zero_mask = np.zeros(arr.shape, dtype=bool)
-                for i, b in enumerate(arr.ravel()):
-                    r = b.rad()
-                    if b.is_exact() and b == 0:
-                        zero_mask.reshape(-1)[i] = True
-                    elif not b.is_finite():
-                        bad.append(f"{name}{list(np.unravel_index(i, arr.shape)) if arr.shape else ''}")
-                    elif r <= tol * (abs(b.mid()) - r):
-                        pass
-                    elif name != "<loss>" and r <= abs_tol:
-                        abs_mask.reshape(-1)[i] = True
-                    else:
-                        bad.append(f"{name}{list(np.unravel_index(i, arr.shape)) if arr.shape else ''}")
-                if name != "<loss>":
-                    absolute[name], exact_zero[name] = abs_mask, zero_mask
+            flat = [v.ravel() for v in vals]
+
+            def verdict(name, i, _k={n: j for j, n in enumerate(["<loss>"] + names)}):
+                b = flat[_k[name]][i]
+                r = b.rad()
+                if b.is_exact() and b == 0:
+                    return "zero"
+                if not b.is_finite():
+                    return "bad"
+                if r <= tol * (abs(b.mid()) - r):
+                    return "ok"
+                return "abs" if name != "<loss>" and r <= abs_tol else "bad"
+
+            bad, absolute, exact_zero = _classify(["<loss>"] + names, vals, verdict)
         if not bad:
             break
         if prec * 2 > cap:
@@ -254,25 +273,18 @@ def _certify_mpmath(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype,
             scale = _scale(hi[1:])
             rel = mpmath.mpf(10) ** (-digits)
             abs_tol = scale * mpmath.mpf(10) ** (-(digits + _ABS_EXTRA_DIGITS))
-            bad: list[str] = []
-            absolute: dict[str, np.ndarray] = {}
-            exact_zero: dict[str, np.ndarray] = {}
-            for name, a, b in zip(["<loss>"] + names, lo, hi):
-                a_flat, b_flat = a.ravel(), b.ravel()
-                abs_mask = np.zeros(b.shape, dtype=bool)
-                zero_mask = np.zeros(b.shape, dtype=bool)
-                for i, (x, y) in enumerate(zip(a_flat, b_flat)):
-                    d = abs(x - y)
-                    if not x and not y:
-                        zero_mask.reshape(-1)[i] = True
-                    elif d <= rel * abs(y):
-                        pass
-                    elif name != "<loss>" and d <= abs_tol:
-                        abs_mask.reshape(-1)[i] = True
-                    else:
-                        bad.append(f"{name}{list(np.unravel_index(i, b.shape)) if b.shape else ''}")
-                if name != "<loss>":
-                    absolute[name], exact_zero[name] = abs_mask, zero_mask
+            lo_flat, hi_flat = [v.ravel() for v in lo], [v.ravel() for v in hi]
+
+            def verdict(name, i, _k={n: j for j, n in enumerate(["<loss>"] + names)}):
+                x, y = lo_flat[_k[name]][i], hi_flat[_k[name]][i]
+                if not x and not y:
+                    return "zero"
+                d = abs(x - y)
+                if d <= rel * abs(y):
+                    return "ok"
+                return "abs" if name != "<loss>" and d <= abs_tol else "bad"
+
+            bad, absolute, exact_zero = _classify(["<loss>"] + names, hi, verdict)
         if not bad:
             break
         if 2 * (2 * prec) + _GUARD_BITS > cap:
