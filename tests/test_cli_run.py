@@ -180,3 +180,18 @@ def test_one_ill_conditioned_entry_does_not_loosen_the_others(tmp_path):
     assert not res.passed
     assert [w.index for w in res.grades[0].wrong] == [(1,)]
     assert any("no correct digit" in m for m in res.grades[0].warnings)
+
+
+def test_jobs_give_byte_identical_reports(tmp_path):
+    import pathlib
+
+    data = pathlib.Path(__file__).parent / "data" / "reports"
+    docs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"r{jobs}.json"
+        code = main(["run", str(data / "linreg.toml"), str(data / "matrix.toml"), "--jobs", jobs, "--json", str(out),
+                     "--no-color", "-q"])
+        doc = json.loads(out.read_text())
+        doc.pop("timing")
+        docs.append((code, json.dumps(doc)))
+    assert docs[0] == docs[1]

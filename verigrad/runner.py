@@ -10,6 +10,7 @@ functions and to :mod:`verigrad.report`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,6 +324,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     p.add_argument("--no-fd", action="store_true", help="skip the finite-difference schemes of [check]")
+    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="cases run in N worker processes (default 1); reports are identical for any N")
     g = p.add_mutually_exclusive_group()
     g.add_argument("-q", "--quiet", action="store_true", help="print only failures")
     g.add_argument("-v", "--verbose", action="store_true", help="print every entry of every grade")
@@ -363,14 +366,16 @@ def cmd_run(args, console, err) -> int:
                         TimeElapsedColumn(), console=err, transient=True, disable=not show_progress,
                         auto_refresh=False)
     names: dict[str, str] = {}
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: use 1 or more worker processes")
     try:
-        with progress:
+        with progress, _case_reports(files, dtypes, not args.no_fd, args.jobs) as next_report:
             task = progress.add_task("verigrad run", total=len(files))
             for f in files:
                 def note(msg, _task=task):
                     progress.update(_task, description=msg[:50])
                     progress.refresh()
-                rep = run_case(f, dtypes=dtypes, with_fd=not args.no_fd, progress=note)
+                rep = next_report(f, note)
                 if not rep.error and rep.name in names:
                     rep = CaseReport(str(f), rep.name, error=f"{f}::{rep.name}::name: duplicate case name (also in "
                                      f"{names[rep.name]})\n  hint: case names are unique within a directory")
@@ -399,6 +404,29 @@ def cmd_run(args, console, err) -> int:
     if interrupted:
         return 130
     return 0 if run.ok else 1
+
+
+@contextlib.contextmanager
+def _case_reports(files, dtypes, with_fd: bool, jobs: int):
+    """Yield ``next_report(path, note) -> CaseReport``; with jobs > 1 the cases run in a process pool.
+
+    Reports come back in file order whatever the number of jobs, so output and JSON do not
+    depend on it (candidate calls fork their own children from the workers).
+    """
+    if jobs == 1:
+        yield lambda f, note: run_case(f, dtypes=dtypes, with_fd=with_fd, progress=note)
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
+        futures = {f: pool.submit(run_case, f, dtypes=dtypes, with_fd=with_fd) for f in files}
+        try:
+            yield lambda f, note: (note(f"{Path(f).stem} (worker)"), futures[f].result())[1]
+        except BaseException:
+            for fut in futures.values():
+                fut.cancel()
+            raise
 
 
 def cmd_study(args, console, err) -> int:
