@@ -29,7 +29,7 @@ _EPILOGS = {
              "  verigrad truth cases/net.toml --dtype float32 --digits 30 --json truth.json",
     "show": "examples:\n  verigrad show cases/net.toml\n  verigrad show cases/net.toml --latex",
     "run": "examples:\n  verigrad run cases/\n  verigrad run cases/net.toml --json report.json --junit junit.xml\n"
-           "  verigrad run cases/ -q --html report.html",
+           "  verigrad run cases/ -q --html report.html --jobs 2",
     "study": "examples:\n  verigrad study cases/complex-step-classic.toml\n"
              "  verigrad study cases/net.toml --variable W1 --index 1,2 --scheme central --scheme forward "
              "--steps 1e-12:1e-1:30 --plot v.png --json v.json",
