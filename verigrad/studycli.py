@@ -82,14 +82,21 @@ def run_study_command(args, console, err) -> int:
     steps = parse_steps(args.steps) if args.steps else None
     mode = StepMode(args.step_mode)
     loss_values = loss_code_evaluator(case) if case.loss_code is not None else None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     studies = []
-    for dt in dtypes:
-        for name in schemes:
-            lv = loss_values
-            st = run_study(model, dtype=dt, scheme=name, direction=direction, steps=steps, step_mode=mode,
-                           representable=args.representable, loss_values=lv)
-            studies.append(st)
-            console.print(study_table(st))
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=err, transient=True, disable=not console.is_terminal)
+    with progress:
+        task = progress.add_task("study", total=len(dtypes) * len(schemes))
+        for dt in dtypes:
+            for name in schemes:
+                progress.update(task, description=f"{case.name} › {dt.value} › {name}")
+                st = run_study(model, dtype=dt, scheme=name, direction=direction, steps=steps, step_mode=mode,
+                               representable=args.representable, loss_values=loss_values)
+                studies.append(st)
+                progress.advance(task)
+                console.print(study_table(st))
     if loss_values is not None:
         console.print(loss_code_line(model, loss_values, dtypes))
     if args.plot:
