@@ -457,3 +457,30 @@ def test_complex_step_refusal_names_the_site():
     h = model_of(HUBER_SWITCH)
     with pytest.raises(UsageError, match=re.escape("[define] q: minimum(a, delta)")):
         fd_gradient(h, dtype=F64, scheme="complex-step", step=1e-20)
+
+
+def test_recommended_steps_keep_stencils_inside_the_smooth_region():
+    """relu's input is 1e-4 from its kink: the float32 rule-of-thumb step (4.9e-3) would cross it;
+    the recommender reduces that coordinate's step, and then no stencil crosses and FD is accurate."""
+    from verigrad import compile_case, load_case_text
+    from verigrad.cases import point_in_dtype
+    from verigrad.kinks import fd_crossings, recommend_steps
+    from verigrad.spec import Dtype
+    from verigrad.studies import fd_gradient
+    from verigrad.truth import certify
+
+    text = ('name = "near"\nloss = "sum(relu(x) * c) + sum(x**2)"\n[symbols]\n'
+            'x = { value = [0.0001, 2.0] }\nc = { constant = true, value = [3.0, 1.0] }\n')
+    m = compile_case(load_case_text(text, path="t.toml"))
+    dt = Dtype.FLOAT32
+    before = fd_crossings(m, dtype=dt, scheme="central", step=4.9e-3)
+    assert before.excluded["x"].tolist() == [True, False]
+    rec = recommend_steps(m, dtype=dt, scheme="central")
+    assert rec.reduced["x"].tolist() == [True, False]
+    assert 0 < rec.steps["x"][0] < 1e-4 and rec.steps["x"][1] == pytest.approx(4.9e-3 * 2, rel=0.01)
+    assert "step reduced at 1 coordinate" in rec.notes[0]
+    after = fd_crossings(m, dtype=dt, scheme="central", step=rec.steps)
+    assert not after.excluded["x"].any()
+    est = fd_gradient(m, dtype=dt, scheme="central", step=rec.steps)
+    t = certify(m, point_in_dtype(m.point, dt), dt)
+    assert abs(float(est["x"][0]) - float(t.gradient["x"][0])) < 1e-2 * 3.0  # right side of the kink: 3 + 2x

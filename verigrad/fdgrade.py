@@ -102,15 +102,23 @@ def grade_schemes(model, truth, baseline) -> list:
     n = case.parameter_count
     for name in case.check.schemes:
         scheme = get_scheme(name)
-        steps = case.check.steps or (recommended_step(scheme, truth.dtype),)
+        if case.check.steps:
+            steps, rec_notes = list(case.check.steps), ()
+        else:
+            from .kinks import recommend_steps  # the rule of thumb, kept inside smooth regions
+
+            rec = recommend_steps(model, dtype=truth.dtype, scheme=scheme, step_mode=case.check.step_mode)
+            steps, rec_notes = [rec.steps if any(r.any() for r in rec.reduced.values())
+                                else recommended_step(scheme, truth.dtype)], rec.notes
         for h in steps:
-            label = f"{name} h={h:.1e}"
+            h_label = recommended_step(scheme, truth.dtype) if isinstance(h, dict) else h
+            label = f"{name} h={h_label:.1e}"
             try:
                 est = fd_gradient(model, dtype=truth.dtype, scheme=scheme, step=h, step_mode=case.check.step_mode,
                                   loss_values=loss_values)
             except VerigradError as exc:
                 out.append(Result(case.name, label, "fd", truth.dtype.value, None, "error", None, None, str(exc),
-                                  scheme=name, step=h))
+                                  scheme=name, step=h_label))
                 continue
             from .kinks import fd_kink_adjustment  # exclude stencils across kinks; on a kink, the limit
 
@@ -126,14 +134,17 @@ def grade_schemes(model, truth, baseline) -> list:
             msg = (f"{case.name} › {label} › {truth.dtype.value}: normwise relative error {rel:.2e} "
                    f"{'<=' if verdict == 'pass' else '>'} {tol:.1e} (1000 x what {name} can reach in {truth.dtype.value})"
                    if verdict in ("pass", "fail") else f"{case.name} › {label}: non-finite estimate")
-            msg += "".join(f"; {note}" for note in adj.notes)
+            msg += "".join(f"; {note}" for note in (*rec_notes, *adj.notes))
             split = None
             if scheme.kind is SchemeKind.LINEAR and n * len(scheme.offsets) <= SPLIT_MAX_NODES:
                 from .studies import fd_split
 
                 try:
+                    # on a kink the scheme converges to its limit of the one-sided derivatives: split against it
+                    ref = {v: np.where(adj.crossings.on_kink[v], adj.truth[v], truth.gradient[v]).astype(object)
+                           for v in truth.gradient}
                     sp = fd_split(model, dtype=truth.dtype, scheme=scheme, step=h, step_mode=case.check.step_mode,
-                                  truth=truth, loss_values=loss_values)
+                                  truth=truth, loss_values=loss_values, reference=ref)
                     split = sp.norms()
                     part = max(("truncation", "step", "roundoff"), key=lambda k: split[k])
                     msg += (f"; {part} dominates (norms: T {split['truncation']:.1e}, S {split['step']:.1e}, "
@@ -141,6 +152,6 @@ def grade_schemes(model, truth, baseline) -> list:
                 except VerigradError:
                     split = None
             out.append(Result(case.name, label, "fd", truth.dtype.value, None, verdict, None, g, msg,
-                              scheme=name, step=h, extra={"tolerance": tol, "source": "loss_code" if loss_values else "expression",
+                              scheme=name, step=h_label, extra={"tolerance": tol, "source": "loss_code" if loss_values else "expression",
                                                           "kinks": list(adj.notes), "split": split}))
     return out

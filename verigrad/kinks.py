@@ -114,9 +114,10 @@ from .graph import Node, Op, _align, _eval_node, const_value, decode_index, eval
 from .model import Model
 from .schemes import Scheme, SchemeKind, StepMode, get_scheme
 from .spec import Dtype
-from .studies import Direction
+from .studies import Direction, coordinate_direction, entry_steps, recommended_step
 
 __all__ = [
+    "recommend_steps", "RecommendedSteps",
     "SiteKind", "SiteRule", "Boundary", "Site", "find_sites", "site_values",
     "SiteDistance", "distance_along", "Crossing", "stencil_crossings", "AtKink", "at_kink",
     "OneSided", "one_sided_gradient", "PerEntryAcceptance", "accept_at_kinks",
@@ -2234,7 +2235,7 @@ def _node_values(x: float, h: float, offsets: Sequence[Fraction], dt: np.dtype) 
     return [_round_fraction(xq + c * hq, dt) for c in offsets]
 
 
-def fd_crossings(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float,
+def fd_crossings(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | Mapping[str, np.ndarray],
                  step_mode: StepMode = StepMode.RELATIVE, sites: Sequence[Site] | None = None,
                  point: Mapping[str, np.ndarray] | None = None, max_batch_elements: int = 2_000_000,
                  margin: float = 1e-6) -> FDCrossings:
@@ -2294,8 +2295,7 @@ def fd_crossings(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: floa
         x = point[name]
         n = x.size
         xf = x.reshape(-1).astype(np.float64)
-        hs = np.full(n, step) * (np.maximum(1.0, np.abs(xf)) if step_mode is StepMode.RELATIVE else 1.0)
-        hp = hs.astype(np_dt).astype(np.float64)
+        hp = entry_steps(step, name, x, step_mode).astype(np_dt).astype(np.float64)
         per = max(1, max_batch_elements // max(1, K * arg_sizes))
         for start in range(0, n, per):
             idx = list(range(start, min(n, start + per)))
@@ -2344,7 +2344,8 @@ def fd_crossings(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: floa
             shape = model.shape(name)
             idx = tuple(int(q) for q in np.unravel_index(i, shape)) if shape else ()
             coord = f"{name}{_idx(idx)}"
-            prefix = f"{coord}: stencil of {scheme.name} h={_sci(step)}"
+            h_i = float(entry_steps(step, name, point[name], step_mode)[i])
+            prefix = f"{coord}: stencil of {scheme.name} h={_sci(h_i)}"
             real = [h for h in hits if h[0] == "hit"]
             kink_hits = [h for h in real if sites[h[1]].kind is SiteKind.KINK and s0[h[1]][h[2]] == 0]
             other = [h for h in real if h not in kink_hits]
@@ -2414,7 +2415,8 @@ class FDAdjustment:
 
 
 def fd_kink_adjustment(model: Model, truth, estimate: Mapping[str, np.ndarray], *, scheme: Scheme | str,
-                       step: float, step_mode: StepMode = StepMode.RELATIVE) -> FDAdjustment:
+                       step: float | Mapping[str, np.ndarray],
+                       step_mode: StepMode = StepMode.RELATIVE) -> FDAdjustment:
     """Exclude stencils that cross sites, and grade on-kink coordinates against the scheme's limit.
 
     Parameters
@@ -2591,3 +2593,63 @@ def study_kinks(model: Model, point: Mapping[str, np.ndarray], direction: Direct
                      f"tends to {text} = {mpmath.nstr(ref, 10)}, which the errors are measured against; its "
                      f"truncation error is O(h) whatever the order of the scheme")
     return StudyKinks(ref, dp, dm, crossing, leaves, tuple(notes))
+
+
+
+@dataclass(frozen=True, eq=False)
+class RecommendedSteps:
+    """Per-entry nominal steps that keep every stencil inside the smooth region of the point.
+
+    Attributes
+    ----------
+    steps : dict of str to ndarray
+        Nominal step per entry (float64), for :func:`verigrad.studies.fd_gradient`.
+    reduced : dict of str to ndarray of bool
+        Entries whose step was reduced below the rule of thumb to stay away from a site.
+    on_kink : dict of str to ndarray of bool
+        Entries exactly on a kink: no step keeps a two-sided stencil smooth; their estimates
+        are compared with the scheme's limit of the one-sided derivatives.
+    notes : tuple of str
+    """
+
+    steps: dict
+    reduced: dict
+    on_kink: dict
+    notes: tuple
+
+
+def recommend_steps(model: Model, *, dtype: Dtype, scheme: Scheme | str,
+                    step_mode: StepMode = StepMode.RELATIVE) -> RecommendedSteps:
+    """The rule-of-thumb step eps^(1/(p+1)), reduced per entry where a stencil would cross a site.
+
+    For each coordinate whose stencil at the rule-of-thumb step crosses a kink or a domain
+    boundary, the step becomes :func:`safe_steps`' verified step along that coordinate (the
+    stencil then stays on the point's side); coordinates exactly on a kink keep the rule of
+    thumb and are reported against the one-sided derivatives (see :func:`kink_limit`).
+    """
+    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    point = point_in_dtype(model.point, dtype)
+    base = recommended_step(scheme, dtype)
+    steps = {n: entry_steps(base, n, point[n], step_mode).reshape(model.shape(n)) for n in model.gradient}
+    reduced = {n: np.zeros(model.shape(n), dtype=bool) for n in model.gradient}
+    if scheme.kind is SchemeKind.COMPLEX_STEP:
+        return RecommendedSteps(steps, reduced, {n: r.copy() for n, r in reduced.items()}, ())
+    sites = find_sites(model)
+    fdc = fd_crossings(model, dtype=dtype, scheme=scheme, step=base, step_mode=step_mode, sites=sites, point=point)
+    notes = []
+    for name, mask in fdc.excluded.items():
+        for idx in zip(*np.nonzero(mask)) if mask.shape else ([()] if bool(mask) else []):
+            idx = tuple(int(q) for q in idx)
+            safe = safe_steps(model, point, coordinate_direction(model, name, idx), scheme, sites=sites, dtype=dtype)
+            if 0 < safe.step < steps[name][idx]:
+                steps[name][idx] = safe.step
+                reduced[name][idx] = True
+    n_red = sum(int(r.sum()) for r in reduced.values())
+    if n_red:
+        notes.append(f"step reduced at {n_red} coordinate{'s' if n_red > 1 else ''} to keep {scheme.name}'s "
+                     f"stencil inside the smooth region")
+    n_k = sum(int(m.sum()) for m in fdc.on_kink.values())
+    if n_k:
+        notes.append(f"{n_k} coordinate{'s are' if n_k > 1 else ' is'} exactly on a kink: compared with "
+                     f"{scheme.name}'s limit of the one-sided derivatives")
+    return RecommendedSteps(steps, reduced, dict(fdc.on_kink), tuple(notes))

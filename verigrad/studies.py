@@ -29,7 +29,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import mpmath
 import numpy as np
@@ -574,20 +574,33 @@ def _observed(rows: Sequence[StudyRow], scheme: Scheme) -> Observed:
 # -- full-gradient finite differences ---------------------------------------------------------
 
 
+def entry_steps(step, name: str, x: np.ndarray, step_mode: StepMode) -> np.ndarray:
+    """Nominal step per entry of variable ``name`` (float64, flat).
+
+    ``step`` is one nominal step (relative mode: h max(1, |x_i|)) or a mapping of per-entry
+    nominal steps by variable (as :func:`verigrad.kinks.recommend_steps` returns), used as given.
+    """
+    if isinstance(step, Mapping):
+        return np.asarray(step[name], dtype=np.float64).reshape(-1)
+    xf = np.abs(np.asarray(x).reshape(-1).astype(np.float64))
+    return np.full(xf.size, float(step)) * (np.maximum(1.0, xf) if step_mode is StepMode.RELATIVE else 1.0)
+
+
 def recommended_step(scheme: Scheme, dtype: Dtype) -> float:
     """The nominal relative step used when a case does not give one: eps^(1/(p+1)) (eps for the complex step)."""
     return default_step(scheme, dtype.numpy)
 
 
-def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float,
+def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | Mapping[str, np.ndarray],
                 step_mode: StepMode = StepMode.RELATIVE, max_batch_elements: int = 4_000_000,
                 loss_values=None) -> dict[str, np.ndarray]:
     """The full finite-difference gradient in ``dtype`` (every coordinate), batched and chunked.
 
     Parameters
     ----------
-    step : float
-        Nominal step; relative mode uses h * max(1, |x_i|) per coordinate.
+    step : float or mapping of str to ndarray
+        Nominal step; relative mode uses h * max(1, |x_i|) per coordinate. A mapping gives
+        the nominal step of every entry (see :func:`verigrad.kinks.recommend_steps`).
     max_batch_elements : int
         Bound on (nodes in one batch) x (entries of the perturbed variable), to cap memory.
 
@@ -608,9 +621,7 @@ def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float
     for name in model.gradient:
         x = point[name]
         n = x.size
-        hs = np.full(n, step) * (np.maximum(1.0, np.abs(x.ravel().astype(np.float64)))
-                                 if step_mode is StepMode.RELATIVE else 1.0)
-        hp = hs.astype(np_dt)
+        hp = entry_steps(step, name, x, step_mode).astype(np_dt)
         est = np.empty(n, dtype=np_dt)
         per = max(1, max_batch_elements // max(1, n * len(offsets)))
         for start in range(0, n, per):
@@ -706,9 +717,9 @@ def _rows_leaves(model: Model, base: dict, name: str, rows, convert) -> dict[str
     return leaves
 
 
-def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float,
+def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | Mapping[str, np.ndarray],
              step_mode: StepMode = StepMode.RELATIVE, truth=None, loss_values=None,
-             max_batch_objects: int = 400_000) -> FDSplit:
+             reference: Mapping[str, np.ndarray] | None = None, max_batch_objects: int = 400_000) -> FDSplit:
     """Full-gradient finite differences at one step, each entry split exactly into T, S and R.
 
     Parameters
@@ -723,6 +734,9 @@ def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float,
         The certified truth at ``dtype``'s point.
     loss_values : callable, optional
         The case's ``loss_code`` evaluator (see :func:`run_study`).
+    reference : mapping of str to object ndarray, optional
+        What E and T are measured against instead of the truth (e.g. the scheme's limit of the
+        one-sided derivatives at coordinates exactly on a kink).
     max_batch_objects : int
         Bound on (nodes in one exact batch) x (entries of the perturbed variable).
 
@@ -755,9 +769,7 @@ def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float,
     for name in model.gradient:
         x = point[name]
         n = x.size
-        hs = np.full(n, step) * (np.maximum(1.0, np.abs(x.ravel().astype(np.float64)))
-                                 if step_mode is StepMode.RELATIVE else 1.0)
-        hp = hs.astype(np_dt)
+        hp = entry_steps(step, name, x, step_mode).astype(np_dt)
         h_all[name] = hp.astype(np.float64).reshape(x.shape)
         h_min = float(hp[hp > 0].min()) if np.any(hp > 0) else 1.0
         prec = min(128 + 64 + int(math.ceil(-math.log2(h_min))) * (scheme.leading_derivative + 2), 4000)
@@ -765,7 +777,7 @@ def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float,
         out = {k: np.full(n, np.nan) for k in parts}
         per = max(1, max_batch_objects // max(1, n * S * 2))
         y_nodes = [_nodes(x.ravel(), hp, c, np_dt) for c in offsets]
-        g_flat = truth.gradient[name].ravel()
+        g_flat = (reference if reference is not None else truth.gradient)[name].ravel()
         for start in range(0, n, per):
             idx = list(range(start, min(n, start + per)))
             rows_exact, rows_float = [], []
