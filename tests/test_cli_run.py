@@ -195,3 +195,32 @@ def test_jobs_give_byte_identical_reports(tmp_path):
         doc.pop("timing")
         docs.append((code, json.dumps(doc)))
     assert docs[0] == docs[1]
+
+
+def test_interrupted_run_still_writes_valid_reports(tmp_path, monkeypatch):
+    import pathlib
+    import xml.etree.ElementTree as ET
+
+    from verigrad import runner
+
+    data = pathlib.Path(__file__).parent / "data" / "reports"
+    real = runner.run_case
+    calls = []
+
+    def flaky(path, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(path, **kw)
+
+    monkeypatch.setattr(runner, "run_case", flaky)
+    out, junit = tmp_path / "r.json", tmp_path / "j.xml"
+    code = main(["run", str(data / "linreg.toml"), str(data / "matrix.toml"), "--json", str(out),
+                 "--junit", str(junit), "--no-color", "-q"])
+    assert code == 130
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is False
+    assert [c["case"] for c in doc["cases"]] == ["tiny-linreg"]
+    assert doc["results"] and all(r["case"] == "tiny-linreg" for r in doc["results"])
+    assert ET.parse(junit).getroot().tag == "testsuites"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.xml", "r.json"]  # no temp files left behind
