@@ -35,7 +35,7 @@ import mpmath
 import numpy as np
 
 from .cases import point_in_dtype
-from .errors import UsageError
+from .errors import LimitError as LimitErrorType, UsageError
 from .graph import Op, topological
 from .model import Model
 from .schemes import Scheme, SchemeKind, StepMode, default_step, default_step_grid, get_scheme
@@ -304,6 +304,58 @@ def _mp_loss(model: Model, leaves: dict, prec: int, complex: bool = False) -> np
         return out
 
 
+def _mp_losses(model, point, entries, exact_nodes, float_nodes, prec, is_cs):
+    """Exact loss at the exact and at the rounded nodes of a sweep, with mpmath (None outside the domain)."""
+    with mpmath.workprec(prec):
+        if is_cs:
+            ex_vals = [{k: mpmath.mpc(mpmath.mpf(float(re)), mpmath.mpf(im.numerator) / im.denominator)
+                        for k, (re, im) in d.items()} for d in exact_nodes]
+            fl_vals = [{k: mpmath.mpc(float(re), im) for k, (re, im) in d.items()} for d in float_nodes]
+        else:
+            ex_vals = [{k: mpmath.mpf(q.numerator) / q.denominator for k, q in d.items()} for d in exact_nodes]
+            fl_vals = [{k: mpmath.mpf(v) for k, v in d.items()} for d in float_nodes]
+        f_exact = _mp_loss(model, _line_leaves(model, point, entries, ex_vals, as_object=True), prec, is_cs)
+        f_nodes = _mp_loss(model, _line_leaves(model, point, entries, fl_vals, as_object=True), prec, is_cs)
+    return f_exact, f_nodes
+
+
+def _arb_losses(model, point, entries, exact_nodes, float_nodes, prec):
+    """The same in Arb ball arithmetic (midpoints as mpf), or None when a ball cannot decide a node
+    (a node on a kink, tie or domain edge): the caller then uses mpmath, which marks such nodes."""
+    from . import arbbackend as ab
+    from .graph import evaluate
+
+    if not ab.available():
+        return None
+    out = []
+    with ab.arb_precision(prec):
+        base = {n: ab.from_float(point[n]) for n in model.leaves}
+        for nodes, conv in ((exact_nodes, lambda q: ab.arb(q.numerator) / q.denominator),
+                            (float_nodes, lambda v: ab.arb(v))):
+            B = len(nodes)
+            leaves = {}
+            touched = {name for name, _, _ in entries}
+            for n, arr in base.items():
+                if n not in touched:
+                    leaves[n] = arr[None, ...]
+                    continue
+                a = np.repeat(arr[None, ...], B, axis=0)
+                flat = a.reshape(B, -1)
+                for b, d in enumerate(nodes):
+                    for (m, i), v in d.items():
+                        if m == n:
+                            flat[b, i] = conv(v)
+                leaves[n] = a
+            try:
+                f = evaluate([model.loss], leaves, ab.ArbBackend())[0]
+            except (ab.Undecided, ArithmeticError, LimitErrorType):
+                return None
+            if not all(v.is_finite() for v in f.ravel()):
+                return None
+            out.append(np.array([ab.to_mpf(v) for v in f.ravel()], dtype=object))
+    return out[0], out[1]
+
+
 def _fit_slope(h: np.ndarray, e: np.ndarray) -> float:
     ok = (h > 0) & (e > 0) & np.isfinite(e)
     if ok.sum() < 3:
@@ -417,16 +469,11 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
             float_nodes.append(fl)
 
     notes: list[str] = list(kinks.notes)
-    with mpmath.workprec(prec):
-        if is_cs:
-            ex_vals = [{k: mpmath.mpc(mpmath.mpf(float(re)), mpmath.mpf(im.numerator) / im.denominator)
-                        for k, (re, im) in d.items()} for d in exact_nodes]
-            fl_vals = [{k: mpmath.mpc(float(re), im) for k, (re, im) in d.items()} for d in float_nodes]
-        else:
-            ex_vals = [{k: mpmath.mpf(q.numerator) / q.denominator for k, q in d.items()} for d in exact_nodes]
-            fl_vals = [{k: mpmath.mpf(v) for k, v in d.items()} for d in float_nodes]
-        f_exact = _mp_loss(model, _line_leaves(model, point, entries, ex_vals, as_object=True), prec, is_cs)
-        f_nodes = _mp_loss(model, _line_leaves(model, point, entries, fl_vals, as_object=True), prec, is_cs)
+    arb_vals = None if is_cs else _arb_losses(model, point, entries, exact_nodes, float_nodes, prec)
+    if arb_vals is not None:
+        f_exact, f_nodes = arb_vals
+    else:
+        f_exact, f_nodes = _mp_losses(model, point, entries, exact_nodes, float_nodes, prec, is_cs)
 
     # the float evaluation, batched over every node of the sweep
     if is_cs:
