@@ -766,7 +766,8 @@ def _rows_leaves(model: Model, base: dict, name: str, rows, convert) -> dict[str
 
 def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | Mapping[str, np.ndarray],
              step_mode: StepMode = StepMode.RELATIVE, truth=None, loss_values=None,
-             reference: Mapping[str, np.ndarray] | None = None, max_batch_objects: int = 400_000) -> FDSplit:
+             reference: Mapping[str, np.ndarray] | None = None, entries: Mapping[str, Sequence[int]] | None = None,
+             max_batch_objects: int = 400_000) -> FDSplit:
     """Full-gradient finite differences at one step, each entry split exactly into T, S and R.
 
     Parameters
@@ -784,6 +785,8 @@ def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | 
     reference : mapping of str to object ndarray, optional
         What E and T are measured against instead of the truth (e.g. the scheme's limit of the
         one-sided derivatives at coordinates exactly on a kink).
+    entries : mapping of str to sequence of int, optional
+        Split only these flat entries per variable (others: NaN parts); default all.
     max_batch_objects : int
         Bound on (nodes in one exact batch) x (entries of the perturbed variable).
 
@@ -825,8 +828,9 @@ def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | 
         per = max(1, max_batch_objects // max(1, n * S * 2))
         y_nodes = [_nodes(x.ravel(), hp, c, np_dt) for c in offsets]
         g_flat = (reference if reference is not None else truth.gradient)[name].ravel()
-        for start in range(0, n, per):
-            idx = list(range(start, min(n, start + per)))
+        wanted = list(range(n)) if entries is None else [int(i) for i in entries.get(name, ())]
+        for start in range(0, len(wanted), per):
+            idx = wanted[start:start + per]
             rows_exact, rows_float = [], []
             for i in idx:
                 xi, hi = Fraction(float(x.ravel()[i])), Fraction(float(hp[i]))
