@@ -203,7 +203,7 @@ def worker_fd(path: str, parts: list[str], extrap_coords: int) -> dict:
         if "extrap" in parts:
             # the full split of every coordinate: fd_split at each step of the grid (all steps measured for
             # small cases; for large ones 3 spread steps are measured and the sweep extrapolated, and said so)
-            from verigrad.studies import fd_split
+            from verigrad.studies import fd_sweep_split
 
             point = point_in_dtype(model.point, dtype)
             t0 = time.perf_counter()
@@ -214,11 +214,10 @@ def worker_fd(path: str, parts: list[str], extrap_coords: int) -> dict:
             # large cases: split a sample of entries (the first ones of each variable) and scale up
             sample = None if small else {v: list(range(min(8, int(np.prod(model.shape(v)))))) for v in model.gradient}
             n_sample = n if small else sum(len(ix) for ix in sample.values())
-            per_step = []
-            for h in steps:
-                t0 = time.perf_counter()
-                fd_split(model, dtype=dtype, scheme=scheme, step=float(h), truth=truth, entries=sample)
-                per_step.append((time.perf_counter() - t0) * n / n_sample)
+            t0 = time.perf_counter()
+            fd_sweep_split(model, dtype=dtype, scheme=scheme, steps=[float(h) for h in steps], truth=truth,
+                           entries=sample)
+            per_step = [(time.perf_counter() - t0) * n / n_sample / len(steps)]
             out[f"extrap_per_coord_{d}"] = statistics.mean(per_step)
             out[f"extrap_coords_{d}"] = len(steps)
             out[f"extrap_measured_{d}"] = small
@@ -464,7 +463,7 @@ def report(res: dict) -> str:
             t = r["extrap_full_float32"] + r["extrap_full_float64"]
             measured = r.get("extrap_measured_float32") and r.get("extrap_measured_float64")
             rows.append(["", f"{'full split' if measured else 'EXTRAPOLATED full split'}, all {r['params']} coords x "
-                         f"{K_STEPS} steps: truth + fd_split per step (per step f32 "
+                         f"{K_STEPS} steps: truth + fd_sweep_split (per step f32 "
                          f"{_s(r['extrap_per_coord_float32'])}, f64 {_s(r['extrap_per_coord_float64'])}; "
                          f"{r['extrap_coords_float32']} of {K_STEPS} steps timed"
                          f"{'' if measured else ', a sample of entries scaled to all'})",

@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .backends import MAX_MAG_BITS, _where_text
+from .backends import MAGNITUDE_SENSITIVE, MAX_MAG_BITS, _where_text
 from .errors import DomainError, LimitError
 from .functions import ElemFn
 
@@ -141,9 +141,15 @@ _FN = {
 _OPEN_DOMAIN = {"log": (0, None), "sqrt": (0, None), "log1p": (-1, None), "arcsin": (-1, 1), "arccos": (-1, 1)}
 
 
+_BOUND = None
+
+
 def _mag_ok(arr, node, what):
+    global _BOUND
+    if _BOUND is None:
+        _BOUND = arb(2) ** MAX_MAG_BITS  # an exact power of two: valid at every precision
     for i, v in enumerate(arr.ravel()):
-        if v.is_finite() and not (abs(v) < arb(2) ** MAX_MAG_BITS):
+        if v.is_finite() and not (abs(v) < _BOUND):
             raise LimitError(f"{what} exceeds 2**{MAX_MAG_BITS} in magnitude in {_where_text(node, arr, i)}",
                              hint="the loss overflows every float format here; rescale the expression")
 
@@ -221,7 +227,8 @@ class ArbBackend:
         return out
 
     def unary(self, fn: ElemFn, x, node):
-        _mag_ok(x, node, f"the argument of {fn.name}")
+        if fn.name in MAGNITUDE_SENSITIVE:
+            _mag_ok(x, node, f"the argument of {fn.name}")
         dom = _OPEN_DOMAIN.get(fn.name)
         if dom is not None or fn.name == "tan":
             lo, hi = dom if dom is not None else (None, None)
