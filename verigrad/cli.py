@@ -25,13 +25,13 @@ __all__ = ["main", "build_parser"]
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _EPILOGS = {
-    "truth": "examples:\n  verigrad truth cases/logistic-regression.toml\n"
-             "  verigrad truth cases/net.toml --dtype float32 --digits 30 --json truth.json",
-    "show": "examples:\n  verigrad show cases/net.toml\n  verigrad show cases/net.toml --latex",
-    "run": "examples:\n  verigrad run cases/\n  verigrad run cases/net.toml --json report.json --junit junit.xml\n"
+    "truth": "examples:\n  verigrad truth cases/logistic-regression-l2.toml\n"
+             "  verigrad truth cases/gradient-checking-3layer.toml --dtype float32 --digits 30 --json truth.json",
+    "show": "examples:\n  verigrad show cases/gradient-checking-3layer.toml\n  verigrad show cases/squire-trapp.toml --latex",
+    "run": "examples:\n  verigrad run cases/\n  verigrad run cases/gradient-checking-3layer.toml --json report.json --junit junit.xml\n"
            "  verigrad run cases/ -q --html report.html --jobs 2",
-    "study": "examples:\n  verigrad study cases/complex-step-classic.toml\n"
-             "  verigrad study cases/net.toml --variable W1 --index 1,2 --scheme central --scheme forward "
+    "study": "examples:\n  verigrad study cases/squire-trapp.toml\n"
+             "  verigrad study cases/gradient-checking-3layer.toml --variable W1 --index 1,2 --scheme central --scheme forward "
              "--steps 1e-12:1e-1:30 --plot v.png --json v.json",
     "new": "examples:\n  verigrad new my-loss            # writes my-loss.toml and impl/my_loss.py",
 }
