@@ -228,6 +228,15 @@ def _refuse_complex(model: Model) -> None:
                          f"that gives the derivative)", hint="use a real scheme such as central or central4")
 
 
+def _prepare(model: Model, scheme: Scheme | str, dtype: Dtype):
+    """(scheme, is complex step, numpy dtype, point in dtype); the complex step refused for non-analytic losses."""
+    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    is_cs = scheme.kind is SchemeKind.COMPLEX_STEP
+    if is_cs:
+        _refuse_complex(model)
+    return scheme, is_cs, dtype.numpy, point_in_dtype(model.point, dtype)
+
+
 def _directional_truth(truth, direction: Direction):
     with mpmath.workprec(truth.precision):
         s = mpmath.mpf(0)
@@ -420,12 +429,7 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     E = T + S + R holds exactly (to the working precision, reported as ``precision``).
     """
     t0 = time.perf_counter()
-    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
-    is_cs = scheme.kind is SchemeKind.COMPLEX_STEP
-    if is_cs:
-        _refuse_complex(model)
-    np_dt = dtype.numpy
-    point = point_in_dtype(model.point, dtype)
+    scheme, is_cs, np_dt, point = _prepare(model, scheme, dtype)
     nominal = np.asarray(default_step_grid(scheme, np_dt) if steps is None else steps, dtype=np.float64)
     hp = _effective_steps(nominal, direction, point, np_dt, step_mode, representable)
     # T ~ h^p must be resolved below g*: certify g* to enough digits for the smallest step
@@ -656,12 +660,7 @@ def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float
     dict of str to ndarray
         Estimates of ``dtype`` per variable.
     """
-    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
-    is_cs = scheme.kind is SchemeKind.COMPLEX_STEP
-    if is_cs:
-        _refuse_complex(model)
-    np_dt = dtype.numpy
-    point = point_in_dtype(model.point, dtype)
+    scheme, is_cs, np_dt, point = _prepare(model, scheme, dtype)
     out: dict[str, np.ndarray] = {}
     offsets = [Fraction(1)] if is_cs else list(scheme.offsets)
     weights = [float(w) for w in ([Fraction(1)] if is_cs else scheme.weights)]
