@@ -193,3 +193,13 @@ def test_arb_and_mpmath_exact_nodes_agree(monkeypatch):
             assert r1.truncation == pytest.approx(r2.truncation, rel=1e-14, abs=1e-300)
             assert r1.step == pytest.approx(r2.step, rel=1e-14, abs=1e-300)
             assert r1.roundoff == pytest.approx(r2.roundoff, rel=1e-14, abs=1e-300)
+
+
+def test_a_measurement_that_contradicts_its_model_is_reported():
+    """sigmoid'(40) ~ 4e-18: every float32 node rounds to the same loss, the estimate is 0 and the
+    'round-off' part is flat, not ~1/h: the study must say that the model is contradicted."""
+    m = _model('name = "sat"\nloss = "sigmoid(x)"\n[symbols]\nx = { value = 40.0 }\n')
+    st = run_study(m, dtype=F32, scheme="central", direction=coordinate_direction(m))
+    assert any("contradicts the 1/h model" in n for n in st.notes)
+    st64 = run_study(m := _model(SQUIRE), dtype=F64, scheme="central", direction=coordinate_direction(m))
+    assert not any("contradicts" in n for n in st64.notes)

@@ -551,6 +551,7 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     observed = _observed(rows, scheme)
     if model_.truncation_vanishes and not is_cs:
         notes.append(model_.note)
+    notes.extend(_contradictions(model_, observed, scheme))
     return Study(case=model.case.name, direction=direction, dtype=dtype, scheme=scheme, truth=gstar,
                  rows=tuple(rows), model=model_, observed=observed,
                  source="loss_code" if loss_values is not None else "expression", step_mode=step_mode,
@@ -604,6 +605,23 @@ def _model(model, point, direction, scheme: Scheme, dtype: Dtype, gstar, rows, n
     return StudyModel(truncation_coefficient=coef, truncation_power=power, roundoff_coefficient=br,
                       step_coefficient=bs, noise=nu, optimal_step=h_opt, min_error=e_opt,
                       truncation_vanishes=vanishes, note=note, flat_roundoff=is_cs)
+
+
+def _contradictions(model_: StudyModel, observed: Observed, scheme: Scheme) -> list[str]:
+    """Where the measurement contradicts its model, say so (DESIGN: never hidden)."""
+    out = []
+    st = observed.slopes.get("truncation", float("nan"))
+    if math.isfinite(st) and not model_.truncation_vanishes and abs(st - model_.truncation_power) > 0.5:
+        out.append(f"the measured truncation slope {st:.2f} contradicts the model's order "
+                   f"{model_.truncation_power}: the leading term does not dominate over these steps")
+    sr = observed.slopes.get("roundoff", float("nan"))
+    if math.isfinite(sr) and scheme.kind is SchemeKind.LINEAR and abs(sr + 1) > 0.5:
+        out.append(f"the measured round-off slope {sr:.2f} contradicts the 1/h model (slope -1)")
+    if (math.isfinite(model_.min_error) and math.isfinite(observed.min_error) and model_.min_error > 0
+            and observed.min_error > 10 * model_.min_error):
+        out.append(f"the smallest measured error {observed.min_error:.1e} is more than 10x the model's "
+                   f"{model_.min_error:.1e}: an error source the model does not include")
+    return out
 
 
 def _observed(rows: Sequence[StudyRow], scheme: Scheme) -> Observed:
