@@ -114,7 +114,7 @@ from .graph import Node, Op, _align, _eval_node, const_value, decode_index, eval
 from .model import Model
 from .schemes import Scheme, SchemeKind, StepMode, get_scheme
 from .spec import Dtype
-from .studies import Direction, coordinate_direction, entry_steps, recommended_step
+from .studies import Direction, batched_leaves, coordinate_direction, entry_steps, recommended_step
 
 __all__ = [
     "recommend_steps", "RecommendedSteps",
@@ -629,25 +629,6 @@ def _float_base(model: Model, point: Mapping[str, np.ndarray]) -> dict[str, np.n
     return {name: np.asarray(point[name], dtype=np.float64)[None, ...] for name in model.leaves}
 
 
-def _batched(base: Mapping[str, np.ndarray], rows: Sequence[Mapping[tuple[str, int], Any]]) -> dict[str, np.ndarray]:
-    """Leaves of a batch: the base point repeated, with the entries of each row replaced."""
-    B = len(rows)
-    touched = {name for row in rows for (name, _) in row}
-    out = {}
-    for name, arr in base.items():
-        if name not in touched:
-            out[name] = arr
-            continue
-        a = np.repeat(arr, B, axis=0)
-        flat = a.reshape(B, -1)
-        for b, row in enumerate(rows):
-            for (n, i), v in row.items():
-                if n == name:
-                    flat[b, i] = v
-        out[name] = a
-    return out
-
-
 def site_values(model: Model, point: Mapping[str, np.ndarray], sites: Sequence[Site],
                 prec: int = DEFAULT_PREC) -> list[np.ndarray]:
     """Exact condition values of each site at the point.
@@ -805,7 +786,7 @@ def distance_along(model: Model, point: Mapping[str, np.ndarray], direction: Dir
         scale = max([1.0] + [abs(float(point[n].reshape(-1)[i])) for n, i, _ in entries])
         tau = mpmath.ldexp(1, -(prec // 4) + int(math.ceil(math.log2(scale))))
         rows = _direction_rows(base, entries, [mpmath.mpf(0), tau, -tau])
-        conds, failed = _conditions(sites, _batched(base, rows), MPBackend(), 3)
+        conds, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), 3)
         if failed:
             raise DomainError(f"cannot evaluate the sites next to the point: {next(iter(failed.values()))}")
         results = []
@@ -832,7 +813,7 @@ def distance_along(model: Model, point: Mapping[str, np.ndarray], direction: Dir
                     t = mpmath.mpf(results[k][3][idx])
                     ts.extend([t * (1 - delta), t * (1 + delta)])
                 rows = _direction_rows(base, entries, ts)
-                vals, failed = _conditions(sites, _batched(base, rows), MPBackend(), len(rows))
+                vals, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), len(rows))
                 for j, (k, idx) in enumerate(items):
                     site = results[k][0]
                     s0 = _sgn(results[k][1][idx])
@@ -944,7 +925,7 @@ def _locate(sites: Sequence[Site], base: Mapping[str, np.ndarray], entries,
             else:
                 cs.append((a[j] * fb[j] - b[j] * fa[j]) / (fb[j] - fa[j]))
         rows = _direction_rows(base, entries, cs)
-        vals, failed = _conditions(sites, _batched(base, rows), MPBackend(), len(rows))
+        vals, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), len(rows))
         for r, (j, c) in enumerate(zip(active, cs)):
             k, idx = items[j][0], items[j][1]
             fc = None if r in failed else vals[k][(r,) + idx]
@@ -1033,7 +1014,7 @@ def stencil_crossings(model: Model, point: Mapping[str, np.ndarray], direction: 
                     q = _round_fraction(q, dtype.numpy)
                 row[(name, i)] = mpmath.mpf(q.numerator) / q.denominator
             rows.append(row)
-        vals, failed = _conditions(sites, _batched(base, rows), MPBackend(), len(rows))
+        vals, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), len(rows))
         pending: list[tuple[int, tuple, Any, Any, Any]] = []
         found: list[tuple[int, tuple, tuple[float, ...], bool, bool]] = []
         for k, site in enumerate(sites):
@@ -1524,7 +1505,7 @@ def _line_min_distance(model: Model, point, sites: Sequence[Site], lines: Sequen
                 tau = mpmath.ldexp(1, -(prec // 4)) * big
                 taus.append(tau)
                 rows.extend(_direction_rows(base, line, [tau, -tau]))
-            vals, failed = _conditions(sites, _batched(base, rows), MPBackend(), len(rows))
+            vals, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), len(rows))
             for r, tau in enumerate(taus):
                 d = math.inf
                 if 2 * r in failed or 2 * r + 1 in failed:
@@ -1576,7 +1557,7 @@ def _richardson(model: Model, point, lines: Sequence[Line], labels: Sequence[str
                 ts = [side * mpmath.ldexp(1, pows[j] - ks[j] - q) for side in (1, -1) for q in range(3)]
                 steps.extend(ts)
                 rows.extend(_direction_rows(base, lines[j], ts))
-            F, failed = _eval_safe([model.loss], _batched(base, rows), MPBackend(), len(rows))
+            F, failed = _eval_safe([model.loss], batched_leaves(base, rows), MPBackend(), len(rows))
             F = F[0]
             still = []
             tol_abs = mpmath.ldexp(scale, -72)
@@ -2302,7 +2283,7 @@ def fd_crossings(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: floa
             nodes = {i: _node_values(float(xf[i]), float(hp[i]), offsets, np_dt) for i in idx}
             rows = [{(name, i): float(nodes[i][k])} for i in idx for k in range(K)]
             with np.errstate(all="ignore"):
-                cf, _ = _conditions(sites, _batched(fbase, rows), FloatBackend(np.float64), len(rows))
+                cf, _ = _conditions(sites, batched_leaves(fbase, rows), FloatBackend(np.float64), len(rows))
             flag = np.zeros(len(rows), dtype=bool)
             for s, c, c0, mg in zip(sites, cf, c0f, margins):
                 c = np.asarray(c, dtype=np.float64).reshape(len(rows), -1)
@@ -2327,7 +2308,7 @@ def fd_crossings(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: floa
         for start in range(0, len(suspects), 256):
             part = suspects[start:start + 256]
             rows = [{(name, i): mpmath.mpf(y.numerator) / y.denominator} for name, i, _, _, y in part]
-            vals, failed = _conditions(sites, _batched(base, rows), MPBackend(), len(rows))
+            vals, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), len(rows))
             for r, (name, i, k, t, y) in enumerate(part):
                 if r in failed:
                     per_coord.setdefault((name, i), []).append(("fail", None, (), t, None, failed[r]))

@@ -43,7 +43,7 @@ from .spec import Dtype
 from .truth import certify
 
 __all__ = ["Direction", "coordinate_direction", "random_direction", "StudyRow", "StudyModel", "Observed",
-           "Study", "run_study", "fd_gradient", "fd_split", "fd_sweep_split", "FDSplit", "non_analytic_sites", "recommended_step"]
+           "Study", "run_study", "batched_leaves", "fd_gradient", "fd_split", "fd_sweep_split", "FDSplit", "non_analytic_sites", "recommended_step"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -264,25 +264,32 @@ def _effective_steps(steps: np.ndarray, direction: Direction, point: dict, dtype
     return hp
 
 
-def _line_leaves(model: Model, point: dict, entries, values_per_node: list[dict[tuple[str, int], object]],
-                 *, as_object: bool, dtype=None) -> dict[str, np.ndarray]:
-    """Batched leaves: the point repeated per node, with perturbed entries replaced."""
-    B = len(values_per_node)
-    leaves = {}
-    touched = {name for name, _, _ in entries}
-    for name in model.leaves:
-        base = point[name]
+def batched_leaves(base: Mapping[str, np.ndarray], rows: Sequence[Mapping[tuple[str, int], object]]) -> dict:
+    """Leaves of a batch: the base point (arrays with a batch axis of 1) repeated once per row,
+    with the entries ``{(variable, flat index): value}`` of each row replaced; untouched leaves stay
+    unbatched (batch 1, broadcast)."""
+    B = len(rows)
+    touched = {name for row in rows for (name, _) in row}
+    out = {}
+    for name, arr in base.items():
         if name not in touched:
-            leaves[name] = (np.asarray(base)[None, ...] if not as_object else _obj(base)[None, ...])
+            out[name] = arr
             continue
-        arr = np.repeat((_obj(base) if as_object else np.asarray(base))[None, ...], B, axis=0)
-        flat = arr.reshape(B, -1)
-        for b, vals in enumerate(values_per_node):
-            for (n, i), v in vals.items():
+        a = np.repeat(arr, B, axis=0)
+        flat = a.reshape(B, -1)
+        for b, row in enumerate(rows):
+            for (n, i), v in row.items():
                 if n == name:
                     flat[b, i] = v
-        leaves[name] = arr
-    return leaves
+        out[name] = a
+    return out
+
+
+def _line_leaves(model: Model, point: dict, values_per_node: list[dict[tuple[str, int], object]], *,
+                 as_object: bool) -> dict[str, np.ndarray]:
+    """Batched leaves: the point (as exact mpmath numbers with ``as_object``) repeated per node."""
+    base = {n: (_obj(point[n]) if as_object else np.asarray(point[n]))[None, ...] for n in model.leaves}
+    return batched_leaves(base, values_per_node)
 
 
 def _obj(a: np.ndarray) -> np.ndarray:
@@ -313,7 +320,7 @@ def _mp_loss(model: Model, leaves: dict, prec: int, complex: bool = False) -> np
         return out
 
 
-def _mp_losses(model, point, entries, exact_nodes, float_nodes, prec, is_cs):
+def _mp_losses(model, point, exact_nodes, float_nodes, prec, is_cs):
     """Exact loss at the exact and at the rounded nodes of a sweep, with mpmath (None outside the domain)."""
     with mpmath.workprec(prec):
         if is_cs:
@@ -323,12 +330,12 @@ def _mp_losses(model, point, entries, exact_nodes, float_nodes, prec, is_cs):
         else:
             ex_vals = [{k: mpmath.mpf(q.numerator) / q.denominator for k, q in d.items()} for d in exact_nodes]
             fl_vals = [{k: mpmath.mpf(v) for k, v in d.items()} for d in float_nodes]
-        f_exact = _mp_loss(model, _line_leaves(model, point, entries, ex_vals, as_object=True), prec, is_cs)
-        f_nodes = _mp_loss(model, _line_leaves(model, point, entries, fl_vals, as_object=True), prec, is_cs)
+        f_exact = _mp_loss(model, _line_leaves(model, point, ex_vals, as_object=True), prec, is_cs)
+        f_nodes = _mp_loss(model, _line_leaves(model, point, fl_vals, as_object=True), prec, is_cs)
     return f_exact, f_nodes
 
 
-def _arb_losses(model, point, entries, exact_nodes, float_nodes, prec):
+def _arb_losses(model, point, exact_nodes, float_nodes, prec):
     """The same in Arb ball arithmetic (midpoints as mpf), or None when a ball cannot decide a node
     (a node on a kink, tie or domain edge): the caller then uses mpmath, which marks such nodes."""
     from . import arbbackend as ab
@@ -341,20 +348,8 @@ def _arb_losses(model, point, entries, exact_nodes, float_nodes, prec):
         base = {n: ab.from_float(point[n]) for n in model.leaves}
         for nodes, conv in ((exact_nodes, lambda q: ab.arb(q.numerator) / q.denominator),
                             (float_nodes, lambda v: ab.arb(v))):
-            B = len(nodes)
-            leaves = {}
-            touched = {name for name, _, _ in entries}
-            for n, arr in base.items():
-                if n not in touched:
-                    leaves[n] = arr[None, ...]
-                    continue
-                a = np.repeat(arr[None, ...], B, axis=0)
-                flat = a.reshape(B, -1)
-                for b, d in enumerate(nodes):
-                    for (m, i), v in d.items():
-                        if m == n:
-                            flat[b, i] = conv(v)
-                leaves[n] = a
+            leaves = batched_leaves({n: a[None, ...] for n, a in base.items()},
+                                    [{k: conv(v) for k, v in d.items()} for d in nodes])
             try:
                 f = evaluate([model.loss], leaves, ab.ArbBackend())[0]
             except (ab.Undecided, ArithmeticError, LimitErrorType):
@@ -473,18 +468,18 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
             float_nodes.append(fl)
 
     notes: list[str] = list(kinks.notes)
-    arb_vals = None if is_cs else _arb_losses(model, point, entries, exact_nodes, float_nodes, prec)
+    arb_vals = None if is_cs else _arb_losses(model, point, exact_nodes, float_nodes, prec)
     if arb_vals is not None:
         f_exact, f_nodes = arb_vals
     else:
-        f_exact, f_nodes = _mp_losses(model, point, entries, exact_nodes, float_nodes, prec, is_cs)
+        f_exact, f_nodes = _mp_losses(model, point, exact_nodes, float_nodes, prec, is_cs)
 
     # the float evaluation, batched over every node of the sweep
     if is_cs:
         cdt = dtype.complex
         cpoint = {n: v.astype(cdt) for n, v in point.items()}
         cvals = [{k: np.asarray(complex(re, im), dtype=cdt) for k, (re, im) in d.items()} for d in float_nodes]
-        leaves = _line_leaves(model, cpoint, entries, cvals, as_object=False)
+        leaves = _line_leaves(model, cpoint, cvals, as_object=False)
         if loss_values is not None:
             # the case's own forward pass, called with complex arrays (it must be complex-safe)
             B = K * S
@@ -494,13 +489,13 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
         else:
             F = model.float_eval([model.loss], leaves, cdt, batched=True)[0].reshape(K, S)
     elif loss_values is not None:
-        leaves = _line_leaves(model, point, entries, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
+        leaves = _line_leaves(model, point, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
                               as_object=False)
         B = K * S
         calls = [{n: np.array(leaves[n][b if leaves[n].shape[0] > 1 else 0]) for n in model.leaves} for b in range(B)]
         F = np.asarray(loss_values(calls), dtype=np_dt).reshape(K, S)
     else:
-        leaves = _line_leaves(model, point, entries, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
+        leaves = _line_leaves(model, point, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
                               as_object=False)
         F = model.float_eval([model.loss], leaves, np_dt, batched=True)[0].reshape(K, S)
     with np.errstate(all="ignore"):
@@ -771,14 +766,7 @@ class FDSplit:
 
 def _rows_leaves(model: Model, base: dict, name: str, rows, convert) -> dict[str, np.ndarray]:
     """Batched object leaves: the point with entry i of ``name`` set to ``convert(q)`` per row (i, q)."""
-    B = len(rows)
-    shape = model.shape(name)
-    leaves = {m: v[None, ...] for m, v in base.items() if m != name}
-    arr = np.repeat(base[name].reshape(1, -1), B, axis=0)
-    for b, (i, q) in enumerate(rows):
-        arr[b, i] = convert(q)
-    leaves[name] = arr.reshape((B,) + shape)
-    return leaves
+    return batched_leaves({m: v[None, ...] for m, v in base.items()}, [{(name, i): convert(q)} for i, q in rows])
 
 
 def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | Mapping[str, np.ndarray],
