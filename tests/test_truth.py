@@ -356,3 +356,16 @@ def test_total_cancellation_is_never_certified_wrongly(backend):
     with mpmath.workdps(100):
         ref = 1 - mpmath.cos(mpmath.mpf(1e-30))
         assert abs(t.gradient["w"][()] - ref) < mpmath.mpf(10) ** -20 * ref
+
+
+def test_float32_literals_are_rounded_once():
+    """23917.1627002 rounds to 23917.162109375 in float32; rounding the numerator to 24 bits before
+    dividing (a double rounding) gives 23917.1640625, one ulp off."""
+    from fractions import Fraction as Fr
+
+    from verigrad.backends import round_fraction
+
+    assert round_fraction(Fr("23917.1627002"), np.float32) == 23917.162109375
+    m = _model('name = "lit"\nloss = "x * 23917.1627002"\n[symbols]\nx = { value = 1.0 }\n')
+    f = m.float_eval([m.loss], point_in_dtype(m.point, F32), np.float32)[0]
+    assert f == np.float32(23917.162109375)

@@ -85,13 +85,9 @@ class FloatBackend:
 
     def const(self, params: tuple) -> np.ndarray:
         if params[0] == "rational":
-            value = float(Fraction(params[1], params[2]))
+            value = round_fraction(Fraction(params[1], params[2]), self.real_dtype)
         else:
             value = float(mpmath.pi if params[0] == "pi" else mpmath.e)
-        # Round once from the exact value via float64; float32 double rounding is
-        # avoided by rounding the exact Fraction directly when it matters.
-        if self.real_dtype == np.float32 and params[0] == "rational":
-            value = _round_fraction_to_float32(Fraction(params[1], params[2]))
         return np.array([value], dtype=self.dtype)
 
     def div(self, x, y, node):
@@ -147,9 +143,17 @@ class FloatBackend:
         return mask / np.sum(mask, axis=axes, keepdims=True)
 
 
-def _round_fraction_to_float32(q: Fraction) -> float:
+def round_fraction(q: Fraction, dtype) -> float:
+    """Round an exact rational to the nearest value of ``dtype`` (float32 or float64), once.
+
+    float64: ``float(q)`` is correctly rounded. float32: one correctly rounded division at 24 bits
+    (``mpf(numerator) / denominator`` would round the numerator first: a double rounding).
+    """
+    if np.dtype(dtype) == np.float64:
+        return float(q)
     with mpmath.workprec(24):
-        return float(mpmath.mpf(q.numerator) / q.denominator)
+        v = mpmath.fdiv(q.numerator, q.denominator)
+    return float(np.float32(float(v)))
 
 
 _mpf = np.frompyfunc(lambda v: mpmath.mpf(v), 1, 1)

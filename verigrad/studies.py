@@ -34,6 +34,7 @@ from typing import Mapping, Sequence
 import mpmath
 import numpy as np
 
+from .backends import round_fraction
 from .cases import point_in_dtype
 from .errors import LimitError as LimitErrorType, UsageError
 from .graph import Op, topological
@@ -180,15 +181,6 @@ class Study:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _round_to(q: Fraction, dtype: np.dtype) -> float:
-    """Round an exact rational to the nearest value of ``dtype`` (once)."""
-    if np.dtype(dtype) == np.float64:
-        return float(q)
-    with mpmath.workprec(24):
-        v = mpmath.fdiv(q.numerator, q.denominator)
-    return float(np.float32(float(v)))
-
-
 def _is_power_of_two(q: Fraction) -> bool:
     n, d = abs(q.numerator), q.denominator
     return n > 0 and n & (n - 1) == 0 and d & (d - 1) == 0
@@ -205,7 +197,7 @@ def _nodes(x: np.ndarray, h: np.ndarray, c: Fraction, dtype: np.dtype) -> np.nda
     if _is_power_of_two(c):
         with np.errstate(all="ignore"):
             return (x + dtype.type(float(c)) * h).astype(dtype)
-    return np.array([_round_to(Fraction(float(a)) + c * Fraction(float(b)), dtype) for a, b in zip(x, h)],
+    return np.array([round_fraction(Fraction(float(a)) + c * Fraction(float(b)), dtype) for a, b in zip(x, h)],
                     dtype=dtype)
 
 
@@ -460,10 +452,10 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
                 x = Fraction(float(point[name].ravel()[i]))
                 if is_cs:
                     ex[(name, i)] = (x, c * hq * e)
-                    fl[(name, i)] = (x, _round_to(c * hq * e, np_dt))
+                    fl[(name, i)] = (x, round_fraction(c * hq * e, np_dt))
                 else:
                     ex[(name, i)] = x + c * hq * e
-                    fl[(name, i)] = _round_to(x + c * hq * e, np_dt)
+                    fl[(name, i)] = round_fraction(x + c * hq * e, np_dt)
             exact_nodes.append(ex)
             float_nodes.append(fl)
 
