@@ -32,7 +32,7 @@ import numpy as np
 from .errors import CandidateError
 from .spec import CodeRef
 
-__all__ = ["CallResult", "call_isolated", "load_function", "normalise_gradient"]
+__all__ = ["CallResult", "call_isolated", "load_function", "normalise_gradient", "loss_code_evaluator"]
 
 
 @dataclass(frozen=True)
@@ -270,3 +270,23 @@ def normalise_gradient(value: Any, variables: Mapping[str, tuple[int, ...]], lab
                 continue
         out[n] = arr
     return out, problems
+
+
+def loss_code_evaluator(case):
+    """A function evaluating the case's ``loss_code`` at a list of float points, in one isolated child."""
+    def evaluate(calls):
+        res = call_isolated(case.loss_code, calls, timeout=case.limits.candidate_seconds * 10)
+        if not res.ok:
+            raise CandidateError(f"{case.path}::{case.name}::loss_code: {res.error}")
+        out = []
+        for v in res.values:
+            a = np.asarray(v)
+            if a.dtype.kind not in "fc" or a.size != 1:
+                if a.dtype.kind not in "fc" and a.size == 1:
+                    raise CandidateError(f"{case.path}::{case.name}::loss_code: returned {a.dtype} {a!r}, "
+                                         f"expected a float (or complex, for the complex step) scalar")
+                raise CandidateError(f"{case.path}::{case.name}::loss_code: returned shape {list(a.shape)}, "
+                                     f"expected a scalar")
+            out.append(a.reshape(()))
+        return np.array(out)
+    return evaluate

@@ -94,7 +94,7 @@ def grade_schemes(model, truth, baseline) -> list:
     """One informational Result per scheme x step of the case's [check], at ``truth``'s dtype."""
     from .grading import grade
     from .runner import Result
-    from .studycli import loss_code_evaluator
+    from .candidates import loss_code_evaluator
 
     case = model.case
     out = []

@@ -151,7 +151,7 @@ def classic_reference(model: Model, dtype: Dtype) -> dict[str, np.ndarray] | Non
     from .schemes import StepMode
     from .studies import fd_gradient
 
-    from .studycli import loss_code_evaluator
+    from .candidates import loss_code_evaluator
 
     lv = loss_code_evaluator(model.case) if model.case.loss_code is not None else None
     try:
@@ -237,7 +237,7 @@ def grade_loss_code(model: Model, truth: Truth) -> dict:
     """
     import mpmath
 
-    from .studycli import loss_code_evaluator
+    from .candidates import loss_code_evaluator
 
     try:
         got = loss_code_evaluator(model.case)([{k: np.array(v) for k, v in truth.point.items()}])[0]

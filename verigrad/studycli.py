@@ -6,15 +6,15 @@ import math
 
 import numpy as np
 
-from .candidates import call_isolated
+from .candidates import loss_code_evaluator
 from .cases import load_case
-from .errors import CandidateError, UsageError
+from .errors import UsageError
 from .model import compile_case
 from .schemes import SCHEME_NAMES, StepMode, get_scheme
 from .spec import Dtype
 from .studies import coordinate_direction, non_analytic_sites, random_direction, run_study
 
-__all__ = ["run_study_command", "parse_steps", "loss_code_evaluator"]
+__all__ = ["run_study_command", "parse_steps"]
 
 DEFAULT_SCHEMES = ("forward", "central", "central4", "complex-step")
 
@@ -31,26 +31,6 @@ def parse_steps(text: str) -> np.ndarray:
     if not (0 < lo < hi < math.inf) or not 2 <= count <= 10_000:
         raise UsageError(f"--steps {text!r}: need 0 < FROM < TO and 2 <= COUNT <= 10000")
     return np.logspace(math.log10(lo), math.log10(hi), count)
-
-
-def loss_code_evaluator(case):
-    """A function evaluating the case's ``loss_code`` at a list of float points, in one isolated child."""
-    def evaluate(calls):
-        res = call_isolated(case.loss_code, calls, timeout=case.limits.candidate_seconds * 10)
-        if not res.ok:
-            raise CandidateError(f"{case.path}::{case.name}::loss_code: {res.error}")
-        out = []
-        for v in res.values:
-            a = np.asarray(v)
-            if a.dtype.kind not in "fc" or a.size != 1:
-                if a.dtype.kind not in "fc" and a.size == 1:
-                    raise CandidateError(f"{case.path}::{case.name}::loss_code: returned {a.dtype} {a!r}, "
-                                         f"expected a float (or complex, for the complex step) scalar")
-                raise CandidateError(f"{case.path}::{case.name}::loss_code: returned shape {list(a.shape)}, "
-                                     f"expected a scalar")
-            out.append(a.reshape(()))
-        return np.array(out)
-    return evaluate
 
 
 def run_study_command(args, console, err) -> int:
@@ -98,7 +78,13 @@ def run_study_command(args, console, err) -> int:
                 progress.advance(task)
                 console.print(study_table(st))
     if loss_values is not None:
-        console.print(loss_code_line(model, loss_values, dtypes))
+        from .cases import point_in_dtype
+        from .runner import grade_loss_code
+        from .truth import certify
+
+        records = [grade_loss_code(model, certify(model, point_in_dtype(model.point, dt), dt, digits=20))
+                   for dt in dtypes]
+        console.print(loss_code_line(str(case.loss_code), records))
     if args.plot:
         from .report.studyplot import study_figure
 

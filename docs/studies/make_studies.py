@@ -49,7 +49,7 @@ from verigrad.runner import baseline_gradient, grade_candidate
 from verigrad.schemes import StepMode, default_step_grid, get_scheme
 from verigrad.spec import Dtype, Expect
 from verigrad.studies import Direction, coordinate_direction, fd_gradient, recommended_step, run_study
-from verigrad.studycli import loss_code_evaluator
+from verigrad.candidates import loss_code_evaluator
 from verigrad.truth import certify, format_mp
 
 REPO = Path(__file__).resolve().parents[2]
