@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .backends import MAGNITUDE_SENSITIVE, MAX_MAG_BITS, _where_text
+from .backends import MAGNITUDE_SENSITIVE, MAX_MAG_BITS, _where_text, reduce_object
 from .errors import DomainError, LimitError
 from .functions import ElemFn
 
@@ -90,6 +90,9 @@ def _sign(b) -> int:
 
 def _cmp(a, b) -> int:
     return _sign(a - b)
+
+
+_ARB_MAX = np.frompyfunc(lambda a, b: a if _cmp(a, b) >= 0 else b, 2, 1)
 
 
 _vec = {}
@@ -258,13 +261,7 @@ class ArbBackend:
         return np.asarray(np.prod(x, axis=axes, keepdims=keepdims), dtype=object)
 
     def max(self, x, axes, keepdims, node):
-        f = np.frompyfunc(lambda a, b: a if _cmp(a, b) >= 0 else b, 2, 1)
-        out = x
-        for a in sorted(axes, reverse=True):
-            out = f.reduce(out, axis=a, keepdims=True)
-        if not keepdims:
-            out = np.squeeze(out, axis=axes)
-        return np.asarray(out, dtype=object)
+        return reduce_object(_ARB_MAX, x, axes, keepdims)
 
     def logsumexp(self, x, axes, keepdims, node):
         s = np.sum(_ufunc(lambda v: v.exp())(x), axis=axes, keepdims=keepdims)

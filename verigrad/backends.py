@@ -287,12 +287,7 @@ class MPBackend:
 
     def max(self, x, axes, keepdims, node):
         self._refuse_complex("max", node)
-        out = x
-        for a in sorted(axes, reverse=True):
-            out = _OBJ_MAX.reduce(out, axis=a, keepdims=True)
-        if not keepdims:
-            out = np.squeeze(out, axis=axes)
-        return np.asarray(out, dtype=object)
+        return reduce_object(_OBJ_MAX, x, axes, keepdims)
 
     def logsumexp(self, x, axes, keepdims, node):
         e = np.frompyfunc(mpmath.exp, 1, 1)(x)
@@ -395,6 +390,16 @@ def _exact_matmul(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+def reduce_object(ufunc2, x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """Reduce an object array over several axes with a binary frompyfunc ufunc (e.g. a max)."""
+    out = x
+    for a in sorted(axes, reverse=True):
+        out = ufunc2.reduce(out, axis=a, keepdims=True)
+    if not keepdims:
+        out = np.squeeze(out, axis=axes)
+    return np.asarray(out, dtype=object)
+
+
 def _ge(x, y):
     return np.frompyfunc(lambda a, b: a >= b, 2, 1)(x, y).astype(bool)
 
@@ -456,12 +461,7 @@ class SympyBackend:
         return np.prod(x, axis=axes, keepdims=keepdims)
 
     def max(self, x, axes, keepdims, node):
-        out = x
-        for a in sorted(axes, reverse=True):
-            out = np.frompyfunc(sympy.Max, 2, 1).reduce(out, axis=a, keepdims=True)
-        if not keepdims:
-            out = np.squeeze(out, axis=axes)
-        return np.asarray(out, dtype=object)
+        return reduce_object(np.frompyfunc(sympy.Max, 2, 1), x, axes, keepdims)
 
     def logsumexp(self, x, axes, keepdims, node):
         s = np.sum(np.frompyfunc(sympy.exp, 1, 1)(x), axis=axes, keepdims=keepdims)
