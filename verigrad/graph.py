@@ -37,7 +37,7 @@ import numpy as np
 from .errors import ShapeError
 from .functions import FUNCTIONS, ElemFn
 
-__all__ = ["Op", "Node", "Builder", "gradient_graph", "topological", "evaluate"]
+__all__ = ["Op", "Node", "Builder", "gradient_graph", "topological", "evaluate", "evaluate_all", "eval_node"]
 
 
 class Op(enum.Enum):
@@ -641,13 +641,20 @@ def evaluate(outputs: Sequence[Node], leaves: Mapping[str, np.ndarray], backend)
     list of ndarray
         ``(B, *node.shape)`` (or batch 1) per output.
     """
-    values: dict[int, np.ndarray] = {}
-    for n in topological(outputs):
-        values[n.id] = _eval_node(n, [values[a.id] for a in n.args], leaves, backend)
+    values = evaluate_all(outputs, leaves, backend)
     return [values[o.id] for o in outputs]
 
 
-def _eval_node(n: Node, args: list[np.ndarray], leaves, bk) -> np.ndarray:
+def evaluate_all(outputs: Sequence[Node], leaves: Mapping[str, np.ndarray], backend) -> dict[int, np.ndarray]:
+    """Like :func:`evaluate`, but the value of every node reached, by node id."""
+    values: dict[int, np.ndarray] = {}
+    for n in topological(outputs):
+        values[n.id] = eval_node(n, [values[a.id] for a in n.args], leaves, backend)
+    return values
+
+
+def eval_node(n: Node, args: list[np.ndarray], leaves, bk) -> np.ndarray:
+    """One node's value from its arguments' (batched) values."""
     op = n.op
     nd = len(n.shape)
     if op is Op.LEAF:

@@ -110,7 +110,7 @@ import numpy as np
 from .backends import FloatBackend, MPBackend
 from .cases import point_in_dtype
 from .errors import CertificationError, DomainError, VerigradError
-from .graph import Node, Op, _align, _eval_node, const_value, decode_index, evaluate, topological
+from .graph import Node, Op, _align, eval_node, const_value, decode_index, evaluate, topological
 from .model import Model
 from .schemes import Scheme, SchemeKind, StepMode, get_scheme
 from .spec import Dtype
@@ -1307,7 +1307,7 @@ def _evaluate_with(nodes: Sequence[Node], leaves: Mapping[str, np.ndarray], back
     """:func:`verigrad.graph.evaluate` with some entries of some nodes replaced, per batch row."""
     values: dict[int, np.ndarray] = {}
     for n in topological(nodes):
-        v = _eval_node(n, [values[a.id] for a in n.args], leaves, backend)
+        v = eval_node(n, [values[a.id] for a in n.args], leaves, backend)
         if n.id in overrides:
             v = np.array(np.broadcast_to(v, (B,) + n.shape))
             for b, idx, val in overrides[n.id]:

@@ -811,16 +811,35 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
                    truth=None, loss_values=None, reference: Mapping[str, np.ndarray] | None = None,
                    entries: Mapping[str, Sequence[int]] | None = None,
                    max_batch_objects: int = 400_000) -> tuple[FDSplit, ...]:
-    """:func:`fd_split` at several steps at once: every (step, entry) node of the sweep shares batched
-    exact evaluations, so a whole 30-step sweep of the full gradient costs little more than one step.
+    """:func:`fd_split` at several steps at once, for the whole gradient.
 
     Returns
     -------
     tuple of FDSplit
         One per step, in order.
+
+    Notes
+    -----
+    The exact loss is needed at 2 S nodes per (step, entry). Two devices keep this cheap:
+
+    * **Incremental evaluation** (:class:`verigrad.lines.LineEvaluator`): the loss at a
+      point that differs from x_p in one entry is updated from one evaluation at x_p,
+      recomputing only the entries that depend on the perturbed one.
+    * **Taylor mode** for variables on an analytic path to the loss: one power series
+      φ_i(t) = f(x_p + t e_i) = Σ_{j<L} a_j t^j per entry (Arb balls) gives, without
+      cancellation, T = Σ_{j≠1} a_j m_j h^(j-1) (m_j = Σ_k w_k c_k^j) and
+      S = Σ_k w_k Σ_j a_j ((c_k h + δ_k)^j − (c_k h)^j) / h (δ_k = y_k − x_p − c_k h).
+      A (step, entry) takes these values only where the first omitted terms are below
+      2^-50 of the smallest nonzero part, for every smaller step too; the largest such
+      step of each entry is also evaluated directly, and the series is discarded for an
+      entry whose two answers disagree. Everything else is evaluated directly, at a
+      precision that grows with |log2 h| so that differences of exact values keep their
+      digits.
+
+    Either way R = D_float − D_nodes = E − T − S exactly.
     """
     from . import arbbackend as ab
-    from .graph import evaluate
+    from .lines import series_ok
 
     scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
     if scheme.kind is SchemeKind.COMPLEX_STEP:
@@ -831,69 +850,43 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
     ests = [fd_gradient(model, dtype=dtype, scheme=scheme, step=st, step_mode=step_mode, loss_values=loss_values)
             for st in steps]
     offsets, weights = list(scheme.offsets), list(scheme.weights)
-    S, M = len(offsets), len(steps)
+    M = len(steps)
     h_all = [dict() for _ in steps]
     parts = [{k: {} for k in ("error", "truncation", "step", "roundoff")} for _ in steps]
     prec_used = 0
-    use_arb = ab.available()
     for name in model.gradient:
         x = point[name]
         n = x.size
         hps = [entry_steps(st, name, x, step_mode).astype(np_dt) for st in steps]
-        positive = np.concatenate([hp[hp > 0] for hp in hps]) if n else np.zeros(0)
-        h_min = float(positive.min()) if positive.size else 1.0
-        prec = min(128 + 64 + int(math.ceil(-math.log2(h_min))) * (scheme.leading_derivative + 2), 4000)
-        prec_used = max(prec_used, prec)
-        outs = [{k: np.full(n, np.nan) for k in parts[0]} for _ in steps]
         y_nodes = [[_nodes(x.ravel(), hp, c, np_dt) for c in offsets] for hp in hps]
-        g_flat = (reference if reference is not None else truth.gradient)[name].ravel()
+        g_true = truth.gradient[name].ravel()
+        g_ref = (reference if reference is not None else truth.gradient)[name].ravel()
         wanted = list(range(n)) if entries is None else [int(i) for i in entries.get(name, ())]
-        units = [(m, i) for m in range(M) for i in wanted]
-        per = max(1, max_batch_objects // max(1, n * S * 2))
-        if use_arb:
-            with ab.arb_precision(prec):
-                arb_base = {m: ab.from_float(point[m]) for m in model.leaves}
-        mp_base = None
-        for start in range(0, len(units), per):
-            chunk = units[start:start + per]
-            rows_exact, rows_float = [], []
-            for m, i in chunk:
-                xi, hi = Fraction(float(x.ravel()[i])), Fraction(float(hps[m][i]))
-                for k, c in enumerate(offsets):
-                    rows_exact.append((i, xi + c * hi))
-                    rows_float.append((i, Fraction(float(y_nodes[m][k][i]))))
-            vals = {}
-            for tag, rows in (("exact", rows_exact), ("nodes", rows_float)):
-                if use_arb:
-                    with ab.arb_precision(prec):
-                        leaves = _rows_leaves(model, arb_base, name, rows,
-                                              lambda q: ab.arb(q.numerator) / q.denominator)
-                        try:
-                            f = evaluate([model.loss], leaves, ab.ArbBackend())[0]
-                            vals[tag] = [ab.to_mpf(v) for v in f.ravel()]
-                            continue
-                        except (ab.Undecided, ArithmeticError):
-                            pass  # a node on a kink or domain edge: decided by mpmath below
-                with mpmath.workprec(prec):
-                    mp_base = mp_base or {m: model.mp_values(m, point[m]) for m in model.leaves}
-                    leaves = _rows_leaves(model, mp_base, name, rows, lambda q: mpmath.mpf(q.numerator) / q.denominator)
-                    vals[tag] = list(_mp_loss(model, leaves, prec).ravel())
-            with mpmath.workprec(prec):
-                wq = [mpmath.mpf(w.numerator) / w.denominator for w in weights]
-                for j, (m, i) in enumerate(chunk):
-                    fe = vals["exact"][j * S:(j + 1) * S]
-                    fn = vals["nodes"][j * S:(j + 1) * S]
-                    dfl = float(ests[m][name].ravel()[i])
-                    if any(v is None for v in fe + fn) or not np.isfinite(dfl) or hps[m][i] == 0:
-                        continue
-                    hm = mpmath.mpf(float(hps[m][i]))
-                    de = sum(w * v for w, v in zip(wq, fe)) / hm
-                    dn = sum(w * v for w, v in zip(wq, fn)) / hm
-                    df = mpmath.mpf(dfl)
-                    outs[m]["error"][i] = float(df - g_flat[i])
-                    outs[m]["truncation"][i] = float(de - g_flat[i])
-                    outs[m]["step"][i] = float(dn - de)
-                    outs[m]["roundoff"][i] = float(df - dn)
+        line = _Line(model, point, name, x.ravel(), hps, y_nodes, scheme, ests, g_true, g_ref, dtype)
+        outs = [{k: np.full(n, np.nan) for k in parts[0]} for _ in steps]
+        taylor: dict[tuple[int, int], tuple] = {}
+        checks: dict[int, int] = {}
+        if ab.available() and series_ok(model, name) and wanted:
+            taylor, checks = line.taylor(wanted)
+        direct = [(m, i) for i in wanted for m in range(M) if (m, i) not in taylor]
+        direct_set = set(direct)
+        direct += [(m, i) for i, m in checks.items() if (m, i) not in direct_set]
+        found = line.direct(direct, max_batch_objects)
+        retry = []
+        for i, m in checks.items():
+            if (m, i) not in found:
+                continue
+            if not line.agree(taylor[(m, i)], found[(m, i)]):
+                retry += [(mm, i) for mm in range(M) if (mm, i) in taylor and (mm, i) not in found]
+                for mm in range(M):
+                    taylor.pop((mm, i), None)
+            elif sum(found[(m, i)][6:]) < sum(taylor[(m, i)][6:]):
+                taylor.pop((m, i))  # both agree: keep the one with the smaller error bound
+        found.update(line.direct(retry, max_batch_objects))
+        for (m, i), res in list(found.items()) + list(taylor.items()):
+            e, t, st_, r = res[:4]
+            outs[m]["error"][i], outs[m]["truncation"][i], outs[m]["step"][i], outs[m]["roundoff"][i] = e, t, st_, r
+        prec_used = max(prec_used, line.prec_used)
         for m in range(M):
             h_all[m][name] = hps[m].astype(np.float64).reshape(x.shape)
             for k in parts[m]:
@@ -901,3 +894,240 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
     return tuple(FDSplit(scheme=scheme, dtype=dtype, step=steps[m], h=h_all[m], estimate=ests[m],
                          error=parts[m]["error"], truncation=parts[m]["truncation"], step_error=parts[m]["step"],
                          roundoff=parts[m]["roundoff"], precision=prec_used) for m in range(M))
+
+
+#: Taylor values are used where the first omitted terms are below this fraction of the parts.
+_TAIL = 2.0 ** -50
+#: Parts below this fraction of the largest are noise of the exact arithmetic, not held to _TAIL.
+_NEGLIGIBLE = 2.0 ** -100
+#: Bits of the power series' coefficients.
+_SERIES_PREC = 192
+
+
+def _direct_precision(h: float, scheme: Scheme, dtype: Dtype) -> int:
+    """Bits for exact losses at the nodes of step h.
+
+    T·h is about h^(p+1) of f, and S·h about ulp(x)·f' (2^-mantissa of f): each loses that
+    many bits to cancellation, and should keep ~128 more (96 of them spare for the radius
+    check of the ball values).
+    """
+    lost = max(np.finfo(dtype.numpy).nmant + 1,
+               int(math.ceil(-math.log2(h))) * (scheme.leading_derivative + 2) if 0 < h < 1 else 0)
+    return min(4000, 64 * -(-(192 + lost) // 64))
+
+
+class _Line:
+    """The exact parts of one variable's full-gradient split (helper of :func:`fd_sweep_split`).
+
+    Results per (step m, entry i): (E, T, S, R) as floats, plus, for comparisons, T and S
+    as mpf and their absolute error bounds.
+    """
+
+    def __init__(self, model, point, name, x, hps, y_nodes, scheme, ests, g_true, g_ref, dtype):
+        self.model, self.point, self.name, self.x, self.dtype = model, point, name, x, dtype
+        self.hps, self.y_nodes, self.scheme, self.ests = hps, y_nodes, scheme, ests
+        self.g_true, self.g_ref = g_true, g_ref
+        self.offsets, self.weights = list(scheme.offsets), list(scheme.weights)
+        self.prec_used = 0
+        self._evaluators: dict[int, object] = {}
+
+    def _combine(self, m, i, T, S, err_T=0.0, err_S=0.0, *, series=False):
+        """(E, T, S, R, T, S, err T, err S) from exact T and S (mpf); None where D_float is not finite.
+
+        A series T is measured from the exact derivative; it is moved to the reference here."""
+        dfl = float(self.ests[m][self.name].ravel()[i])
+        if not np.isfinite(dfl):
+            return None
+        with mpmath.workprec(max(self.prec_used, 256) + 64):  # E, T and R exactly, not rounded to 53 bits
+            # a part within its own error bound is indistinguishable from 0: report 0, not noise
+            T = mpmath.mpf(0) if abs(T) <= err_T else T
+            S = mpmath.mpf(0) if abs(S) <= err_S else S
+            if series:
+                T = T + (self.g_true[i] - self.g_ref[i])
+            E = mpmath.mpf(dfl) - self.g_ref[i]
+            R = E - T - S
+        return float(E), float(T), float(S), float(R), T, S, err_T, err_S
+
+    # -- Taylor mode ----------------------------------------------------------------------------
+
+    def taylor(self, wanted):
+        """Units whose T and S come from power series, and the step of each entry to check directly."""
+        from . import arbbackend as ab
+        from .lines import LineEvaluator, Unsupported, coefficients, series_cap
+
+        scheme, M = self.scheme, len(self.hps)
+        moments = [sum((w * c**j for c, w in zip(self.offsets, self.weights)), Fraction(0))
+                   for j in range(scheme.leading_derivative + 13)]
+        if moments[0] != 0 or moments[1] != 1:
+            return {}, {}
+        L = len(moments)
+        W = np.asarray(wanted, dtype=np.int64)
+        prec = _SERIES_PREC
+        self.prec_used = max(self.prec_used, prec)
+        with ab.arb_precision(prec), series_cap(L):
+            try:
+                ev = LineEvaluator(self.model, self.point, self.name, prec=prec, series=L)
+                ser = ev.losses(W, [ab.flint.arb_series([ab.arb(float(self.x[i])), 1]) for i in W])
+            except (Unsupported, ab.Undecided, ArithmeticError):
+                return {}, {}
+            A = [np.empty(W.size, dtype=object) for _ in range(L)]
+            for u, s in enumerate(ser):
+                for j, a in enumerate(coefficients(s, L)):
+                    A[j][u] = a
+            logA = [np.array([_log2_abs(a) for a in A[j]]) for j in range(L)]
+            xs = ab.from_float(self.x[W])
+            result: dict[tuple[int, int], tuple] = {}
+            ok_until = {int(i): True for i in W}
+            checks: dict[int, int] = {}
+            order = sorted(range(M), key=lambda m: float(np.max(self.hps[m][W])) if W.size else 0.0)
+            for m in order:
+                hf = self.hps[m][W].astype(np.float64)
+                h = ab.from_float(hf)
+                T = np.full(W.size, ab.arb(0), dtype=object)
+                hj = np.full(W.size, ab.arb(1), dtype=object)  # h^(j-1)
+                for j in range(2, L):
+                    hj = hj * h
+                    if moments[j] != 0:
+                        T = T + A[j] * hj * (ab.arb(moments[j].numerator) / moments[j].denominator)
+                S = np.full(W.size, ab.arb(0), dtype=object)
+                tail_S = np.zeros(W.size)
+                for k, (c, w) in enumerate(zip(self.offsets, self.weights)):
+                    cq = ab.arb(c.numerator) / c.denominator
+                    sk = h * cq
+                    dk = ab.from_float(self.y_nodes[m][k][W].astype(np.float64)) - xs - sk
+                    if all(d == 0 for d in dk):
+                        continue
+                    q = np.full(W.size, ab.arb(0), dtype=object)
+                    spow = np.full(W.size, ab.arb(1), dtype=object)  # s^(j-1)
+                    acc = np.full(W.size, ab.arb(0), dtype=object)
+                    for j in range(1, L):
+                        q = (sk + dk) * q + dk * spow  # (s + d)^j - s^j
+                        spow = spow * sk
+                        acc = acc + A[j] * q
+                    S = S + acc * (ab.arb(w.numerator) / w.denominator)
+                    absd = np.array([abs(float(d.mid())) for d in dk])
+                    cj = float(abs(c)) * hf
+                    with np.errstate(all="ignore"):
+                        for j in (L - 2, L - 1):
+                            tail_S += float(abs(w)) * j * np.exp2(logA[j]) * cj ** (j - 1) * absd
+                S = S / h
+                with np.errstate(all="ignore"):
+                    tail_S = tail_S / hf
+                    cabs = [float(sum(abs(w) * abs(c) ** j for c, w in zip(self.offsets, self.weights)))
+                            for j in (L - 2, L - 1)]
+                    tail_T = np.maximum(*[np.exp2(logA[j]) * cabs[u] * hf ** (j - 1)
+                                          for u, j in enumerate((L - 2, L - 1))])
+                for u, i in enumerate(W):
+                    i = int(i)
+                    if not ok_until[i]:
+                        continue
+                    Tm, Sm = ab.to_mpf(T[u]), ab.to_mpf(S[u])
+                    res = self._combine(m, i, Tm, Sm, float(T[u].rad()), float(S[u].rad()), series=True)
+                    if res is None:
+                        continue
+                    big = max(abs(v) for v in res[1:4])
+                    nz = [abs(v) for v in res[1:4] if abs(v) > _NEGLIGIBLE * big]
+                    scale = min(nz) if nz else 0.0
+                    err = tail_T[u] + tail_S[u] + float(T[u].rad()) + float(S[u].rad())
+                    if np.isfinite(err) and err <= _TAIL * scale and T[u].is_finite() and S[u].is_finite():
+                        result[(m, i)] = res
+                        checks[i] = m
+                    else:
+                        ok_until[i] = False
+        return result, checks
+
+    def agree(self, series, direct) -> bool:
+        """Whether a Taylor and a direct answer for the same unit agree within their error bounds."""
+        scale = max(abs(direct[1]), abs(direct[2]), abs(direct[3]))
+        for k, e in ((4, 6), (5, 7)):
+            diff = abs(float(series[k] - direct[k]))
+            if diff > series[e] + direct[e] + 2.0 ** -40 * scale:
+                return False
+        return True
+
+    # -- direct evaluation ----------------------------------------------------------------------
+
+    def direct(self, units, max_batch_objects):
+        """E, T, S, R from exact losses at the nodes, per unit (m, i)."""
+        groups: dict[int, list] = {}
+        for m, i in units:
+            if self.hps[m][i] == 0:
+                continue
+            groups.setdefault(_direct_precision(float(self.hps[m][i]), self.scheme, self.dtype), []).append((m, i))
+        out = {}
+        S = len(self.offsets)
+        for prec, us in sorted(groups.items()):
+            self.prec_used = max(self.prec_used, prec)
+            per = max(1, max_batch_objects // max(1, self.x.size * S * 2))
+            for start in range(0, len(us), per):
+                chunk = us[start:start + per]
+                rows_exact, rows_float = [], []
+                for m, i in chunk:
+                    xi, hi = Fraction(float(self.x[i])), Fraction(float(self.hps[m][i]))
+                    for k, c in enumerate(self.offsets):
+                        rows_exact.append((i, xi + c * hi))
+                        rows_float.append((i, Fraction(float(self.y_nodes[m][k][i]))))
+                fe_all, ferr = self._losses(rows_exact + rows_float, prec)
+                half = len(rows_exact)
+                with mpmath.workprec(prec):
+                    wq = [mpmath.mpf(w.numerator) / w.denominator for w in self.weights]
+                    wabs = float(sum(abs(w) for w in self.weights))
+                    for j, (m, i) in enumerate(chunk):
+                        fe = fe_all[j * S:(j + 1) * S]
+                        fn = fe_all[half + j * S: half + (j + 1) * S]
+                        if any(v is None for v in fe + fn):
+                            continue
+                        hm = mpmath.mpf(float(self.hps[m][i]))
+                        de = sum(w * v for w, v in zip(wq, fe)) / hm
+                        dn = sum(w * v for w, v in zip(wq, fn)) / hm
+                        err = ferr * max(abs(float(v)) for v in fe + fn) * wabs / float(hm)
+                        res = self._combine(m, i, de - self.g_ref[i], dn - de, err, 2 * err)
+                        if res is not None:
+                            out[(m, i)] = res
+        return out
+
+    def _losses(self, rows, prec):
+        """Exact losses (mpf; None outside the domain) at the point with entry i set to q, per row (i, q),
+        and their relative error bound."""
+        from . import arbbackend as ab
+        from .graph import evaluate
+        from .lines import LineEvaluator, Unsupported
+
+        if ab.available():
+            with ab.arb_precision(prec):
+                vals = np.empty(len(rows), dtype=object)
+                vals[:] = [ab.arb(q.numerator) / q.denominator for _, q in rows]
+                idx = np.array([i for i, _ in rows], dtype=np.int64)
+                f = None
+                try:
+                    ev = self._evaluators.get(prec)
+                    if ev is None:
+                        ev = self._evaluators[prec] = LineEvaluator(self.model, self.point, self.name, prec=prec)
+                    f = ev.losses(idx, vals)
+                except Unsupported:
+                    base = {m: ab.from_float(np.asarray(self.point[m])) for m in self.model.leaves}
+                    try:
+                        f = evaluate([self.model.loss], _rows_leaves(self.model, base, self.name, list(zip(idx, vals)),
+                                                                     lambda v: v), ab.ArbBackend())[0].ravel()
+                    except (ab.Undecided, ArithmeticError):
+                        f = None
+                except (ab.Undecided, ArithmeticError):
+                    f = None
+                bound = 2.0 ** (96 - prec)
+                if f is not None and all(v.is_finite() and float(v.rad()) <= bound * abs(float(v.mid())) + 2.0 ** -prec
+                                         for v in f):
+                    return [ab.to_mpf(v) for v in f], 2 * bound
+        with mpmath.workprec(prec):
+            base = {m: self.model.mp_values(m, self.point[m]) for m in self.model.leaves}
+            leaves = _rows_leaves(self.model, base, self.name, rows, lambda q: mpmath.mpf(q.numerator) / q.denominator)
+            return list(_mp_loss(self.model, leaves, prec).ravel()), 2.0 ** (32 - prec)
+
+
+def _log2_abs(a) -> float:
+    """log2 |midpoint| of a ball (-inf for 0), without overflow."""
+    m = a.mid()
+    if m == 0:
+        return -math.inf
+    man, exp = m.man_exp()
+    man = int(man)
+    return math.log2(abs(man)) + int(exp)
