@@ -27,6 +27,7 @@ import contextlib
 import numpy as np
 
 from . import arbbackend as ab
+from .backends import MAGNITUDE_SENSITIVE
 from .graph import ELEMENTWISE_BINARY, Node, Op, decode_index, eval_node, evaluate_all, topological
 
 __all__ = ["LineEvaluator", "Unsupported", "coefficients", "series_ok", "series_cap"]
@@ -60,6 +61,14 @@ def series_cap(length: int):
         yield
     finally:
         ab.flint.ctx.cap = old
+
+
+_FALLIBLE_FUNCTIONS = {"log", "log1p", "sqrt", "arcsin", "arccos", "tan"} | set(MAGNITUDE_SENSITIVE)
+
+
+def _can_fail(n: Node) -> bool:
+    """Whether evaluating the node can raise a domain error (then all its entries are computed)."""
+    return n.op in (Op.DIV, Op.POW) or (n.op is Op.UNARY and n.fn.name in _FALLIBLE_FUNCTIONS)
 
 
 class _Sparse:
@@ -278,6 +287,45 @@ class LineEvaluator:
         self._maps: dict = {}
         self._bk = _SeriesArithmetic() if series else ab.ArbBackend()
         self._chunk = None
+        self._needed = self._needed_entries()
+
+    def _needed_entries(self) -> dict[int, np.ndarray]:
+        """Entries of each node that can change the loss (static, backwards from the loss).
+
+        An entry is not needed when every use of it is multiplied by an exact constant 0
+        (one-hot labels). Operations that can fail (log, sqrt, division, powers…) need all
+        their entries, so skipping never hides a domain error."""
+        needed = {n.id: np.zeros(n.size, dtype=bool) for n in self.nodes}
+        needed[self.model.loss.id][:] = True
+        for n in reversed(self.nodes):
+            need = needed[n.id]
+            if _can_fail(n):
+                need[:] = True
+            if not need.any() or not n.args:
+                continue
+            op = n.op
+            if op in (Op.UNARY, Op.NEG):
+                needed[n.args[0].id] |= need
+            elif op in ELEMENTWISE_BINARY or op in _STRUCTURAL:
+                for k, a in enumerate(n.args):
+                    src = self._src(n, k)
+                    use = need & (src >= 0)
+                    if op is Op.MUL and not n.args[1 - k].variables:
+                        use &= ~self._zero(n.args[1 - k])[self._src(n, 1 - k)]
+                    needed[a.id][src[use]] = True
+            elif op in (Op.SUM, Op.PROD, Op.MAX, Op.LOGSUMEXP):
+                needed[n.args[0].id] |= need[self._red(n)]
+            else:  # matrix products and anything else: every input entry may matter
+                for a in n.args:
+                    needed[a.id][:] = True
+        return needed
+
+    def _keep_needed(self, n: Node, cand: np.ndarray) -> np.ndarray:
+        need = self._needed[n.id]
+        if need.all():
+            return cand
+        drop = (cand < n.size) & ~need[np.minimum(cand, n.size - 1)]
+        return _unique_rows(np.where(drop, n.size, cand), n.size) if drop.any() else cand
 
     # -- static index maps --------------------------------------------------------------------
 
@@ -406,6 +454,12 @@ class LineEvaluator:
             return None
         if op in (Op.UNARY, Op.NEG):
             src = state[n.args[0].id]
+            idx = self._keep_needed(n, src.idx)
+            if idx is not src.idx:
+                if idx.shape[1] == 0:
+                    return None
+                J = idx
+                src = _Sparse(idx, self._at(n.args[0], J, state))
             val = np.empty(src.val.shape, dtype=object)
             ok = src.idx < n.size
             v = src.val[ok]
@@ -416,7 +470,7 @@ class LineEvaluator:
         if op in _STRUCTURAL:
             a = n.args[0]
             sp = state[a.id]
-            cand = _unique_rows(_image(self._inv(n, 0), sp.idx, a.size, n.size), n.size)
+            cand = self._keep_needed(n, _unique_rows(_image(self._inv(n, 0), sp.idx, a.size, n.size), n.size))
             if cand.shape[1] == 0:
                 return None
             src = self._src(n, 0)
@@ -439,6 +493,11 @@ class LineEvaluator:
             return self._matmul(n, state, B)
         raise Unsupported(f"{op.value} is not updated sparsely")
 
+    def _zero(self, n: Node) -> np.ndarray:
+        """Which entries of an unchanged node are exactly 0."""
+        return self._cached(("zero", n.id), lambda: np.array([v.is_exact() and v == 0 for v in self.flat[n.id]],
+                                                             dtype=bool))
+
     def _ufunc_exp(self):
         return self._cached("uexp", lambda: _ufunc(lambda v: v.exp()))
 
@@ -456,6 +515,15 @@ class LineEvaluator:
             if a.id in state:
                 parts.append(_image(self._inv(n, k), state[a.id].idx, a.size, n.size))
         cand = _unique_rows(np.concatenate(parts, axis=1), n.size)
+        if n.op is Op.MUL and len(parts) == 1:
+            # times an exact zero that does not change: the product stays exactly 0 (one-hot labels)
+            other = 1 if n.args[0].id in state else 0
+            zero = self._zero(n.args[other])
+            if zero.any():
+                src = self._src(n, other)
+                drop = (cand < n.size) & zero[src[np.minimum(cand, n.size - 1)]]
+                cand = _unique_rows(np.where(drop, n.size, cand), n.size)
+        cand = self._keep_needed(n, cand)
         if cand.shape[1] == 0:
             return None
         ok = cand < n.size
@@ -506,6 +574,7 @@ class LineEvaluator:
         sp = state[a.id]
         red = self._red(n)
         cand = _unique_rows(np.where(sp.idx < a.size, red[np.minimum(sp.idx, a.size - 1)], n.size), n.size)
+        cand = self._keep_needed(n, cand)
         if cand.shape[1] == 0:
             return None
         mem = self._members(n)
@@ -542,7 +611,7 @@ class LineEvaluator:
             cB = spB.idx % ncol
             img = np.arange(m)[None, None, :] * ncol + cB[..., None]
             parts.append(np.where(okB[..., None], img, size).reshape(B, -1))
-        cand = _unique_rows(np.concatenate(parts, axis=1), size)
+        cand = self._keep_needed(n, _unique_rows(np.concatenate(parts, axis=1), size))
         if cand.shape[1] == 0:
             return None
         Q = cand.shape[1]

@@ -919,40 +919,53 @@ def _direct_precision(h: float, scheme: Scheme, dtype: Dtype) -> int:
 class _Line:
     """The exact parts of one variable's full-gradient split (helper of :func:`fd_sweep_split`).
 
-    Results per (step m, entry i): (E, T, S, R) as floats, plus, for comparisons, T and S
-    as mpf and their absolute error bounds.
+    Results per (step m, entry i): (E, T, S, R) as floats, then T and S as balls and
+    their absolute error bounds (for comparisons between the two ways of computing them).
     """
 
     def __init__(self, model, point, name, x, hps, y_nodes, scheme, ests, g_true, g_ref, dtype):
+        from . import arbbackend as ab
+
         self.model, self.point, self.name, self.x, self.dtype = model, point, name, x, dtype
         self.hps, self.y_nodes, self.scheme, self.ests = hps, y_nodes, scheme, ests
-        self.g_true, self.g_ref = g_true, g_ref
         self.offsets, self.weights = list(scheme.offsets), list(scheme.weights)
         self.prec_used = 0
         self._evaluators: dict[int, object] = {}
+        self._ab = ab
+        self.g_true = _objects_of(_arb_of_mpf(v) for v in g_true)
+        self.g_ref = _objects_of(_arb_of_mpf(v) for v in g_ref)
+        self._same_ref = all(a is b for a, b in zip(g_true, g_ref))
 
-    def _combine(self, m, i, T, S, err_T=0.0, err_S=0.0, *, series=False):
-        """(E, T, S, R, T, S, err T, err S) from exact T and S (mpf); None where D_float is not finite.
+    def _q(self, q: Fraction):
+        return self._ab.arb(q.numerator) / q.denominator
 
-        A series T is measured from the exact derivative; it is moved to the reference here."""
-        dfl = float(self.ests[m][self.name].ravel()[i])
-        if not np.isfinite(dfl):
-            return None
-        with mpmath.workprec(max(self.prec_used, 256) + 64):  # E, T and R exactly, not rounded to 53 bits
-            # a part within its own error bound is indistinguishable from 0: report 0, not noise
-            T = mpmath.mpf(0) if abs(T) <= err_T else T
-            S = mpmath.mpf(0) if abs(S) <= err_S else S
-            if series:
-                T = T + (self.g_true[i] - self.g_ref[i])
-            E = mpmath.mpf(dfl) - self.g_ref[i]
+    def _combine(self, m, I, T, S, err_T, err_S, *, series=False) -> dict:
+        """Results for entries I at step m from T and S (balls) with their error bounds.
+
+        A series T is measured from the exact derivative; it is moved to the reference here.
+        Parts within their error bound are indistinguishable from 0 and reported as 0."""
+        ab = self._ab
+        dfl = self.ests[m][self.name].ravel()[I].astype(np.float64)
+        fin = np.isfinite(dfl)
+        out = {}
+        with ab.arb_precision(max(self.prec_used, 256) + 64):  # E, T and R exactly, never rounded to 53 bits
+            zero = ab.arb(0)
+            T = np.where(np.abs(T.astype(np.float64)) <= err_T, zero, T)
+            S = np.where(np.abs(S.astype(np.float64)) <= err_S, zero, S)
+            if series and not self._same_ref:
+                T = T + (self.g_true[I] - self.g_ref[I])
+            E = ab.from_float(np.where(fin, dfl, 0.0)) - self.g_ref[I]
             R = E - T - S
-        return float(E), float(T), float(S), float(R), T, S, err_T, err_S
+            Ef, Tf, Sf, Rf = (v.astype(np.float64) for v in (E, T, S, R))
+        for u in np.flatnonzero(fin):
+            out[(m, int(I[u]))] = (Ef[u], Tf[u], Sf[u], Rf[u], T[u], S[u], float(err_T[u]), float(err_S[u]))
+        return out
 
     # -- Taylor mode ----------------------------------------------------------------------------
 
     def taylor(self, wanted):
         """Units whose T and S come from power series, and the step of each entry to check directly."""
-        from . import arbbackend as ab
+        ab = self._ab
         from .lines import LineEvaluator, Unsupported, coefficients, series_cap
 
         scheme, M = self.scheme, len(self.hps)
@@ -964,6 +977,8 @@ class _Line:
         W = np.asarray(wanted, dtype=np.int64)
         prec = _SERIES_PREC
         self.prec_used = max(self.prec_used, prec)
+        result: dict[tuple[int, int], tuple] = {}
+        checks: dict[int, int] = {}
         with ab.arb_precision(prec), series_cap(L):
             try:
                 ev = LineEvaluator(self.model, self.point, self.name, prec=prec, series=L)
@@ -974,11 +989,12 @@ class _Line:
             for u, s in enumerate(ser):
                 for j, a in enumerate(coefficients(s, L)):
                     A[j][u] = a
-            logA = [np.array([_log2_abs(a) for a in A[j]]) for j in range(L)]
+            tail_j = (L - 2, L - 1)
+            absA = {j: np.exp2(np.array([_log2_abs(a) for a in A[j]])) for j in tail_j}
             xs = ab.from_float(self.x[W])
-            result: dict[tuple[int, int], tuple] = {}
-            ok_until = {int(i): True for i in W}
-            checks: dict[int, int] = {}
+            ok_until = np.ones(W.size, dtype=bool)
+            rad = np.frompyfunc(lambda v: float(v.rad()), 1, 1)
+            finite = np.frompyfunc(lambda v: v.is_finite(), 1, 1)
             order = sorted(range(M), key=lambda m: float(np.max(self.hps[m][W])) if W.size else 0.0)
             for m in order:
                 hf = self.hps[m][W].astype(np.float64)
@@ -988,115 +1004,117 @@ class _Line:
                 for j in range(2, L):
                     hj = hj * h
                     if moments[j] != 0:
-                        T = T + A[j] * hj * (ab.arb(moments[j].numerator) / moments[j].denominator)
+                        T = T + A[j] * hj * self._q(moments[j])
                 S = np.full(W.size, ab.arb(0), dtype=object)
                 tail_S = np.zeros(W.size)
                 for k, (c, w) in enumerate(zip(self.offsets, self.weights)):
-                    cq = ab.arb(c.numerator) / c.denominator
-                    sk = h * cq
+                    sk = h * self._q(c)
                     dk = ab.from_float(self.y_nodes[m][k][W].astype(np.float64)) - xs - sk
-                    if all(d == 0 for d in dk):
+                    absd = np.abs(dk.astype(np.float64))
+                    if not absd.any():
                         continue
                     q = np.full(W.size, ab.arb(0), dtype=object)
                     spow = np.full(W.size, ab.arb(1), dtype=object)  # s^(j-1)
                     acc = np.full(W.size, ab.arb(0), dtype=object)
                     for j in range(1, L):
-                        q = (sk + dk) * q + dk * spow  # (s + d)^j - s^j
+                        q = (sk + dk) * q + dk * spow  # (s + d)^j - s^j, without cancellation
                         spow = spow * sk
                         acc = acc + A[j] * q
-                    S = S + acc * (ab.arb(w.numerator) / w.denominator)
-                    absd = np.array([abs(float(d.mid())) for d in dk])
-                    cj = float(abs(c)) * hf
+                    S = S + acc * self._q(w)
                     with np.errstate(all="ignore"):
-                        for j in (L - 2, L - 1):
-                            tail_S += float(abs(w)) * j * np.exp2(logA[j]) * cj ** (j - 1) * absd
+                        for j in tail_j:
+                            tail_S += float(abs(w)) * j * absA[j] * (float(abs(c)) * hf) ** (j - 1) * absd
                 S = S / h
                 with np.errstate(all="ignore"):
                     tail_S = tail_S / hf
-                    cabs = [float(sum(abs(w) * abs(c) ** j for c, w in zip(self.offsets, self.weights)))
-                            for j in (L - 2, L - 1)]
-                    tail_T = np.maximum(*[np.exp2(logA[j]) * cabs[u] * hf ** (j - 1)
-                                          for u, j in enumerate((L - 2, L - 1))])
-                for u, i in enumerate(W):
-                    i = int(i)
-                    if not ok_until[i]:
+                    tail_T = np.maximum(*[absA[j] * float(sum(abs(w) * abs(c) ** j for c, w in
+                                                              zip(self.offsets, self.weights))) * hf ** (j - 1)
+                                          for j in tail_j])
+                    err_T = tail_T + rad(T).astype(np.float64)
+                    err_S = tail_S + rad(S).astype(np.float64)
+                live = np.flatnonzero(ok_until)
+                res = self._combine(m, W[live], T[live], S[live], err_T[live], err_S[live], series=True)
+                fin_T = finite(T).astype(bool) & finite(S).astype(bool)
+                for u in live:
+                    r = res.get((m, int(W[u])))
+                    if r is None:
                         continue
-                    Tm, Sm = ab.to_mpf(T[u]), ab.to_mpf(S[u])
-                    res = self._combine(m, i, Tm, Sm, float(T[u].rad()), float(S[u].rad()), series=True)
-                    if res is None:
-                        continue
-                    big = max(abs(v) for v in res[1:4])
-                    nz = [abs(v) for v in res[1:4] if abs(v) > _NEGLIGIBLE * big]
-                    scale = min(nz) if nz else 0.0
-                    err = tail_T[u] + tail_S[u] + float(T[u].rad()) + float(S[u].rad())
-                    if np.isfinite(err) and err <= _TAIL * scale and T[u].is_finite() and S[u].is_finite():
-                        result[(m, i)] = res
-                        checks[i] = m
+                    parts = np.abs(np.array(r[1:4]))
+                    big = parts.max()
+                    nz = parts[parts > _NEGLIGIBLE * big]
+                    scale = nz.min() if nz.size else 0.0
+                    err = err_T[u] + err_S[u]
+                    if fin_T[u] and np.isfinite(err) and err <= _TAIL * scale:
+                        result[(m, int(W[u]))] = r
+                        checks[int(W[u])] = m
                     else:
-                        ok_until[i] = False
+                        ok_until[u] = False
         return result, checks
 
     def agree(self, series, direct) -> bool:
         """Whether a Taylor and a direct answer for the same unit agree within their error bounds."""
         scale = max(abs(direct[1]), abs(direct[2]), abs(direct[3]))
-        for k, e in ((4, 6), (5, 7)):
-            diff = abs(float(series[k] - direct[k]))
-            if diff > series[e] + direct[e] + 2.0 ** -40 * scale:
-                return False
+        with self._ab.arb_precision(max(self.prec_used, 256) + 64):
+            for k, e in ((4, 6), (5, 7)):
+                diff = abs(float(series[k] - direct[k]))
+                if diff > series[e] + direct[e] + 2.0 ** -40 * scale:
+                    return False
         return True
 
     # -- direct evaluation ----------------------------------------------------------------------
 
     def direct(self, units, max_batch_objects):
         """E, T, S, R from exact losses at the nodes, per unit (m, i)."""
+        ab = self._ab
         groups: dict[int, list] = {}
         for m, i in units:
             if self.hps[m][i] == 0:
                 continue
             groups.setdefault(_direct_precision(float(self.hps[m][i]), self.scheme, self.dtype), []).append((m, i))
         out = {}
-        S = len(self.offsets)
+        K = len(self.offsets)
+        wabs = float(sum(abs(w) for w in self.weights))
         for prec, us in sorted(groups.items()):
             self.prec_used = max(self.prec_used, prec)
-            per = max(1, max_batch_objects // max(1, self.x.size * S * 2))
+            per = max(1, max_batch_objects // max(1, self.x.size * K * 2))
             for start in range(0, len(us), per):
                 chunk = us[start:start + per]
-                rows_exact, rows_float = [], []
+                rows = []
                 for m, i in chunk:
                     xi, hi = Fraction(float(self.x[i])), Fraction(float(self.hps[m][i]))
-                    for k, c in enumerate(self.offsets):
-                        rows_exact.append((i, xi + c * hi))
-                        rows_float.append((i, Fraction(float(self.y_nodes[m][k][i]))))
-                fe_all, ferr = self._losses(rows_exact + rows_float, prec)
-                half = len(rows_exact)
-                with mpmath.workprec(prec):
-                    wq = [mpmath.mpf(w.numerator) / w.denominator for w in self.weights]
-                    wabs = float(sum(abs(w) for w in self.weights))
-                    for j, (m, i) in enumerate(chunk):
-                        fe = fe_all[j * S:(j + 1) * S]
-                        fn = fe_all[half + j * S: half + (j + 1) * S]
-                        if any(v is None for v in fe + fn):
+                    rows += [(i, xi + c * hi) for c in self.offsets]
+                for m, i in chunk:
+                    rows += [(i, Fraction(float(self.y_nodes[m][k][i]))) for k in range(K)]
+                f, ferr = self._losses(rows, prec)
+                n = len(chunk)
+                valid = np.array([all(v is not None for v in f[j * K:(j + 1) * K] + f[(n + j) * K:(n + j + 1) * K])
+                                  for j in range(n)], dtype=bool)
+                f = np.array([ab.arb(0) if v is None else v for v in f], dtype=object).reshape(2, n, K)
+                with ab.arb_precision(prec):
+                    hs = ab.from_float(np.array([float(self.hps[m][i]) for m, i in chunk]))
+                    de = sum(f[0, :, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
+                    dn = sum(f[1, :, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
+                    fmax = np.max(np.abs(f.astype(np.float64)), axis=(0, 2))
+                    err = ferr * fmax * wabs / hs.astype(np.float64)
+                    for m in sorted({m for m, _ in chunk}):
+                        sel = np.flatnonzero(valid & np.array([mm == m for mm, _ in chunk]))
+                        if not sel.size:
                             continue
-                        hm = mpmath.mpf(float(self.hps[m][i]))
-                        de = sum(w * v for w, v in zip(wq, fe)) / hm
-                        dn = sum(w * v for w, v in zip(wq, fn)) / hm
-                        err = ferr * max(abs(float(v)) for v in fe + fn) * wabs / float(hm)
-                        res = self._combine(m, i, de - self.g_ref[i], dn - de, err, 2 * err)
-                        if res is not None:
-                            out[(m, i)] = res
+                        I = np.array([chunk[j][1] for j in sel], dtype=np.int64)
+                        out.update(self._combine(m, I, de[sel] - self.g_ref[I], dn[sel] - de[sel], err[sel],
+                                                 2 * err[sel]))
         return out
 
     def _losses(self, rows, prec):
-        """Exact losses (mpf; None outside the domain) at the point with entry i set to q, per row (i, q),
-        and their relative error bound."""
-        from . import arbbackend as ab
+        """Exact losses (balls; None outside the domain) at the point with entry i set to q, per row (i, q),
+        and a bound on their relative error."""
+        ab = self._ab
         from .graph import evaluate
         from .lines import LineEvaluator, Unsupported
 
         if ab.available():
             with ab.arb_precision(prec):
-                vals = np.empty(len(rows), dtype=object)
-                vals[:] = [ab.arb(q.numerator) / q.denominator for _, q in rows]
+                vals = _objects_of(self._q(q) for _, q in rows)
                 idx = np.array([i for i, _ in rows], dtype=np.int64)
                 f = None
                 try:
@@ -1116,11 +1134,35 @@ class _Line:
                 bound = 2.0 ** (96 - prec)
                 if f is not None and all(v.is_finite() and float(v.rad()) <= bound * abs(float(v.mid())) + 2.0 ** -prec
                                          for v in f):
-                    return [ab.to_mpf(v) for v in f], 2 * bound
+                    return list(f), 2 * bound
         with mpmath.workprec(prec):
             base = {m: self.model.mp_values(m, self.point[m]) for m in self.model.leaves}
             leaves = _rows_leaves(self.model, base, self.name, rows, lambda q: mpmath.mpf(q.numerator) / q.denominator)
-            return list(_mp_loss(self.model, leaves, prec).ravel()), 2.0 ** (32 - prec)
+            vals = list(_mp_loss(self.model, leaves, prec).ravel())
+        return [None if v is None else _arb_of_mpf(v) for v in vals], 2.0 ** (32 - prec)
+
+
+def _objects_of(items) -> np.ndarray:
+    items = list(items)
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def _arb_of_mpf(v):
+    """The exact ball of an mpmath number (or of an Arb ball, unchanged)."""
+    from . import arbbackend as ab
+
+    if not isinstance(v, mpmath.mpf):
+        return v
+    if not mpmath.isfinite(v):
+        return ab.arb(float(v))
+    sign, man, exp, _ = v._mpf_
+    man, exp = (-int(man) if sign else int(man)), int(exp)
+    if man == 0:
+        return ab.arb(0)
+    with ab.arb_precision(max(64, man.bit_length() + 8)):
+        return ab.arb(man) * ab.arb(2) ** exp
 
 
 def _log2_abs(a) -> float:
