@@ -1,0 +1,178 @@
+"""Incremental line evaluation (verigrad.lines) and the full-gradient split built on it.
+
+References are independent of the code under test: the whole graph evaluated by the
+Arb backend at the perturbed point, closed-form Taylor coefficients, and the split's
+defining identity E = T + S + R.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from verigrad import arbbackend as ab
+from verigrad.cases import load_case, point_in_dtype
+from verigrad.graph import evaluate
+from verigrad.lines import LineEvaluator, Unsupported, coefficients, series_cap, series_ok
+from verigrad.model import compile_case
+from verigrad.spec import Dtype
+from verigrad.studies import batched_leaves, fd_sweep_split
+from verigrad.schemes import default_step_grid, get_scheme
+
+pytestmark = pytest.mark.skipif(not ab.available(), reason="python-flint not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = sorted((ROOT / "cases").glob("*.toml"))
+
+
+def _model(path):
+    case = load_case(path)
+    case = case[0] if isinstance(case, (list, tuple)) else case
+    return compile_case(case)
+
+
+def _write(tmp_path, loss, symbols):
+    p = tmp_path / "c.toml"
+    p.write_text(f'name = "t"\nloss = "{loss}"\n[symbols]\n{symbols}\n')
+    return _model(p)
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_incremental_equals_whole_graph(path):
+    """Every shipped case: the loss with one entry moved equals the whole graph re-evaluated."""
+    model = _model(path)
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    rng = np.random.default_rng(0)
+    for var in model.gradient:
+        n = point[var].size
+        idx = rng.integers(0, n, 12)
+        with ab.arb_precision(200):
+            vals = np.empty(idx.size, dtype=object)
+            vals[:] = [ab.arb(float(point[var].ravel()[i])) + ab.arb(0.001) * (k - 6) for k, i in enumerate(idx)]
+            base = {k: ab.from_float(point[k])[None] for k in model.leaves}
+            leaves = batched_leaves(base, [{(var, int(i)): v} for i, v in zip(idx, vals)])
+            try:
+                got = LineEvaluator(model, point, var, prec=200).losses(idx, vals)
+            except Unsupported:
+                continue
+            except ArithmeticError as exc:  # a domain edge or kink: the whole graph fails the same way
+                with pytest.raises(type(exc)):
+                    evaluate([model.loss], leaves, ab.ArbBackend())
+                continue
+            ref = evaluate([model.loss], leaves, ab.ArbBackend())[0].ravel()
+            for a, b in zip(got, ref):
+                assert a.overlaps(b)
+                assert abs(float((a - b).mid())) <= 1e-50 * max(1.0, abs(float(b.mid())))
+
+
+def test_only_changed_entries_are_recomputed(tmp_path):
+    """A one-hot weighted softmax: the (32, 10) intermediates change in one entry per row."""
+    model = _model(ROOT / "benchmarks" / "cases" / "softmax-500.toml")
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    ev = LineEvaluator(model, point, "W", prec=128)
+    with ab.arb_precision(128):
+        _, work = ev._run(np.array([7]), np.array([ab.arb(0.5)], dtype=object))
+    # matmul column (32) + logsumexp (32) + sub/mul at the labels (<= 32 each) + sums; not 320-wide
+    assert work < 200
+
+
+def test_taylor_coefficients_closed_form(tmp_path):
+    """f = sum(exp(2 x)) + sum(x**3): along x_i the series is exp(2x_i) 2^m/m! + (x_i + t)^3 terms."""
+    model = _write(tmp_path, "sum(exp(2*x)) + sum(x**3)", 'x = { value = [0.5, -1.25, 2.0] }')
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    assert series_ok(model, "x")
+    L = 10
+    with ab.arb_precision(192), series_cap(L):
+        ev = LineEvaluator(model, point, "x", prec=192, series=L)
+        ser = ev.losses(np.arange(3), [ab.flint.arb_series([ab.arb(v), 1]) for v in point["x"]])
+    x = point["x"]
+    for i, s in enumerate(ser):
+        a = coefficients(s, L)
+        for m in range(L):
+            want = math.exp(2 * x[i]) * 2**m / math.factorial(m)
+            want += math.comb(3, m) * x[i] ** (3 - m) if m <= 3 else 0.0
+            if m == 0:
+                want += sum(math.exp(2 * x[j]) + x[j] ** 3 for j in range(3) if j != i)
+            assert float(a[m].mid()) == pytest.approx(want, rel=1e-14)
+
+
+def test_series_refused_through_kinks(tmp_path):
+    model = _write(tmp_path, "sum(relu(x)) + sum(y**2)", 'x = { value = [0.5, -1.0] }\ny = { value = [1.0, 2.0] }')
+    assert not series_ok(model, "x")
+    assert series_ok(model, "y")
+    with pytest.raises(Unsupported):
+        LineEvaluator(model, point_in_dtype(model.point, Dtype.FLOAT64), "x", prec=128, series=8)
+
+
+def test_domain_errors_are_not_skipped(tmp_path):
+    """0 * log(x): the log is computed (and fails) even though a zero weight hides its value."""
+    model = _write(tmp_path, "sum(c * log(x))", 'x = { value = [1.0, 2.0] }\nc = { constant = true, value = [0.0, 1.0] }')
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    ev = LineEvaluator(model, point, "x", prec=128)
+    with ab.arb_precision(128), pytest.raises(ArithmeticError):
+        ev.losses(np.array([0]), np.array([ab.arb(-1)], dtype=object))
+
+
+def _split_identity_and_truncation(model, dtype, scheme_name, steps):
+    res = fd_sweep_split(model, dtype=dtype, scheme=scheme_name, steps=steps)
+    for r in res:
+        for v in r.error:
+            E, T, S, R = r.error[v], r.truncation[v], r.step_error[v], r.roundoff[v]
+            ok = np.isfinite(E)
+            scale = np.maximum.reduce([np.abs(E), np.abs(T), np.abs(S), np.abs(R)])
+            assert np.all(np.abs(E - (T + S + R))[ok] <= 4e-16 * scale[ok])
+    return res
+
+
+def test_split_matches_closed_form_truncation(tmp_path):
+    """f = sum(sin(x)), central: T = sum over j>=3 odd of f^(j) h^(j-1)/j! exactly, at every step."""
+    model = _write(tmp_path, "sum(sin(x))", 'x = { value = [0.3, 1.1, -2.0, 0.75] }')
+    steps = [1e-12, 1e-6, 1e-3, 0.05, 0.5]
+    res = _split_identity_and_truncation(model, Dtype.FLOAT64, "central", steps)
+    import mpmath
+
+    x = point_in_dtype(model.point, Dtype.FLOAT64)["x"]
+    for r in res:
+        for i, xi in enumerate(x):
+            h = mpmath.mpf(float(r.h["x"][i]))
+            # (sin(x+h) - sin(x-h)) / 2h - cos x = cos x (sin h / h - 1), exactly
+            with mpmath.workprec(400):
+                want = mpmath.cos(mpmath.mpf(float(xi))) * (mpmath.sin(h) / h - 1)
+            assert r.truncation["x"][i] == pytest.approx(float(want), rel=1e-13, abs=0)
+
+
+def test_split_with_and_without_series_agree(tmp_path, monkeypatch):
+    """The Taylor path and the direct path give the same parts (to float64) on a softmax case."""
+    from verigrad import lines
+
+    model = _model(ROOT / "cases" / "softmax-regression.toml")
+    steps = list(default_step_grid(get_scheme("central4"), np.float32, count=8))
+    fast = _split_identity_and_truncation(model, Dtype.FLOAT32, "central4", steps)
+    monkeypatch.setattr(lines, "series_ok", lambda model, variable: False)
+    slow = fd_sweep_split(model, dtype=Dtype.FLOAT32, scheme="central4", steps=steps)
+    for a, b in zip(fast, slow):
+        for part in ("error", "truncation", "step_error", "roundoff"):
+            for v in getattr(a, part):
+                x, y = getattr(a, part)[v], getattr(b, part)[v]
+                scale = np.maximum.reduce([np.abs(getattr(b, p)[v]) for p in ("truncation", "step_error", "roundoff")])
+                assert np.all(np.abs(x - y) <= 1e-14 * scale + 1e-300)
+
+
+def test_quadratic_central_truncation_is_exactly_zero(tmp_path):
+    model = _write(tmp_path, "sum((x - 1)**2) + x[0]*x[1]", 'x = { value = [0.3, 1.7, -2.5] }')
+    res = fd_sweep_split(model, dtype=Dtype.FLOAT64, scheme="central", steps=[1e-9, 1e-3, 0.5])
+    for r in res:
+        assert np.all(r.truncation["x"] == 0.0)
+
+
+def test_representable_steps_have_zero_step_error(tmp_path):
+    """x and h powers of two: every node is representable, so S = 0 exactly."""
+    model = _write(tmp_path, "sum(exp(x))", 'x = { value = [0.5, 1.0, 0.25] }')
+    res = fd_sweep_split(model, dtype=Dtype.FLOAT32, scheme="central", steps=[2.0**-10, 2.0**-4])
+    for r in res:
+        assert np.all(r.step_error["x"] == 0.0)
+        assert np.all(r.truncation["x"] != 0.0)
