@@ -201,27 +201,19 @@ def worker_fd(path: str, parts: list[str], extrap_coords: int) -> dict:
                 out[f"study_{label}_{d}_rows"] = len(st.rows)
                 out[f"study_{label}_{d}_label"] = direction.label
         if "extrap" in parts:
-            # the full split of every coordinate: fd_split at each step of the grid (all steps measured for
-            # small cases; for large ones 3 spread steps are measured and the sweep extrapolated, and said so)
+            # the full split of every coordinate at every step of the grid, measured whole: truth + fd_sweep_split
             from verigrad.studies import fd_sweep_split
 
             point = point_in_dtype(model.point, dtype)
             t0 = time.perf_counter()
             truth = certify(model, point, dtype, digits=30)
             out[f"extrap_truth_{d}"] = time.perf_counter() - t0
-            small = n <= 100
-            steps = list(grid) if small else [grid[0], grid[K_STEPS // 2], grid[-1]]
-            # large cases: split a sample of entries (the first ones of each variable) and scale up
-            sample = None if small else {v: list(range(min(8, int(np.prod(model.shape(v)))))) for v in model.gradient}
-            n_sample = n if small else sum(len(ix) for ix in sample.values())
-            t0 = time.perf_counter()
-            fd_sweep_split(model, dtype=dtype, scheme=scheme, steps=[float(h) for h in steps], truth=truth,
-                           entries=sample)
-            per_step = [(time.perf_counter() - t0) * n / n_sample / len(steps)]
-            out[f"extrap_per_coord_{d}"] = statistics.mean(per_step)
-            out[f"extrap_coords_{d}"] = len(steps)
-            out[f"extrap_measured_{d}"] = small
-            out[f"extrap_full_{d}"] = out[f"extrap_truth_{d}"] + K_STEPS * statistics.mean(per_step)
+            t1 = time.perf_counter()
+            fd_sweep_split(model, dtype=dtype, scheme=scheme, steps=[float(h) for h in grid], truth=truth)
+            out[f"extrap_per_coord_{d}"] = (time.perf_counter() - t1) / K_STEPS
+            out[f"extrap_coords_{d}"] = K_STEPS
+            out[f"extrap_measured_{d}"] = True
+            out[f"extrap_full_{d}"] = time.perf_counter() - t0
         if "float" in parts:
             fd_gradient(model, dtype=dtype, scheme=scheme, step=float(grid[K_STEPS // 2]))  # warm-up
             c0, t0 = time.process_time(), time.perf_counter()
