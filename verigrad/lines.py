@@ -30,7 +30,7 @@ from . import arbbackend as ab
 from .backends import MAGNITUDE_SENSITIVE
 from .graph import ELEMENTWISE_BINARY, Node, Op, decode_index, eval_node, evaluate_all, topological
 
-__all__ = ["LineEvaluator", "Unsupported", "coefficients", "series_ok", "series_cap"]
+__all__ = ["LineEvaluator", "Unsupported", "coefficients", "object_array", "series_ok", "series_cap"]
 
 _NON_ANALYTIC_OPS = (Op.MAXIMUM, Op.MAX, Op.TIE_WEIGHT, Op.ARGMAX_WEIGHT)
 _STRUCTURAL = (Op.TRANSPOSE, Op.GETITEM, Op.RESHAPE, Op.BROADCAST, Op.SCATTER)
@@ -140,7 +140,7 @@ def _pack(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, B: int, size: in
     return _Sparse(idx, val)
 
 
-def _objects(items) -> np.ndarray:
+def object_array(items) -> np.ndarray:
     """A 1-D object array of ``items`` (numpy would unpack power series, which have a length)."""
     items = list(items)
     out = np.empty(len(items), dtype=object)
@@ -176,8 +176,6 @@ def _const(s):
 
 
 def _series_fns():
-    arb_series = ab.flint.arb_series
-
     def sinh(s):
         e = s.exp()
         return _with_const((e - 1 / e) / 2, _const(s).sinh())
@@ -205,7 +203,6 @@ def _series_fns():
         "softplus": lambda s: _with_const((1 + s.exp()).log(), _const(s).exp().log1p()),
         "dsigmoid": lambda s: (lambda e: e / (1 + e) ** 2)((-s).exp()),
         "dtanh": lambda s: 1 / cosh(s) ** 2,
-        "_series": arb_series,
     }
 
 
@@ -409,7 +406,7 @@ class LineEvaluator:
         """
         index = np.asarray(index, dtype=np.int64)
         if not (isinstance(values, np.ndarray) and values.dtype == object and values.shape == index.shape):
-            values = _objects(values)
+            values = object_array(values)
         B = index.size
         out = np.empty(B, dtype=object)
         start = 0
@@ -458,8 +455,7 @@ class LineEvaluator:
             if idx is not src.idx:
                 if idx.shape[1] == 0:
                     return None
-                J = idx
-                src = _Sparse(idx, self._at(n.args[0], J, state))
+                src = _Sparse(idx, self._at(n.args[0], idx, state))
             val = np.empty(src.val.shape, dtype=object)
             ok = src.idx < n.size
             v = src.val[ok]

@@ -795,12 +795,9 @@ def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | 
     -----
     Per entry i, with nodes z_k = x_p + c_k h_p e_i (exact) and y_k = fl_p(z_k):
     T = Σ w_k f(z_k)/h_p − g_i, S = Σ w_k (f(y_k) − f(z_k))/h_p, R = D_float − Σ w_k f(y_k)/h_p,
-    the exact values in Arb ball arithmetic (midpoints; radii far below the parts) or mpmath.
+    the exact values in Arb ball arithmetic or mpmath, directly or from Taylor series
+    (see :func:`fd_sweep_split`).
     """
-    from . import arbbackend as ab
-    from .backends import MPBackend
-    from .graph import evaluate
-
     return fd_sweep_split(model, dtype=dtype, scheme=scheme, steps=[step], step_mode=step_mode, truth=truth,
                           loss_values=loss_values, reference=reference, entries=entries,
                           max_batch_objects=max_batch_objects)[0]
@@ -925,6 +922,7 @@ class _Line:
 
     def __init__(self, model, point, name, x, hps, y_nodes, scheme, ests, g_true, g_ref, dtype):
         from . import arbbackend as ab
+        from .lines import object_array
 
         self.model, self.point, self.name, self.x, self.dtype = model, point, name, x, dtype
         self.hps, self.y_nodes, self.scheme, self.ests = hps, y_nodes, scheme, ests
@@ -932,8 +930,8 @@ class _Line:
         self.prec_used = 0
         self._evaluators: dict[int, object] = {}
         self._ab = ab
-        self.g_true = _objects_of(_arb_of_mpf(v) for v in g_true)
-        self.g_ref = _objects_of(_arb_of_mpf(v) for v in g_ref)
+        self.g_true = object_array(_arb_of_mpf(v) for v in g_true)
+        self.g_ref = object_array(_arb_of_mpf(v) for v in g_ref)
         self._same_ref = all(a is b for a, b in zip(g_true, g_ref))
 
     def _q(self, q: Fraction):
@@ -1110,11 +1108,11 @@ class _Line:
         and a bound on their relative error."""
         ab = self._ab
         from .graph import evaluate
-        from .lines import LineEvaluator, Unsupported
+        from .lines import LineEvaluator, Unsupported, object_array
 
         if ab.available():
             with ab.arb_precision(prec):
-                vals = _objects_of(self._q(q) for _, q in rows)
+                vals = object_array(self._q(q) for _, q in rows)
                 idx = np.array([i for i, _ in rows], dtype=np.int64)
                 f = None
                 try:
@@ -1140,13 +1138,6 @@ class _Line:
             leaves = _rows_leaves(self.model, base, self.name, rows, lambda q: mpmath.mpf(q.numerator) / q.denominator)
             vals = list(_mp_loss(self.model, leaves, prec).ravel())
         return [None if v is None else _arb_of_mpf(v) for v in vals], 2.0 ** (32 - prec)
-
-
-def _objects_of(items) -> np.ndarray:
-    items = list(items)
-    out = np.empty(len(items), dtype=object)
-    out[:] = items
-    return out
 
 
 def _arb_of_mpf(v):
