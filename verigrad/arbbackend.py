@@ -151,7 +151,12 @@ def _mag_ok(arr, node, what):
     global _BOUND
     if _BOUND is None:
         _BOUND = arb(2) ** MAX_MAG_BITS  # an exact power of two: valid at every precision
-    for i, v in enumerate(arr.ravel()):
+    flat = arr.ravel()
+    if flat.size:
+        total = np.sum(np.abs(flat))  # one bound for all: each |v| <= the sum
+        if total.is_finite() and total < _BOUND:
+            return
+    for i, v in enumerate(flat):
         if v.is_finite() and not (abs(v) < _BOUND):
             raise LimitError(f"{what} exceeds 2**{MAX_MAG_BITS} in magnitude in {_where_text(node, arr, i)}",
                              hint="the loss overflows every float format here; rescale the expression")
@@ -229,24 +234,44 @@ class ArbBackend:
             fo[i] = one if c > 0 else (half if c == 0 else zero)
         return out
 
-    def unary(self, fn: ElemFn, x, node):
+    def check_unary(self, fn: ElemFn, x, node) -> None:
+        """Raise what :meth:`unary` would raise on ``x`` (magnitude, domain), without computing it."""
         if fn.name in MAGNITUDE_SENSITIVE:
             _mag_ok(x, node, f"the argument of {fn.name}")
         dom = _OPEN_DOMAIN.get(fn.name)
-        if dom is not None or fn.name == "tan":
-            lo, hi = dom if dom is not None else (None, None)
-            for i, v in enumerate(x.ravel()):
-                bad = (lo is not None and not (v > lo)) or (hi is not None and not (v < hi))
-                if fn.name == "tan" and _sign(v.cos()) == 0:
-                    bad = True
-                if bad:
-                    definitely = (lo is not None and (v < lo or (v.is_exact() and v == lo))) or \
-                                 (hi is not None and (v > hi or (v.is_exact() and v == hi))) or fn.name == "tan"
-                    if not definitely:
-                        raise Undecided
-                    raise DomainError(f"{fn.name} is undefined at {_show(v)} (it needs {fn.domain_text}) in "
-                                      f"{_where_text(node, x, i)}", expression=node.label)
+        if dom is None and fn.name != "tan":
+            return
+        lo, hi = dom if dom is not None else (None, None)
+        flat = x.ravel()
+        if fn.name != "tan":
+            # one vectorised comparison per bound; the loop below only runs to name a bad entry
+            inside = np.ones(flat.size, dtype=bool)
+            if lo is not None:
+                inside &= (flat > arb(lo)).astype(bool)
+            if hi is not None:
+                inside &= (flat < arb(hi)).astype(bool)
+            if inside.all():
+                return
+        for i, v in enumerate(flat):
+            bad = (lo is not None and not (v > lo)) or (hi is not None and not (v < hi))
+            if fn.name == "tan" and _sign(v.cos()) == 0:
+                bad = True
+            if bad:
+                definitely = (lo is not None and (v < lo or (v.is_exact() and v == lo))) or \
+                             (hi is not None and (v > hi or (v.is_exact() and v == hi))) or fn.name == "tan"
+                if not definitely:
+                    raise Undecided
+                raise DomainError(f"{fn.name} is undefined at {_show(v)} (it needs {fn.domain_text}) in "
+                                  f"{_where_text(node, x, i)}", expression=node.label)
+
+    @staticmethod
+    def apply_unary(fn: ElemFn, x):
+        """The function on every entry, with no checks (call :meth:`check_unary` first)."""
         return _ufunc(_FN[fn.name])(x).astype(object)
+
+    def unary(self, fn: ElemFn, x, node):
+        self.check_unary(fn, x, node)
+        return self.apply_unary(fn, x)
 
     def matmul(self, x, y):
         return np.matmul(x, y)

@@ -67,7 +67,8 @@ _FALLIBLE_FUNCTIONS = {"log", "log1p", "sqrt", "arcsin", "arccos", "tan"} | set(
 
 
 def _can_fail(n: Node) -> bool:
-    """Whether evaluating the node can raise a domain error (then all its entries are computed)."""
+    """Whether evaluating the node can raise a domain or magnitude error (then every entry of
+    its argument is needed, and checked)."""
     return n.op in (Op.DIV, Op.POW) or (n.op is Op.UNARY and n.fn.name in _FALLIBLE_FUNCTIONS)
 
 
@@ -234,11 +235,17 @@ class _SeriesArithmetic:
                 out[i] = (e * la).exp()
         return out
 
-    def unary(self, fn, x, node):
+    def check_unary(self, fn, x, node) -> None:
         if not fn.analytic or fn.name not in self._fns:
             raise Unsupported(f"{fn.name} has no power series here")
-        self._arb.unary(fn, self.consts(x), node)  # domain and magnitude checks
+        self._arb.check_unary(fn, self.consts(x), node)  # domain and magnitude, on the constant terms
+
+    def apply_unary(self, fn, x):
         return _ufunc(self._fns[fn.name])(x).astype(object)
+
+    def unary(self, fn, x, node):
+        self.check_unary(fn, x, node)
+        return self.apply_unary(fn, x)
 
     def maximum(self, x, y, node):
         raise Unsupported("maximum is not analytic")
@@ -290,14 +297,19 @@ class LineEvaluator:
         """Entries of each node that can change the loss (static, backwards from the loss).
 
         An entry is not needed when every use of it is multiplied by an exact constant 0
-        (one-hot labels). Operations that can fail (log, sqrt, division, powers…) need all
-        their entries, so skipping never hides a domain error."""
+        (one-hot labels). Skipping never hides a domain error: a function that can fail
+        (log, sqrt, exp's magnitude…) needs every entry of its argument, and is checked on
+        all of them (:meth:`_node`) even where its own value is not needed; division and
+        powers need all their entries."""
         needed = {n.id: np.zeros(n.size, dtype=bool) for n in self.nodes}
         needed[self.model.loss.id][:] = True
         for n in reversed(self.nodes):
             need = needed[n.id]
             if _can_fail(n):
-                need[:] = True
+                if n.op is Op.UNARY:
+                    needed[n.args[0].id][:] = True
+                else:
+                    need[:] = True
             if not need.any() or not n.args:
                 continue
             op = n.op
@@ -451,6 +463,9 @@ class LineEvaluator:
             return None
         if op in (Op.UNARY, Op.NEG):
             src = state[n.args[0].id]
+            if op is Op.UNARY:
+                # every changed argument entry is checked, also where the value is not needed
+                self._bk.check_unary(n.fn, src.val[src.idx < n.size], n)
             idx = self._keep_needed(n, src.idx)
             if idx is not src.idx:
                 if idx.shape[1] == 0:
@@ -459,7 +474,7 @@ class LineEvaluator:
             val = np.empty(src.val.shape, dtype=object)
             ok = src.idx < n.size
             v = src.val[ok]
-            val[ok] = -v if op is Op.NEG else self._bk.unary(n.fn, v, n)
+            val[ok] = -v if op is Op.NEG else self._bk.apply_unary(n.fn, v)
             return _Sparse(src.idx, val)
         if op in ELEMENTWISE_BINARY:
             return self._binary(n, state, B)

@@ -833,8 +833,10 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
       φ_i(t) = f(x_p + t e_i) = Σ_{j<L} a_j t^j per entry (Arb balls) gives, without
       cancellation, T = Σ_{j≠1} a_j m_j h^(j-1) (m_j = Σ_k w_k c_k^j) and
       S = Σ_k w_k Σ_j a_j ((c_k h + δ_k)^j − (c_k h)^j) / h (δ_k = y_k − x_p − c_k h).
-      A (step, entry) takes these values only where the first omitted terms are below
-      2^-50 of the smallest nonzero part, for every smaller step too; the largest such
+      A (step, entry) takes these values only where the estimated omitted terms plus the
+      ball radii are below 2^-50 of each part they enter (T's error enters T and R, S's
+      enters S and R; a part below 2^-100 of the largest is held to 2^-50 of that instead),
+      for every smaller step too; the largest such
       step of each entry is also evaluated directly, and the series is discarded for an
       entry whose two answers disagree. Everything else is evaluated directly, at a
       precision that grows with |log2 h| so that differences of exact values keep their
@@ -1044,12 +1046,12 @@ class _Line:
                     r = res.get((m, int(W[u])))
                     if r is None:
                         continue
+                    # each part to 2^-50 of itself (or of the largest, when negligible): T carries
+                    # err_T, S err_S, and R = E - T - S both
                     parts = np.abs(np.array(r[1:4]))
-                    big = parts.max()
-                    nz = parts[parts > _NEGLIGIBLE * big]
-                    scale = nz.min() if nz.size else 0.0
-                    err = err_T[u] + err_S[u]
-                    if fin_T[u] and np.isfinite(err) and err <= _TAIL * scale:
+                    floor = _NEGLIGIBLE * parts.max()
+                    errs = np.array([err_T[u], err_S[u], err_T[u] + err_S[u]])
+                    if fin_T[u] and np.isfinite(errs[2]) and np.all(errs <= _TAIL * np.maximum(parts, floor)):
                         result[(m, int(W[u]))] = r
                         checks[int(W[u])] = m
                     else:
