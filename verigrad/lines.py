@@ -170,10 +170,8 @@ def coefficients(s, length: int) -> list:
 
 
 def _const(s):
-    cs = s.coeffs() if isinstance(s, ab.flint.arb_series) else None
-    if cs is None:
-        return s
-    return cs[0] if cs else ab.arb(0)
+    # s[0] reads one coefficient (0 for an empty series); coeffs() would copy all of them
+    return s[0] if isinstance(s, ab.flint.arb_series) else s
 
 
 def _series_fns():

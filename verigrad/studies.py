@@ -907,7 +907,7 @@ _TAIL = 2.0 ** -50
 #: Parts below this fraction of the largest are noise of the exact arithmetic, not held to _TAIL.
 _NEGLIGIBLE = 2.0 ** -100
 #: Bits of the power series' coefficients.
-_SERIES_PREC = 192
+_SERIES_PREC = 128
 
 
 def _direct_precision(h: float, scheme: Scheme, dtype: Dtype) -> int:
