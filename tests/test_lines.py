@@ -17,7 +17,7 @@ import pytest
 from verigrad import arbbackend as ab
 from verigrad.cases import load_case, point_in_dtype
 from verigrad.graph import evaluate
-from verigrad.lines import LineEvaluator, Unsupported, coefficients, series_cap, series_ok
+from verigrad.lines import LineEvaluator, Unsupported, coefficients, object_array, series_cap, series_ok
 from verigrad.model import compile_case
 from verigrad.spec import Dtype
 from verigrad.studies import batched_leaves, fd_sweep_split
@@ -115,6 +115,43 @@ def test_domain_errors_are_not_skipped(tmp_path):
     ev = LineEvaluator(model, point, "x", prec=128)
     with ab.arb_precision(128), pytest.raises(ArithmeticError):
         ev.losses(np.array([0]), np.array([ab.arb(-1)], dtype=object))
+
+
+def test_domain_errors_are_not_skipped_in_taylor_mode(tmp_path):
+    """The same in Taylor mode: the series' constant term is checked."""
+    model = _write(tmp_path, "sum(c * log(x))", 'x = { value = [1.0, 2.0] }\nc = { constant = true, value = [0.0, 1.0] }')
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    with ab.arb_precision(128), series_cap(4):
+        ev = LineEvaluator(model, point, "x", prec=128, series=4)
+        with pytest.raises(ArithmeticError):
+            ev.losses(np.array([0]), object_array([ab.flint.arb_series([ab.arb(-1), 1])]))
+
+
+def test_hidden_values_are_checked_not_computed(tmp_path, monkeypatch):
+    """Where an exact 0 hides log's value, the argument is checked but the log is not evaluated;
+    where the value counts, it is (and the loss is right)."""
+    model = _write(tmp_path, "sum(c * log(x))", 'x = { value = [1.0, 2.0] }\nc = { constant = true, value = [0.0, 3.0] }')
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    counts = {"check": 0, "apply": 0}
+    check, apply = ab.ArbBackend.check_unary, ab.ArbBackend.apply_unary
+
+    def counting_check(self, fn, x, node):
+        counts["check"] += x.size
+        return check(self, fn, x, node)
+
+    def counting_apply(fn, x):
+        counts["apply"] += x.size
+        return apply(fn, x)
+
+    ev = LineEvaluator(model, point, "x", prec=128)
+    monkeypatch.setattr(ab.ArbBackend, "check_unary", counting_check)
+    monkeypatch.setattr(ab.ArbBackend, "apply_unary", staticmethod(counting_apply))
+    with ab.arb_precision(128):
+        got = ev.losses(np.array([0, 1]), object_array([ab.arb(5), ab.arb(4)]))
+        want = [3 * ab.arb(2).log(), 3 * ab.arb(4).log()]
+    assert counts == {"check": 2, "apply": 1}
+    for g, w in zip(got, want):
+        assert abs(float(g - w)) < 1e-30
 
 
 def _split_identity_and_truncation(model, dtype, scheme_name, steps):

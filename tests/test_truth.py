@@ -237,6 +237,19 @@ x = { value = [0.5, 2.0] }
         _truth(m)
 
 
+@pytest.mark.parametrize("expr, values, message", [
+    ("sum(log(x))", "[3.0, 2.0, 1.0, 0.0, 5.0]", r"log is undefined at 0\.0 .*entry \[3\]"),
+    ("sum(arcsin(x))", "[0.5, -0.25, 1.0, 0.0]", r"arcsin is undefined at 1\.0 .*entry \[2\]"),
+    ("sum(sqrt(x))", "[4.0, -1.0, 0.0]", r"sqrt is undefined at -1\.0 .*entry \[1\]"),
+    ("sum(log1p(x))", "[0.5, 2.0, -1.0]", r"log1p is undefined at -1\.0 .*entry \[2\]"),
+])
+def test_domain_error_names_the_first_bad_entry(expr, values, message):
+    """The vectorised domain check still names the first entry outside (or on the edge of) the domain."""
+    m = _model(f'name = "dom"\nloss = "{expr}"\n[symbols]\nx = {{ value = {values} }}\n')
+    with pytest.raises(DomainError, match=message):
+        _truth(m)
+
+
 @pytest.mark.parametrize("name", sorted(n for n, f in FUNCTIONS.items() if not f.internal and f.smooth))
 def test_derivative_rules_agree_with_sympy_diff(name):
     """The local derivative rules of the reverse accumulation are sympy's (checked at 3 points)."""
