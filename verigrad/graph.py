@@ -676,6 +676,24 @@ class Workspace:
         self.max_bytes = max_bytes
         self._free: dict[tuple, list[np.ndarray]] = {}
         self._bytes = 0
+        self._plans: dict[tuple, tuple] = {}
+
+    def plan(self, outputs: Sequence[Node]) -> tuple[list[Node], dict[int, int]]:
+        """Evaluation order and the number of uses of every node (outputs: never released), cached."""
+        key = tuple(outputs)  # nodes hash by identity, and the key keeps them alive
+        plan = self._plans.get(key)
+        if plan is None:
+            order = topological(outputs)
+            uses: dict[int, int] = {}
+            for n in order:
+                for a in n.args:
+                    uses[a.id] = uses.get(a.id, 0) + 1
+            for o in outputs:
+                uses[o.id] = -1
+            if len(self._plans) >= 256:  # a bound, for callers that evaluate ever new node lists
+                self._plans.clear()
+            plan = self._plans[key] = (order, uses)
+        return plan
 
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An array of ``shape`` and ``dtype`` with arbitrary contents (a dead buffer or a new one)."""
@@ -709,7 +727,8 @@ def _pooled(n: Node, args: list[np.ndarray], dtype: np.dtype, ws: Workspace) -> 
         x, y = _align(args[0], nd), _align(args[1], nd)
         if x.dtype != dtype or y.dtype != dtype:
             return None
-        return _UFUNC_BINARY[op](x, y, out=ws.take(np.broadcast_shapes(x.shape, y.shape), dtype))
+        shape = x.shape if x.shape == y.shape else np.broadcast_shapes(x.shape, y.shape)
+        return _UFUNC_BINARY[op](x, y, out=ws.take(shape, dtype))
     if op is Op.NEG or (op is Op.UNARY and isinstance(n.fn.np_f, np.ufunc)
                         and (dtype.kind != "c" or n.fn.analytic)):
         x = args[0]
@@ -747,13 +766,8 @@ def evaluate_float(outputs: Sequence[Node], leaves: Mapping[str, np.ndarray], ba
     """
     ws = Workspace() if workspace is None else workspace
     dtype = backend.dtype
-    order = topological(outputs)
-    uses: dict[int, int] = {}
-    for n in order:
-        for a in n.args:
-            uses[a.id] = uses.get(a.id, 0) + 1
-    for o in outputs:
-        uses[o.id] = -1  # never dies
+    order, uses = ws.plan(outputs)
+    uses = dict(uses)
     values: dict[int, np.ndarray] = {}
     refs: dict[int, tuple[int, ...]] = {}  # node id -> ids of tracked buffers its value may reference
     live: dict[int, list] = {}  # buffer id -> [array, number of live values referencing it]
