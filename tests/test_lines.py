@@ -213,3 +213,99 @@ def test_representable_steps_have_zero_step_error(tmp_path):
     for r in res:
         assert np.all(r.step_error["x"] == 0.0)
         assert np.all(r.truncation["x"] != 0.0)
+
+
+def _mp_sigmoid(v):
+    import mpmath
+
+    return 1 / (1 + mpmath.exp(-v))
+
+
+def test_every_part_is_accurate_to_itself():
+    """Saturated sigmoids, float32, forward differences: S is down to 1e-14 of T, and both must
+    still be right to 12 digits. Reference: 3000-bit mpmath at the actual nodes, T from the
+    closed-form derivative s (1 - s)."""
+    import mpmath
+
+    from verigrad.schemes import StepMode
+    from verigrad.studies import _nodes, entry_steps
+
+    model = _model(ROOT / "cases" / "saturation-sigmoid-tanh.toml")
+    scheme = get_scheme("forward")
+    steps = [float(h) for h in default_step_grid(scheme, np.float32, count=14)]
+    res = fd_sweep_split(model, dtype=Dtype.FLOAT32, scheme=scheme, steps=steps)
+    x = point_in_dtype(model.point, Dtype.FLOAT32)["x"]
+    checked = 0
+    with mpmath.workprec(3000):
+        for r, step in zip(res, steps):
+            hp = entry_steps(step, "x", x, StepMode.RELATIVE).astype(np.float32)
+            ys = [_nodes(x, hp, c, np.dtype(np.float32)) for c in scheme.offsets]
+            for i in range(x.size):
+                xi, h = mpmath.mpf(float(x[i])), mpmath.mpf(float(hp[i]))
+                s = _mp_sigmoid(xi)
+                exact = [_mp_sigmoid(xi + mpmath.mpf(c.numerator) / c.denominator * h) for c in scheme.offsets]
+                nodes = [_mp_sigmoid(mpmath.mpf(float(y[i]))) for y in ys]
+                w = [mpmath.mpf(c.numerator) / c.denominator for c in scheme.weights]
+                T = sum(wk * e for wk, e in zip(w, exact)) / h - s * (1 - s)
+                S = sum(wk * (f - e) for wk, f, e in zip(w, nodes, exact)) / h
+                for got, want in ((r.truncation["x"][i], T), (r.step_error["x"][i], S)):
+                    assert abs(got - float(want)) <= 1e-12 * abs(float(want)), (step, i, got, float(want))
+                    checked += want != 0
+    assert checked > 60
+
+
+def test_unresolved_units_are_evaluated_again(monkeypatch):
+    """Starting every direct evaluation at 64 bits (far too few) changes nothing: the units it
+    leaves unresolved are evaluated again with the bits they lacked."""
+    from verigrad import studies
+
+    model = _model(ROOT / "cases" / "gradient-checking-3layer.toml")  # ReLU: every unit is direct
+    steps = [float(h) for h in default_step_grid(get_scheme("central4"), np.float64, count=6)]
+    want = fd_sweep_split(model, dtype=Dtype.FLOAT64, scheme="central4", steps=steps)
+    precs = []
+    chunk = studies._Line._direct_chunk
+
+    def spy(self, units, prec):
+        precs.append(prec)
+        return chunk(self, units, prec)
+
+    monkeypatch.setattr(studies, "_direct_precision", lambda h, scheme, dtype: 64)
+    monkeypatch.setattr(studies._Line, "_direct_chunk", spy)
+    got = fd_sweep_split(model, dtype=Dtype.FLOAT64, scheme="central4", steps=steps)
+    assert min(precs) == 64 and max(precs) > 64
+    # the guarantee: each part to 2^-50 of itself, or, below 2^-100 of the unit's scale (largest
+    # part, float round-off u |f| / h), to 2^-50 of that
+    f = abs(float(model.float_eval([model.loss], point_in_dtype(model.point, Dtype.FLOAT64), np.float64)[0]))
+    for a, b in zip(got, want):
+        for v in a.error:
+            parts = ("truncation", "step_error", "roundoff")
+            scale = np.maximum(np.maximum.reduce([np.abs(getattr(b, p)[v]) for p in parts]),
+                               2.0 ** -53 * f / b.h[v])
+            for part in ("error",) + parts:
+                x, y = getattr(a, part)[v], getattr(b, part)[v]
+                tol = 2.0 ** -49 * np.maximum(np.abs(y), 2.0 ** -100 * scale)
+                assert np.all((np.abs(x - y) <= tol) | (np.isnan(x) & np.isnan(y)))
+
+
+def test_piecewise_quadratic_truncation_is_exactly_zero():
+    """Lasso (abs: no Taylor mode, every unit direct): away from w = 0 the loss is quadratic
+    along each coordinate, so central differences have T = 0 exactly, not the truth's rounding."""
+    model = _model(ROOT / "cases" / "lasso-regression.toml")
+    steps = [1e-6, 1e-4, 1e-2]
+    for dtype in (Dtype.FLOAT32, Dtype.FLOAT64):
+        for r in fd_sweep_split(model, dtype=dtype, scheme="central", steps=steps):
+            assert np.all(r.truncation["w"] == 0.0)
+            assert np.any(r.roundoff["w"] != 0.0)
+
+
+def test_a_change_that_never_reaches_the_loss_returns_the_base_ball(tmp_path):
+    """relu stays off: the loss is the very same ball as at the base point (so differences of it
+    are exactly 0), and only entries that do change are carried."""
+    model = _write(tmp_path, "sum(relu(x) * c)", 'x = { value = [-1.0, 2.0] }\nc = { constant = true, value = [3.0, 5.0] }')
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    ev = LineEvaluator(model, point, "x", prec=128)
+    with ab.arb_precision(128):
+        base = ev.flat[model.loss.id][0]
+        got = ev.losses(np.array([0, 0, 1]), object_array([ab.arb(-0.5), ab.arb(0.25), ab.arb(2.5)]))
+    assert got[0] is base
+    assert float(got[1]) == 10.75 and float(got[2]) == 12.5

@@ -66,6 +66,13 @@ def series_cap(length: int):
 _FALLIBLE_FUNCTIONS = {"log", "log1p", "sqrt", "arcsin", "arccos", "tan"} | set(MAGNITUDE_SENSITIVE)
 
 
+def _piecewise_constant(n: Node) -> bool:
+    """Whether the node's value can stay exactly the same when its argument moves (relu off,
+    a step, a tie weight), so that unchanged entries are worth looking for."""
+    return n.op in (Op.TIE_WEIGHT, Op.ARGMAX_WEIGHT) or (
+        n.op is Op.UNARY and n.fn.name in ("relu", "step", "sign"))
+
+
 def _can_fail(n: Node) -> bool:
     """Whether evaluating the node can raise a domain or magnitude error (then every entry of
     its argument is needed, and checked)."""
@@ -440,6 +447,8 @@ class LineEvaluator:
             if var not in n.variables:
                 continue
             sp = self._node(n, state, index, values, B)
+            if sp is not None and _piecewise_constant(n):
+                sp = self._drop_unchanged(n, sp)
             if sp is not None and sp.idx.shape[1] > 0:
                 state[n.id] = sp
                 work += sp.idx.size
@@ -501,6 +510,25 @@ class LineEvaluator:
         if op is Op.MATMUL:
             return self._matmul(n, state, B)
         raise Unsupported(f"{op.value} is not updated sparsely")
+
+    def _drop_unchanged(self, n: Node, sp: _Sparse) -> _Sparse | None:
+        """``sp`` without the entries whose new value is provably the base value: both exact
+        and equal (a ReLU that stays off). Nothing downstream of them is then recomputed, and
+        a loss the change never reaches is returned as the very same ball as at the base."""
+        ok = sp.idx < n.size
+        base = self.flat[n.id][np.minimum(sp.idx, n.size - 1)]
+        same = np.zeros(sp.idx.shape, dtype=bool)
+        same[ok] = [v.is_exact() and b.is_exact() and v == b for v, b in zip(sp.val[ok], base[ok])]
+        if not same.any():
+            return sp
+        idx = np.where(same, n.size, sp.idx)
+        order = np.argsort(idx, axis=1, kind="stable")
+        idx = np.take_along_axis(idx, order, axis=1)
+        val = np.take_along_axis(sp.val, order, axis=1)
+        keep = int((idx < n.size).sum(axis=1).max())
+        if keep == 0:
+            return None
+        return _Sparse(np.ascontiguousarray(idx[:, :keep]), np.ascontiguousarray(val[:, :keep]))
 
     def _zero(self, n: Node) -> np.ndarray:
         """Which entries of an unchanged node are exactly 0."""

@@ -835,8 +835,8 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
       S = Σ_k w_k Σ_j a_j ((c_k h + δ_k)^j − (c_k h)^j) / h (δ_k = y_k − x_p − c_k h).
       A (step, entry) takes these values only where the estimated omitted terms plus the
       ball radii are below 2^-50 of each part they enter (T's error enters T and R, S's
-      enters S and R; a part below 2^-100 of the largest is held to 2^-50 of that instead),
-      for every smaller step too; the largest such
+      enters S and R; a part below 2^-100 of the largest part or of the float's round-off
+      scale is held to 2^-50 of that instead), for every smaller step too; the largest such
       step of each entry is also evaluated directly, and the series is discarded for an
       entry whose two answers disagree. Everything else is evaluated directly, at a
       precision that grows with |log2 h| so that differences of exact values keep their
@@ -860,6 +860,7 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
     h_all = [dict() for _ in steps]
     parts = [{k: {} for k in ("error", "truncation", "step", "roundoff")} for _ in steps]
     prec_used = 0
+    g_exact: dict = {}
     for name in model.gradient:
         x = point[name]
         n = x.size
@@ -868,7 +869,10 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
         g_true = truth.gradient[name].ravel()
         g_ref = (reference if reference is not None else truth.gradient)[name].ravel()
         wanted = list(range(n)) if entries is None else [int(i) for i in entries.get(name, ())]
-        line = _Line(model, point, name, x.ravel(), hps, y_nodes, scheme, ests, g_true, g_ref, dtype)
+        if name not in g_exact and ab.available():
+            g_exact.update(_exact_gradient(model, point))
+        line = _Line(model, point, name, x.ravel(), hps, y_nodes, scheme, ests, g_true, g_ref, dtype,
+                     _reference_error(truth, name, g_ref), g_exact.get(name))
         outs = [{k: np.full(n, np.nan) for k in parts[0]} for _ in steps]
         taylor: dict[tuple[int, int], tuple] = {}
         checks: dict[int, int] = {}
@@ -904,22 +908,27 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
 
 #: Taylor values are used where the first omitted terms are below this fraction of the parts.
 _TAIL = 2.0 ** -50
-#: Parts below this fraction of the largest are noise of the exact arithmetic, not held to _TAIL.
+#: Parts below this fraction of a unit's scale are held to _TAIL of it, not of themselves.
 _NEGLIGIBLE = 2.0 ** -100
 #: Bits of the power series' coefficients.
 _SERIES_PREC = 128
 
 
+#: Largest working precision of a direct evaluation; units still unresolved there are reported as they are.
+_MAX_DIRECT_PREC = 4000
+
+
 def _direct_precision(h: float, scheme: Scheme, dtype: Dtype) -> int:
-    """Bits for exact losses at the nodes of step h.
+    """Bits to start the exact losses at the nodes of step h with.
 
     T·h is about h^(p+1) of f, and S·h about ulp(x)·f' (2^-mantissa of f): each loses that
-    many bits to cancellation, and should keep ~128 more (96 of them spare for the radius
-    check of the ball values).
+    many bits to cancellation, and needs ~100 more (50 for the resolution asked of every
+    part, the rest for the growth of the balls' radii). A guess: units it leaves
+    unresolved are evaluated again with more bits (:meth:`_Line.direct`).
     """
     lost = max(np.finfo(dtype.numpy).nmant + 1,
                int(math.ceil(-math.log2(h))) * (scheme.leading_derivative + 2) if 0 < h < 1 else 0)
-    return min(4000, 64 * -(-(192 + lost) // 64))
+    return min(_MAX_DIRECT_PREC, 64 * -(-(100 + lost) // 64))
 
 
 class _Line:
@@ -929,7 +938,7 @@ class _Line:
     their absolute error bounds (for comparisons between the two ways of computing them).
     """
 
-    def __init__(self, model, point, name, x, hps, y_nodes, scheme, ests, g_true, g_ref, dtype):
+    def __init__(self, model, point, name, x, hps, y_nodes, scheme, ests, g_true, g_ref, dtype, ref_err, g_exact):
         from . import arbbackend as ab
         from .lines import object_array
 
@@ -941,7 +950,19 @@ class _Line:
         self._ab = ab
         self.g_true = object_array(_arb_of_mpf(v) for v in g_true)
         self.g_ref = object_array(_arb_of_mpf(v) for v in g_ref)
-        self._same_ref = all(a is b for a, b in zip(g_true, g_ref))
+        # E and T are measured from g_base: the exact derivative (a tight ball) where the
+        # reference is the truth, so that no part carries the truth's own rounding; the
+        # reference itself elsewhere (e.g. a kink's one-sided limit), known to ref_err.
+        same = np.array([a is b for a, b in zip(g_true, g_ref)], dtype=bool)
+        exact = self.g_true if g_exact is None else g_exact
+        self.g_base = np.where(same, exact, self.g_ref)
+        self.ref_err = np.where(same, 0.0, ref_err) if g_exact is not None else ref_err
+        # a Taylor T is measured from the series' own derivative: this moves it to g_base
+        if same.all():
+            self.series_shift = None
+        else:
+            with ab.arb_precision(_EXACT_G_PREC + 64):
+                self.series_shift = np.where(same, ab.arb(0), exact - self.g_ref)
 
     def _q(self, q: Fraction):
         return self._ab.arb(q.numerator) / q.denominator
@@ -949,8 +970,8 @@ class _Line:
     def _combine(self, m, I, T, S, err_T, err_S, *, series=False) -> dict:
         """Results for entries I at step m from T and S (balls) with their error bounds.
 
-        A series T is measured from the exact derivative; it is moved to the reference here.
-        Parts within their error bound are indistinguishable from 0 and reported as 0."""
+        A series T is measured from the series' exact derivative; it is moved to g_base here.
+        T and S within their error bound are indistinguishable from 0 and reported as 0."""
         ab = self._ab
         dfl = self.ests[m][self.name].ravel()[I].astype(np.float64)
         fin = np.isfinite(dfl)
@@ -959,11 +980,13 @@ class _Line:
             zero = ab.arb(0)
             T = np.where(np.abs(T.astype(np.float64)) <= err_T, zero, T)
             S = np.where(np.abs(S.astype(np.float64)) <= err_S, zero, S)
-            if series and not self._same_ref:
-                T = T + (self.g_true[I] - self.g_ref[I])
-            E = ab.from_float(np.where(fin, dfl, 0.0)) - self.g_ref[I]
+            if series and self.series_shift is not None:
+                T = T + self.series_shift[I]
+            E = ab.from_float(np.where(fin, dfl, 0.0)) - self.g_base[I]
             R = E - T - S
             Ef, Tf, Sf, Rf = (v.astype(np.float64) for v in (E, T, S, R))
+            # R carries T's and S's errors (and its own rounding): within them it is 0 too
+            Rf = np.where(np.abs(Rf) <= err_T + err_S + _up(_RAD(R)), 0.0, Rf)
         for u in np.flatnonzero(fin):
             out[(m, int(I[u]))] = (Ef[u], Tf[u], Sf[u], Rf[u], T[u], S[u], float(err_T[u]), float(err_S[u]))
         return out
@@ -1000,7 +1023,8 @@ class _Line:
             absA = {j: np.exp2(np.array([_log2_abs(a) for a in A[j]])) for j in tail_j}
             xs = ab.from_float(self.x[W])
             ok_until = np.ones(W.size, dtype=bool)
-            rad = np.frompyfunc(lambda v: float(v.rad()), 1, 1)
+            unit_roundoff = 2.0 ** -(np.finfo(self.dtype.numpy).nmant + 1)
+            rad = _RAD
             finite = np.frompyfunc(lambda v: v.is_finite(), 1, 1)
             order = sorted(range(M), key=lambda m: float(np.max(self.hps[m][W])) if W.size else 0.0)
             for m in order:
@@ -1042,16 +1066,12 @@ class _Line:
                 live = np.flatnonzero(ok_until)
                 res = self._combine(m, W[live], T[live], S[live], err_T[live], err_S[live], series=True)
                 fin_T = finite(T).astype(bool) & finite(S).astype(bool)
+                noise = unit_roundoff * np.abs(A[0].astype(np.float64)) / hf
                 for u in live:
                     r = res.get((m, int(W[u])))
                     if r is None:
                         continue
-                    # each part to 2^-50 of itself (or of the largest, when negligible): T carries
-                    # err_T, S err_S, and R = E - T - S both
-                    parts = np.abs(np.array(r[1:4]))
-                    floor = _NEGLIGIBLE * parts.max()
-                    errs = np.array([err_T[u], err_S[u], err_T[u] + err_S[u]])
-                    if fin_T[u] and np.isfinite(errs[2]) and np.all(errs <= _TAIL * np.maximum(parts, floor)):
+                    if fin_T[u] and _bits_short(r[1:4], err_T[u], err_S[u], noise[u]) == 0:
                         result[(m, int(W[u]))] = r
                         checks[int(W[u])] = m
                     else:
@@ -1071,50 +1091,93 @@ class _Line:
     # -- direct evaluation ----------------------------------------------------------------------
 
     def direct(self, units, max_batch_objects):
-        """E, T, S, R from exact losses at the nodes, per unit (m, i)."""
-        ab = self._ab
+        """E, T, S, R from exact losses at the nodes, per unit (m, i).
+
+        T and S carry the radii of the balls they come from as error bounds. A unit whose
+        parts are not resolved (:func:`_resolved`) at the precision it started with is
+        evaluated again with as many more bits as it fell short by, up to the cap, so the
+        starting precision (:func:`_direct_precision`) only needs to be a good guess."""
         groups: dict[int, list] = {}
         for m, i in units:
             if self.hps[m][i] == 0:
                 continue
             groups.setdefault(_direct_precision(float(self.hps[m][i]), self.scheme, self.dtype), []).append((m, i))
         out = {}
-        K = len(self.offsets)
-        wabs = float(sum(abs(w) for w in self.weights))
-        for prec, us in sorted(groups.items()):
+        while groups:
+            prec = min(groups)
+            us = groups.pop(prec)
             self.prec_used = max(self.prec_used, prec)
-            per = max(1, max_batch_objects // max(1, self.x.size * K * 2))
+            per = max(1, max_batch_objects // max(1, self.x.size * len(self.offsets) * 2))
             for start in range(0, len(us), per):
-                chunk = us[start:start + per]
-                rows = []
-                for m, i in chunk:
-                    xi, hi = Fraction(float(self.x[i])), Fraction(float(self.hps[m][i]))
-                    rows += [(i, xi + c * hi) for c in self.offsets]
-                for m, i in chunk:
-                    rows += [(i, Fraction(float(self.y_nodes[m][k][i]))) for k in range(K)]
-                f, ferr = self._losses(rows, prec)
-                n = len(chunk)
-                valid = np.array([all(v is not None for v in f[j * K:(j + 1) * K] + f[(n + j) * K:(n + j + 1) * K])
-                                  for j in range(n)], dtype=bool)
-                f = np.array([ab.arb(0) if v is None else v for v in f], dtype=object).reshape(2, n, K)
-                with ab.arb_precision(prec):
-                    hs = ab.from_float(np.array([float(self.hps[m][i]) for m, i in chunk]))
-                    de = sum(f[0, :, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
-                    dn = sum(f[1, :, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
-                    fmax = np.max(np.abs(f.astype(np.float64)), axis=(0, 2))
-                    err = ferr * fmax * wabs / hs.astype(np.float64)
-                    for m in sorted({m for m, _ in chunk}):
-                        sel = np.flatnonzero(valid & np.array([mm == m for mm, _ in chunk]))
-                        if not sel.size:
-                            continue
-                        I = np.array([chunk[j][1] for j in sel], dtype=np.int64)
-                        out.update(self._combine(m, I, de[sel] - self.g_ref[I], dn[sel] - de[sel], err[sel],
-                                                 2 * err[sel]))
+                for unit, (res, short) in self._direct_chunk(us[start:start + per], prec).items():
+                    if short <= 0 or prec >= _MAX_DIRECT_PREC:
+                        out[unit] = res
+                    else:
+                        more = min(_MAX_DIRECT_PREC, prec + 64 * -(-(short + 16) // 64))
+                        groups.setdefault(more, []).append(unit)
+        return out
+
+    def _direct_chunk(self, chunk, prec):
+        """{unit: (result, bits short of resolving it)} for units whose nodes are all in the domain."""
+        from .lines import object_array
+
+        ab = self._ab
+        K = len(self.offsets)
+        n = len(chunk)
+        rows, same = [], np.zeros((n, K), dtype=bool)
+        for m, i in chunk:
+            xi, hi = Fraction(float(self.x[i])), Fraction(float(self.hps[m][i]))
+            rows += [(i, xi + c * hi) for c in self.offsets]
+        for j, (m, i) in enumerate(chunk):
+            for k in range(K):
+                y = Fraction(float(self.y_nodes[m][k][i]))
+                if y == rows[j * K + k][1]:
+                    same[j, k] = True  # the float node is the exact node: its step error is exactly 0
+                else:
+                    rows.append((i, y))
+        f = self._losses(rows, prec)
+        zero = ab.arb(0)
+        missing = np.array([v is None for v in f], dtype=bool)  # outside the domain
+        f = object_array(zero if v is None else v for v in f)
+        fx = f[:n * K].reshape(n, K)
+        fy = fx.copy()
+        fy[~same] = f[n * K:]
+        bad = missing[:n * K].reshape(n, K)
+        bad_y = np.zeros((n, K), dtype=bool)
+        bad_y[~same] = missing[n * K:]
+        valid = ~(bad | bad_y).any(axis=1)
+        out = {}
+        rad = _RAD
+        with ab.arb_precision(prec):
+            hs = ab.from_float(np.array([float(self.hps[m][i]) for m, i in chunk]))
+            # Σ w_k = 0, so D = Σ w_k (f_k − f_0) / h; a loss the change never reached is the very
+            # same ball, and its difference is exactly 0 (a dead ReLU's weight, a masked entry)
+            diffs = _exact_differences(fx, fx[:, :1])
+            de = sum(diffs[:, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
+            err_de = _up(rad(de))
+            dS = np.where(same, zero, _exact_differences(fy, fx))
+            S = sum(dS[:, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
+            fmax = np.max(np.abs(fx.astype(np.float64)), axis=1)
+            noise = 2.0 ** -(np.finfo(self.dtype.numpy).nmant + 1) * fmax / hs.astype(np.float64)
+            for m in sorted({m for m, _ in chunk}):
+                sel = np.flatnonzero(valid & np.array([mm == m for mm, _ in chunk]))
+                if not sel.size:
+                    continue
+                I = np.array([chunk[j][1] for j in sel], dtype=np.int64)
+                T = de[sel] - self.g_base[I]
+                err_S = _up(rad(S[sel]))
+                # T is known only as well as what it is measured from; more bits here cannot
+                # improve that, so only the nodes' own error enters the resolution test
+                res = self._combine(m, I, T, S[sel], _up(rad(T)) + self.ref_err[I], err_S)
+                for u, (j, i) in enumerate(zip(sel, I)):
+                    r = res.get((m, int(i)))
+                    if r is not None:
+                        out[(m, int(i))] = (r, _bits_short(r[1:4], err_de[j], err_S[u], noise[j]))
         return out
 
     def _losses(self, rows, prec):
-        """Exact losses (balls; None outside the domain) at the point with entry i set to q, per row (i, q),
-        and a bound on their relative error."""
+        """Exact losses at the point with entry i set to q, per row (i, q): balls whose radii
+        bound the error, or None outside the domain."""
         ab = self._ab
         from .graph import evaluate
         from .lines import LineEvaluator, Unsupported, object_array
@@ -1138,15 +1201,98 @@ class _Line:
                         f = None
                 except (ab.Undecided, ArithmeticError):
                     f = None
+                # balls this wide mean lost digits: the mpmath path below re-derives them
                 bound = 2.0 ** (96 - prec)
                 if f is not None and all(v.is_finite() and float(v.rad()) <= bound * abs(float(v.mid())) + 2.0 ** -prec
                                          for v in f):
-                    return list(f), 2 * bound
+                    return list(f)
         with mpmath.workprec(prec):
             base = {m: self.model.mp_values(m, self.point[m]) for m in self.model.leaves}
             leaves = _rows_leaves(self.model, base, self.name, rows, lambda q: mpmath.mpf(q.numerator) / q.denominator)
             vals = list(_mp_loss(self.model, leaves, prec).ravel())
-        return [None if v is None else _arb_of_mpf(v) for v in vals], 2.0 ** (32 - prec)
+            # mpmath's own error bound for a whole evaluation, as a radius
+            err = [None if v is None else _arb_of_mpf(abs(v) * mpmath.ldexp(1, 32 - prec)) for v in vals]
+        return [None if v is None else ab.arb(_arb_of_mpf(v), e) for v, e in zip(vals, err)]
+
+
+_RAD = np.frompyfunc(lambda v: float(v.rad()), 1, 1)
+
+
+def _exact_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a − b for object arrays of balls (b broadcast), exactly 0 where both are the same object
+    (ball subtraction of a ball from itself would double its radius instead)."""
+    out = a - b
+    same = np.frompyfunc(lambda u, v: u is v, 2, 1)(a, b).astype(bool)
+    if same.any():
+        out[same] = type(out.flat[0])(0) if out.size else out
+    return out
+
+
+def _up(r) -> np.ndarray:
+    """Float radii rounded up (a float64 of an Arb radius may round down by half an ulp)."""
+    return np.asarray(r, dtype=np.float64) * (1 + 2.0 ** -50)
+
+
+#: Bits of the exact gradient that direct T is measured from (far beyond any truth's digits).
+_EXACT_G_PREC = 320
+
+
+def _exact_gradient(model: Model, point) -> dict:
+    """The gradient at ``point`` as Arb balls at :data:`_EXACT_G_PREC` bits, per variable (flat
+    object arrays); empty where ball arithmetic cannot decide it (a kink argument that is
+    not exactly 0, a domain edge): the reference is used there instead."""
+    from . import arbbackend as ab
+    from .graph import evaluate
+
+    names = list(model.gradient)
+    try:
+        with ab.arb_precision(_EXACT_G_PREC):
+            leaves = {m: ab.from_float(np.asarray(point[m]))[None, ...] for m in model.leaves}
+            vals = evaluate([model.gradient[v] for v in names], leaves, ab.ArbBackend())
+    except (ArithmeticError, LimitErrorType):
+        return {v: None for v in names}
+    out = {}
+    for v, g in zip(names, vals):
+        flat = np.asarray(g, dtype=object).reshape(-1)
+        out[v] = flat if all(b.is_finite() for b in flat) else None
+    return out
+
+
+def _reference_error(truth, name: str, g_ref) -> np.ndarray:
+    """Bound on |reference − exact gradient| per flat entry (float64): the truth's certified
+    accuracy (relative 10^(1−digits), absolute where it is certified absolutely, 0 where it is
+    an exact zero); a reference that is not the truth is taken as certified alike."""
+    digits = truth.digits
+    mag = np.array([abs(float(v)) for v in g_ref], dtype=np.float64)
+    err = 10.0 ** (1 - digits) * mag
+    absolute = np.asarray(truth.absolute[name]).ravel()
+    err = np.where(absolute, err + 10.0 ** -(digits + 7) * float(truth.scale), err)
+    exact = np.asarray(truth.exact_zero[name]).ravel() & np.array([v is t for v, t in
+                                                                  zip(g_ref, truth.gradient[name].ravel())])
+    return np.where(exact, 0.0, err)
+
+
+def _bits_short(parts, err_T: float, err_S: float, noise: float) -> int:
+    """By how many bits the error bounds of a unit's parts miss resolving them (0 when resolved).
+
+    ``parts`` are its T, S, R (floats); T carries the error err_T, S err_S, and R = E − T − S
+    both. Each part must be known to 2^-50 of itself; a part below 2^-100 of the unit's
+    scale — the largest of its parts and of ``noise`` (the dtype's unit round-off times
+    |f| / h, the size of the float's own round-off) — to 2^-50 of that instead, which is
+    what a part that is exactly 0 (T of a quadratic) needs. A looser rule (an absolute
+    2^-100 of the scale for every part) would let a part just above the floor keep only a
+    few correct digits: S of a saturated sigmoid is 1e-14 of its T.
+    """
+    parts = np.abs(np.array(parts, dtype=np.float64))
+    errs = np.array([err_T, err_S, err_T + err_S])
+    if not np.all(np.isfinite(errs)):
+        return 1 << 20
+    allowed = _TAIL * np.maximum(parts, _NEGLIGIBLE * max(float(parts.max()), float(noise)))
+    if np.all(errs <= allowed):
+        return 0
+    with np.errstate(divide="ignore"):
+        ratio = float(np.max(errs / allowed))
+    return int(math.ceil(math.log2(ratio))) if math.isfinite(ratio) else 1 << 20
 
 
 def _arb_of_mpf(v):
