@@ -1,6 +1,6 @@
 """verigrad performance benchmarks (issue 2: certified truth; issue 3: finite-difference splits).
 
-    python benchmarks/run.py            # full set (several minutes on a 2-core machine)
+    python benchmarks/run.py            # full set (one to three minutes on a 2-core machine)
     python benchmarks/run.py --quick    # reduced set, under a minute
     python benchmarks/run.py --json out.json   # also write every raw number
 
@@ -11,10 +11,8 @@ imports are excluded; they are measured on their own by timing
 run one after another (never in parallel), so the two cores do not compete.
 
 Every measured number is printed next to its target with PASS or MISS; a miss
-is never hidden.  Numbers marked ``extrapolated`` are not measured as one call
-(there is no single call for the split over every coordinate): they are a
-measured per-coordinate time times the number of coordinates plus a measured
-one-off truth, and say so.  The exit status is 0 when the benchmarks ran (misses
+is never hidden, and nothing is extrapolated: every number is one measured call
+(or loop of calls).  The exit status is 0 when the benchmarks ran (misses
 included), 1 when a worker failed.
 
 Case files live in ``benchmarks/cases/`` (regenerate with
@@ -171,7 +169,7 @@ def _raw_loop(fn, values: dict, variables: list[str], steps, dtype) -> tuple[flo
     return time.perf_counter() - t0, calls
 
 
-def worker_fd(path: str, parts: list[str], extrap_coords: int) -> dict:
+def worker_fd(path: str, parts: list[str]) -> dict:
     import numpy as np
 
     from verigrad.cases import load_case, point_in_dtype
@@ -200,20 +198,18 @@ def worker_fd(path: str, parts: list[str], extrap_coords: int) -> dict:
                 out[f"study_{label}_{d}_cpu"] = time.process_time() - c0
                 out[f"study_{label}_{d}_rows"] = len(st.rows)
                 out[f"study_{label}_{d}_label"] = direction.label
-        if "extrap" in parts:
+        if "split" in parts:
             # the full split of every coordinate at every step of the grid, measured whole: truth + fd_sweep_split
             from verigrad.studies import fd_sweep_split
 
             point = point_in_dtype(model.point, dtype)
             t0 = time.perf_counter()
             truth = certify(model, point, dtype, digits=30)
-            out[f"extrap_truth_{d}"] = time.perf_counter() - t0
+            out[f"split_truth_{d}"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             fd_sweep_split(model, dtype=dtype, scheme=scheme, steps=[float(h) for h in grid], truth=truth)
-            out[f"extrap_per_coord_{d}"] = (time.perf_counter() - t1) / K_STEPS
-            out[f"extrap_coords_{d}"] = K_STEPS
-            out[f"extrap_measured_{d}"] = True
-            out[f"extrap_full_{d}"] = time.perf_counter() - t0
+            out[f"split_per_step_{d}"] = (time.perf_counter() - t1) / K_STEPS
+            out[f"split_full_{d}"] = time.perf_counter() - t0
         if "float" in parts:
             fd_gradient(model, dtype=dtype, scheme=scheme, step=float(grid[K_STEPS // 2]))  # warm-up
             c0, t0 = time.process_time(), time.perf_counter()
@@ -243,7 +239,7 @@ def _worker_main(argv: list[str]) -> None:
     if kind == "truth":
         res = worker_truth(argv[1], int(argv[2]))
     elif kind == "fd":
-        res = worker_fd(argv[1], argv[2].split(","), int(argv[3]))
+        res = worker_fd(argv[1], argv[2].split(","))
     else:
         raise SystemExit(f"unknown worker {kind}")
     print("RESULT " + json.dumps(res))
@@ -315,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="reduced set (< 60 s): no logistic finite differences, no random-direction sweeps, "
-                         "no extrapolation")
+                         "no full-gradient split")
     ap.add_argument("--json", metavar="FILE", help="write all raw numbers to FILE")
     ap.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -350,11 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         if quick and f == LOGISTIC:
             results["fd"][f] = {"skipped": "--quick"}
             continue
-        # --quick: one-coordinate sweep only (no random direction, no extrapolation)
-        parts = ["study-coord", "float"] if quick else ["study", "float", "extrap"]
-        extrap = {NET3: 5, SOFTMAX: 3, ROSEN: 3, LOGISTIC: 1}[f]
+        # --quick: one-coordinate sweep only (no random direction, no full split)
+        parts = ["study-coord", "float"] if quick else ["study", "float", "split"]
         progress(f"finite differences {f} ({', '.join(parts)})")
-        results["fd"][f] = r = _spawn(["fd", str(CASES / f), ",".join(parts), str(extrap)])
+        results["fd"][f] = r = _spawn(["fd", str(CASES / f), ",".join(parts)])
         if "error" in r:
             errors.append(r["error"])
     results["wall_seconds"] = time.perf_counter() - wall0
@@ -451,14 +446,11 @@ def report(res: dict) -> str:
                          f"{_s(t)} (cpu {_s(r[f'study_{key}_float32_cpu'] + r[f'study_{key}_float64_cpu'])})",
                          "< " + _s(t_sweep), _verdict(t, t_sweep)])
             first = False
-        if "extrap_full_float32" in r:
-            t = r["extrap_full_float32"] + r["extrap_full_float64"]
-            measured = r.get("extrap_measured_float32") and r.get("extrap_measured_float64")
-            rows.append(["", f"{'full split' if measured else 'EXTRAPOLATED full split'}, all {r['params']} coords x "
-                         f"{K_STEPS} steps: truth + fd_sweep_split (per step f32 "
-                         f"{_s(r['extrap_per_coord_float32'])}, f64 {_s(r['extrap_per_coord_float64'])}; "
-                         f"{r['extrap_coords_float32']} of {K_STEPS} steps timed"
-                         f"{'' if measured else ', a sample of entries scaled to all'})",
+        if "split_full_float32" in r:
+            t = r["split_full_float32"] + r["split_full_float64"]
+            rows.append(["", f"full split, all {r['params']} coords x {K_STEPS} steps: truth + fd_sweep_split "
+                         f"(f32 {_s(r['split_full_float32'])} + f64 {_s(r['split_full_float64'])}; per step "
+                         f"f32 {_s(r['split_per_step_float32'])}, f64 {_s(r['split_per_step_float64'])})",
                          _s(t), "< " + _s(t_sweep), _verdict(t, t_sweep)])
         for d in ("float32", "float64"):
             rows.append(["", f"float part {d}: fd_gradient x {K_STEPS} steps {_s(r[f'fd_{d}'])} vs "
