@@ -13,26 +13,15 @@ import numpy as np
 import pytest
 
 from verigrad.backends import FloatBackend
-from verigrad.cases import load_case, point_in_dtype
+from verigrad.cases import point_in_dtype
 from verigrad.graph import Workspace, evaluate, evaluate_float
-from verigrad.model import compile_case
 from verigrad.spec import Dtype
 from verigrad.studies import fd_gradient
 
+from casefiles import model_of, write_case
+
 ROOT = Path(__file__).resolve().parents[1]
 CASES = sorted((ROOT / "cases").glob("*.toml"))
-
-
-def _model(path):
-    case = load_case(path)
-    case = case[0] if isinstance(case, (list, tuple)) else case
-    return compile_case(case)
-
-
-def _write(tmp_path, loss, symbols, define=""):
-    p = tmp_path / "c.toml"
-    p.write_text(f'name = "t"\nloss = "{loss}"\n[symbols]\n{symbols}\n[define]\n{define}\n')
-    return _model(p)
 
 
 def _batched(model, point, dtype, B, seed):
@@ -58,7 +47,7 @@ def _same_bits(a, b):
 def test_recycling_is_bit_identical_on_shipped_cases(path, dtype):
     """Loss and gradient of every shipped case, twice through one workspace (so the second
     evaluation runs on recycled buffers), equal the plain evaluator bit for bit."""
-    model = _model(path)
+    model = model_of(path)
     point = point_in_dtype(model.point, Dtype.FLOAT32 if dtype == np.float32 else Dtype.FLOAT64)
     nodes = [model.loss, *model.gradient.values()]
     ws = Workspace()
@@ -74,7 +63,7 @@ def test_recycling_is_bit_identical_on_shipped_cases(path, dtype):
 def test_views_keep_their_buffer_alive(tmp_path):
     """``t`` dies after ``t * 2`` is formed, but slices and a transpose of it are used later:
     its buffer must not be reused while they live (a wrong reuse changes the loss)."""
-    model = _write(tmp_path, "sum(t[1:, :] * (t * 2)[:-1, :]) + sum(t.T[0] * log(t[:, 0]))",
+    model = write_case(tmp_path, "sum(t[1:, :] * (t * 2)[:-1, :]) + sum(t.T[0] * log(t[:, 0]))",
                    'A = { shape = [4, 3], init = "normal" }', 't = "exp(A) + 1"')
     point = point_in_dtype(model.point, Dtype.FLOAT64)
     leaves = _batched(model, point, np.float64, 3, 7)
@@ -88,7 +77,7 @@ def test_views_keep_their_buffer_alive(tmp_path):
 def test_outputs_are_not_overwritten_by_later_evaluations(tmp_path):
     """Outputs are never recycled: a second evaluation through the same workspace leaves the
     first one's results untouched, and intermediates do come back for reuse."""
-    model = _write(tmp_path, "sum(exp(x) * x + x**2)", 'x = { shape = [50], init = "normal" }')
+    model = write_case(tmp_path, "sum(exp(x) * x + x**2)", 'x = { shape = [50], init = "normal" }')
     point = point_in_dtype(model.point, Dtype.FLOAT64)
     ws = Workspace()
     first = _batched(model, point, np.float64, 4, 0)
@@ -116,7 +105,7 @@ def test_workspace_is_bounded():
 def test_fd_gradient_does_not_depend_on_batching(dtype):
     """The recycled batches of fd_gradient give the same estimates, bit for bit, whatever the
     batch size (one row per batch, a few rows, everything at once)."""
-    model = _model(ROOT / "cases" / "softmax-regression.toml")
+    model = model_of(ROOT / "cases" / "softmax-regression.toml")
     ref = fd_gradient(model, dtype=dtype, scheme="central4", step=1e-3, max_batch_elements=10**9)
     for budget in (1, 37, 1000):
         got = fd_gradient(model, dtype=dtype, scheme="central4", step=1e-3, max_batch_elements=budget)

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 from verigrad import arbbackend as ab
-from verigrad.cases import load_case, point_in_dtype
+from verigrad.cases import point_in_dtype
 from verigrad.graph import evaluate
 from verigrad.lines import LineEvaluator, Unsupported, coefficients, object_array, series_cap, series_ok
-from verigrad.model import compile_case
 from verigrad.spec import Dtype
 from verigrad.studies import batched_leaves, fd_sweep_split
 from verigrad.schemes import default_step_grid, get_scheme
+
+from casefiles import model_of, write_case
 
 pytestmark = pytest.mark.skipif(not ab.available(), reason="python-flint not installed")
 
@@ -29,22 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = sorted((ROOT / "cases").glob("*.toml"))
 
 
-def _model(path):
-    case = load_case(path)
-    case = case[0] if isinstance(case, (list, tuple)) else case
-    return compile_case(case)
-
-
-def _write(tmp_path, loss, symbols):
-    p = tmp_path / "c.toml"
-    p.write_text(f'name = "t"\nloss = "{loss}"\n[symbols]\n{symbols}\n')
-    return _model(p)
-
-
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_incremental_equals_whole_graph(path):
     """Every shipped case: the loss with one entry moved equals the whole graph re-evaluated."""
-    model = _model(path)
+    model = model_of(path)
     point = point_in_dtype(model.point, Dtype.FLOAT64)
     rng = np.random.default_rng(0)
     for var in model.gradient:
@@ -71,7 +60,7 @@ def test_incremental_equals_whole_graph(path):
 
 def test_only_changed_entries_are_recomputed(tmp_path):
     """A one-hot weighted softmax: the (32, 10) intermediates change in one entry per row."""
-    model = _model(ROOT / "benchmarks" / "cases" / "softmax-500.toml")
+    model = model_of(ROOT / "benchmarks" / "cases" / "softmax-500.toml")
     point = point_in_dtype(model.point, Dtype.FLOAT64)
     ev = LineEvaluator(model, point, "W", prec=128)
     with ab.arb_precision(128):
@@ -82,7 +71,7 @@ def test_only_changed_entries_are_recomputed(tmp_path):
 
 def test_taylor_coefficients_closed_form(tmp_path):
     """f = sum(exp(2 x)) + sum(x**3): along x_i the series is exp(2x_i) 2^m/m! + (x_i + t)^3 terms."""
-    model = _write(tmp_path, "sum(exp(2*x)) + sum(x**3)", 'x = { value = [0.5, -1.25, 2.0] }')
+    model = write_case(tmp_path, "sum(exp(2*x)) + sum(x**3)", 'x = { value = [0.5, -1.25, 2.0] }')
     point = point_in_dtype(model.point, Dtype.FLOAT64)
     assert series_ok(model, "x")
     L = 10
@@ -101,7 +90,7 @@ def test_taylor_coefficients_closed_form(tmp_path):
 
 
 def test_series_refused_through_kinks(tmp_path):
-    model = _write(tmp_path, "sum(relu(x)) + sum(y**2)", 'x = { value = [0.5, -1.0] }\ny = { value = [1.0, 2.0] }')
+    model = write_case(tmp_path, "sum(relu(x)) + sum(y**2)", 'x = { value = [0.5, -1.0] }\ny = { value = [1.0, 2.0] }')
     assert not series_ok(model, "x")
     assert series_ok(model, "y")
     with pytest.raises(Unsupported):
@@ -110,7 +99,7 @@ def test_series_refused_through_kinks(tmp_path):
 
 def test_domain_errors_are_not_skipped(tmp_path):
     """0 * log(x): the log is computed (and fails) even though a zero weight hides its value."""
-    model = _write(tmp_path, "sum(c * log(x))", 'x = { value = [1.0, 2.0] }\nc = { constant = true, value = [0.0, 1.0] }')
+    model = write_case(tmp_path, "sum(c * log(x))", 'x = { value = [1.0, 2.0] }\nc = { constant = true, value = [0.0, 1.0] }')
     point = point_in_dtype(model.point, Dtype.FLOAT64)
     ev = LineEvaluator(model, point, "x", prec=128)
     with ab.arb_precision(128), pytest.raises(ArithmeticError):
@@ -119,7 +108,7 @@ def test_domain_errors_are_not_skipped(tmp_path):
 
 def test_domain_errors_are_not_skipped_in_taylor_mode(tmp_path):
     """The same in Taylor mode: the series' constant term is checked."""
-    model = _write(tmp_path, "sum(c * log(x))", 'x = { value = [1.0, 2.0] }\nc = { constant = true, value = [0.0, 1.0] }')
+    model = write_case(tmp_path, "sum(c * log(x))", 'x = { value = [1.0, 2.0] }\nc = { constant = true, value = [0.0, 1.0] }')
     point = point_in_dtype(model.point, Dtype.FLOAT64)
     with ab.arb_precision(128), series_cap(4):
         ev = LineEvaluator(model, point, "x", prec=128, series=4)
@@ -130,7 +119,7 @@ def test_domain_errors_are_not_skipped_in_taylor_mode(tmp_path):
 def test_hidden_values_are_checked_not_computed(tmp_path, monkeypatch):
     """Where an exact 0 hides log's value, the argument is checked but the log is not evaluated;
     where the value counts, it is (and the loss is right)."""
-    model = _write(tmp_path, "sum(c * log(x))", 'x = { value = [1.0, 2.0] }\nc = { constant = true, value = [0.0, 3.0] }')
+    model = write_case(tmp_path, "sum(c * log(x))", 'x = { value = [1.0, 2.0] }\nc = { constant = true, value = [0.0, 3.0] }')
     point = point_in_dtype(model.point, Dtype.FLOAT64)
     counts = {"check": 0, "apply": 0}
     check, apply = ab.ArbBackend.check_unary, ab.ArbBackend.apply_unary
@@ -167,7 +156,7 @@ def _split_identity_and_truncation(model, dtype, scheme_name, steps):
 
 def test_split_matches_closed_form_truncation(tmp_path):
     """f = sum(sin(x)), central: T = sum over j>=3 odd of f^(j) h^(j-1)/j! exactly, at every step."""
-    model = _write(tmp_path, "sum(sin(x))", 'x = { value = [0.3, 1.1, -2.0, 0.75] }')
+    model = write_case(tmp_path, "sum(sin(x))", 'x = { value = [0.3, 1.1, -2.0, 0.75] }')
     steps = [1e-12, 1e-6, 1e-3, 0.05, 0.5]
     res = _split_identity_and_truncation(model, Dtype.FLOAT64, "central", steps)
     import mpmath
@@ -186,7 +175,7 @@ def test_split_with_and_without_series_agree(tmp_path, monkeypatch):
     """The Taylor path and the direct path give the same parts (to float64) on a softmax case."""
     from verigrad import lines
 
-    model = _model(ROOT / "cases" / "softmax-regression.toml")
+    model = model_of(ROOT / "cases" / "softmax-regression.toml")
     steps = list(default_step_grid(get_scheme("central4"), np.float32, count=8))
     fast = _split_identity_and_truncation(model, Dtype.FLOAT32, "central4", steps)
     monkeypatch.setattr(lines, "series_ok", lambda model, variable: False)
@@ -200,7 +189,7 @@ def test_split_with_and_without_series_agree(tmp_path, monkeypatch):
 
 
 def test_quadratic_central_truncation_is_exactly_zero(tmp_path):
-    model = _write(tmp_path, "sum((x - 1)**2) + x[0]*x[1]", 'x = { value = [0.3, 1.7, -2.5] }')
+    model = write_case(tmp_path, "sum((x - 1)**2) + x[0]*x[1]", 'x = { value = [0.3, 1.7, -2.5] }')
     res = fd_sweep_split(model, dtype=Dtype.FLOAT64, scheme="central", steps=[1e-9, 1e-3, 0.5])
     for r in res:
         assert np.all(r.truncation["x"] == 0.0)
@@ -208,7 +197,7 @@ def test_quadratic_central_truncation_is_exactly_zero(tmp_path):
 
 def test_representable_steps_have_zero_step_error(tmp_path):
     """x and h powers of two: every node is representable, so S = 0 exactly."""
-    model = _write(tmp_path, "sum(exp(x))", 'x = { value = [0.5, 1.0, 0.25] }')
+    model = write_case(tmp_path, "sum(exp(x))", 'x = { value = [0.5, 1.0, 0.25] }')
     res = fd_sweep_split(model, dtype=Dtype.FLOAT32, scheme="central", steps=[2.0**-10, 2.0**-4])
     for r in res:
         assert np.all(r.step_error["x"] == 0.0)
@@ -230,7 +219,7 @@ def test_every_part_is_accurate_to_itself():
     from verigrad.schemes import StepMode
     from verigrad.studies import _nodes, entry_steps
 
-    model = _model(ROOT / "cases" / "saturation-sigmoid-tanh.toml")
+    model = model_of(ROOT / "cases" / "saturation-sigmoid-tanh.toml")
     scheme = get_scheme("forward")
     steps = [float(h) for h in default_step_grid(scheme, np.float32, count=14)]
     res = fd_sweep_split(model, dtype=Dtype.FLOAT32, scheme=scheme, steps=steps)
@@ -259,7 +248,7 @@ def test_unresolved_units_are_evaluated_again(monkeypatch):
     leaves unresolved are evaluated again with the bits they lacked."""
     from verigrad import studies
 
-    model = _model(ROOT / "cases" / "gradient-checking-3layer.toml")  # ReLU: every unit is direct
+    model = model_of(ROOT / "cases" / "gradient-checking-3layer.toml")  # ReLU: every unit is direct
     steps = [float(h) for h in default_step_grid(get_scheme("central4"), np.float64, count=6)]
     want = fd_sweep_split(model, dtype=Dtype.FLOAT64, scheme="central4", steps=steps)
     precs = []
@@ -290,7 +279,7 @@ def test_unresolved_units_are_evaluated_again(monkeypatch):
 def test_piecewise_quadratic_truncation_is_exactly_zero():
     """Lasso (abs: no Taylor mode, every unit direct): away from w = 0 the loss is quadratic
     along each coordinate, so central differences have T = 0 exactly, not the truth's rounding."""
-    model = _model(ROOT / "cases" / "lasso-regression.toml")
+    model = model_of(ROOT / "cases" / "lasso-regression.toml")
     steps = [1e-6, 1e-4, 1e-2]
     for dtype in (Dtype.FLOAT32, Dtype.FLOAT64):
         for r in fd_sweep_split(model, dtype=dtype, scheme="central", steps=steps):
@@ -301,7 +290,7 @@ def test_piecewise_quadratic_truncation_is_exactly_zero():
 def test_a_change_that_never_reaches_the_loss_returns_the_base_ball(tmp_path):
     """relu stays off: the loss is the very same ball as at the base point (so differences of it
     are exactly 0), and only entries that do change are carried."""
-    model = _write(tmp_path, "sum(relu(x) * c)", 'x = { value = [-1.0, 2.0] }\nc = { constant = true, value = [3.0, 5.0] }')
+    model = write_case(tmp_path, "sum(relu(x) * c)", 'x = { value = [-1.0, 2.0] }\nc = { constant = true, value = [3.0, 5.0] }')
     point = point_in_dtype(model.point, Dtype.FLOAT64)
     ev = LineEvaluator(model, point, "x", prec=128)
     with ab.arb_precision(128):
