@@ -1152,10 +1152,10 @@ class _Line:
             hs = ab.from_float(np.array([float(self.hps[m][i]) for m, i in chunk]))
             # Σ w_k = 0, so D = Σ w_k (f_k − f_0) / h; a loss the change never reached is the very
             # same ball, and its difference is exactly 0 (a dead ReLU's weight, a masked entry)
-            diffs = _exact_differences(fx, fx[:, :1])
+            diffs = _exact_differences(fx, fx[:, :1], zero)
             de = sum(diffs[:, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
             err_de = _up(rad(de))
-            dS = np.where(same, zero, _exact_differences(fy, fx))
+            dS = np.where(same, zero, _exact_differences(fy, fx, zero))
             S = sum(dS[:, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
             fmax = np.max(np.abs(fx.astype(np.float64)), axis=1)
             noise = 2.0 ** -(np.finfo(self.dtype.numpy).nmant + 1) * fmax / hs.astype(np.float64)
@@ -1218,14 +1218,13 @@ class _Line:
 _RAD = np.frompyfunc(lambda v: float(v.rad()), 1, 1)
 
 
-def _exact_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a − b for object arrays of balls (b broadcast), exactly 0 where both are the same object
-    (ball subtraction of a ball from itself would double its radius instead)."""
-    out = a - b
-    same = np.frompyfunc(lambda u, v: u is v, 2, 1)(a, b).astype(bool)
-    if same.any():
-        out[same] = type(out.flat[0])(0) if out.size else out
-    return out
+_IS = np.frompyfunc(lambda u, v: u is v, 2, 1)
+
+
+def _exact_differences(a: np.ndarray, b: np.ndarray, zero) -> np.ndarray:
+    """a − b for object arrays of balls (b broadcast), exactly ``zero`` where both are the same
+    object (subtracting a ball from itself would double its radius instead)."""
+    return np.where(_IS(a, b).astype(bool), zero, a - b)
 
 
 def _up(r) -> np.ndarray:
