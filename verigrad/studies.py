@@ -1082,9 +1082,11 @@ class _Line:
         """Whether a Taylor and a direct answer for the same unit agree within their error bounds."""
         scale = max(abs(direct[1]), abs(direct[2]), abs(direct[3]))
         with self._ab.arb_precision(max(self.prec_used, 256) + 64):
-            for k, e in ((4, 6), (5, 7)):
+            # T (ball 4, bound 6) and S (ball 5, bound 7), each against its own size: both
+            # answers resolve it to 2^-50 of itself (or of the unit's scale when negligible)
+            for k, e, f in ((4, 6, 1), (5, 7, 2)):
                 diff = abs(float(series[k] - direct[k]))
-                if diff > series[e] + direct[e] + 2.0 ** -40 * scale:
+                if diff > series[e] + direct[e] + 2.0 ** -40 * max(abs(direct[f]), _NEGLIGIBLE * scale):
                     return False
         return True
 
