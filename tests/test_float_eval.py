@@ -90,15 +90,19 @@ def test_outputs_are_not_overwritten_by_later_evaluations(tmp_path):
         _same_bits(o, k)
 
 
-def test_workspace_is_bounded():
+def test_workspace_is_bounded_and_keeps_what_was_used_last():
     ws = Workspace(max_bytes=1000)
-    ws.give(np.empty(100, dtype=np.float64))  # 800 bytes: kept
-    ws.give(np.empty(100, dtype=np.float64))  # would make 1600: released
-    assert ws._bytes == 800
-    a = ws.take((100,), np.dtype(np.float64))
-    assert ws._bytes == 0 and a.shape == (100,)
-    b = ws.take((100,), np.dtype(np.float64))  # nothing left of that shape: a new array
-    assert b is not a
+    f64, f32 = np.dtype(np.float64), np.dtype(np.float32)
+    old = np.empty(50, dtype=f64)  # 400 bytes
+    ws.give(old)
+    ws.give(np.empty(100, dtype=f32))  # 400 bytes: 800 kept
+    ws.give(np.empty(60, dtype=f32))  # 240 bytes: over 1000, the least recently used shape goes
+    assert ws._bytes == 640
+    assert ws.take((50,), f64) is not old  # released: a new array
+    kept = ws.take((100,), f32)
+    assert ws._bytes == 240 and kept.shape == (100,) and kept.dtype == f32
+    ws.give(np.empty(1000, dtype=f64))  # larger than the whole budget: not kept
+    assert ws._bytes == 240
 
 
 @pytest.mark.parametrize("dtype", [Dtype.FLOAT32, Dtype.FLOAT64])

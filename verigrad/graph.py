@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterable, Mapping, Sequence
@@ -38,7 +39,7 @@ from .errors import ShapeError
 from .functions import FUNCTIONS, ElemFn
 
 __all__ = ["Op", "Node", "Builder", "gradient_graph", "topological", "evaluate", "evaluate_all", "eval_node",
-           "Workspace", "evaluate_float"]
+           "Workspace", "evaluate_float", "shared_workspace"]
 
 
 class Op(enum.Enum):
@@ -668,13 +669,13 @@ class Workspace:
     Parameters
     ----------
     max_bytes : int
-        At most this many bytes of dead buffers are kept; beyond it a returned buffer is
-        simply released.
+        At most this many bytes of dead buffers are kept; beyond it those of the shapes
+        used least recently are released.
     """
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes
-        self._free: dict[tuple, list[np.ndarray]] = {}
+        self._free: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()  # least recently used first
         self._bytes = 0
         self._plans: dict[tuple, tuple] = {}
 
@@ -699,16 +700,39 @@ class Workspace:
         """An array of ``shape`` and ``dtype`` with arbitrary contents (a dead buffer or a new one)."""
         free = self._free.get((shape, dtype))
         if free:
+            self._free.move_to_end((shape, dtype))
             arr = free.pop()
             self._bytes -= arr.nbytes
             return arr
         return np.empty(shape, dtype=dtype)
 
     def give(self, arr: np.ndarray) -> None:
-        """Return a buffer that nothing references any more."""
-        if self._bytes + arr.nbytes <= self.max_bytes:
-            self._free.setdefault((arr.shape, arr.dtype), []).append(arr)
-            self._bytes += arr.nbytes
+        """Return a buffer that nothing references any more.
+
+        Beyond ``max_bytes`` the buffers of the shapes used least recently are released (a
+        sweep in another dtype or of another model must not find the room taken)."""
+        if arr.nbytes > self.max_bytes:
+            return
+        key = (arr.shape, arr.dtype)
+        self._free.setdefault(key, []).append(arr)
+        self._free.move_to_end(key)
+        self._bytes += arr.nbytes
+        while self._bytes > self.max_bytes:
+            _, old = self._free.popitem(last=False)
+            self._bytes -= sum(a.nbytes for a in old)
+
+
+_SHARED = Workspace()
+
+
+def shared_workspace() -> Workspace:
+    """The process-wide workspace that float evaluations use by default.
+
+    One for all models, so that the memory it keeps is bounded (64 MiB of dead buffers and
+    256 evaluation plans) however many models a process compiles; taking and giving back a
+    buffer are single list operations, safe between threads under the GIL.
+    """
+    return _SHARED
 
 
 _UFUNC_BINARY = {Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply, Op.DIV: np.divide, Op.POW: np.power}

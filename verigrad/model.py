@@ -22,7 +22,7 @@ from .backends import FloatBackend, MPBackend, SympyBackend
 from .cases import draw_point
 from .errors import CaseError, LimitError, ShapeError, VerigradError
 from .expr import parse_expression
-from .graph import Builder, Node, Workspace, evaluate, evaluate_float, gradient_graph, topological
+from .graph import Builder, Node, Workspace, evaluate, evaluate_float, gradient_graph, shared_workspace, topological
 from .spec import Case
 
 __all__ = ["Model", "compile_case"]
@@ -46,9 +46,6 @@ class Model:
     point : dict of str to ndarray
         The float64 point (given values and seeded draws).
     compile_seconds : float
-    workspace : Workspace
-        Dead float buffers recycled by :meth:`float_eval` (bounded; see
-        :class:`verigrad.graph.Workspace`).
     """
 
     case: Case
@@ -60,7 +57,6 @@ class Model:
     point: dict[str, np.ndarray]
     compile_seconds: float
     _mp_cache: dict = field(default_factory=dict, repr=False)
-    workspace: Workspace = field(default_factory=Workspace, repr=False)
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -84,8 +80,8 @@ class Model:
         dtype : numpy dtype
             float32, float64, complex64 or complex128.
         workspace : Workspace, optional
-            Dead buffers to reuse (:class:`verigrad.graph.Workspace`); the model's own by
-            default. The values do not depend on it.
+            Dead buffers to reuse (:class:`verigrad.graph.Workspace`); the process-wide one
+            (:func:`verigrad.graph.shared_workspace`) by default. The values do not depend on it.
 
         Returns
         -------
@@ -101,7 +97,7 @@ class Model:
                 raise TypeError(f"{name} has dtype {v.dtype}, expected {dtype}")
             leaves[name] = v if batched else v[None, ...]
         with np.errstate(all="ignore"):
-            out = evaluate_float(nodes, leaves, FloatBackend(dtype), self.workspace if workspace is None else workspace)
+            out = evaluate_float(nodes, leaves, FloatBackend(dtype), shared_workspace() if workspace is None else workspace)
         return out if batched else [o[0, ...] for o in out]
 
     # -- mpmath ------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import numpy as np
 from .backends import round_fraction
 from .cases import point_in_dtype
 from .errors import LimitError as LimitErrorType, UsageError
-from .graph import Op, topological
+from .graph import Op, shared_workspace, topological
 from .model import Model
 from .schemes import Scheme, SchemeKind, StepMode, default_step, default_step_grid, get_scheme
 from .spec import Dtype
@@ -670,7 +670,7 @@ def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float
     """
     scheme, is_cs, np_dt, point = _prepare(model, scheme, dtype)
     out: dict[str, np.ndarray] = {}
-    workspace = model.workspace
+    workspace = shared_workspace()
     offsets = [Fraction(1)] if is_cs else list(scheme.offsets)
     weights = [float(w) for w in ([Fraction(1)] if is_cs else scheme.weights)]
     for name in model.gradient:
