@@ -60,6 +60,30 @@ def test_recycling_is_bit_identical_on_shipped_cases(path, dtype):
             _same_bits(g, w)
 
 
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("cdtype", [np.complex64, np.complex128])
+def test_recycling_is_bit_identical_in_complex(path, cdtype):
+    """The complex-step evaluation (complex64 / complex128) recycles too, bit for bit; cases with
+    a non-analytic operation are refused by both evaluators alike."""
+    model = model_of(path)
+    real = Dtype.FLOAT32 if cdtype == np.complex64 else Dtype.FLOAT64
+    point = point_in_dtype(model.point, real)
+    leaves = {k: (v + 1j * np.asarray(1e-20, dtype=v.dtype)).astype(cdtype)
+              for k, v in _batched(model, point, real.numpy, 3, 0).items()}
+    try:
+        with np.errstate(all="ignore"):
+            want = evaluate([model.loss], leaves, FloatBackend(cdtype))
+    except TypeError:
+        with pytest.raises(TypeError), np.errstate(all="ignore"):
+            evaluate_float([model.loss], leaves, FloatBackend(cdtype), Workspace())
+        return
+    ws = Workspace()
+    for _ in range(2):
+        with np.errstate(all="ignore"):
+            got = evaluate_float([model.loss], leaves, FloatBackend(cdtype), ws)
+        _same_bits(got[0], want[0])
+
+
 def test_views_keep_their_buffer_alive(tmp_path):
     """``t`` dies after ``t * 2`` is formed, but slices and a transpose of it are used later:
     its buffer must not be reused while they live (a wrong reuse changes the loss)."""

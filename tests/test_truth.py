@@ -250,6 +250,18 @@ def test_domain_error_names_the_first_bad_entry(expr, values, message):
         _truth(m)
 
 
+def test_magnitude_limit_names_the_entry():
+    """exp of 1e30000 overflows every format: refused (not attempted), naming the entry, while the
+    harmless entry before it passes the one-bound-for-all check's fallback loop."""
+    from verigrad.errors import LimitError
+
+    m = _model('name = "mag"\nloss = "sum(exp(x**100))"\n[symbols]\nx = { value = [1.0, 1e300] }\n'
+               '[check]\ndtypes = ["float64"]\n')
+    with pytest.raises(LimitError, match=r"argument of exp exceeds 2\*\*65536 in magnitude in loss: exp\(x\*\*100\) "
+                                         r"at entry \[1\]"):
+        _truth(m)
+
+
 @pytest.mark.parametrize("name", sorted(n for n, f in FUNCTIONS.items() if not f.internal and f.smooth))
 def test_derivative_rules_agree_with_sympy_diff(name):
     """The local derivative rules of the reverse accumulation are sympy's (checked at 3 points)."""
