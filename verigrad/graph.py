@@ -679,21 +679,23 @@ class Workspace:
         self._bytes = 0
         self._plans: dict[tuple, tuple] = {}
 
-    def plan(self, outputs: Sequence[Node]) -> tuple[list[Node], dict[int, int]]:
-        """Evaluation order and the number of uses of every node (outputs: never released), cached."""
+    def plan(self, outputs: Sequence[Node]) -> list[tuple[Node, tuple[int, ...]]]:
+        """Evaluation order, each node with the ids of the values that die once it is computed
+        (arguments it is the last user of; never an output), cached."""
         key = tuple(outputs)  # nodes hash by identity, and the key keeps them alive
         plan = self._plans.get(key)
         if plan is None:
             order = topological(outputs)
-            uses: dict[int, int] = {}
-            for n in order:
+            last: dict[int, int] = {}  # value id -> position of its last user
+            for pos, n in enumerate(order):
                 for a in n.args:
-                    uses[a.id] = uses.get(a.id, 0) + 1
-            for o in outputs:
-                uses[o.id] = -1
+                    last[a.id] = pos
+            keep = {o.id for o in outputs}
+            plan = [(n, tuple(sorted({a.id for a in n.args if last[a.id] == pos and a.id not in keep})))
+                    for pos, n in enumerate(order)]
             if len(self._plans) >= 256:  # a bound, for callers that evaluate ever new node lists
                 self._plans.clear()
-            plan = self._plans[key] = (order, uses)
+            self._plans[key] = plan
         return plan
 
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -790,12 +792,10 @@ def evaluate_float(outputs: Sequence[Node], leaves: Mapping[str, np.ndarray], ba
     """
     ws = Workspace() if workspace is None else workspace
     dtype = backend.dtype
-    order, uses = ws.plan(outputs)
-    uses = dict(uses)
     values: dict[int, np.ndarray] = {}
     refs: dict[int, tuple[int, ...]] = {}  # node id -> ids of tracked buffers its value may reference
     live: dict[int, list] = {}  # buffer id -> [array, number of live values referencing it]
-    for n in order:
+    for n, dying in ws.plan(outputs):
         args = [values[a.id] for a in n.args]
         value = _pooled(n, args, dtype, ws)
         if value is None:
@@ -805,23 +805,21 @@ def evaluate_float(outputs: Sequence[Node], leaves: Mapping[str, np.ndarray], ba
         else:
             owns = True
         if owns:
-            refs[n.id] = (id(value),)
+            mine = refs[n.id] = (id(value),)
             live[id(value)] = [value, 0]
         else:
-            refs[n.id] = tuple({b for a in n.args for b in refs[a.id]})
-        for b in refs[n.id]:
+            mine = refs[n.id] = tuple({b for a in n.args for b in refs[a.id]})
+        for b in mine:
             live[b][1] += 1
         values[n.id] = value
-        for a in n.args:
-            uses[a.id] -= 1
-            if uses[a.id] == 0:
-                del values[a.id]
-                for b in refs.pop(a.id):
-                    entry = live[b]
-                    entry[1] -= 1
-                    if entry[1] == 0:
-                        del live[b]
-                        ws.give(entry[0])
+        for d in dying:
+            del values[d]
+            for b in refs.pop(d):
+                entry = live[b]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del live[b]
+                    ws.give(entry[0])
     return [values[o.id] for o in outputs]
 
 
