@@ -248,10 +248,6 @@ class _SeriesArithmetic:
     def apply_unary(self, fn, x):
         return _ufunc(self._fns[fn.name])(x).astype(object)
 
-    def unary(self, fn, x, node):
-        self.check_unary(fn, x, node)
-        return self.apply_unary(fn, x)
-
     def maximum(self, x, y, node):
         raise Unsupported("maximum is not analytic")
 
@@ -521,14 +517,8 @@ class LineEvaluator:
         same[ok] = [v.is_exact() and b.is_exact() and v == b for v, b in zip(sp.val[ok], base[ok])]
         if not same.any():
             return sp
-        idx = np.where(same, n.size, sp.idx)
-        order = np.argsort(idx, axis=1, kind="stable")
-        idx = np.take_along_axis(idx, order, axis=1)
-        val = np.take_along_axis(sp.val, order, axis=1)
-        keep = int((idx < n.size).sum(axis=1).max())
-        if keep == 0:
-            return None
-        return _Sparse(np.ascontiguousarray(idx[:, :keep]), np.ascontiguousarray(val[:, :keep]))
+        rows, pos = np.nonzero(ok & ~same)  # row-major: still sorted by (row, index)
+        return _pack(rows, sp.idx[rows, pos], sp.val[rows, pos], sp.idx.shape[0], n.size)
 
     def _zero(self, n: Node) -> np.ndarray:
         """Which entries of an unchanged node are exactly 0."""

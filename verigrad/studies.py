@@ -866,13 +866,12 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
         n = x.size
         hps = [entry_steps(st, name, x, step_mode).astype(np_dt) for st in steps]
         y_nodes = [[_nodes(x.ravel(), hp, c, np_dt) for c in offsets] for hp in hps]
-        g_true = truth.gradient[name].ravel()
         g_ref = (reference if reference is not None else truth.gradient)[name].ravel()
         wanted = list(range(n)) if entries is None else [int(i) for i in entries.get(name, ())]
         if name not in g_exact and ab.available():
             g_exact.update(_exact_gradient(model, point))
-        line = _Line(model, point, name, x.ravel(), hps, y_nodes, scheme, ests, g_true, g_ref, dtype,
-                     _reference_error(truth, name, g_ref), g_exact.get(name))
+        line = _Line(model, point, name, x.ravel(), hps, y_nodes, scheme, ests, g_ref, dtype, truth,
+                     g_exact.get(name))
         outs = [{k: np.full(n, np.nan) for k in parts[0]} for _ in steps]
         taylor: dict[tuple[int, int], tuple] = {}
         checks: dict[int, int] = {}
@@ -938,7 +937,7 @@ class _Line:
     their absolute error bounds (for comparisons between the two ways of computing them).
     """
 
-    def __init__(self, model, point, name, x, hps, y_nodes, scheme, ests, g_true, g_ref, dtype, ref_err, g_exact):
+    def __init__(self, model, point, name, x, hps, y_nodes, scheme, ests, g_ref, dtype, truth, g_exact):
         from . import arbbackend as ab
         from .lines import object_array
 
@@ -948,15 +947,16 @@ class _Line:
         self.prec_used = 0
         self._evaluators: dict[int, object] = {}
         self._ab = ab
-        self.g_true = object_array(_arb_of_mpf(v) for v in g_true)
+        g_true = truth.gradient[name].ravel()
         self.g_ref = object_array(_arb_of_mpf(v) for v in g_ref)
         # E and T are measured from g_base: the exact derivative (a tight ball) where the
         # reference is the truth, so that no part carries the truth's own rounding; the
         # reference itself elsewhere (e.g. a kink's one-sided limit), known to ref_err.
         same = np.array([a is b for a, b in zip(g_true, g_ref)], dtype=bool)
-        exact = self.g_true if g_exact is None else g_exact
+        exact = object_array(_arb_of_mpf(v) for v in g_true) if g_exact is None else g_exact
         self.g_base = np.where(same, exact, self.g_ref)
-        self.ref_err = np.where(same, 0.0, ref_err) if g_exact is not None else ref_err
+        ref_err = _reference_error(truth, name, g_ref, same)
+        self.ref_err = ref_err if g_exact is None else np.where(same, 0.0, ref_err)
         # a Taylor T is measured from the series' own derivative: this moves it to g_base
         if same.all():
             self.series_shift = None
@@ -1024,7 +1024,6 @@ class _Line:
             xs = ab.from_float(self.x[W])
             ok_until = np.ones(W.size, dtype=bool)
             unit_roundoff = 2.0 ** -(np.finfo(self.dtype.numpy).nmant + 1)
-            rad = _RAD
             finite = np.frompyfunc(lambda v: v.is_finite(), 1, 1)
             order = sorted(range(M), key=lambda m: float(np.max(self.hps[m][W])) if W.size else 0.0)
             for m in order:
@@ -1061,8 +1060,8 @@ class _Line:
                     tail_T = np.maximum(*[absA[j] * float(sum(abs(w) * abs(c) ** j for c, w in
                                                               zip(self.offsets, self.weights))) * hf ** (j - 1)
                                           for j in tail_j])
-                    err_T = tail_T + rad(T).astype(np.float64)
-                    err_S = tail_S + rad(S).astype(np.float64)
+                    err_T = tail_T + _RAD(T).astype(np.float64)
+                    err_S = tail_S + _RAD(S).astype(np.float64)
                 live = np.flatnonzero(ok_until)
                 res = self._combine(m, W[live], T[live], S[live], err_T[live], err_S[live], series=True)
                 fin_T = finite(T).astype(bool) & finite(S).astype(bool)
@@ -1149,14 +1148,13 @@ class _Line:
         bad_y[~same] = missing[n * K:]
         valid = ~(bad | bad_y).any(axis=1)
         out = {}
-        rad = _RAD
         with ab.arb_precision(prec):
             hs = ab.from_float(np.array([float(self.hps[m][i]) for m, i in chunk]))
             # Σ w_k = 0, so D = Σ w_k (f_k − f_0) / h; a loss the change never reached is the very
             # same ball, and its difference is exactly 0 (a dead ReLU's weight, a masked entry)
             diffs = _exact_differences(fx, fx[:, :1], zero)
             de = sum(diffs[:, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
-            err_de = _up(rad(de))
+            err_de = _up(_RAD(de))
             dS = np.where(same, zero, _exact_differences(fy, fx, zero))
             S = sum(dS[:, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
             fmax = np.max(np.abs(fx.astype(np.float64)), axis=1)
@@ -1167,10 +1165,10 @@ class _Line:
                     continue
                 I = np.array([chunk[j][1] for j in sel], dtype=np.int64)
                 T = de[sel] - self.g_base[I]
-                err_S = _up(rad(S[sel]))
+                err_S = _up(_RAD(S[sel]))
                 # T is known only as well as what it is measured from; more bits here cannot
                 # improve that, so only the nodes' own error enters the resolution test
-                res = self._combine(m, I, T, S[sel], _up(rad(T)) + self.ref_err[I], err_S)
+                res = self._combine(m, I, T, S[sel], _up(_RAD(T)) + self.ref_err[I], err_S)
                 for u, (j, i) in enumerate(zip(sel, I)):
                     r = res.get((m, int(i)))
                     if r is not None:
@@ -1242,14 +1240,9 @@ def _exact_gradient(model: Model, point) -> dict:
     """The gradient at ``point`` as Arb balls at :data:`_EXACT_G_PREC` bits, per variable (flat
     object arrays); empty where ball arithmetic cannot decide it (a kink argument that is
     not exactly 0, a domain edge): the reference is used there instead."""
-    from . import arbbackend as ab
-    from .graph import evaluate
-
     names = list(model.gradient)
     try:
-        with ab.arb_precision(_EXACT_G_PREC):
-            leaves = {m: ab.from_float(np.asarray(point[m]))[None, ...] for m in model.leaves}
-            vals = evaluate([model.gradient[v] for v in names], leaves, ab.ArbBackend())
+        vals = model.arb_eval([model.gradient[v] for v in names], point, prec=_EXACT_G_PREC)
     except (ArithmeticError, LimitErrorType):
         return {v: None for v in names}
     out = {}
@@ -1259,18 +1252,17 @@ def _exact_gradient(model: Model, point) -> dict:
     return out
 
 
-def _reference_error(truth, name: str, g_ref) -> np.ndarray:
+def _reference_error(truth, name: str, g_ref, same: np.ndarray) -> np.ndarray:
     """Bound on |reference − exact gradient| per flat entry (float64): the truth's certified
     accuracy (relative 10^(1−digits), absolute where it is certified absolutely, 0 where it is
-    an exact zero); a reference that is not the truth is taken as certified alike."""
+    an exact zero); a reference that is not the truth (``same`` False) is taken as certified
+    alike."""
     digits = truth.digits
     mag = np.array([abs(float(v)) for v in g_ref], dtype=np.float64)
     err = 10.0 ** (1 - digits) * mag
     absolute = np.asarray(truth.absolute[name]).ravel()
     err = np.where(absolute, err + 10.0 ** -(digits + 7) * float(truth.scale), err)
-    exact = np.asarray(truth.exact_zero[name]).ravel() & np.array([v is t for v, t in
-                                                                  zip(g_ref, truth.gradient[name].ravel())])
-    return np.where(exact, 0.0, err)
+    return np.where(np.asarray(truth.exact_zero[name]).ravel() & same, 0.0, err)
 
 
 def _bits_short(parts, err_T: float, err_S: float, noise: float) -> int:
