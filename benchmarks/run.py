@@ -7,7 +7,7 @@
 Every measurement runs in a fresh worker process (``run.py --worker ...``) that
 imports verigrad first and only then starts the clock, so process start and
 imports are excluded; they are measured on their own by timing
-``python -c "import verigrad.model, verigrad.truth"`` in a subprocess.  Workers
+``python -c "import verigrad.engine.model, verigrad.engine.truth"`` in a subprocess.  Workers
 run one after another (never in parallel), so the two cores do not compete.
 
 Every measured number is printed next to its target with PASS or MISS; a miss
@@ -122,10 +122,10 @@ def _other_point(model, point, seed):
 
 
 def worker_truth(path: str, repeats: int) -> dict:
-    from verigrad.cases import load_case, point_in_dtype
-    from verigrad.model import compile_case
+    from verigrad.casefile.loader import load_case, point_in_dtype
+    from verigrad.engine.model import compile_case
     from verigrad.spec import Dtype
-    from verigrad.truth import certify
+    from verigrad.engine.truth import certify
 
     c0, t0 = time.process_time(), time.perf_counter()
     case = load_case(path)
@@ -172,12 +172,12 @@ def _raw_loop(fn, values: dict, variables: list[str], steps, dtype) -> tuple[flo
 def worker_fd(path: str, parts: list[str]) -> dict:
     import numpy as np
 
-    from verigrad.cases import load_case, point_in_dtype
-    from verigrad.model import compile_case
+    from verigrad.casefile.loader import load_case, point_in_dtype
+    from verigrad.engine.model import compile_case
     from verigrad.schemes import default_step_grid, get_scheme
     from verigrad.spec import Dtype
     from verigrad.studies import coordinate_direction, fd_gradient, random_direction, run_study
-    from verigrad.truth import certify
+    from verigrad.engine.truth import certify
 
     case = load_case(path)
     model = compile_case(case)
@@ -250,9 +250,9 @@ def _worker_main(argv: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def _warm_imports() -> None:
-    import verigrad.model  # noqa: F401
+    import verigrad.engine.model  # noqa: F401
     import verigrad.studies  # noqa: F401
-    import verigrad.truth  # noqa: F401
+    import verigrad.engine.truth  # noqa: F401
 
 
 def _spawn(args: list[str], timeout: float = 3600) -> dict:
@@ -274,8 +274,8 @@ def _import_time(repeats: int) -> dict:
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts)
 
-    return {"bare": run("pass"), "model_truth": run("import verigrad.model, verigrad.truth"),
-            "with_studies": run("import verigrad.model, verigrad.truth, verigrad.studies")}
+    return {"bare": run("pass"), "model_truth": run("import verigrad.engine.model, verigrad.engine.truth"),
+            "with_studies": run("import verigrad.engine.model, verigrad.engine.truth, verigrad.studies")}
 
 
 def _s(x: float) -> str:
@@ -376,7 +376,7 @@ def report(res: dict) -> str:
     out.append("Verdicts use wall-clock time; (cpu ...) is this process's CPU time, which other load on the "
                "machine inflates less.")
     out.append("Process start and imports (excluded from every number below; subprocess wall time, median):")
-    out.append(f"  python -c pass: {_s(imp['bare'])};  python -c \"import verigrad.model, verigrad.truth\": "
+    out.append(f"  python -c pass: {_s(imp['bare'])};  python -c \"import verigrad.engine.model, verigrad.engine.truth\": "
                f"{_s(imp['model_truth'])};  + verigrad.studies: {_s(imp['with_studies'])}")
     out.append("")
 

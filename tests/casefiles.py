@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from verigrad.cases import load_case
-from verigrad.model import compile_case
+from verigrad.casefile.loader import load_case
+from verigrad.engine.model import compile_case
 
 
 def model_of(path):

@@ -25,13 +25,13 @@ import mpmath
 import numpy as np
 import pytest
 
-from verigrad.cases import load_case_text, point_in_dtype
-from verigrad.cli import main
+from verigrad.casefile.loader import load_case_text, point_in_dtype
+from verigrad.cli.main import main
 from verigrad.errors import (CaseError, CertificationError, DomainError, ExpressionError, LimitError, ShapeError,
                              VerigradError)
-from verigrad.model import compile_case
+from verigrad.engine.model import compile_case
 from verigrad.spec import Dtype
-from verigrad.truth import certify
+from verigrad.engine.truth import certify
 
 DATA = Path(__file__).parent / "data" / "bad"
 
@@ -432,7 +432,7 @@ CANDIDATE_PASSES = ["good", "chatty", "global-state", "good-again"]
 
 @pytest.fixture(scope="module")
 def candidate_report():
-    from verigrad.runner import run_case
+    from verigrad.runner.case import run_case
 
     before = (np.geterr(), mpmath.mp.prec, mpmath.mp.dps)
     report = run_case(DATA / "candidates.toml", with_fd=False)

@@ -1,4 +1,4 @@
-"""Tests for verigrad.cases: reading, validating and drawing the point of case files."""
+"""Tests for verigrad.casefile.loader: reading, validating and drawing the point of case files."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verigrad import cases as cases_mod
-from verigrad.cases import draw_point, find_case_files, load_case, load_case_text, point_in_dtype
+from verigrad.casefile import loader as cases_mod
+from verigrad.casefile.loader import draw_point, find_case_files, load_case, load_case_text, point_in_dtype
 from verigrad.errors import CaseError, DomainError, ExpressionError, LimitError, UsageError, VerigradError
-from verigrad.expr import ExprLimits
-from verigrad.model import compile_case
+from verigrad.expr.parser import ExprLimits
+from verigrad.engine.model import compile_case
 from verigrad.spec import CheckSpec, Dtype, Expect, Limits, RngKind, StepMode
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import pytest
 import sympy
 
 from verigrad.api import assert_gradient, check_gradient
-from verigrad.cli import main
-from verigrad.runner import run_case
+from verigrad.cli.main import main
+from verigrad.runner.case import run_case
 
 CASE = """
 name = "lin"
@@ -201,7 +201,7 @@ def test_interrupted_run_still_writes_valid_reports(tmp_path, monkeypatch):
     import pathlib
     import xml.etree.ElementTree as ET
 
-    from verigrad import runner
+    from verigrad.runner import case as runner
 
     data = pathlib.Path(__file__).parent / "data" / "reports"
     real = runner.run_case

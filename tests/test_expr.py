@@ -1,4 +1,4 @@
-"""Tests for verigrad.expr: the safe expression parser.
+"""Tests for verigrad.expr.parser: the safe expression parser.
 
 Valid constructs are compared, value for value, with numpy (through
 ``compile_case(...).float_eval`` in float64); refused constructs must raise the
@@ -15,11 +15,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from verigrad.cases import load_case_text, point_in_dtype
+from verigrad.casefile.loader import load_case_text, point_in_dtype
 from verigrad.errors import CaseError, ExpressionError, LimitError, ShapeError
-from verigrad.expr import MAX_DEPTH_CEILING, RESERVED_NAMES, SIGNATURES, ExprLimits, parse_expression
-from verigrad.graph import Builder, Op
-from verigrad.model import compile_case
+from verigrad.expr.parser import MAX_DEPTH_CEILING, RESERVED_NAMES, SIGNATURES, ExprLimits, parse_expression
+from verigrad.expr.graph import Builder, Op
+from verigrad.engine.model import compile_case
 from verigrad.spec import Dtype
 
 RNG = np.random.default_rng(20240601)

@@ -1,6 +1,6 @@
-"""Buffer-recycling float evaluation (verigrad.graph.evaluate_float, Workspace).
+"""Buffer-recycling float evaluation (verigrad.expr.graph.evaluate_float, Workspace).
 
-The reference is the plain evaluator (:func:`verigrad.graph.evaluate`), which allocates
+The reference is the plain evaluator (:func:`verigrad.expr.graph.evaluate`), which allocates
 every intermediate afresh: recycling must give the same bits, in the same dtype, and must
 never hand out a buffer that a live value (a view, a broadcast, an output) still sees.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verigrad.backends import FloatBackend
-from verigrad.cases import point_in_dtype
-from verigrad.graph import Workspace, evaluate, evaluate_float
+from verigrad.engine.backends import FloatBackend
+from verigrad.casefile.loader import point_in_dtype
+from verigrad.expr.graph import Workspace, evaluate, evaluate_float
 from verigrad.spec import Dtype
 from verigrad.studies import fd_gradient
 

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from verigrad.cases import LIMIT_KEYS, TOP_KEYS, load_case_text, point_in_dtype
+from verigrad.casefile.loader import LIMIT_KEYS, TOP_KEYS, load_case_text, point_in_dtype
 from verigrad.errors import CaseError
-from verigrad.expr import SIGNATURES, ExprLimits, parse_expression
-from verigrad.graph import Builder
-from verigrad.model import compile_case
+from verigrad.expr.parser import SIGNATURES, ExprLimits, parse_expression
+from verigrad.expr.graph import Builder
+from verigrad.engine.model import compile_case
 from verigrad.spec import Dtype
 
 # VERIGRAD_FUZZ_EXAMPLES=5000 for a long local run (random seeds then, to explore further).

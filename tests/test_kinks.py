@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import verigrad as vg
-from verigrad.cases import point_in_dtype
+from verigrad.casefile.loader import point_in_dtype
 from verigrad.errors import UsageError
 from verigrad.grading import Verdict, grade
 from verigrad.kinks import (Boundary, SiteKind, SiteRule, accept_at_kinks, at_kink, distance_along,
@@ -24,7 +24,7 @@ from verigrad.kinks import (Boundary, SiteKind, SiteRule, accept_at_kinks, at_ki
 from verigrad.schemes import StepMode, get_scheme
 from verigrad.spec import Dtype
 from verigrad.studies import coordinate_direction, fd_gradient, run_study
-from verigrad.truth import certify
+from verigrad.engine.truth import certify
 
 F64, F32 = Dtype.FLOAT64, Dtype.FLOAT32
 CASES = Path(__file__).resolve().parent.parent / "cases"
@@ -418,7 +418,7 @@ def test_maxpool_tie_is_judged_jointly_not_per_entry():
 
 @pytest.mark.parametrize("case_file", ["kinks-relu-l1.toml", "maxpool-ties.toml"])
 def test_shipped_kink_cases_meet_their_expectations(case_file):
-    from verigrad.candidates import load_function
+    from verigrad.runner.candidates import load_function
     from verigrad.spec import Expect
 
     case = vg.load_case(CASES / case_file)
@@ -463,11 +463,11 @@ def test_recommended_steps_keep_stencils_inside_the_smooth_region():
     """relu's input is 1e-4 from its kink: the float32 rule-of-thumb step (4.9e-3) would cross it;
     the recommender reduces that coordinate's step, and then no stencil crosses and FD is accurate."""
     from verigrad import compile_case, load_case_text
-    from verigrad.cases import point_in_dtype
+    from verigrad.casefile.loader import point_in_dtype
     from verigrad.kinks import fd_crossings, recommend_steps
     from verigrad.spec import Dtype
     from verigrad.studies import fd_gradient
-    from verigrad.truth import certify
+    from verigrad.engine.truth import certify
 
     text = ('name = "near"\nloss = "sum(relu(x) * c) + sum(x**2)"\n[symbols]\n'
             'x = { value = [0.0001, 2.0] }\nc = { constant = true, value = [3.0, 1.0] }\n')

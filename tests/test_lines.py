@@ -1,4 +1,4 @@
-"""Incremental line evaluation (verigrad.lines) and the full-gradient split built on it.
+"""Incremental line evaluation (verigrad.engine.lines) and the full-gradient split built on it.
 
 References are independent of the code under test: the whole graph evaluated by the
 Arb backend at the perturbed point, closed-form Taylor coefficients, and the split's
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verigrad import arbbackend as ab
-from verigrad.cases import point_in_dtype
-from verigrad.graph import evaluate
-from verigrad.lines import LineEvaluator, Unsupported, coefficients, object_array, series_cap, series_ok
+from verigrad.engine import arb as ab
+from verigrad.casefile.loader import point_in_dtype
+from verigrad.expr.graph import evaluate
+from verigrad.engine.lines import LineEvaluator, Unsupported, coefficients, object_array, series_cap, series_ok
 from verigrad.spec import Dtype
 from verigrad.studies import batched_leaves, fd_sweep_split
 from verigrad.schemes import default_step_grid, get_scheme
@@ -173,7 +173,7 @@ def test_split_matches_closed_form_truncation(tmp_path):
 
 def test_split_with_and_without_series_agree(tmp_path, monkeypatch):
     """The Taylor path and the direct path give the same parts (to float64) on a softmax case."""
-    from verigrad import lines
+    from verigrad.engine import lines
 
     model = model_of(ROOT / "cases" / "softmax-regression.toml")
     steps = list(default_step_grid(get_scheme("central4"), np.float32, count=8))
@@ -246,7 +246,7 @@ def test_every_part_is_accurate_to_itself():
 def test_unresolved_units_are_evaluated_again(monkeypatch):
     """Starting every direct evaluation at 64 bits (far too few) changes nothing: the units it
     leaves unresolved are evaluated again with the bits they lacked."""
-    from verigrad import studies
+    from verigrad.studies import _legacy as studies
 
     model = model_of(ROOT / "cases" / "gradient-checking-3layer.toml")  # ReLU: every unit is direct
     steps = [float(h) for h in default_step_grid(get_scheme("central4"), np.float64, count=6)]

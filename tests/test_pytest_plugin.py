@@ -1,10 +1,10 @@
-"""Tests for the pytest plugin: case files collected as tests (verigrad.pytest_items)."""
+"""Tests for the pytest plugin: case files collected as tests (verigrad.integrations.pytest_items)."""
 
 from __future__ import annotations
 
 import textwrap
 
-import verigrad.pytest_items as items
+import verigrad.integrations.pytest_items as items
 
 pytest_plugins = ["pytester"]
 

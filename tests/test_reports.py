@@ -27,11 +27,11 @@ import jsonschema
 import pytest
 
 from verigrad import __version__
-from verigrad.cli import main
+from verigrad.cli.main import main
 from verigrad.report import plots
 from verigrad.report.html import run_html, study_html
 from verigrad.report.junit import junit_xml
-from verigrad.runner import CaseReport, Result, RunReport
+from verigrad.runner.case import CaseReport, Result, RunReport
 
 DATA = Path(__file__).parent / "data" / "reports"
 BROKEN = DATA / "_broken.toml"

@@ -1,4 +1,4 @@
-"""Tests for ``verigrad new`` (verigrad.scaffold)."""
+"""Tests for ``verigrad new`` (verigrad.casefile.scaffold)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from verigrad.cases import load_case
-from verigrad.cli import main
+from verigrad.casefile.loader import load_case
+from verigrad.cli.main import main
 from verigrad.errors import UsageError
-from verigrad.scaffold import case_text, module_name, module_text, scaffold
+from verigrad.casefile.scaffold import case_text, module_name, module_text, scaffold
 
 
 def test_scaffold_writes_a_valid_case_that_passes_out_of_the_box(tmp_path):

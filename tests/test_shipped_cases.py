@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from verigrad.cases import find_case_files
-from verigrad.runner import run_case
+from verigrad.casefile.loader import find_case_files
+from verigrad.runner.case import run_case
 
 CASES = Path(__file__).resolve().parent.parent / "cases"
 FILES = find_case_files([CASES])

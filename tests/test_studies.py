@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from verigrad import Dtype, UsageError, compile_case, load_case_text
-from verigrad.cli import main
+from verigrad.cli.main import main
 from verigrad.studies import coordinate_direction, fd_gradient, random_direction, run_study
 
 F32, F64 = Dtype.FLOAT32, Dtype.FLOAT64
@@ -127,8 +127,8 @@ def test_fd_gradient_float32_no_upcast_and_accuracy():
     est = fd_gradient(m, dtype=F32, scheme="central", step=1e-2)
     assert est["b"].dtype == np.float32
     est64 = fd_gradient(m, dtype=F64, scheme="central", step=1e-6)
-    from verigrad.cases import point_in_dtype
-    from verigrad.truth import certify
+    from verigrad.casefile.loader import point_in_dtype
+    from verigrad.engine.truth import certify
 
     t = certify(m, point_in_dtype(m.point, F64), F64)
     np.testing.assert_allclose(est64["b"], t.as_float64()["b"], rtol=1e-8)
@@ -180,7 +180,7 @@ def test_fd_split_matches_study_and_identity():
 
 def test_arb_and_mpmath_exact_nodes_agree(monkeypatch):
     """The sweep's exact loss values come from Arb when available; the mpmath path gives the same split."""
-    from verigrad import studies
+    from verigrad.studies import _legacy as studies
 
     m = _model(SQUIRE)
     d = coordinate_direction(m)

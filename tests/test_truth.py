@@ -10,10 +10,10 @@ import pytest
 import sympy
 
 from verigrad import DomainError, Dtype, certify, compile_case, load_case_text
-from verigrad.cases import point_in_dtype
-from verigrad.functions import FUNCTIONS
-from verigrad.graph import Builder, evaluate, gradient_graph
-from verigrad.backends import MPBackend, FloatBackend
+from verigrad.casefile.loader import point_in_dtype
+from verigrad.expr.functions import FUNCTIONS
+from verigrad.expr.graph import Builder, evaluate, gradient_graph
+from verigrad.engine.backends import MPBackend, FloatBackend
 
 F64, F32 = Dtype.FLOAT64, Dtype.FLOAT32
 
@@ -334,7 +334,7 @@ c = { constant = true, value = [0.2, 0.3, 0.5] }
 
 def test_exact_matmul_is_correctly_rounded():
     """The integer matmul of mpf arrays equals the exact product rounded once (batched, zeros, wide exponents)."""
-    from verigrad.backends import _exact_matmul
+    from verigrad.engine.backends import _exact_matmul
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 4, 12)) * 10.0 ** rng.integers(-30, 30, (2, 4, 12))
@@ -388,7 +388,7 @@ def test_float32_literals_are_rounded_once():
     dividing (a double rounding) gives 23917.1640625, one ulp off."""
     from fractions import Fraction as Fr
 
-    from verigrad.backends import round_fraction
+    from verigrad.engine.backends import round_fraction
 
     assert round_fraction(Fr("23917.1627002"), np.float32) == 23917.162109375
     m = _model('name = "lit"\nloss = "x * 23917.1627002"\n[symbols]\nx = { value = 1.0 }\n')

@@ -14,12 +14,12 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0+unknown"
 
-from .cases import load_case, load_case_text
-from .errors import (CandidateError, CaseError, CertificationError, DomainError, ExpressionError, LimitError,
+from verigrad.casefile.loader import load_case, load_case_text
+from verigrad.errors import (CandidateError, CaseError, CertificationError, DomainError, ExpressionError, LimitError,
                      ShapeError, UsageError, VerigradError)
-from .model import Model, compile_case
-from .spec import Dtype
-from .truth import Truth, certify
+from verigrad.engine.model import Model, compile_case
+from verigrad.spec import Dtype
+from verigrad.engine.truth import Truth, certify
 
 __all__ = [
     "__version__", "load_case", "load_case_text", "compile_case", "certify", "Model", "Truth", "Dtype",

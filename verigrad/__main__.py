@@ -1,3 +1,3 @@
-from .cli import main
+from verigrad.cli.main import main
 
 raise SystemExit(main())

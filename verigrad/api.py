@@ -22,12 +22,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import sympy
 
-from .cases import load_case, point_in_dtype
-from .errors import UsageError
-from .graph import Builder, Node, gradient_graph
-from .model import Model, compile_case
-from .spec import Case, Dtype, RngKind, Symbol
-from .truth import certify
+from verigrad.casefile.loader import load_case, point_in_dtype
+from verigrad.errors import UsageError
+from verigrad.expr.graph import Builder, Node, gradient_graph
+from verigrad.engine.model import Model, compile_case
+from verigrad.spec import Case, Dtype, RngKind, Symbol
+from verigrad.engine.truth import certify
 
 __all__ = ["CheckResult", "check_gradient", "assert_gradient", "model_from_sympy"]
 
@@ -143,9 +143,9 @@ def check_gradient(loss, gradient: Callable, *, point: Mapping[str, float] | Non
     -------
     CheckResult
     """
-    from .candidates import _plain, normalise_gradient
-    from .grading import Tolerances, grade
-    from .runner import baseline_gradient
+    from verigrad.runner.candidates import _plain, normalise_gradient
+    from verigrad.grading import Tolerances, grade
+    from verigrad.runner.case import baseline_gradient
 
     if isinstance(loss, (str, Path)):
         model = compile_case(load_case(loss))

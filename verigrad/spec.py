@@ -1,6 +1,6 @@
 """Frozen records describing a case: symbols, candidates, checks, limits.
 
-These are values produced by :mod:`verigrad.cases` after validation; the rest
+These are values produced by :mod:`verigrad.casefile.loader` after validation; the rest
 of the package assumes they are valid.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .expr import ExprLimits
-from .schemes import StepMode
+from verigrad.expr.parser import ExprLimits
+from verigrad.schemes import StepMode
 
 __all__ = ["Dtype", "Expect", "RngKind", "StepMode", "Init", "Symbol", "CodeRef", "CandidateSpec",
            "CheckSpec", "Limits", "Case"]

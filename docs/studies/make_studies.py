@@ -10,8 +10,8 @@ Usage::
 
 Every number in the pages comes from verigrad's public machinery
 (:func:`verigrad.studies.run_study`, :func:`verigrad.studies.fd_gradient`,
-:func:`verigrad.fdgrade.classic_verdict`, :func:`verigrad.grading.grade`,
-:func:`verigrad.runner.grade_candidate`, :func:`verigrad.report.studyplot.study_axes`);
+:func:`verigrad.runner.fdcheck.classic_verdict`, :func:`verigrad.grading.grade`,
+:func:`verigrad.runner.case.grade_candidate`, :func:`verigrad.report.studyplot.study_axes`);
 this script only aggregates (norms, ratios, minima over a grid) and formats.
 The pages are rendered from the templates at the bottom of this file, the tables
 are also written to ``docs/studies/tables/*.md`` and the key numbers of each
@@ -38,19 +38,19 @@ from pathlib import Path
 
 import numpy as np
 
-from verigrad.candidates import call_isolated, normalise_gradient
-from verigrad.cases import find_case_files, load_case, load_case_text, point_in_dtype
+from verigrad.runner.candidates import call_isolated, normalise_gradient
+from verigrad.casefile.loader import find_case_files, load_case, load_case_text, point_in_dtype
 from verigrad.errors import UsageError, VerigradError
-from verigrad.fdgrade import classic_verdict
+from verigrad.runner.fdcheck import classic_verdict
 from verigrad.grading import grade, relative_difference, ulp
-from verigrad.model import compile_case
+from verigrad.engine.model import compile_case
 from verigrad.report.studyplot import study_axes
-from verigrad.runner import baseline_gradient, grade_candidate
+from verigrad.runner.case import baseline_gradient, grade_candidate
 from verigrad.schemes import StepMode, default_step_grid, get_scheme
 from verigrad.spec import Dtype, Expect
 from verigrad.studies import Direction, coordinate_direction, fd_gradient, recommended_step, run_study
-from verigrad.candidates import loss_code_evaluator
-from verigrad.truth import certify, format_mp
+from verigrad.runner.candidates import loss_code_evaluator
+from verigrad.engine.truth import certify, format_mp
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = REPO / "cases"
@@ -1919,7 +1919,7 @@ gradient. A **false alarm** is a checker failing a gradient that verigrad passes
 | PyTorch `gradcheck` | central, ε = 1e-6 (absolute), every entry | abs(a − n) ≤ atol + rtol·abs(n), atol = 1e-5, rtol = 1e-3 (`torch.allclose`) | `torch.autograd.gradcheck(func, inputs, *, eps=1e-06, atol=1e-05, rtol=0.001, ...)`; its documentation: "The default values are designed for input of double precision. This check will likely fail if input is of less precision, e.g., FloatTensor." At run time it warns: "Input #0 requires gradient and is not a double precision floating point or complex. This check will likely fail if all the inputs are not of double precision floating point or complex." |
 | JAX `check_grads(f, args, order=1)` | central, ε = 1e-4, along one random tangent v (`np.random.RandomState(0).randn`, in the argument's dtype, not normalised) | abs(a − n) ≤ atol + rtol·abs(n) on the directional derivative, atol = rtol = 2e-3 (float32), 1e-5 (float64) | `jax/_src/public_test_util.py`: `EPS = 1e-4`, `default_gradient_tolerance = {float32: 2e-3, float64: 1e-5, ...}`, `numerical_jvp` = (f(x + εv) − f(x − εv))·(0.5/ε), compared with `np.testing.assert_allclose` |
 | SciPy `check_grad` | forward, ε = √eps₆₄ = 2⁻²⁶ ≈ 1.49e-8 (absolute), every entry | ‖a − n‖₂ < 1.5e-7 | `scipy.optimize.check_grad(func, grad, x0, *args, epsilon=1.4901161193847656e-08, ...)` returns ‖grad(x0) − approx_fprime(x0, func, epsilon)‖₂ and no verdict; the threshold is the one of SciPy's own test, `assert_almost_equal(r, 0)` (7 decimals, i.e. r < 1.5e-7) in `scipy/optimize/tests/test_optimize.py::test_check_grad` |
-| classic relative difference | central, ε = 1e-7 (absolute), every entry | ‖a − n‖ / (‖a‖ + ‖n‖) < 1e-7 | the gradient-checking exercise and the CS231n rule of thumb; see [Why eps = 1e-7?](why-eps-1e-7.md); `verigrad.fdgrade.classic_verdict` |
+| classic relative difference | central, ε = 1e-7 (absolute), every entry | ‖a − n‖ / (‖a‖ + ‖n‖) < 1e-7 | the gradient-checking exercise and the CS231n rule of thumb; see [Why eps = 1e-7?](why-eps-1e-7.md); `verigrad.runner.fdcheck.classic_verdict` |
 
 **How the checkers are reproduced.** verigrad computes each checker's finite
 difference with its own machinery — `fd_gradient` with the checker's scheme and

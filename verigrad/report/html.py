@@ -1,6 +1,6 @@
 """Self-contained HTML reports: one file, no network, plots embedded as PNG data URIs.
 
-:func:`run_html` renders a :class:`~verigrad.runner.RunReport` (``verigrad run
+:func:`run_html` renders a :class:`~verigrad.runner.case.RunReport` (``verigrad run
 --html FILE``): the summary first, then each case with its table of grades,
 a plot of the max error in ulps per candidate × dtype, and for every grade
 that failed (or did not meet its expectation) the diagnosis breadcrumbs, the
@@ -20,8 +20,8 @@ import html
 import math
 from typing import Any, Iterable, Sequence
 
-from . import plots
-from .runjson import result_record
+from verigrad.report import plots
+from verigrad.report.runjson import result_record
 
 __all__ = ["run_html", "study_html", "MAX_HEATMAPS", "MAX_WRONG_ROWS"]
 
@@ -140,7 +140,7 @@ def run_html(run, *, version: str) -> str:
 
     Parameters
     ----------
-    run : verigrad.runner.RunReport
+    run : verigrad.runner.case.RunReport
     version : str
         verigrad's version, shown in the header and footer.
 
@@ -152,7 +152,7 @@ def run_html(run, *, version: str) -> str:
 
     Examples
     --------
-    >>> from verigrad.runner import RunReport
+    >>> from verigrad.runner.case import RunReport
     >>> "0 cases" in run_html(RunReport((), 0.0), version="0.1")
     True
     """

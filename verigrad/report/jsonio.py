@@ -72,7 +72,7 @@ def write_atomic(path: str | Path, text: str) -> None:
 
 
 def truth_record(truth) -> dict:
-    """The JSON record of a :class:`~verigrad.truth.Truth` (see docs/report-schema.md)."""
+    """The JSON record of a :class:`~verigrad.engine.truth.Truth` (see docs/report-schema.md)."""
     def nested(arr: np.ndarray):
         if arr.ndim == 0:
             return truth.decimal(arr[()])

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from .runjson import result_record
+from verigrad.report.runjson import result_record
 
 __all__ = ["junit_xml"]
 
@@ -120,7 +120,7 @@ def junit_xml(run) -> str:
 
     Parameters
     ----------
-    run : verigrad.runner.RunReport
+    run : verigrad.runner.case.RunReport
 
     Returns
     -------
@@ -131,7 +131,7 @@ def junit_xml(run) -> str:
 
     Examples
     --------
-    >>> from verigrad.runner import RunReport
+    >>> from verigrad.runner.case import RunReport
     >>> print(junit_xml(RunReport((), 0.0)).splitlines()[1])
     <testsuites name="verigrad" tests="0" failures="0" errors="0" time="0.000" />
     """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .jsonio import SCHEMA_VERSION
+from verigrad.report.jsonio import SCHEMA_VERSION
 
 __all__ = ["run_document", "result_record"]
 

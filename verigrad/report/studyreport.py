@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .jsonio import SCHEMA_VERSION
+from verigrad.report.jsonio import SCHEMA_VERSION
 
 __all__ = ["study_table", "study_document", "study_record", "loss_code_line"]
 
@@ -50,7 +50,7 @@ def _num(x):
 
 
 def study_record(st) -> dict:
-    from ..truth import format_mp
+    from verigrad.engine.truth import format_mp
 
     return {
         "dtype": st.dtype.value,
@@ -77,7 +77,7 @@ def study_record(st) -> dict:
 
 
 def study_document(studies, *, version: str) -> dict:
-    from ..truth import format_mp
+    from verigrad.engine.truth import format_mp
 
     first = studies[0]
     d = first.direction
@@ -98,6 +98,6 @@ def study_document(studies, *, version: str) -> dict:
 
 def loss_code_line(ref: str, records: list[dict]) -> Text:
     """How far the case's own forward pass is from the exact loss (records of
-    :func:`verigrad.runner.grade_loss_code`), in ulps of each dtype."""
+    :func:`verigrad.runner.case.grade_loss_code`), in ulps of each dtype."""
     parts = [f"{r['dtype']}: {r['ulps']:.2f} ulps" if "ulps" in r else r["error_message"] for r in records]
     return Text(f"loss_code {ref}: error against the exact loss: " + ", ".join(parts))

@@ -35,7 +35,7 @@ def truth_table(model, truth) -> Table:
 
 def show_text(model, *, latex: bool = False) -> str:
     """The loss and its exact gradient: case-file form, array program, scalar form when small."""
-    from .. import symbolic
+    from verigrad.engine import symbolic
 
     case = model.case
     lines = [f"case {case.name}: {model.case.parameter_count} parameters in "

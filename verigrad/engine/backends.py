@@ -1,4 +1,4 @@
-"""Arithmetic backends for :func:`verigrad.graph.evaluate`.
+"""Arithmetic backends for :func:`verigrad.expr.graph.evaluate`.
 
 * :class:`FloatBackend` - numpy in one explicit dtype (float32, float64, complex64,
   complex128).  Nothing is upcast: every constant is rounded to the dtype first,
@@ -17,10 +17,10 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 
-from .functions import sympy  # imported lazily, on first use
+from verigrad.expr.functions import sympy  # imported lazily, on first use
 
-from .errors import DomainError, LimitError
-from .functions import ElemFn
+from verigrad.errors import DomainError, LimitError
+from verigrad.expr.functions import ElemFn
 
 __all__ = ["FloatBackend", "MPBackend", "SympyBackend", "leaf_index"]
 

@@ -18,12 +18,12 @@ from typing import Mapping, Sequence
 import mpmath
 import numpy as np
 
-from .backends import FloatBackend, MPBackend, SympyBackend
-from .cases import draw_point
-from .errors import CaseError, LimitError, ShapeError, VerigradError
-from .expr import parse_expression
-from .graph import Builder, Node, Workspace, evaluate, evaluate_float, gradient_graph, shared_workspace, topological
-from .spec import Case
+from verigrad.engine.backends import FloatBackend, MPBackend, SympyBackend
+from verigrad.casefile.loader import draw_point
+from verigrad.errors import CaseError, LimitError, ShapeError, VerigradError
+from verigrad.expr.parser import parse_expression
+from verigrad.expr.graph import Builder, Node, Workspace, evaluate, evaluate_float, gradient_graph, shared_workspace, topological
+from verigrad.spec import Case
 
 __all__ = ["Model", "compile_case"]
 
@@ -80,8 +80,8 @@ class Model:
         dtype : numpy dtype
             float32, float64, complex64 or complex128.
         workspace : Workspace, optional
-            Dead buffers to reuse (:class:`verigrad.graph.Workspace`); the process-wide one
-            (:func:`verigrad.graph.shared_workspace`) by default. The values do not depend on it.
+            Dead buffers to reuse (:class:`verigrad.expr.graph.Workspace`); the process-wide one
+            (:func:`verigrad.expr.graph.shared_workspace`) by default. The values do not depend on it.
 
         Returns
         -------
@@ -157,12 +157,12 @@ class Model:
 
         Raises
         ------
-        verigrad.arbbackend.Undecided
+        verigrad.engine.arb.Undecided
             A kink, tie or domain boundary cannot be decided at this precision.
         DomainError
             The loss is undefined at the point.
         """
-        from . import arbbackend as ab
+        from verigrad.engine import arb as ab
 
         with ab.arb_precision(prec):
             leaves = {}

@@ -19,8 +19,8 @@ from fractions import Fraction
 import numpy as np
 import sympy
 
-from .graph import Node, Op, const_value, decode_index, topological
-from .model import Model
+from verigrad.expr.graph import Node, Op, const_value, decode_index, topological
+from verigrad.engine.model import Model
 
 __all__ = ["Program", "array_program", "scalar_gradient", "SCALAR_LIMIT"]
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
+from verigrad.errors import UsageError
 
 __all__ = ["cmd_new", "scaffold", "Scaffold", "case_text", "module_text"]
 

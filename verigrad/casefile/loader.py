@@ -18,10 +18,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import CaseError, LimitError
-from .expr import MAX_DEPTH_CEILING, RESERVED_NAMES, ExprLimits
-from .schemes import SCHEME_NAMES, StepMode
-from .spec import (CandidateSpec, Case, CheckSpec, CodeRef, Dtype, Expect, Init, Limits, RngKind, Symbol)
+from verigrad.errors import CaseError, LimitError
+from verigrad.expr.parser import MAX_DEPTH_CEILING, RESERVED_NAMES, ExprLimits
+from verigrad.schemes import SCHEME_NAMES, StepMode
+from verigrad.spec import (CandidateSpec, Case, CheckSpec, CodeRef, Dtype, Expect, Init, Limits, RngKind, Symbol)
 
 if sys.version_info >= (3, 11):
     import tomllib

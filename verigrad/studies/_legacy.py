@@ -34,14 +34,14 @@ from typing import Mapping, Sequence
 import mpmath
 import numpy as np
 
-from .backends import round_fraction
-from .cases import point_in_dtype
-from .errors import LimitError as LimitErrorType, UsageError
-from .graph import Op, shared_workspace, topological
-from .model import Model
-from .schemes import Scheme, SchemeKind, StepMode, default_step, default_step_grid, get_scheme
-from .spec import Dtype
-from .truth import certify
+from verigrad.engine.backends import round_fraction
+from verigrad.casefile.loader import point_in_dtype
+from verigrad.errors import LimitError as LimitErrorType, UsageError
+from verigrad.expr.graph import Op, shared_workspace, topological
+from verigrad.engine.model import Model
+from verigrad.schemes import Scheme, SchemeKind, StepMode, default_step, default_step_grid, get_scheme
+from verigrad.spec import Dtype
+from verigrad.engine.truth import certify
 
 __all__ = ["Direction", "coordinate_direction", "random_direction", "StudyRow", "StudyModel", "Observed",
            "Study", "run_study", "batched_leaves", "fd_gradient", "fd_split", "fd_sweep_split", "FDSplit", "non_analytic_sites", "recommended_step"]
@@ -285,16 +285,16 @@ def _line_leaves(model: Model, point: dict, values_per_node: list[dict[tuple[str
 
 
 def _obj(a: np.ndarray) -> np.ndarray:
-    from .backends import MPBackend
+    from verigrad.engine.backends import MPBackend
 
     return MPBackend.from_float(np.asarray(a))
 
 
 def _mp_loss(model: Model, leaves: dict, prec: int, complex: bool = False) -> np.ndarray:
     """Exact loss at every node of a batch; None where a node is outside the loss's domain."""
-    from .backends import MPBackend
-    from .errors import DomainError
-    from .graph import evaluate
+    from verigrad.engine.backends import MPBackend
+    from verigrad.errors import DomainError
+    from verigrad.expr.graph import evaluate
 
     with mpmath.workprec(prec):
         try:
@@ -330,8 +330,8 @@ def _mp_losses(model, point, exact_nodes, float_nodes, prec, is_cs):
 def _arb_losses(model, point, exact_nodes, float_nodes, prec):
     """The same in Arb ball arithmetic (midpoints as mpf), or None when a ball cannot decide a node
     (a node on a kink, tie or domain edge): the caller then uses mpmath, which marks such nodes."""
-    from . import arbbackend as ab
-    from .graph import evaluate
+    from verigrad.engine import arb as ab
+    from verigrad.expr.graph import evaluate
 
     if not ab.available():
         return None
@@ -374,8 +374,8 @@ def _directional_derivative(model: Model, point: dict, direction: Direction, ord
                     if name == n:
                         flat[i] = flat[i] + t * (mpmath.mpf(e.numerator) / e.denominator)
                 leaves[n] = a[None, ...]
-            from .backends import MPBackend
-            from .graph import evaluate
+            from verigrad.engine.backends import MPBackend
+            from verigrad.expr.graph import evaluate
 
             return evaluate([model.loss], leaves, MPBackend())[0][0]
 
@@ -428,7 +428,7 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     if truth is None or truth.digits < digits:
         truth = certify(model, point, dtype, digits=digits)
     gstar = _directional_truth(truth, direction)
-    from .kinks import study_kinks  # on a kink: measure against the scheme's limit; flag steps across kinks
+    from verigrad.kinks import study_kinks  # on a kink: measure against the scheme's limit; flag steps across kinks
 
     kinks = study_kinks(model, point, direction, scheme, hp, dtype=dtype, scale=truth.scale)
     if kinks.reference is not None:
@@ -826,7 +826,7 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
     -----
     The exact loss is needed at 2 S nodes per (step, entry). Two devices keep this cheap:
 
-    * **Incremental evaluation** (:class:`verigrad.lines.LineEvaluator`): the loss at a
+    * **Incremental evaluation** (:class:`verigrad.engine.lines.LineEvaluator`): the loss at a
       point that differs from x_p in one entry is updated from one evaluation at x_p,
       recomputing only the entries that depend on the perturbed one.
     * **Taylor mode** for variables on an analytic path to the loss: one power series
@@ -844,8 +844,8 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
 
     Either way R = D_float − D_nodes = E − T − S exactly.
     """
-    from . import arbbackend as ab
-    from .lines import series_ok
+    from verigrad.engine import arb as ab
+    from verigrad.engine.lines import series_ok
 
     scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
     if scheme.kind is SchemeKind.COMPLEX_STEP:
@@ -938,8 +938,8 @@ class _Line:
     """
 
     def __init__(self, model, point, name, x, hps, y_nodes, scheme, ests, g_ref, dtype, truth, g_exact):
-        from . import arbbackend as ab
-        from .lines import object_array
+        from verigrad.engine import arb as ab
+        from verigrad.engine.lines import object_array
 
         self.model, self.point, self.name, self.x, self.dtype = model, point, name, x, dtype
         self.hps, self.y_nodes, self.scheme, self.ests = hps, y_nodes, scheme, ests
@@ -996,7 +996,7 @@ class _Line:
     def taylor(self, wanted):
         """Units whose T and S come from power series, and the step of each entry to check directly."""
         ab = self._ab
-        from .lines import LineEvaluator, Unsupported, coefficients, series_cap
+        from verigrad.engine.lines import LineEvaluator, Unsupported, coefficients, series_cap
 
         scheme, M = self.scheme, len(self.hps)
         moments = [sum((w * c**j for c, w in zip(self.offsets, self.weights)), Fraction(0))
@@ -1120,7 +1120,7 @@ class _Line:
 
     def _direct_chunk(self, chunk, prec):
         """{unit: (result, bits short of resolving it)} for units whose nodes are all in the domain."""
-        from .lines import object_array
+        from verigrad.engine.lines import object_array
 
         ab = self._ab
         K = len(self.offsets)
@@ -1179,8 +1179,8 @@ class _Line:
         """Exact losses at the point with entry i set to q, per row (i, q): balls whose radii
         bound the error, or None outside the domain."""
         ab = self._ab
-        from .graph import evaluate
-        from .lines import LineEvaluator, Unsupported, object_array
+        from verigrad.expr.graph import evaluate
+        from verigrad.engine.lines import LineEvaluator, Unsupported, object_array
 
         if ab.available():
             with ab.arb_precision(prec):
@@ -1290,7 +1290,7 @@ def _bits_short(parts, err_T: float, err_S: float, noise: float) -> int:
 
 def _arb_of_mpf(v):
     """The exact ball of an mpmath number (or of an Arb ball, unchanged)."""
-    from . import arbbackend as ab
+    from verigrad.engine import arb as ab
 
     if not isinstance(v, mpmath.mpf):
         return v

@@ -26,9 +26,9 @@ from typing import Mapping
 import mpmath
 import numpy as np
 
-from .errors import CertificationError, DomainError, LimitError
-from .model import Model
-from .spec import Dtype
+from verigrad.errors import CertificationError, DomainError, LimitError
+from verigrad.engine.model import Model
+from verigrad.spec import Dtype
 
 __all__ = ["Truth", "certify", "DEFAULT_DIGITS", "format_mp"]
 
@@ -164,7 +164,7 @@ def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
     """
     if backend not in ("auto", "arb", "mpmath"):
         raise ValueError(f"backend={backend!r}; use 'auto', 'arb' or 'mpmath'")
-    from . import arbbackend
+    from verigrad.engine import arb as arbbackend
 
     if backend == "arb" or (backend == "auto" and arbbackend.available()):
         if not arbbackend.available():
@@ -183,7 +183,7 @@ def _certify_arb(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
     An entry is certified when its ball [m ± r] has r <= 10^-digits (|m| - r), is exactly 0, or
     (gradient entries) has r <= 10^-(digits+8) times a lower bound of the gradient's scale.
     """
-    from . import arbbackend as ab
+    from verigrad.engine import arb as ab
 
     t0 = time.perf_counter()
     cap = max_bits or model.case.limits.max_precision_bits

@@ -35,8 +35,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ShapeError
-from .functions import FUNCTIONS, ElemFn
+from verigrad.errors import ShapeError
+from verigrad.expr.functions import FUNCTIONS, ElemFn
 
 __all__ = ["Op", "Node", "Builder", "gradient_graph", "topological", "evaluate", "evaluate_all", "eval_node",
            "Workspace", "evaluate_float", "shared_workspace"]
@@ -635,8 +635,8 @@ def evaluate(outputs: Sequence[Node], leaves: Mapping[str, np.ndarray], backend)
         Value of every LEAF reached, with a leading batch axis: shape ``(B, *leaf.shape)``
         or ``(1, *leaf.shape)``.
     backend : object
-        Supplies the arithmetic: :class:`verigrad.backends.FloatBackend`,
-        :class:`verigrad.backends.MPBackend` or :class:`verigrad.backends.SympyBackend`.
+        Supplies the arithmetic: :class:`verigrad.engine.backends.FloatBackend`,
+        :class:`verigrad.engine.backends.MPBackend` or :class:`verigrad.engine.backends.SympyBackend`.
 
     Returns
     -------
@@ -767,7 +767,7 @@ def _pooled(n: Node, args: list[np.ndarray], dtype: np.dtype, ws: Workspace) -> 
 
 def evaluate_float(outputs: Sequence[Node], leaves: Mapping[str, np.ndarray], backend,
                    workspace: Workspace | None = None) -> list[np.ndarray]:
-    """:func:`evaluate` for :class:`verigrad.backends.FloatBackend`, recycling dead buffers.
+    """:func:`evaluate` for :class:`verigrad.engine.backends.FloatBackend`, recycling dead buffers.
 
     Same values, bit for bit, as :func:`evaluate`. Elementwise ufunc operations write into
     buffers of ``workspace`` that no live value references, and every intermediate is

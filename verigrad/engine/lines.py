@@ -26,9 +26,9 @@ import contextlib
 
 import numpy as np
 
-from . import arbbackend as ab
-from .backends import MAGNITUDE_SENSITIVE
-from .graph import ELEMENTWISE_BINARY, Node, Op, decode_index, eval_node, evaluate_all, topological
+from verigrad.engine import arb as ab
+from verigrad.engine.backends import MAGNITUDE_SENSITIVE
+from verigrad.expr.graph import ELEMENTWISE_BINARY, Node, Op, decode_index, eval_node, evaluate_all, topological
 
 __all__ = ["LineEvaluator", "Unsupported", "coefficients", "object_array", "series_ok", "series_cap"]
 
@@ -214,7 +214,7 @@ def _series_fns():
 
 class _SeriesArithmetic:
     """Elementwise operations on 1-D object arrays of Arb series (or balls), with the
-    domain decisions of :class:`verigrad.arbbackend.ArbBackend` made on the constant terms."""
+    domain decisions of :class:`verigrad.engine.arb.ArbBackend` made on the constant terms."""
 
     def __init__(self):
         self._arb = ab.ArbBackend()
@@ -277,7 +277,7 @@ class LineEvaluator:
     costs, per row, only the operations on entries that depend on the perturbed one.
     Operations it cannot update sparsely raise :class:`Unsupported` (the caller then
     evaluates the whole graph); domain errors and undecided balls propagate as from
-    :class:`verigrad.arbbackend.ArbBackend`.
+    :class:`verigrad.engine.arb.ArbBackend`.
     """
 
     def __init__(self, model, point, variable: str, *, prec: int, series: int = 0):

@@ -25,9 +25,9 @@ import math
 import mpmath
 import numpy as np
 
-from .errors import VerigradError
-from .schemes import SchemeKind, get_scheme
-from .studies import fd_gradient, recommended_step
+from verigrad.errors import VerigradError
+from verigrad.schemes import SchemeKind, get_scheme
+from verigrad.studies import fd_gradient, recommended_step
 
 __all__ = ["grade_schemes", "classic_verdict", "ClassicOutcome", "fd_tolerance"]
 
@@ -76,7 +76,7 @@ def classic_verdict(candidate: dict, fd: dict, *, truth_verdict_pass: bool, thre
         ``relative_difference``, ``threshold``, ``classic_pass``, ``truth_pass`` and
         ``outcome`` (agree / false alarm / missed bug).
     """
-    from .grading import classic_check, relative_difference
+    from verigrad.grading import classic_check, relative_difference
 
     rd = relative_difference(candidate, fd)
     classic_pass = classic_check(candidate, fd, threshold)
@@ -92,9 +92,9 @@ def classic_verdict(candidate: dict, fd: dict, *, truth_verdict_pass: bool, thre
 
 def grade_schemes(model, truth, baseline) -> list:
     """One informational Result per scheme x step of the case's [check], at ``truth``'s dtype."""
-    from .grading import grade
-    from .runner import Result
-    from .candidates import loss_code_evaluator
+    from verigrad.grading import grade
+    from verigrad.runner.case import Result
+    from verigrad.runner.candidates import loss_code_evaluator
 
     case = model.case
     out = []
@@ -105,7 +105,7 @@ def grade_schemes(model, truth, baseline) -> list:
         if case.check.steps:
             steps, rec_notes = list(case.check.steps), ()
         else:
-            from .kinks import recommend_steps  # the rule of thumb, kept inside smooth regions
+            from verigrad.kinks import recommend_steps  # the rule of thumb, kept inside smooth regions
 
             rec = recommend_steps(model, dtype=truth.dtype, scheme=scheme, step_mode=case.check.step_mode)
             steps, rec_notes = [rec.steps if any(r.any() for r in rec.reduced.values())
@@ -120,7 +120,7 @@ def grade_schemes(model, truth, baseline) -> list:
                 out.append(Result(case.name, label, "fd", truth.dtype.value, None, "error", None, None, str(exc),
                                   scheme=name, step=h_label))
                 continue
-            from .kinks import fd_kink_adjustment  # exclude stencils across kinks; on a kink, the limit
+            from verigrad.kinks import fd_kink_adjustment  # exclude stencils across kinks; on a kink, the limit
 
             adj = fd_kink_adjustment(model, truth, est, scheme=scheme, step=h, step_mode=case.check.step_mode)
             g = grade(truth=adj.truth, value=est, baseline=baseline, dtype=truth.dtype.numpy, case=case.name,
@@ -137,7 +137,7 @@ def grade_schemes(model, truth, baseline) -> list:
             msg += "".join(f"; {note}" for note in (*rec_notes, *adj.notes))
             split = None
             if scheme.kind is SchemeKind.LINEAR and n * len(scheme.offsets) <= SPLIT_MAX_NODES:
-                from .studies import fd_split
+                from verigrad.studies import fd_split
 
                 try:
                     # on a kink the scheme converges to its limit of the one-sided derivatives: split against it

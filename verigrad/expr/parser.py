@@ -34,9 +34,9 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Callable, Mapping
 
-from .errors import CaseError, ExpressionError, LimitError, ShapeError
-from .functions import FUNCTIONS, PUBLIC_FUNCTIONS
-from .graph import Builder, Node, Op
+from verigrad.errors import CaseError, ExpressionError, LimitError, ShapeError
+from verigrad.expr.functions import FUNCTIONS, PUBLIC_FUNCTIONS
+from verigrad.expr.graph import Builder, Node, Op
 
 __all__ = ["parse_expression", "ExprLimits", "SIGNATURES", "RESERVED_NAMES", "MAX_DEPTH_CEILING", "MAX_NDIM",
            "MAX_LITERAL_DIGITS"]
@@ -628,7 +628,7 @@ def parse_expression(text: object, *, builder: Builder, names: Mapping[str, Node
 
     Examples
     --------
-    >>> from verigrad.graph import Builder
+    >>> from verigrad.expr.graph import Builder
     >>> b = Builder()
     >>> x = b.leaf("x", (3,), variable=True)
     >>> parse_expression("sum(x**2) / 2", builder=b, names={"x": x}, field="loss").shape

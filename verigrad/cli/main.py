@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
-from .errors import UsageError, VerigradError
+from verigrad import __version__
+from verigrad.errors import UsageError, VerigradError
 
 __all__ = ["main", "build_parser"]
 
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("case", help="a case file (.toml)")
     s.add_argument("--latex", action="store_true", help="LaTeX instead of text")
 
-    from .runner import add_run_arguments, add_study_arguments
+    from verigrad.runner.case import add_run_arguments, add_study_arguments
 
     add_run_arguments(add("run", "Grade every candidate of every case, at float32 and float64."))
     add_study_arguments(add("study", "Sweep finite-difference steps: error split into truncation, step and round-off."))
@@ -99,15 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "show":
             return _cmd_show(args, console)
         if args.command == "run":
-            from .runner import cmd_run
+            from verigrad.runner.case import cmd_run
 
             return cmd_run(args, console, err)
         if args.command == "study":
-            from .runner import cmd_study
+            from verigrad.runner.case import cmd_study
 
             return cmd_study(args, console, err)
         if args.command == "new":
-            from .scaffold import cmd_new
+            from verigrad.casefile.scaffold import cmd_new
 
             return cmd_new(args, console)
     except VerigradError as exc:
@@ -126,12 +126,12 @@ def _err_console(args):
 
 
 def _cmd_truth(args, console) -> int:
-    from .cases import load_case, point_in_dtype
-    from .model import compile_case
-    from .report.jsonio import SCHEMA_VERSION, dumps, truth_record, write_atomic
-    from .report.terminal import truth_table
-    from .spec import Dtype
-    from .truth import certify
+    from verigrad.casefile.loader import load_case, point_in_dtype
+    from verigrad.engine.model import compile_case
+    from verigrad.report.jsonio import SCHEMA_VERSION, dumps, truth_record, write_atomic
+    from verigrad.report.terminal import truth_table
+    from verigrad.spec import Dtype
+    from verigrad.engine.truth import certify
 
     case = load_case(args.case)
     digits = args.digits if args.digits is not None else case.check.digits
@@ -152,9 +152,9 @@ def _cmd_truth(args, console) -> int:
 
 
 def _cmd_show(args, console) -> int:
-    from .cases import load_case
-    from .model import compile_case
-    from .report.terminal import show_text
+    from verigrad.casefile.loader import load_case
+    from verigrad.engine.model import compile_case
+    from verigrad.report.terminal import show_text
 
     model = compile_case(load_case(args.case))
     console.print(show_text(model, latex=args.latex), markup=False, highlight=False)

@@ -2,7 +2,7 @@
 
 Opt-in: pass ``--verigrad`` or set ``verigrad = true`` in the ini file, so that
 unrelated ``.toml`` files are never collected.  The collector is provided by
-:mod:`verigrad.pytest_items` once enabled.
+:mod:`verigrad.integrations.pytest_items` once enabled.
 """
 
 from __future__ import annotations
@@ -21,6 +21,6 @@ def pytest_collect_file(file_path, parent):
         return None
     if file_path.suffix != ".toml" or file_path.name.startswith(("_", ".")) or file_path.name == "pyproject.toml":
         return None
-    from .pytest_items import CaseFile
+    from verigrad.integrations.pytest_items import CaseFile
 
     return CaseFile.from_parent(parent, path=file_path)

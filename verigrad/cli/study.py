@@ -6,13 +6,13 @@ import math
 
 import numpy as np
 
-from .candidates import loss_code_evaluator
-from .cases import load_case
-from .errors import UsageError
-from .model import compile_case
-from .schemes import SCHEME_NAMES, StepMode, get_scheme
-from .spec import Dtype
-from .studies import coordinate_direction, non_analytic_sites, random_direction, run_study
+from verigrad.runner.candidates import loss_code_evaluator
+from verigrad.casefile.loader import load_case
+from verigrad.errors import UsageError
+from verigrad.engine.model import compile_case
+from verigrad.schemes import SCHEME_NAMES, StepMode, get_scheme
+from verigrad.spec import Dtype
+from verigrad.studies import coordinate_direction, non_analytic_sites, random_direction, run_study
 
 __all__ = ["run_study_command", "parse_steps"]
 
@@ -34,9 +34,9 @@ def parse_steps(text: str) -> np.ndarray:
 
 
 def run_study_command(args, console, err) -> int:
-    from . import __version__
-    from .report.jsonio import dumps, write_atomic
-    from .report.studyreport import loss_code_line, study_document, study_table
+    from verigrad import __version__
+    from verigrad.report.jsonio import dumps, write_atomic
+    from verigrad.report.studyreport import loss_code_line, study_document, study_table
 
     case = load_case(args.case)
     model = compile_case(case)
@@ -78,15 +78,15 @@ def run_study_command(args, console, err) -> int:
                 progress.advance(task)
                 console.print(study_table(st))
     if loss_values is not None:
-        from .cases import point_in_dtype
-        from .runner import grade_loss_code
-        from .truth import certify
+        from verigrad.casefile.loader import point_in_dtype
+        from verigrad.runner.case import grade_loss_code
+        from verigrad.engine.truth import certify
 
         records = [grade_loss_code(model, certify(model, point_in_dtype(model.point, dt), dt, digits=20))
                    for dt in dtypes]
         console.print(loss_code_line(str(case.loss_code), records))
     if args.plot:
-        from .report.studyplot import study_figure
+        from verigrad.report.studyplot import study_figure
 
         study_figure(studies, args.plot)
         console.print(f"figure written to {args.plot}")
@@ -95,7 +95,7 @@ def run_study_command(args, console, err) -> int:
         if args.json:
             write_atomic(args.json, dumps(doc))
         if args.html:
-            from .report.html import study_html
+            from verigrad.report.html import study_html
 
             write_atomic(args.html, study_html(doc, version=__version__))
     return 0

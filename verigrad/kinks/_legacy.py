@@ -107,14 +107,14 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 import mpmath
 import numpy as np
 
-from .backends import FloatBackend, MPBackend
-from .cases import point_in_dtype
-from .errors import CertificationError, DomainError, VerigradError
-from .graph import Node, Op, _align, eval_node, const_value, decode_index, evaluate, topological
-from .model import Model
-from .schemes import Scheme, SchemeKind, StepMode, get_scheme
-from .spec import Dtype
-from .studies import Direction, batched_leaves, coordinate_direction, entry_steps, recommended_step
+from verigrad.engine.backends import FloatBackend, MPBackend
+from verigrad.casefile.loader import point_in_dtype
+from verigrad.errors import CertificationError, DomainError, VerigradError
+from verigrad.expr.graph import Node, Op, _align, eval_node, const_value, decode_index, evaluate, topological
+from verigrad.engine.model import Model
+from verigrad.schemes import Scheme, SchemeKind, StepMode, get_scheme
+from verigrad.spec import Dtype
+from verigrad.studies import Direction, batched_leaves, coordinate_direction, entry_steps, recommended_step
 
 __all__ = [
     "recommend_steps", "RecommendedSteps",
@@ -646,7 +646,7 @@ def site_values(model: Model, point: Mapping[str, np.ndarray], sites: Sequence[S
     -------
     list of ndarray
         One object array of ``mpf`` per site, shape ``(1, *site.shape)`` (batch axis first).
-        All argument nodes are evaluated in one :func:`~verigrad.graph.evaluate` call.
+        All argument nodes are evaluated in one :func:`~verigrad.expr.graph.evaluate` call.
 
     Raises
     ------
@@ -1304,7 +1304,7 @@ def _overrides(rows: Sequence[Sequence[tuple[Node, tuple, Fraction]]], convert: 
 
 def _evaluate_with(nodes: Sequence[Node], leaves: Mapping[str, np.ndarray], backend,
                    overrides: Mapping[int, list[tuple[int, tuple, Any]]], B: int) -> list[np.ndarray]:
-    """:func:`verigrad.graph.evaluate` with some entries of some nodes replaced, per batch row."""
+    """:func:`verigrad.expr.graph.evaluate` with some entries of some nodes replaced, per batch row."""
     values: dict[int, np.ndarray] = {}
     for n in topological(nodes):
         v = eval_node(n, [values[a.id] for a in n.args], leaves, backend)
@@ -1602,7 +1602,7 @@ def one_sided_gradient(model: Model, point: Mapping[str, np.ndarray], dtype: Dty
         The point (rounded to ``dtype`` here if it is not already).
     dtype : Dtype
     truth : Truth, optional
-        The certified point-value gradient (computed with :func:`verigrad.truth.certify` if absent);
+        The certified point-value gradient (computed with :func:`verigrad.engine.truth.certify` if absent);
         entries that are not computed take its value for both sides.
     selection : SubgradientSet, optional
         Default :func:`subgradient_set`; its affected entries are the ones computed.
@@ -1629,7 +1629,7 @@ def one_sided_gradient(model: Model, point: Mapping[str, np.ndarray], dtype: Dty
     ``R2 = 2 D(t/4) - D(t/2)``; the result ``R2`` is accepted when
     ``|R1 - R2| <= 2^-72 max(|R2|, scale)``, an error O(t^2) ~ 2^-96 relative.
     """
-    from .truth import certify
+    from verigrad.engine.truth import certify
 
     point = point_in_dtype({k: np.asarray(v) for k, v in point.items()}, dtype)
     if truth is None:

@@ -1,4 +1,4 @@
-"""Case files as pytest tests: one item per candidate × dtype (enabled by :mod:`verigrad.pytest_plugin`).
+"""Case files as pytest tests: one item per candidate × dtype (enabled by :mod:`verigrad.integrations.pytest_plugin`).
 
 Modelled on pytest's "non-python tests" example (``doc/en/example/nonpython``):
 :class:`CaseFile` collects a case file, :class:`CandidateItem` grades one
@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 
-from .cases import load_case, point_in_dtype
-from .errors import VerigradError
-from .model import compile_case
-from .runner import Result, baseline_gradient, grade_candidate, truth_digits
-from .spec import CandidateSpec, Dtype, Expect
-from .truth import certify
+from verigrad.casefile.loader import load_case, point_in_dtype
+from verigrad.errors import VerigradError
+from verigrad.engine.model import compile_case
+from verigrad.runner.case import Result, baseline_gradient, grade_candidate, truth_digits
+from verigrad.spec import CandidateSpec, Dtype, Expect
+from verigrad.engine.truth import certify
 
 __all__ = ["CaseFile", "CandidateItem", "ExpectationNotMet", "MAX_MESSAGES"]
 
@@ -41,7 +41,7 @@ MAX_MESSAGES = 12
 
 
 class ExpectationNotMet(AssertionError):
-    """A candidate's expectation did not hold; carries the :class:`~verigrad.runner.Result`."""
+    """A candidate's expectation did not hold; carries the :class:`~verigrad.runner.case.Result`."""
 
     def __init__(self, result: Result) -> None:
         super().__init__(result.message or result.verdict)
@@ -106,7 +106,7 @@ class CaseFile(pytest.File):
             def compute():
                 model = self.model()
                 point = point_in_dtype(model.point, dtype)
-                # same certification policy as verigrad.runner.run_case
+                # same certification policy as verigrad.runner.case.run_case
                 truth = certify(model, point, dtype, digits=truth_digits(self.case))
                 return truth, baseline_gradient(model, point, dtype)
             self._prepared[dtype] = _Cached(compute)

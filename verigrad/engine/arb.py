@@ -18,9 +18,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from .backends import MAGNITUDE_SENSITIVE, MAX_MAG_BITS, _where_text, reduce_object
-from .errors import DomainError, LimitError
-from .functions import ElemFn
+from verigrad.engine.backends import MAGNITUDE_SENSITIVE, MAX_MAG_BITS, _where_text, reduce_object
+from verigrad.errors import DomainError, LimitError
+from verigrad.expr.functions import ElemFn
 
 try:  # python-flint is optional: mpmath remains a complete backend
     import flint

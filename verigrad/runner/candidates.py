@@ -29,8 +29,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import CandidateError
-from .spec import CodeRef
+from verigrad.errors import CandidateError
+from verigrad.spec import CodeRef
 
 __all__ = ["CallResult", "call_isolated", "load_function", "normalise_gradient", "loss_code_evaluator"]
 

@@ -18,12 +18,12 @@ from typing import Callable
 
 import numpy as np
 
-from .cases import find_case_files, load_case, point_in_dtype
-from .candidates import call_isolated, normalise_gradient
-from .errors import CaseError, UsageError, VerigradError
-from .model import Model, compile_case
-from .spec import CandidateSpec, Case, Dtype, Expect
-from .truth import Truth, certify
+from verigrad.casefile.loader import find_case_files, load_case, point_in_dtype
+from verigrad.runner.candidates import call_isolated, normalise_gradient
+from verigrad.errors import CaseError, UsageError, VerigradError
+from verigrad.engine.model import Model, compile_case
+from verigrad.spec import CandidateSpec, Case, Dtype, Expect
+from verigrad.engine.truth import Truth, certify
 
 __all__ = ["Result", "CaseReport", "RunReport", "run_case", "run_paths"]
 
@@ -123,7 +123,7 @@ def truth_digits(case: Case) -> int:
 
 
 def _tolerances(case: Case):
-    from .grading import Tolerances
+    from verigrad.grading import Tolerances
 
     kw = {}
     if case.check.tolerance_factor is not None:
@@ -148,10 +148,10 @@ def classic_reference(model: Model, dtype: Dtype) -> dict[str, np.ndarray] | Non
 
     Like the classic exercise, it differences the case's own forward pass (``loss_code``) when there is one.
     """
-    from .schemes import StepMode
-    from .studies import fd_gradient
+    from verigrad.schemes import StepMode
+    from verigrad.studies import fd_gradient
 
-    from .candidates import loss_code_evaluator
+    from verigrad.runner.candidates import loss_code_evaluator
 
     lv = loss_code_evaluator(model.case) if model.case.loss_code is not None else None
     try:
@@ -164,7 +164,7 @@ def classic_reference(model: Model, dtype: Dtype) -> dict[str, np.ndarray] | Non
 def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: dict[str, np.ndarray],
                     *, timeout: float, classic_fd: dict[str, np.ndarray] | None = None) -> Result:
     """Call one candidate in isolation at ``truth``'s point and grade it."""
-    from .grading import grade
+    from verigrad.grading import grade
 
     case = model.case
     dtype = truth.dtype
@@ -189,7 +189,7 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
         return result("fail", "; ".join(transposed))
     if problems:
         return result("error", "; ".join(problems))
-    from .kinks import kink_acceptance  # on a kink: grade against the nearest valid subgradient
+    from verigrad.kinks import kink_acceptance  # on a kink: grade against the nearest valid subgradient
 
     kinks = kink_acceptance(model, truth, value, baseline)
     g = grade(truth=kinks.truth, value=value, baseline=kinks.baseline, dtype=dtype.numpy, case=case.name,
@@ -202,7 +202,7 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
         res = Result(**{**res.__dict__, "extra": {**res.extra, "kinks": {
             "conventions": list(kinks.conventions), "notes": list(kinks.notes)}}})
     if classic_fd is not None and verdict in ("pass", "fail"):
-        from .fdgrade import classic_verdict
+        from verigrad.runner.fdcheck import classic_verdict
 
         with np.errstate(all="ignore"):
             classic = classic_verdict(value, classic_fd, truth_verdict_pass=(verdict == "pass"))
@@ -237,7 +237,7 @@ def grade_loss_code(model: Model, truth: Truth) -> dict:
     """
     import mpmath
 
-    from .candidates import loss_code_evaluator
+    from verigrad.runner.candidates import loss_code_evaluator
 
     try:
         got = loss_code_evaluator(model.case)([{k: np.array(v) for k, v in truth.point.items()}])[0]
@@ -281,7 +281,7 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
                 results.append(grade_candidate(model, cand, truth, baseline, timeout=case.limits.candidate_seconds,
                                                classic_fd=classic_fd))
             if with_fd and case.check.schemes:
-                from .fdgrade import grade_schemes
+                from verigrad.runner.fdcheck import grade_schemes
 
                 note(f"{case.name} › finite differences › {dt.value}")
                 results.extend(grade_schemes(model, truth, baseline))
@@ -350,9 +350,9 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args, console, err) -> int:
-    from . import __version__
-    from .report import jsonio
-    from .report.terminal import run_summary, case_details
+    from verigrad import __version__
+    from verigrad.report import jsonio
+    from verigrad.report.terminal import run_summary, case_details
 
     dtypes = tuple(Dtype(d) for d in dict.fromkeys(args.dtype)) if args.dtype else None
     files = find_case_files(args.paths)
@@ -390,15 +390,15 @@ def cmd_run(args, console, err) -> int:
     run = RunReport(tuple(reports), time.perf_counter() - t0)
     console.print(run_summary(run, quiet=args.quiet))
     if args.json:
-        from .report.runjson import run_document
+        from verigrad.report.runjson import run_document
 
         jsonio.write_atomic(args.json, jsonio.dumps(run_document(run, version=__version__, interrupted=interrupted)))
     if args.junit:
-        from .report.junit import junit_xml
+        from verigrad.report.junit import junit_xml
 
         jsonio.write_atomic(args.junit, junit_xml(run))
     if args.html:
-        from .report.html import run_html
+        from verigrad.report.html import run_html
 
         jsonio.write_atomic(args.html, run_html(run, version=__version__))
     if interrupted:
@@ -430,6 +430,6 @@ def _case_reports(files, dtypes, with_fd: bool, jobs: int):
 
 
 def cmd_study(args, console, err) -> int:
-    from .studycli import run_study_command
+    from verigrad.cli.study import run_study_command
 
     return run_study_command(args, console, err)

@@ -1,0 +1,1 @@
+"""Case files: reading and validating TOML into :mod:`verigrad.spec` records; scaffolding new ones."""

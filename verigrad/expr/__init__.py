@@ -1,0 +1,1 @@
+"""The expression language: elementary functions, the graph, reverse accumulation, the safe parser."""

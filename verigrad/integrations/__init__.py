@@ -1,0 +1,1 @@
+"""Optional integrations (pytest; later PyTorch, JAX, Dask), imported only when used."""
