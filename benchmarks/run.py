@@ -176,7 +176,8 @@ def worker_fd(path: str, parts: list[str]) -> dict:
     from verigrad.engine.model import compile_case
     from verigrad.schemes import default_step_grid, get_scheme
     from verigrad.spec import Dtype
-    from verigrad.studies import coordinate_direction, fd_gradient, random_direction, run_study
+    from verigrad.fd import coordinate_direction, fd_gradient, random_direction
+    from verigrad.studies import run_study
     from verigrad.engine.truth import certify
 
     case = load_case(path)

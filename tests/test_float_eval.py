@@ -1,6 +1,6 @@
-"""Buffer-recycling float evaluation (verigrad.expr.graph.evaluate_float, Workspace).
+"""Buffer-recycling float evaluation (verigrad.expr.evaluate.evaluate_float, Workspace).
 
-The reference is the plain evaluator (:func:`verigrad.expr.graph.evaluate`), which allocates
+The reference is the plain evaluator (:func:`verigrad.expr.evaluate.evaluate`), which allocates
 every intermediate afresh: recycling must give the same bits, in the same dtype, and must
 never hand out a buffer that a live value (a view, a broadcast, an output) still sees.
 """
@@ -14,9 +14,9 @@ import pytest
 
 from verigrad.engine.backends import FloatBackend
 from verigrad.casefile.loader import point_in_dtype
-from verigrad.expr.graph import Workspace, evaluate, evaluate_float
+from verigrad.expr.evaluate import Workspace, evaluate, evaluate_float
 from verigrad.spec import Dtype
-from verigrad.studies import fd_gradient
+from verigrad.fd import fd_gradient
 
 from casefiles import model_of, write_case
 

@@ -23,7 +23,8 @@ from verigrad.kinks import (Boundary, SiteKind, SiteRule, accept_at_kinks, at_ki
                             study_kinks, subgradient_set)
 from verigrad.schemes import StepMode, get_scheme
 from verigrad.spec import Dtype
-from verigrad.studies import coordinate_direction, fd_gradient, run_study
+from verigrad.fd import coordinate_direction, fd_gradient
+from verigrad.studies import run_study
 from verigrad.engine.truth import certify
 
 F64, F32 = Dtype.FLOAT64, Dtype.FLOAT32
@@ -466,7 +467,7 @@ def test_recommended_steps_keep_stencils_inside_the_smooth_region():
     from verigrad.casefile.loader import point_in_dtype
     from verigrad.kinks import fd_crossings, recommend_steps
     from verigrad.spec import Dtype
-    from verigrad.studies import fd_gradient
+    from verigrad.fd import fd_gradient
     from verigrad.engine.truth import certify
 
     text = ('name = "near"\nloss = "sum(relu(x) * c) + sum(x**2)"\n[symbols]\n'

@@ -16,10 +16,11 @@ import pytest
 
 from verigrad.engine import arb as ab
 from verigrad.casefile.loader import point_in_dtype
-from verigrad.expr.graph import evaluate
+from verigrad.expr.evaluate import evaluate
 from verigrad.engine.lines import LineEvaluator, Unsupported, coefficients, object_array, series_cap, series_ok
 from verigrad.spec import Dtype
-from verigrad.studies import batched_leaves, fd_sweep_split
+from verigrad.fd import batched_leaves
+from verigrad.studies import fd_sweep_split
 from verigrad.schemes import default_step_grid, get_scheme
 
 from casefiles import model_of, write_case
@@ -217,7 +218,8 @@ def test_every_part_is_accurate_to_itself():
     import mpmath
 
     from verigrad.schemes import StepMode
-    from verigrad.studies import _nodes, entry_steps
+    from verigrad.fd import entry_steps
+    from verigrad.fd.nodes import _nodes
 
     model = model_of(ROOT / "cases" / "saturation-sigmoid-tanh.toml")
     scheme = get_scheme("forward")
@@ -246,7 +248,7 @@ def test_every_part_is_accurate_to_itself():
 def test_unresolved_units_are_evaluated_again(monkeypatch):
     """Starting every direct evaluation at 64 bits (far too few) changes nothing: the units it
     leaves unresolved are evaluated again with the bits they lacked."""
-    from verigrad.studies import _legacy as studies
+    from verigrad.studies import split as studies
 
     model = model_of(ROOT / "cases" / "gradient-checking-3layer.toml")  # ReLU: every unit is direct
     steps = [float(h) for h in default_step_grid(get_scheme("central4"), np.float64, count=6)]

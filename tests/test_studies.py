@@ -10,7 +10,8 @@ import pytest
 
 from verigrad import Dtype, UsageError, compile_case, load_case_text
 from verigrad.cli.main import main
-from verigrad.studies import coordinate_direction, fd_gradient, random_direction, run_study
+from verigrad.fd import coordinate_direction, fd_gradient, random_direction
+from verigrad.studies import run_study
 
 F32, F64 = Dtype.FLOAT32, Dtype.FLOAT64
 
@@ -180,7 +181,7 @@ def test_fd_split_matches_study_and_identity():
 
 def test_arb_and_mpmath_exact_nodes_agree(monkeypatch):
     """The sweep's exact loss values come from Arb when available; the mpmath path gives the same split."""
-    from verigrad.studies import _legacy as studies
+    from verigrad.studies import sweep as studies
 
     m = _model(SQUIRE)
     d = coordinate_direction(m)

@@ -12,7 +12,9 @@ import sympy
 from verigrad import DomainError, Dtype, certify, compile_case, load_case_text
 from verigrad.casefile.loader import point_in_dtype
 from verigrad.expr.functions import FUNCTIONS
-from verigrad.expr.graph import Builder, evaluate, gradient_graph
+from verigrad.expr.evaluate import evaluate
+from verigrad.expr.graph import Builder
+from verigrad.expr.reverse import gradient_graph
 from verigrad.engine.backends import MPBackend, FloatBackend
 
 F64, F32 = Dtype.FLOAT64, Dtype.FLOAT32

@@ -24,7 +24,8 @@ import sympy
 
 from verigrad.casefile.loader import load_case, point_in_dtype
 from verigrad.errors import UsageError
-from verigrad.expr.graph import Builder, Node, gradient_graph
+from verigrad.expr.graph import Builder, Node
+from verigrad.expr.reverse import gradient_graph
 from verigrad.engine.model import Model, compile_case
 from verigrad.spec import Case, Dtype, RngKind, Symbol
 from verigrad.engine.truth import certify

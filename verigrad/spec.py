@@ -12,11 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from verigrad.expr.parser import ExprLimits
-from verigrad.schemes import StepMode
-
 __all__ = ["Dtype", "Expect", "RngKind", "StepMode", "Init", "Symbol", "CodeRef", "CandidateSpec",
-           "CheckSpec", "Limits", "Case"]
+           "CheckSpec", "ExprLimits", "Limits", "Case"]
 
 
 class Dtype(enum.Enum):
@@ -51,6 +48,16 @@ class Expect(enum.Enum):
 class RngKind(enum.Enum):
     NUMPY = "numpy"
     NUMPY_LEGACY = "numpy-legacy"
+
+
+class StepMode(enum.Enum):
+    """How a nominal step ``h`` becomes a per-coordinate step ``h_i``.
+
+    ``ABSOLUTE``: ``h_i = h``. ``RELATIVE``: ``h_i = h * max(1, |x_i|)``.
+    """
+
+    ABSOLUTE = "absolute"
+    RELATIVE = "relative"
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,33 @@ class CheckSpec:
     tolerance_factor: float | None = None
     floor_ulps: float | None = None
     digits: int = 24
+
+
+@dataclass(frozen=True)
+class ExprLimits:
+    """Resource limits for one expression string.
+
+    Attributes
+    ----------
+    max_length : int
+        Characters per expression (``[limits] max_expression_length``).
+    max_depth : int
+        Nesting depth of the syntax tree (``[limits] max_expression_depth``, at
+        most :data:`verigrad.expr.parser.MAX_DEPTH_CEILING`).  A chain ``a + b - c + ...`` counts as one
+        level however long it is; every parenthesis, call argument, index and
+        unary operator counts one more.
+    max_nodes : int
+        Syntax-tree nodes (names, numbers, operators, calls, keywords) per
+        expression (``[limits] max_expression_nodes``).
+    max_elements : int
+        Entries of any array the expression builds, intermediate results
+        included (``[limits] max_intermediate_elements``).
+    """
+
+    max_length: int = 20_000
+    max_depth: int = 100
+    max_nodes: int = 20_000
+    max_elements: int = 10_000_000
 
 
 @dataclass(frozen=True)

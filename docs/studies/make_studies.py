@@ -9,7 +9,7 @@ Usage::
     python docs/studies/make_studies.py --out /tmp/d    # write somewhere else than docs/
 
 Every number in the pages comes from verigrad's public machinery
-(:func:`verigrad.studies.run_study`, :func:`verigrad.studies.fd_gradient`,
+(:func:`verigrad.studies.run_study`, :func:`verigrad.fd.fd_gradient`,
 :func:`verigrad.runner.fdcheck.classic_verdict`, :func:`verigrad.grading.grade`,
 :func:`verigrad.runner.case.grade_candidate`, :func:`verigrad.report.studyplot.study_axes`);
 this script only aggregates (norms, ratios, minima over a grid) and formats.
@@ -48,7 +48,8 @@ from verigrad.report.studyplot import study_axes
 from verigrad.runner.case import baseline_gradient, grade_candidate
 from verigrad.schemes import StepMode, default_step_grid, get_scheme
 from verigrad.spec import Dtype, Expect
-from verigrad.studies import Direction, coordinate_direction, fd_gradient, recommended_step, run_study
+from verigrad.fd import Direction, coordinate_direction, fd_gradient, recommended_step
+from verigrad.studies import run_study
 from verigrad.runner.candidates import loss_code_evaluator
 from verigrad.engine.truth import certify, format_mp
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from verigrad.errors import UsageError
 
-__all__ = ["cmd_new", "scaffold", "Scaffold", "case_text", "module_text"]
+__all__ = ["scaffold", "Scaffold", "case_text", "module_text"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
@@ -191,13 +191,3 @@ def scaffold(name: str, directory: str | Path = ".", *, force: bool = False) -> 
     target.case_file.write_text(case_text(name), encoding="utf-8")
     target.module.write_text(module_text(name), encoding="utf-8")
     return target
-
-
-def cmd_new(args, console) -> int:
-    """CLI glue of ``verigrad new NAME [--dir DIR] [--force]``; returns the exit code (0)."""
-    out = scaffold(args.name, args.dir, force=args.force)
-    console.print(f"wrote {out.case_file}", markup=False, highlight=False)
-    console.print(f"wrote {out.module}", markup=False, highlight=False)
-    console.print(f"next: edit both files, then run `verigrad run {out.case_file}`", markup=False,
-                  highlight=False)
-    return 0

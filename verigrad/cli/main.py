@@ -1,4 +1,10 @@
-"""The command line: the only module that reads argv, prints, or exits.
+"""The command line: the parser, the dispatch to one module per command, exit codes.
+
+Only :mod:`verigrad.cli` reads argv, prints, or sets an exit code.  Each command is a
+module with ``add_arguments(parser)`` and ``command(args, console, err) -> int``
+(:mod:`~verigrad.cli.truth`, :mod:`~verigrad.cli.show`, :mod:`~verigrad.cli.run`,
+:mod:`~verigrad.cli.study`, :mod:`~verigrad.cli.new`); they import the machinery they
+need when they run, so that ``verigrad --help`` starts fast.
 
 Exit codes (docs/errors.md):
 
@@ -13,16 +19,28 @@ Exit codes (docs/errors.md):
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from verigrad import __version__
-from verigrad.errors import UsageError, VerigradError
+from verigrad.errors import VerigradError
 
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: command -> one-line help; the implementation is the module ``verigrad.cli.<command>``
+COMMANDS = {
+    "truth": "Print the loss and the certified exact gradient at each dtype's point.",
+    "show": "Print the loss and its symbolic gradient.",
+    "run": "Grade every candidate of every case, at float32 and float64.",
+    "study": "Sweep finite-difference steps: error split into truncation, step and round-off.",
+    "new": "Scaffold a commented case file and a candidate stub.",
+}
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"verigrad.cli.{name}")
 
 _EPILOGS = {
     "truth": "examples:\n  verigrad truth cases/logistic-regression-l2.toml\n"
@@ -45,6 +63,20 @@ def _console(args):
                    force_terminal=None if not no_color else False)
 
 
+class _Version(argparse.Action):
+    """``--version``, reading the installed version only when asked (importlib.metadata is slow to import)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0,
+                         help=help or "show the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from verigrad import __version__
+
+        parser._print_message(f"verigrad {__version__}\n", sys.stdout)
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="verigrad",
@@ -53,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="commands: truth, show, run, study, new; `verigrad COMMAND --help` for each.\n"
                "exit codes: 0 ok, 1 an expectation did not hold, 2 bad input or usage, 130 interrupted",
     )
-    p.add_argument("--version", action="version", version=f"verigrad {__version__}")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -62,26 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-color", action="store_true", help="no colour codes (also when not a terminal)")
         return sp
 
-    t = add("truth", "Print the loss and the certified exact gradient at each dtype's point.")
-    t.add_argument("case", help="a case file (.toml)")
-    t.add_argument("--dtype", action="append", choices=["float32", "float64"],
-                   help="dtype whose representable point is used (repeatable; default both)")
-    t.add_argument("--digits", type=int, default=None, help="certified significant digits (default 24)")
-    t.add_argument("--json", metavar="FILE", help="also write the truth as JSON (docs/report-schema.md)")
-
-    s = add("show", "Print the loss and its symbolic gradient.")
-    s.add_argument("case", help="a case file (.toml)")
-    s.add_argument("--latex", action="store_true", help="LaTeX instead of text")
-
-    from verigrad.runner.case import add_run_arguments, add_study_arguments
-
-    add_run_arguments(add("run", "Grade every candidate of every case, at float32 and float64."))
-    add_study_arguments(add("study", "Sweep finite-difference steps: error split into truncation, step and round-off."))
-
-    n = add("new", "Scaffold a commented case file and a candidate stub.")
-    n.add_argument("name", help="case name (letters, digits, -)")
-    n.add_argument("--dir", default=".", help="directory to write into (default: .)")
-    n.add_argument("--force", action="store_true", help="overwrite existing files")
+    for name, help in COMMANDS.items():
+        _command_module(name).add_arguments(add(name, help))
     return p
 
 
@@ -94,71 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = _console(args)
     err = _err_console(args)
     try:
-        if args.command == "truth":
-            return _cmd_truth(args, console)
-        if args.command == "show":
-            return _cmd_show(args, console)
-        if args.command == "run":
-            from verigrad.runner.case import cmd_run
-
-            return cmd_run(args, console, err)
-        if args.command == "study":
-            from verigrad.runner.case import cmd_study
-
-            return cmd_study(args, console, err)
-        if args.command == "new":
-            from verigrad.casefile.scaffold import cmd_new
-
-            return cmd_new(args, console)
+        return _command_module(args.command).command(args, console, err)
     except VerigradError as exc:
         err.print(f"verigrad: error: {exc}", markup=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("verigrad: interrupted", markup=False)
         return EXIT_INTERRUPTED
-    raise UsageError(f"unknown command {args.command}")  # pragma: no cover - argparse prevents it
 
 
 def _err_console(args):
     from rich.console import Console
 
     return Console(stderr=True, no_color=getattr(args, "no_color", False), highlight=False, soft_wrap=True)
-
-
-def _cmd_truth(args, console) -> int:
-    from verigrad.casefile.loader import load_case, point_in_dtype
-    from verigrad.engine.model import compile_case
-    from verigrad.report.jsonio import SCHEMA_VERSION, dumps, truth_record, write_atomic
-    from verigrad.report.terminal import truth_table
-    from verigrad.spec import Dtype
-    from verigrad.engine.truth import certify
-
-    case = load_case(args.case)
-    digits = args.digits if args.digits is not None else case.check.digits
-    if not 1 <= digits <= 1000:
-        raise UsageError(f"--digits={digits} is out of range; use 1 to 1000")
-    dtypes = [Dtype(d) for d in dict.fromkeys(args.dtype or ["float32", "float64"])]
-    model = compile_case(case)
-    records = []
-    for dt in dtypes:
-        truth = certify(model, point_in_dtype(model.point, dt), dt, digits=digits)
-        console.print(truth_table(model, truth))
-        records.append(truth_record(truth))
-    if args.json:
-        doc = {"verigrad": __version__, "schema_version": SCHEMA_VERSION, **records[0],
-               "seed": case.seed, "rng": case.rng.value, "by_dtype": {r["dtype"]: r for r in records}}
-        write_atomic(args.json, dumps(doc))
-    return EXIT_OK
-
-
-def _cmd_show(args, console) -> int:
-    from verigrad.casefile.loader import load_case
-    from verigrad.engine.model import compile_case
-    from verigrad.report.terminal import show_text
-
-    model = compile_case(load_case(args.case))
-    console.print(show_text(model, latex=args.latex), markup=False, highlight=False)
-    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

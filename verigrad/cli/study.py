@@ -1,25 +1,36 @@
-"""``verigrad study``: argument handling around :func:`verigrad.studies.run_study` (CLI layer)."""
+"""``verigrad study``: a finite-difference sweep over steps, split into truncation, step and round-off."""
 
 from __future__ import annotations
 
+import argparse
 import math
 
-import numpy as np
-
-from verigrad.runner.candidates import loss_code_evaluator
-from verigrad.casefile.loader import load_case
 from verigrad.errors import UsageError
-from verigrad.engine.model import compile_case
-from verigrad.schemes import SCHEME_NAMES, StepMode, get_scheme
-from verigrad.spec import Dtype
-from verigrad.studies import coordinate_direction, non_analytic_sites, random_direction, run_study
 
-__all__ = ["run_study_command", "parse_steps"]
+__all__ = ["add_arguments", "command", "parse_steps"]
 
 DEFAULT_SCHEMES = ("forward", "central", "central4", "complex-step")
 
 
-def parse_steps(text: str) -> np.ndarray:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("case", help="a case file (.toml)")
+    p.add_argument("--dtype", action="append", choices=["float32", "float64"], help="repeatable (default both)")
+    p.add_argument("--scheme", action="append", help="finite-difference scheme, repeatable (default: forward, "
+                   "central, central4, complex-step when analytic)")
+    p.add_argument("--variable", help="variable to perturb (default: the first)")
+    p.add_argument("--index", help="entry of the variable, e.g. 1,2 (default: the first entry)")
+    p.add_argument("--direction", choices=["random"], help="a seeded random unit direction instead of one entry")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random direction (default 0)")
+    p.add_argument("--steps", help="FROM:TO:COUNT, log-spaced, both ends included (default: per dtype)")
+    p.add_argument("--step-mode", choices=["absolute", "relative"], default="absolute",
+                   help="absolute h, or h*max(1,|x_i|) (default absolute)")
+    p.add_argument("--representable", action="store_true", help="use (x+h)-x so that the step error S vanishes")
+    p.add_argument("--plot", metavar="FILE", help="write the error-vs-step figure (.png, .svg, .pdf)")
+    p.add_argument("--json", metavar="FILE", help="write the study as JSON (docs/report-schema.md)")
+    p.add_argument("--html", metavar="FILE", help="write the study as a self-contained HTML page with its figure")
+
+
+def parse_steps(text: str):
     """``FROM:TO:COUNT`` -> COUNT log-spaced steps, both ends included."""
     parts = text.split(":")
     try:
@@ -30,11 +41,21 @@ def parse_steps(text: str) -> np.ndarray:
         raise UsageError(f"--steps {text!r} must be FROM:TO:COUNT, e.g. 1e-12:1e-1:30") from None
     if not (0 < lo < hi < math.inf) or not 2 <= count <= 10_000:
         raise UsageError(f"--steps {text!r}: need 0 < FROM < TO and 2 <= COUNT <= 10000")
+    import numpy as np
+
     return np.logspace(math.log10(lo), math.log10(hi), count)
 
 
-def run_study_command(args, console, err) -> int:
+def command(args, console, err) -> int:
+    """Sweep the schemes over steps for ``args.case``; print a table per study, write plot/JSON/HTML."""
     from verigrad import __version__
+    from verigrad.casefile.loader import load_case
+    from verigrad.engine.model import compile_case
+    from verigrad.runner.candidates import loss_code_evaluator
+    from verigrad.schemes import StepMode, get_scheme
+    from verigrad.spec import Dtype
+    from verigrad.fd import coordinate_direction, non_analytic_sites, random_direction
+    from verigrad.studies import run_study
     from verigrad.report.jsonio import dumps, write_atomic
     from verigrad.report.studyreport import loss_code_line, study_document, study_table
 

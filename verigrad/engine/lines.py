@@ -28,7 +28,8 @@ import numpy as np
 
 from verigrad.engine import arb as ab
 from verigrad.engine.backends import MAGNITUDE_SENSITIVE
-from verigrad.expr.graph import ELEMENTWISE_BINARY, Node, Op, decode_index, eval_node, evaluate_all, topological
+from verigrad.expr.evaluate import eval_node, evaluate_all
+from verigrad.expr.graph import ELEMENTWISE_BINARY, Node, Op, decode_index, topological
 
 __all__ = ["LineEvaluator", "Unsupported", "coefficients", "object_array", "series_ok", "series_cap"]
 

@@ -22,7 +22,9 @@ from verigrad.engine.backends import FloatBackend, MPBackend, SympyBackend
 from verigrad.casefile.loader import draw_point
 from verigrad.errors import CaseError, LimitError, ShapeError, VerigradError
 from verigrad.expr.parser import parse_expression
-from verigrad.expr.graph import Builder, Node, Workspace, evaluate, evaluate_float, gradient_graph, shared_workspace, topological
+from verigrad.expr.evaluate import Workspace, evaluate, evaluate_float, shared_workspace
+from verigrad.expr.graph import Builder, Node, topological
+from verigrad.expr.reverse import gradient_graph
 from verigrad.spec import Case
 
 __all__ = ["Model", "compile_case"]

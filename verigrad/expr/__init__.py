@@ -1,1 +1,1 @@
-"""The expression language: elementary functions, the graph, reverse accumulation, the safe parser."""
+"""The expression language: elementary functions, the graph, reverse accumulation, evaluation, the safe parser."""

@@ -29,7 +29,6 @@ import difflib
 import math
 import re
 import warnings
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Callable, Mapping
@@ -37,6 +36,7 @@ from typing import Callable, Mapping
 from verigrad.errors import CaseError, ExpressionError, LimitError, ShapeError
 from verigrad.expr.functions import FUNCTIONS, PUBLIC_FUNCTIONS
 from verigrad.expr.graph import Builder, Node, Op
+from verigrad.spec import ExprLimits
 
 __all__ = ["parse_expression", "ExprLimits", "SIGNATURES", "RESERVED_NAMES", "MAX_DEPTH_CEILING", "MAX_NDIM",
            "MAX_LITERAL_DIGITS"]
@@ -50,33 +50,6 @@ MAX_NDIM = 32
 MAX_LITERAL_DIGITS = 100
 #: Integer literals (indices, axes, shapes) must lie within +-2**62.
 _MAX_INT_LITERAL = 2**62
-
-
-@dataclass(frozen=True)
-class ExprLimits:
-    """Resource limits for one expression string.
-
-    Attributes
-    ----------
-    max_length : int
-        Characters per expression (``[limits] max_expression_length``).
-    max_depth : int
-        Nesting depth of the syntax tree (``[limits] max_expression_depth``, at
-        most :data:`MAX_DEPTH_CEILING`).  A chain ``a + b - c + ...`` counts as one
-        level however long it is; every parenthesis, call argument, index and
-        unary operator counts one more.
-    max_nodes : int
-        Syntax-tree nodes (names, numbers, operators, calls, keywords) per
-        expression (``[limits] max_expression_nodes``).
-    max_elements : int
-        Entries of any array the expression builds, intermediate results
-        included (``[limits] max_intermediate_elements``).
-    """
-
-    max_length: int = 20_000
-    max_depth: int = 100
-    max_nodes: int = 20_000
-    max_elements: int = 10_000_000
 
 
 # name -> (positional parameter names, keyword defaults)

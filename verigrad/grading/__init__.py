@@ -1,15 +1,172 @@
-"""grading (being split into one module per concept)."""
+"""Grade a candidate gradient against its certified exact value.
 
-from verigrad.grading._legacy import *  # noqa: F401,F403
-from verigrad.grading._legacy import (  # noqa: F401
+A *grade* compares what a candidate returned with the *truth* (the exact
+gradient at the dtype's point, an object array of :class:`mpmath.mpf`) and with
+the *float baseline* (the exact gradient expression evaluated naively in the
+dtype under test).  Every error is computed exactly in mpmath on the binary
+values involved and only then rounded to a Python float for reporting, so that
+an error of one ulp of float64 is measured as exactly ``1.0``.
+
+The package is pure: no I/O, no printing, no global mpmath precision.
+
+Public surface
+--------------
+:func:`grade`
+    candidate + truth + baseline -> :class:`Grade`.
+:func:`relative_difference`, :func:`classic_check`
+    the classic finite-difference gradient-check metric, for comparison.
+:func:`ulp`
+    the spacing of float32/float64 at a real number, exactly.
+
+Records: :class:`Tolerances`, :class:`ErrorSummary`, :class:`EntryError`,
+:class:`Diagnosis`, :class:`VariableGrade`, :class:`Grade`; enums
+:class:`Verdict`, :class:`BugShape`, :class:`WrongReason`,
+:class:`ToleranceSource`.
+
+Modules
+-------
+``records``   the records above and their JSON form;
+``exact``     exact reading of binary floats, ``ulp``;
+``metrics``   the error figures (per entry, norm-wise, symmetric), :class:`ErrorSummary`;
+``shapes``    bug-shape recognition (:class:`Diagnosis`);
+``grader``    :func:`grade`: validation, tolerances, wrong entries, verdict, messages;
+``classic``   :func:`relative_difference`, :func:`classic_check`.
+
+Notes
+-----
+Notation used throughout: for one variable with ``N`` entries, ``g_i`` is the
+truth, ``v_i`` the candidate's value and ``b_i`` the float baseline, all taken
+as the exact real numbers they represent.  ``p`` is the dtype under test with
+``t`` significand bits (24 or 53) and smallest normal exponent ``e_min``
+(-126 or -1022).
+
+*ulp.*  ``ulp_p(x) = 2**(max(floor(log2|x|), e_min) - t + 1)`` for ``x != 0``
+and ``ulp_p(0) = 2**(e_min - t + 1)`` (the subnormal spacing).  It is the
+spacing of ``p`` in the binade of ``|x|``; at a power of two it is the spacing
+*above*, so a value one float below ``1.0`` is ``0.5`` ulp away.
+
+*Scales.*  ``S_k = max_i |g_i|`` over variable ``k`` (the variable's scale),
+``S = max_k S_k`` over the whole gradient (the gradient's scale).
+
+*Per entry* (:class:`EntryError`, always exact before the final rounding):
+
+- absolute error ``|v_i - g_i|``;
+- relative error ``|v_i - g_i| / |g_i|`` if ``g_i != 0``; for an exact zero of
+  the truth, ``|v_i - g_i| / R`` with ``R = S_k`` (or ``S`` when the whole
+  variable is zero); if the whole gradient is zero it is ``0`` for ``v_i = 0``
+  and ``inf`` otherwise -- never a division by zero;
+- ulps ``|v_i - g_i| / ulp_p(g_i)``, and ``|v_i - g_i| / ulp_p(R)`` for an
+  exact zero of the truth.
+
+*Per variable and overall* (:class:`ErrorSummary`; overall = over all
+variables concatenated):
+
+- norm-wise relative error ``||v - g||_2 / ||g||_2``; if ``||g||_2 = 0`` it is
+  the absolute ``||v - g||_2``;
+- symmetric relative difference ``||v - g||_2 / (||v||_2 + ||g||_2)``, ``0``
+  when both norms are zero; always in ``[0, 1]``;
+- ``max_ulps``, ``max_abs``, ``max_rel``: maxima of the entry figures.
+
+A non-finite value has infinite absolute, relative, ulp and norm-wise errors
+and an unknown (NaN) symmetric difference.
+
+*Tolerance* (one absolute tolerance ``tau_k`` per variable)::
+
+    A_k   = max_i |b_i - g_i|       over the finite baseline entries of k
+    tau_k = max( min(factor * A_k, cap * S_k),  factor * floor_ulps * ulp_p(S) )
+
+An entry is *wrong* when any of the following holds:
+
+1. ``v_i`` is NaN or infinite (:attr:`WrongReason.NONFINITE`);
+2. ``|v_i - g_i| > tau_k`` (:attr:`WrongReason.TOLERANCE`);
+3. the *relative guard*: ``g_i`` is a nonzero normal number of ``p``, the
+   baseline gets it to within ``guard_ulps * ulp_p(g_i)``, and yet
+   ``|v_i - g_i| > guard_relative * |g_i|`` (:attr:`WrongReason.RELATIVE`).
+
+Why this rule:
+
+- The baseline is the reference for "as accurate as dtype p allows".  A
+  correct candidate evaluates the same mathematics in another order, so its
+  rounding errors are of the same *size* as the baseline's but land on other
+  entries: any single baseline entry may be lucky (even exact).  ``A_k``, the
+  worst baseline error over the variable, measures the rounding noise of the
+  variable rather than of one entry, and is what makes float32 free of false
+  alarms.
+- ``factor = 32`` covers the ratio between summation orders: for a sum of
+  ``n`` terms the worst-case bound is ``(n - 1) u sum|x|`` for recursive and
+  ``ceil(log2 n) u sum|x|`` for pairwise summation, and the typical
+  (random-walk) errors differ by about ``sqrt(n / log2 n)``, i.e. ~10 for
+  ``n = 1000``; 32 leaves a factor ~3 on top.  It is still small enough that
+  a relative error of 1e-4 of the gradient's scale fails in float32 and one of
+  1e-10 fails in float64 (with baselines of a few ulps).
+- The floor ``floor_ulps = 4`` ulps of the *gradient's* scale ``S`` (times the
+  factor) covers variables on which the baseline is exact everywhere (a single
+  bias, say), where ``A_k = 0`` tells nothing about the noise of another order.
+  Exact zeros of the truth (dead ReLU units) are judged by this absolute rule:
+  in float64 with ``S = 1`` a candidate returning ``1e-20`` there passes
+  (``tau >= 128 * 2**-52 ~ 2.8e-14``), one returning ``1e-3`` fails.
+- ``cap = 0.5``: however poor the naive evaluation, the baseline-derived
+  part of the tolerance never exceeds half the variable's scale, so a
+  candidate wrong by as much as the gradient itself (a factor 2, a sign flip)
+  still fails.  When the cap binds, the grade says so in its warnings.
+- The relative guard makes tiny-but-nonzero true entries visible: with
+  ``S = 1`` an entry ``g_i = 1e-30`` returned as ``0`` passes the absolute
+  test, but if the baseline got it to a few relative ulps the candidate's
+  relative error ``1`` exceeds ``guard_relative = 0.5`` and the entry is
+  wrong.  The guard only catches gross errors (zero, wrong sign, off by a
+  factor >= 1.5 or <= 0.5), so a lucky baseline entry cannot cause a false
+  alarm for a candidate whose noise is merely larger; it applies only to
+  normal numbers, so a true subnormal flushed to zero by the dtype is not
+  blamed on the candidate.
+
+References
+----------
+N. J. Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed.,
+SIAM, 2002, ch. 4 (summation) and sec. 2.1 (ulp).
+J.-M. Muller, "On the definition of ulp(x)", INRIA RR-5504, 2005.
+
+Examples
+--------
+>>> import mpmath, numpy as np
+>>> truth = {"w": np.array([mpmath.mpf(3) / 4, mpmath.mpf(-1) / 10], dtype=object)}
+>>> base = {"w": np.array([0.75, -0.1])}
+>>> g = grade(truth=truth, value={"w": np.array([1.5, -0.2])}, baseline=base,
+...           dtype=np.float64, case="demo", candidate="hand")
+>>> g.verdict, g.diagnosis[0].shape, g.diagnosis[0].factor
+(<Verdict.FAIL: 'fail'>, <BugShape.SCALED: 'scaled'>, 2.0)
+>>> g.diagnosis[0].message
+'demo › w › float64: scaled by 2 (truth 0.75, got 1.5)'
+"""
+
+from verigrad.grading.classic import classic_check, relative_difference
+from verigrad.grading.exact import ulp
+from verigrad.grading.grader import grade
+from verigrad.grading.metrics import ErrorSummary
+from verigrad.grading.records import (
     BugShape,
+    Diagnosis,
+    EntryError,
     Grade,
     ToleranceSource,
     Tolerances,
+    VariableGrade,
     Verdict,
     WrongReason,
-    classic_check,
-    grade,
-    relative_difference,
-    ulp,
 )
+
+__all__ = [
+    "BugShape",
+    "Diagnosis",
+    "EntryError",
+    "ErrorSummary",
+    "Grade",
+    "ToleranceSource",
+    "Tolerances",
+    "VariableGrade",
+    "Verdict",
+    "WrongReason",
+    "classic_check",
+    "grade",
+    "relative_difference",
+    "ulp",
+]

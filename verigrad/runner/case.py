@@ -2,17 +2,15 @@
 
 :func:`run_case` is the unit of work of ``verigrad run``: it never raises for a
 problem of the case or of one candidate; it returns a :class:`CaseReport` that
-says what happened, so the other candidates and cases still run.  The CLI glue
-at the bottom (``cmd_run``/``cmd_study``) only wires arguments to these
-functions and to :mod:`verigrad.report`.
+says what happened, so the other candidates and cases still run.  The command
+line (:mod:`verigrad.cli`) wires arguments to these functions and to
+:mod:`verigrad.report`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -20,101 +18,13 @@ import numpy as np
 
 from verigrad.casefile.loader import find_case_files, load_case, point_in_dtype
 from verigrad.runner.candidates import call_isolated, normalise_gradient
-from verigrad.errors import CaseError, UsageError, VerigradError
+from verigrad.errors import VerigradError
 from verigrad.engine.model import Model, compile_case
 from verigrad.spec import CandidateSpec, Case, Dtype, Expect
 from verigrad.engine.truth import Truth, certify
+from verigrad.runner.records import CaseReport, Result, RunReport
 
-__all__ = ["Result", "CaseReport", "RunReport", "run_case", "run_paths"]
-
-
-@dataclass(frozen=True)
-class Result:
-    """One graded candidate (hand-written code or a finite difference) in one dtype.
-
-    Attributes
-    ----------
-    case, candidate : str
-    kind : str
-        ``"code"`` (hand-written) or ``"fd"`` (finite difference ``scheme`` at ``step``).
-    dtype : str
-    expect : str or None
-        ``"pass"``/``"fail"`` for code; None for finite differences (informational).
-    verdict : str
-        ``pass``, ``fail``, ``nonfinite``, ``error``.
-    met : bool or None
-        Whether the expectation held (None without expectation).
-    grade : Grade or None
-        The full grade (None when the candidate could not be run).
-    message : str
-        Why, for errors; the first breadcrumb for failures.
-    stdout : str
-        What the candidate printed.
-    seconds : float
-    """
-
-    case: str
-    candidate: str
-    kind: str
-    dtype: str
-    expect: str | None
-    verdict: str
-    met: bool | None
-    grade: object | None = None
-    message: str = ""
-    stdout: str = ""
-    seconds: float = 0.0
-    scheme: str | None = None
-    step: float | None = None
-    extra: dict = field(default_factory=dict)
-    value: dict | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class CaseReport:
-    """Everything about one case file."""
-
-    path: str
-    name: str
-    description: str = ""
-    error: str = ""
-    results: tuple[Result, ...] = ()
-    truths: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    parameters: int = 0
-    seed: int | None = None
-    rng: str | None = None
-    loss_code: dict = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.error and all(r.met is not False for r in self.results)
-
-
-@dataclass(frozen=True)
-class RunReport:
-    cases: tuple[CaseReport, ...]
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.cases)
-
-    @property
-    def results(self) -> list[Result]:
-        return [r for c in self.cases for r in c.results]
-
-    def summary(self) -> dict:
-        res = self.results
-        return {
-            "cases": len(self.cases),
-            "case_errors": sum(1 for c in self.cases if c.error),
-            "results": len(res),
-            "expectations_met": sum(1 for r in res if r.met is True),
-            "expectations_not_met": sum(1 for r in res if r.met is False),
-            "informational": sum(1 for r in res if r.met is None),
-            "ok": self.ok,
-        }
+__all__ = ["Result", "CaseReport", "RunReport", "run_case", "run_paths", "case_reports", "unique_name"]
 
 
 def truth_digits(case: Case) -> int:
@@ -149,7 +59,7 @@ def classic_reference(model: Model, dtype: Dtype) -> dict[str, np.ndarray] | Non
     Like the classic exercise, it differences the case's own forward pass (``loss_code``) when there is one.
     """
     from verigrad.schemes import StepMode
-    from verigrad.studies import fd_gradient
+    from verigrad.fd import fd_gradient
 
     from verigrad.runner.candidates import loss_code_evaluator
 
@@ -294,6 +204,15 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
                       rng=case.rng.value, loss_code=loss_code)
 
 
+def unique_name(rep: CaseReport, path, seen: dict[str, str]) -> CaseReport:
+    """``rep``, or an error report when an earlier file (recorded in ``seen``, updated here) has its name."""
+    if not rep.error and rep.name in seen:
+        rep = CaseReport(str(path), rep.name, error=f"{path}::{rep.name}::name: duplicate case name "
+                         f"(also in {seen[rep.name]})\n  hint: case names are unique within a directory")
+    seen.setdefault(rep.name, str(path))
+    return rep
+
+
 def run_paths(paths, *, dtypes=None, with_fd: bool = True, progress=None,
               on_case: Callable[[CaseReport], None] | None = None) -> RunReport:
     """Run every case file under ``paths`` (sorted); duplicate case names are an error of the later file."""
@@ -302,112 +221,15 @@ def run_paths(paths, *, dtypes=None, with_fd: bool = True, progress=None,
     reports: list[CaseReport] = []
     names: dict[str, str] = {}
     for f in files:
-        rep = run_case(f, dtypes=dtypes, with_fd=with_fd, progress=progress)
-        if not rep.error and rep.name in names:
-            rep = CaseReport(str(f), rep.name, error=f"{f}::{rep.name}::name: duplicate case name "
-                             f"(also in {names[rep.name]})\n  hint: case names are unique within a directory")
-        names.setdefault(rep.name, str(f))
+        rep = unique_name(run_case(f, dtypes=dtypes, with_fd=with_fd, progress=progress), f, names)
         reports.append(rep)
         if on_case:
             on_case(rep)
     return RunReport(tuple(reports), time.perf_counter() - t0)
 
 
-# -- CLI glue ---------------------------------------------------------------------------
-
-
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="*", default=["cases"], help="case files or directories (default: cases/)")
-    p.add_argument("--dtype", action="append", choices=["float32", "float64"],
-                   help="restrict to these dtypes (default: each case's [check] dtypes)")
-    p.add_argument("--json", metavar="FILE", help="write the JSON report (docs/report-schema.md)")
-    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
-    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
-    p.add_argument("--no-fd", action="store_true", help="skip the finite-difference schemes of [check]")
-    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
-                   help="cases run in N worker processes (default 1); reports are identical for any N")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quiet", action="store_true", help="print only failures")
-    g.add_argument("-v", "--verbose", action="store_true", help="print every entry of every grade")
-
-
-def add_study_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("case", help="a case file (.toml)")
-    p.add_argument("--dtype", action="append", choices=["float32", "float64"], help="repeatable (default both)")
-    p.add_argument("--scheme", action="append", help="finite-difference scheme, repeatable (default: forward, "
-                   "central, central4, complex-step when analytic)")
-    p.add_argument("--variable", help="variable to perturb (default: the first)")
-    p.add_argument("--index", help="entry of the variable, e.g. 1,2 (default: the first entry)")
-    p.add_argument("--direction", choices=["random"], help="a seeded random unit direction instead of one entry")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random direction (default 0)")
-    p.add_argument("--steps", help="FROM:TO:COUNT, log-spaced, both ends included (default: per dtype)")
-    p.add_argument("--step-mode", choices=["absolute", "relative"], default="absolute",
-                   help="absolute h, or h*max(1,|x_i|) (default absolute)")
-    p.add_argument("--representable", action="store_true", help="use (x+h)-x so that the step error S vanishes")
-    p.add_argument("--plot", metavar="FILE", help="write the error-vs-step figure (.png, .svg, .pdf)")
-    p.add_argument("--json", metavar="FILE", help="write the study as JSON (docs/report-schema.md)")
-    p.add_argument("--html", metavar="FILE", help="write the study as a self-contained HTML page with its figure")
-
-
-def cmd_run(args, console, err) -> int:
-    from verigrad import __version__
-    from verigrad.report import jsonio
-    from verigrad.report.terminal import run_summary, case_details
-
-    dtypes = tuple(Dtype(d) for d in dict.fromkeys(args.dtype)) if args.dtype else None
-    files = find_case_files(args.paths)
-    reports: list[CaseReport] = []
-    t0 = time.perf_counter()
-    interrupted = False
-    from rich.progress import Progress, BarColumn, TextColumn, TimeElapsedColumn
-
-    show_progress = console.is_terminal and not args.quiet
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=err, transient=True, disable=not show_progress,
-                        auto_refresh=False)
-    names: dict[str, str] = {}
-    if args.jobs < 1:
-        raise UsageError(f"--jobs {args.jobs}: use 1 or more worker processes")
-    try:
-        with progress, _case_reports(files, dtypes, not args.no_fd, args.jobs) as next_report:
-            task = progress.add_task("verigrad run", total=len(files))
-            for f in files:
-                def note(msg, _task=task):
-                    progress.update(_task, description=msg[:50])
-                    progress.refresh()
-                rep = next_report(f, note)
-                if not rep.error and rep.name in names:
-                    rep = CaseReport(str(f), rep.name, error=f"{f}::{rep.name}::name: duplicate case name (also in "
-                                     f"{names[rep.name]})\n  hint: case names are unique within a directory")
-                names.setdefault(rep.name, str(f))
-                reports.append(rep)
-                progress.advance(task)
-                progress.refresh()
-                if not args.quiet or not rep.ok:
-                    console.print(case_details(rep, verbose=args.verbose, quiet=args.quiet))
-    except KeyboardInterrupt:
-        interrupted = True
-    run = RunReport(tuple(reports), time.perf_counter() - t0)
-    console.print(run_summary(run, quiet=args.quiet))
-    if args.json:
-        from verigrad.report.runjson import run_document
-
-        jsonio.write_atomic(args.json, jsonio.dumps(run_document(run, version=__version__, interrupted=interrupted)))
-    if args.junit:
-        from verigrad.report.junit import junit_xml
-
-        jsonio.write_atomic(args.junit, junit_xml(run))
-    if args.html:
-        from verigrad.report.html import run_html
-
-        jsonio.write_atomic(args.html, run_html(run, version=__version__))
-    if interrupted:
-        return 130
-    return 0 if run.ok else 1
-
-
 @contextlib.contextmanager
-def _case_reports(files, dtypes, with_fd: bool, jobs: int):
+def case_reports(files, dtypes, with_fd: bool, jobs: int):
     """Yield ``next_report(path, note) -> CaseReport``; with jobs > 1 the cases run in a process pool.
 
     Reports come back in file order whatever the number of jobs, so output and JSON do not
@@ -427,9 +249,3 @@ def _case_reports(files, dtypes, with_fd: bool, jobs: int):
             for fut in futures.values():
                 fut.cancel()
             raise
-
-
-def cmd_study(args, console, err) -> int:
-    from verigrad.cli.study import run_study_command
-
-    return run_study_command(args, console, err)

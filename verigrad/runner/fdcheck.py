@@ -27,7 +27,7 @@ import numpy as np
 
 from verigrad.errors import VerigradError
 from verigrad.schemes import SchemeKind, get_scheme
-from verigrad.studies import fd_gradient, recommended_step
+from verigrad.fd import fd_gradient, recommended_step
 
 __all__ = ["grade_schemes", "classic_verdict", "ClassicOutcome", "fd_tolerance"]
 
@@ -93,7 +93,7 @@ def classic_verdict(candidate: dict, fd: dict, *, truth_verdict_pass: bool, thre
 def grade_schemes(model, truth, baseline) -> list:
     """One informational Result per scheme x step of the case's [check], at ``truth``'s dtype."""
     from verigrad.grading import grade
-    from verigrad.runner.case import Result
+    from verigrad.runner.records import Result
     from verigrad.runner.candidates import loss_code_evaluator
 
     case = model.case

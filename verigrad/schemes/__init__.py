@@ -1,20 +1,44 @@
-"""schemes (being split into one module per concept)."""
+"""Finite-difference schemes as immutable values with exact coefficients.
 
-from verigrad.schemes._legacy import *  # noqa: F401,F403
-from verigrad.schemes._legacy import (  # noqa: F401
-    SCHEME_NAMES,
+One module per concept:
+
+- :mod:`verigrad.schemes.weights`: exact Fornberg weights, moments, the leading truncation term;
+- :mod:`verigrad.schemes.scheme`: the :class:`Scheme` value and its builders (from offsets, from
+  weights, Richardson extrapolation), and the float reference :func:`apply_scheme`;
+- :mod:`verigrad.schemes.registry`: the named built-in schemes (:data:`SCHEME_NAMES`,
+  :func:`get_scheme`);
+- :mod:`verigrad.schemes.steps`: nominal and representable steps, the recommended step and step grid.
+
+The names below are the public surface; :class:`StepMode` is defined in :mod:`verigrad.spec`.
+"""
+
+from verigrad.schemes.registry import SCHEME_NAMES, get_scheme
+from verigrad.schemes.scheme import (
     Scheme,
     SchemeKind,
-    StepMode,
-    TruncationTerm,
     apply_scheme,
-    default_step,
-    default_step_grid,
-    fornberg_weights,
-    get_scheme,
-    nominal_steps,
-    representable_step,
     richardson_scheme,
     scheme_from_offsets,
     scheme_from_weights,
 )
+from verigrad.schemes.steps import default_step, default_step_grid, nominal_steps, representable_step
+from verigrad.schemes.weights import TruncationTerm, fornberg_weights
+from verigrad.spec import StepMode
+
+__all__ = [
+    "SCHEME_NAMES",
+    "Scheme",
+    "SchemeKind",
+    "StepMode",
+    "TruncationTerm",
+    "apply_scheme",
+    "default_step",
+    "default_step_grid",
+    "fornberg_weights",
+    "get_scheme",
+    "nominal_steps",
+    "representable_step",
+    "richardson_scheme",
+    "scheme_from_offsets",
+    "scheme_from_weights",
+]

@@ -1,0 +1,81 @@
+"""``verigrad run``: grade every candidate of every case, print as cases finish, write the reports."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+__all__ = ["add_arguments", "command"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", default=["cases"], help="case files or directories (default: cases/)")
+    p.add_argument("--dtype", action="append", choices=["float32", "float64"],
+                   help="restrict to these dtypes (default: each case's [check] dtypes)")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report (docs/report-schema.md)")
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("--no-fd", action="store_true", help="skip the finite-difference schemes of [check]")
+    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="cases run in N worker processes (default 1); reports are identical for any N")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help="print only failures")
+    g.add_argument("-v", "--verbose", action="store_true", help="print every entry of every grade")
+
+
+def command(args, console, err) -> int:
+    """Run the cases under ``args.paths``; exit code 0 (all expectations held), 1, or 130 (interrupted)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from verigrad import __version__
+    from verigrad.casefile.loader import find_case_files
+    from verigrad.errors import UsageError
+    from verigrad.report import jsonio
+    from verigrad.report.terminal import case_details, run_summary
+    from verigrad.runner.case import CaseReport, RunReport, case_reports, unique_name
+    from verigrad.spec import Dtype
+
+    dtypes = tuple(Dtype(d) for d in dict.fromkeys(args.dtype)) if args.dtype else None
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: use 1 or more worker processes")
+    files = find_case_files(args.paths)
+    reports: list[CaseReport] = []
+    t0 = time.perf_counter()
+    interrupted = False
+    show_progress = console.is_terminal and not args.quiet
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=err, transient=True, disable=not show_progress,
+                        auto_refresh=False)
+    names: dict[str, str] = {}
+    try:
+        with progress, case_reports(files, dtypes, not args.no_fd, args.jobs) as next_report:
+            task = progress.add_task("verigrad run", total=len(files))
+            for f in files:
+                def note(msg, _task=task):
+                    progress.update(_task, description=msg[:50])
+                    progress.refresh()
+                rep = unique_name(next_report(f, note), f, names)
+                reports.append(rep)
+                progress.advance(task)
+                progress.refresh()
+                if not args.quiet or not rep.ok:
+                    console.print(case_details(rep, verbose=args.verbose, quiet=args.quiet))
+    except KeyboardInterrupt:
+        interrupted = True
+    run = RunReport(tuple(reports), time.perf_counter() - t0)
+    console.print(run_summary(run, quiet=args.quiet))
+    if args.json:
+        from verigrad.report.runjson import run_document
+
+        jsonio.write_atomic(args.json, jsonio.dumps(run_document(run, version=__version__, interrupted=interrupted)))
+    if args.junit:
+        from verigrad.report.junit import junit_xml
+
+        jsonio.write_atomic(args.junit, junit_xml(run))
+    if args.html:
+        from verigrad.report.html import run_html
+
+        jsonio.write_atomic(args.html, run_html(run, version=__version__))
+    if interrupted:
+        return 130
+    return 0 if run.ok else 1

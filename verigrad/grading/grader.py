@@ -1,0 +1,444 @@
+"""grade(): candidate + truth + float baseline -> Grade.
+
+Validates the caller's truth and baseline (ValueError), reads the untrusted candidate return
+(anything unusable is an ERROR verdict, never an exception), derives each variable's
+tolerance ``tau_k`` from the baseline, marks the wrong entries, diagnoses the failing
+variables (:mod:`verigrad.grading.shapes`) and writes the verdict and its breadcrumbs.  The
+rule is specified in the Notes of :mod:`verigrad.grading`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import mpmath
+import numpy as np
+from mpmath import libmp
+
+from verigrad.grading.exact import (
+    _FZERO,
+    _PREC,
+    _convert_array,
+    _floor_log2,
+    _fmt_of,
+    _from_number,
+    _raw_max,
+    _to_float,
+    _ulp_exp,
+)
+from verigrad.grading.metrics import ErrorSummary, _entry_errors, _zero_sums
+from verigrad.grading.records import (
+    BugShape,
+    Diagnosis,
+    EntryError,
+    Grade,
+    ToleranceSource,
+    Tolerances,
+    VariableGrade,
+    Verdict,
+    WrongReason,
+)
+from verigrad.grading.shapes import _diagnose, _idx_str, _num, _unravel
+
+__all__ = ["grade"]
+
+# ---------------------------------------------------------------------------
+# grade
+# ---------------------------------------------------------------------------
+
+
+def _validated_truth(truth: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], list[tuple]]]:
+    if not isinstance(truth, Mapping) or not truth:
+        raise ValueError(f"truth must be a non-empty mapping of variable name to array, "
+                         f"got {type(truth).__name__}")
+    out = {}
+    for name, arr in truth.items():
+        a = np.asarray(arr, dtype=object) if not isinstance(arr, np.ndarray) else arr
+        try:
+            raw = [_from_number(x) for x in a.reshape(-1)]
+        except TypeError as exc:
+            raise ValueError(f"truth[{name!r}] has an entry of type {exc.args[0]}; "
+                             "entries must be mpmath.mpf (or exact ints/floats)") from None
+        bad = [i for i, t in enumerate(raw) if t is None]
+        if bad:
+            raise ValueError(f"truth[{name!r}] is not finite at "
+                             f"{name}{_idx_str(_unravel(bad[0], a.shape))}; "
+                             "a certified truth must be finite")
+        out[name] = (tuple(a.shape), raw)
+    return out
+
+
+def _validated_baseline(baseline: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]
+                        ) -> dict[str, tuple[list[tuple | None], np.ndarray]]:
+    if not isinstance(baseline, Mapping):
+        raise ValueError(f"baseline must be a mapping of variable name to array, "
+                         f"got {type(baseline).__name__}")
+    missing = [k for k in shapes if k not in baseline]
+    extra = [k for k in baseline if k not in shapes]
+    if missing or extra:
+        raise ValueError(f"baseline variables {list(baseline)} do not match the truth's "
+                         f"{list(shapes)} (missing {missing}, extra {extra})")
+    out = {}
+    for name, shape in shapes.items():
+        b = np.asarray(baseline[name])
+        if b.shape != shape:
+            raise ValueError(f"baseline[{name!r}] has shape {b.shape}, "
+                             f"the truth has {shape}")
+        try:
+            raw, disp = _convert_array(b)
+        except TypeError as exc:
+            raise ValueError(f"baseline[{name!r}]: {exc.args[0]}") from None
+        out[name] = (raw, np.isnan(disp))
+    return out
+
+
+def _read_candidate(value: Any, shapes: Mapping[str, tuple[int, ...]]
+                    ) -> tuple[dict[str, tuple[list[tuple | None], np.ndarray, np.ndarray, str]],
+                               dict[str, str], list[str], dict[str, str]]:
+    """Read the untrusted return: (usable variables, per-variable errors, all error
+    messages in order, returned dtype names).  Usable variables map to (exact raw
+    entries, float64 view, NaN mask, dtype name)."""
+    names = list(shapes)
+    errors_msgs: list[str] = []
+    cand: dict[str, tuple[list[tuple | None], np.ndarray, np.ndarray, str]] = {}
+    var_error: dict[str, str] = {}
+    returned: dict[str, str] = {}
+    if not isinstance(value, Mapping):
+        errors_msgs.append(f"the candidate returned {type(value).__name__}, "
+                           f"expected a mapping of variables {names}")
+        value = {}
+    else:
+        for extra in (k for k in value if k not in shapes):
+            errors_msgs.append(f"unexpected variable {extra!r} returned; "
+                               f"expected variables: {', '.join(names)}")
+    for name in names:
+        if name not in value:
+            var_error[name] = f"{name}: missing from the returned gradient"
+            continue
+        try:
+            arr = np.asarray(value[name])
+        except Exception as exc:  # noqa: BLE001 - untrusted object
+            var_error[name] = f"{name}: cannot be read as an array ({exc})"
+            continue
+        returned[name] = arr.dtype.name
+        if arr.shape != shapes[name]:
+            var_error[name] = f"{name}: expected shape {shapes[name]}, got {arr.shape}"
+            continue
+        try:
+            raw, disp = _convert_array(arr)
+        except TypeError as exc:
+            var_error[name] = f"{name}: {exc.args[0]}"
+            continue
+        cand[name] = (raw, disp, np.isnan(disp), arr.dtype.name)
+    errors_msgs.extend(var_error[n] for n in names if n in var_error)
+    return cand, var_error, errors_msgs, returned
+
+
+def grade(
+    *,
+    truth: Mapping[str, np.ndarray],
+    value: Mapping[str, np.ndarray],
+    baseline: Mapping[str, np.ndarray],
+    dtype: Any,
+    case: str,
+    candidate: str,
+    tolerances: Tolerances = Tolerances(),
+) -> Grade:
+    """Grade a candidate gradient against the certified truth.
+
+    Parameters
+    ----------
+    truth : mapping of str to ndarray of mpmath.mpf
+        Per variable, the exact gradient at the dtype's point, in the
+        variable's shape (0-d for scalars).  The mapping order is the variable
+        order of the report.  Must be finite.
+    value : mapping of str to array_like
+        What the candidate returned.  Not trusted: a missing or extra variable,
+        a wrong shape, complex, boolean or non-numeric data give
+        :attr:`Verdict.ERROR`; NaN/inf give :attr:`Verdict.NONFINITE`.  Any real
+        dtype is graded exactly as returned.
+    baseline : mapping of str to ndarray of ``dtype``
+        The float baseline: the exact gradient expression evaluated naively in
+        ``dtype``.  Same variables and shapes as ``truth`` (ValueError
+        otherwise).  Non-finite entries are allowed and give no allowance.
+    dtype : numpy.float32 or numpy.float64
+        The dtype under test.
+    case, candidate : str
+        Names, for breadcrumbs.
+    tolerances : Tolerances
+        Parameters of the rule (the Notes of :mod:`verigrad.grading`).
+
+    Returns
+    -------
+    Grade
+
+    Raises
+    ------
+    ValueError
+        For invalid ``truth``, ``baseline`` or ``dtype`` (the caller's inputs,
+        not the candidate's).
+
+    Notes
+    -----
+    Per variable ``k``: ``A_k = max |b_i - g_i|`` over finite baseline
+    entries, ``S_k = max |g_i|``, ``S = max_k S_k`` and
+    ``tau_k = max(min(factor A_k, cap S_k), factor floor_ulps ulp_p(S))``.
+    Entry ``i`` is wrong if ``v_i`` is not finite, if ``|v_i - g_i| > tau_k``,
+    or if ``g_i`` is a nonzero normal number, ``|b_i - g_i| <= guard_ulps
+    ulp_p(g_i)`` and ``|v_i - g_i| > guard_relative |g_i|``.  All comparisons
+    are exact; see the Notes of :mod:`verigrad.grading` for the metrics and the reasons.
+
+    Examples
+    --------
+    >>> import mpmath, numpy as np
+    >>> t = {"b": np.array(mpmath.mpf(1) / 3, dtype=object)}
+    >>> g = grade(truth=t, value={"b": np.float32(1 / 3)}, baseline={"b": np.float32(1 / 3)},
+    ...           dtype=np.float32, case="c", candidate="x")
+    >>> g.verdict, round(g.max_ulps, 3)
+    (<Verdict.PASS: 'pass'>, 0.333)
+    """
+    fmt = _fmt_of(dtype)
+    if not isinstance(tolerances, Tolerances):
+        raise ValueError(f"tolerances={tolerances!r} must be a verigrad Tolerances record")
+    tv = _validated_truth(truth)
+    shapes = {k: s for k, (s, _) in tv.items()}
+    bv = _validated_baseline(baseline, shapes)
+    case, candidate = str(case), str(candidate)
+    names = list(tv)
+
+    cand, var_error, errors_msgs, returned = _read_candidate(value, shapes)
+
+    rdt = sorted(set(returned.values()))
+    returned_dtype = rdt[0] if len(rdt) == 1 else ("?" if not rdt else
+                                                    f"mixed({','.join(rdt)})")
+    dtype_mismatch = any(d != fmt.name for d in returned.values())
+    warnings: list[str] = []
+    if dtype_mismatch:
+        odd = [f"{n} as {d}" for n, d in returned.items() if d != fmt.name]
+        warnings.append(f"{case} › {candidate} › {fmt.name}: dtype mismatch, returned "
+                        f"{', '.join(odd)} for {fmt.name} inputs "
+                        f"({fmt.name} not exercised; graded as returned)")
+
+    # --- scales and tolerances ----------------------------------------------
+    gabs = {k: [libmp.mpf_abs(t) for t in raw] for k, (_, raw) in tv.items()}
+    s_k = {k: _raw_max(gabs[k]) for k in names}
+    s_all = _raw_max(s_k.values())
+    tol = tolerances
+    f_factor = libmp.from_float(tol.factor)
+    floor = libmp.mpf_mul(libmp.mpf_mul(f_factor, libmp.from_float(tol.floor_ulps)),
+                          libmp.mpf_shift(libmp.fone, _ulp_exp(s_all, fmt)))
+    guard_rel = libmp.from_float(tol.guard_relative)
+    guard_ulps = libmp.from_float(tol.guard_ulps)
+
+    variables: list[VariableGrade] = []
+    wrong: list[EntryError] = []
+    entry_msgs: list[str] = []
+    cand_sums, base_sums = _zero_sums(), _zero_sums()
+    cand_sum_ok = True
+    pending: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]] = []
+    g64s: dict[str, np.ndarray] = {}
+    taus: dict[str, float] = {}
+    var_parts: dict[str, dict[str, Any]] = {}
+
+    for name in names:
+        shape, graw = tv[name]
+        ga = gabs[name]
+        kulp = [_ulp_exp(t, fmt) for t in ga]
+        zero_ref = s_k[name] if s_k[name] != _FZERO else s_all
+        zero_kulp = _ulp_exp(zero_ref, fmt)
+        g64 = np.array([_to_float(t) for t in graw], dtype=np.float64)
+        g64s[name] = g64
+        braw, b_nan = bv[name]
+        base = _entry_errors(braw, b_nan, graw, ga, kulp, zero_ref, zero_kulp)
+        base_sums += base.sums
+        bad_base = [i for i, t in enumerate(braw) if t is None]
+        if bad_base:
+            warnings.append(f"{case} › {name} › {fmt.name}: the float baseline is not finite "
+                            f"at {len(bad_base)} entr{'y' if len(bad_base) == 1 else 'ies'} "
+                            f"(first {name}{_idx_str(_unravel(bad_base[0], shape))}); "
+                            "they give no allowance")
+        # entries where the baseline itself has no correct digit: the expression is ill-conditioned
+        # as written in this dtype there, and a candidate as poor as the baseline still passes
+        lost = []
+        for i, t in enumerate(braw):
+            if t is not None and g64[i] != 0:
+                rel_b = abs(_to_float(t) - g64[i]) / abs(g64[i])
+                if rel_b >= 0.5:
+                    lost.append((rel_b, i))
+        if lost:
+            rel_b, i = max(lost)
+            warnings.append(f"{case} › {name} › {fmt.name}: the float baseline has no correct digit at "
+                            f"{len(lost)} entr{'y' if len(lost) == 1 else 'ies'} (worst "
+                            f"{name}{_idx_str(_unravel(i, shape))}: relative error {rel_b:.2g}): the gradient "
+                            f"expression is ill-conditioned as written in {fmt.name}; only at those entries is "
+                            "the tolerance that poor, and a stable formulation does far better")
+        # the variable's tolerance comes from the entries where the baseline has correct digits, so
+        # one ill-conditioned entry cannot loosen the others; the lost entries get their own below
+        lost_set = {i for _, i in lost}
+        kept = [d for j, d in enumerate(base.diff) if d is not None and j not in lost_set]
+        a_k = _raw_max(kept) if kept else _raw_max(d for d in base.diff if d is not None)
+        base_part = libmp.mpf_mul(f_factor, a_k)
+        cap = libmp.mpf_mul(libmp.from_float(tol.cap), s_k[name])
+        source = ToleranceSource.BASELINE
+        poor = libmp.mpf_gt(base_part, cap)
+        if poor:
+            base_part, source = cap, ToleranceSource.CAP
+        tau = base_part
+        if libmp.mpf_ge(floor, tau):
+            tau, source = floor, ToleranceSource.FLOOR
+        tau_f = _to_float(tau)
+        taus[name] = tau_f
+        tau_at: dict[int, tuple] = {}
+        for i in lost_set:
+            t_i = libmp.mpf_mul(f_factor, base.diff[i])
+            if libmp.mpf_gt(t_i, cap):
+                t_i = cap
+            tau_at[i] = t_i if libmp.mpf_gt(t_i, tau) else tau
+        if poor:
+            warnings.append(f"{case} › {name} › {fmt.name}: the float baseline is poor (max "
+                            f"error {_num(_to_float(a_k))} vs scale "
+                            f"{_num(_to_float(s_k[name]))}): ill-conditioned in {fmt.name}; "
+                            f"tolerance limited to {tau_f:.2g} (cap {tol.cap:g} x scale)")
+
+        if name not in cand:
+            variables.append(VariableGrade(
+                variable=name, shape=shape, verdict=Verdict.ERROR,
+                returned_dtype=returned.get(name, "?"), errors=ErrorSummary.unknown(),
+                baseline=base.summary(), scale=_to_float(s_k[name]), tolerance=tau_f,
+                tolerance_source=source, n_entries=len(graw), n_wrong=0, diagnosis=None,
+                message=var_error.get(name, "")))
+            cand_sum_ok = False
+            continue
+
+        vraw, vdisp, vnan, vdt = cand[name]
+        ce = _entry_errors(vraw, vnan, graw, ga, kulp, zero_ref, zero_kulp)
+        cand_sums += ce.sums
+        wmask = np.zeros(len(graw), dtype=bool)
+        finite = np.array([t is not None for t in vraw], dtype=bool)
+        for i, d in enumerate(ce.diff):
+            reason = None
+            if d is None:
+                reason = WrongReason.NONFINITE
+            elif libmp.mpf_gt(d, tau_at.get(i, tau)):
+                reason = WrongReason.TOLERANCE
+            elif graw[i] != _FZERO and _floor_log2(ga[i]) >= fmt.emin and braw[i] is not None \
+                    and libmp.mpf_gt(d, libmp.mpf_mul(guard_rel, ga[i])):
+                eb = base.diff[i]
+                if libmp.mpf_le(libmp.mpf_shift(eb, -kulp[i]), guard_ulps):
+                    reason = WrongReason.RELATIVE
+            if reason is None:
+                continue
+            wmask[i] = True
+            idx = _unravel(i, shape)
+            tstr = mpmath.nstr(mpmath.mp.make_mpf(graw[i]), 17)
+            wrong.append(EntryError(
+                variable=name, index=idx, truth=tstr, value=float(vdisp[i]),
+                abs_error=ce.abs[i], rel_error=ce.rel[i], ulps=ce.ulps[i], tolerance=tau_f,
+                reason=reason))
+            entry_msgs.append(_entry_message(
+                case=case, where=f"{name}{_idx_str(idx)}", dtype=fmt.name, reason=reason,
+                truth=graw[i], value=float(vdisp[i]), abs_err=ce.abs[i], rel_err=ce.rel[i],
+                tau=tau_f, gabs=ga[i], tol=tol))
+        n_wrong = int(wmask.sum())
+        if not finite.all():
+            verdict = Verdict.NONFINITE
+        elif n_wrong:
+            verdict = Verdict.FAIL
+        else:
+            verdict = Verdict.PASS
+        var_parts[name] = dict(
+            variable=name, shape=shape, verdict=verdict, returned_dtype=vdt,
+            errors=ce.summary(), baseline=base.summary(), scale=_to_float(s_k[name]),
+            tolerance=tau_f, tolerance_source=source, n_entries=len(graw), n_wrong=n_wrong)
+        if verdict is not Verdict.PASS:
+            pending.append((name, vdisp, wmask, finite, tau_f))
+        variables.append(None)  # type: ignore[arg-type]  # filled below
+
+    # --- diagnosis -------------------------------------------------------------
+    diagnoses: dict[str, Diagnosis] = {}
+    for name, vdisp, wmask, finite, tau_f in pending:
+        others = {o: (g64s[o], taus[o]) for o in names
+                  if o != name and tv[o][0] == tv[name][0]}
+        diagnoses[name] = _diagnose(
+            name=name, shape=tv[name][0], g=g64s[name], v=vdisp, wrong=wmask,
+            finite=finite, tau=tau_f, others=others, dtype=fmt.name, case=case)
+    for j, name in enumerate(names):
+        if variables[j] is None:
+            parts = var_parts[name]
+            diag = diagnoses.get(name)
+            msg = "" if diag is None else diag.message
+            variables[j] = VariableGrade(**parts, diagnosis=diag, message=msg)
+
+    # --- verdict ---------------------------------------------------------------
+    n_entries = sum(len(tv[n][1]) for n in names)
+    if errors_msgs:
+        verdict = Verdict.ERROR
+        reason = "; ".join(errors_msgs)
+    elif any(v.verdict is Verdict.NONFINITE for v in variables):
+        verdict = Verdict.NONFINITE
+        bad = [w for w in wrong if w.reason is WrongReason.NONFINITE]
+        listed = ", ".join(f"{w.variable}{_idx_str(w.index)}={w.value}" for w in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        reason = f"non-finite values at {len(bad)} of {n_entries} entries: {listed}{more}"
+    elif wrong:
+        verdict = Verdict.FAIL
+        failing = [v for v in variables if v.verdict is Verdict.FAIL]
+        parts_s = ", ".join(f"{v.variable} ({_shape_phrase(v.diagnosis)})" for v in failing)
+        reason = (f"{len(wrong)} of {n_entries} entries wrong in {len(failing)} "
+                  f"variable{'s' if len(failing) != 1 else ''}: {parts_s}")
+    else:
+        verdict = Verdict.PASS
+        reason = f"all {n_entries} entries within tolerance"
+    errors = (ErrorSummary(
+        normwise_relative=cand_sums.normwise(), symmetric=cand_sums.symmetric(),
+        max_ulps=max((v.errors.max_ulps for v in variables), default=0.0),
+        max_abs=max((v.errors.max_abs for v in variables), default=0.0),
+        max_rel=max((v.errors.max_rel for v in variables), default=0.0))
+        if cand_sum_ok and not errors_msgs else ErrorSummary.unknown())
+    if verdict is Verdict.PASS:
+        reason += (f" (max {_num(errors.max_ulps)} ulps, norm-wise relative "
+                   f"{errors.normwise_relative:.2e})")
+    base_summary = ErrorSummary(
+        normwise_relative=base_sums.normwise(), symmetric=base_sums.symmetric(),
+        max_ulps=max((v.baseline.max_ulps for v in variables), default=0.0),
+        max_abs=max((v.baseline.max_abs for v in variables), default=0.0),
+        max_rel=max((v.baseline.max_rel for v in variables), default=0.0))
+    return Grade(
+        case=case, candidate=candidate, dtype=fmt.name, verdict=verdict,
+        returned_dtype=returned_dtype, dtype_mismatch=dtype_mismatch, errors=errors,
+        baseline=base_summary, scale=_to_float(s_all), variables=tuple(variables),
+        wrong=tuple(wrong), diagnosis=tuple(diagnoses[n] for n in names if n in diagnoses),
+        reason=reason, warnings=tuple(warnings), tolerances=tolerances,
+        entry_messages=tuple(entry_msgs))
+
+
+def _shape_phrase(d: Diagnosis | None) -> str:
+    if d is None:
+        return "?"
+    if d.shape is BugShape.SCALED:
+        return f"scaled by {d.factor_text or _num(d.factor or math.nan)}"
+    if d.shape is BugShape.SWAPPED:
+        return f"swapped with {d.other}"
+    if d.shape is BugShape.BLOCK:
+        return f"block {d.region}"
+    return d.shape.value.replace("_", " ")
+
+
+def _entry_message(*, case: str, where: str, dtype: str, reason: WrongReason, truth: tuple,
+                   value: float, abs_err: float, rel_err: float, tau: float, gabs: tuple,
+                   tol: Tolerances) -> str:
+    ts = mpmath.nstr(mpmath.mp.make_mpf(truth), 10)
+    got = f"{value:.7g}"
+    head = f"{case} › {where} › {dtype}: "
+    if reason is WrongReason.NONFINITE:
+        return head + f"non-finite value (truth {ts}, got {got})"
+    if reason is WrongReason.RELATIVE:
+        return head + (f"rel err {rel_err:.1e} > {tol.guard_relative:.1e} on a nonzero entry "
+                       f"the float baseline gets within {tol.guard_ulps:g} ulps "
+                       f"(truth {ts}, got {got})")
+    if gabs == _FZERO:
+        return head + f"abs err {abs_err:.1e} > tol {tau:.1e} (truth 0, got {got})"
+    with mpmath.workprec(_PREC):
+        rtol = float(mpmath.mpf(tau) / mpmath.mp.make_mpf(gabs))
+    return head + f"rel err {rel_err:.1e} > tol {rtol:.1e} (truth {ts}, got {got})"

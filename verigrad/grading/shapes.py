@@ -1,0 +1,236 @@
+"""Bug shapes: recognising how a failing variable is wrong, and saying where.
+
+``_diagnose`` turns the wrong entries of one variable into a
+:class:`~verigrad.grading.records.Diagnosis`: zero, swapped with another variable,
+transposed, sign flipped, scaled by a recognisable constant (2, 1/2, -1, m, 1/m), wrong in a
+sub-block (rows, columns, a contiguous region), or scattered.  The helpers spell indices,
+ranges (``"0:4"``, ``":"``, ``"{1, 3, 5:8}"``) and factors for the breadcrumbs.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from verigrad.grading.records import BugShape, Diagnosis
+
+__all__: list[str] = []  # private to verigrad.grading (the records are in records.py)
+
+# ---------------------------------------------------------------------------
+# formatting helpers
+# ---------------------------------------------------------------------------
+
+
+def _idx_str(index: tuple[int, ...]) -> str:
+    return "" if not index else "[" + ", ".join(str(i) for i in index) + "]"
+
+
+def _ranges(indices: Sequence[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for i in indices:
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
+def _axis_spec(indices: Sequence[int], n: int) -> str:
+    if len(indices) == n and n > 1:
+        return ":"
+    parts = [str(a) if b == a + 1 else f"{a}:{b}" for a, b in _ranges(indices)]
+    return parts[0] if len(parts) == 1 else "{" + ", ".join(parts) + "}"
+
+
+def _fraction_text(fr: Fraction) -> str:
+    return str(fr.numerator) if fr.denominator == 1 else f"{fr.numerator}/{fr.denominator}"
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}"
+
+
+# ---------------------------------------------------------------------------
+# diagnosis
+# ---------------------------------------------------------------------------
+
+
+def _recognisable(fr: Fraction) -> bool:
+    p, q = abs(fr.numerator), fr.denominator
+    return q == 1 or p == 1 or (p <= 16 and q <= 16)
+
+
+def _factor_candidates(c: float) -> list[Fraction]:
+    """Recognisable fractions near ``c``: integers, 1/n, p/q with p, q <= 16."""
+    if not math.isfinite(c):
+        return []
+    cands = {Fraction(0)}
+    if abs(c) >= 0.5:
+        for n in (math.floor(c), math.ceil(c)):
+            if abs(n) < 2**62:
+                cands.add(Fraction(n))
+    if c != 0 and abs(c) <= 2:
+        r = 1 / c
+        for n in (math.floor(r), math.ceil(r)):
+            if n != 0 and abs(n) < 2**62:
+                cands.add(Fraction(1, n))
+    for q in range(1, 17):
+        p = round(c * q)
+        if abs(p) <= 16:
+            cands.add(Fraction(p, q))
+    return sorted((f for f in cands if _recognisable(f)),
+                  key=lambda f: (abs(float(f) - c), f.denominator))
+
+
+def _fits(v: np.ndarray, g: np.ndarray, c: float, tau: float) -> bool:
+    return bool(np.all(np.abs(v - c * g) <= max(1.0, abs(c)) * tau))
+
+
+def _fit_factor(v: np.ndarray, g: np.ndarray, tau: float,
+                *, require_recognised: bool) -> tuple[float, Fraction | None] | None:
+    """Constant c with |v - c g| <= max(1, |c|) tau everywhere, or None.
+
+    The least-squares ``c = v.g / g.g`` is rounded to the closest recognisable
+    fraction that still fits; if none fits, ``c`` itself is returned (unless
+    ``require_recognised``) when it fits.
+    """
+    gg = float(np.dot(g, g))
+    if gg == 0.0 or not math.isfinite(gg):
+        return None
+    c = float(np.dot(v, g)) / gg
+    for fr in _factor_candidates(c):
+        if _fits(v, g, float(fr), tau):
+            return float(fr), fr
+    if not require_recognised and _fits(v, g, c, tau):
+        return c, None
+    return None
+
+
+def _largest(g: np.ndarray, mask: np.ndarray | None = None) -> int:
+    a = np.abs(g) if mask is None else np.where(mask, np.abs(g), -1.0)
+    return int(np.argmax(a))
+
+
+def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray,
+              wrong: np.ndarray, finite: np.ndarray, tau: float,
+              others: Mapping[str, tuple[np.ndarray, float]], dtype: str,
+              case: str) -> Diagnosis:
+    """Recognise the bug shape of one failing variable (flat float64 arrays)."""
+
+    def crumb(loc: str, text: str) -> str:
+        return f"{case} › {loc} › {dtype}: {text}"
+
+    def at(i: int) -> str:
+        return f"truth {_num(g[i])}, got {_num(v[i])}"
+
+    def at_precise(i: int) -> str:
+        # scattered errors can be tiny relative ones: show enough digits to see them
+        return f"truth {float(g[i]):.10g}, got {float(v[i]):.10g}"
+
+    def make(shape_: BugShape, text: str, *, factor: float | None = None,
+             ftext: str | None = None, loc: str = name, rows: str | None = None,
+             cols: str | None = None, region: str | None = None,
+             other: str | None = None) -> Diagnosis:
+        return Diagnosis(name, shape_, factor, ftext, rows, cols, region, other,
+                         crumb(loc, text))
+
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        listed = ", ".join(f"{name}{_idx_str(_unravel(int(i), shape))}={v[i]}"
+                           for i in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        return make(BugShape.UNKNOWN,
+                    f"non-finite values in {len(bad)} of {v.size} entries: {listed}{more}")
+
+    def worst() -> int:
+        return _largest(np.abs(v - g), wrong) if wrong.any() else _largest(np.abs(v - g))
+
+    n_nonzero = int(np.count_nonzero(g))
+    imax = _largest(g)
+    # ZERO
+    if np.all(np.abs(v) <= tau) and n_nonzero:
+        return make(BugShape.ZERO,
+                    f"all zero (largest truth {name}{_idx_str(_unravel(imax, shape))} = "
+                    f"{_num(g[imax])})", factor=0.0, ftext="0")
+    # SWAPPED
+    for oname, (og, otau) in others.items():
+        if og.shape == g.shape and np.count_nonzero(og) and \
+                np.all(np.abs(v - og) <= max(tau, otau)):
+            iw = worst()
+            return make(BugShape.SWAPPED,
+                        f"swapped with {oname} (got the gradient of {oname}; "
+                        f"{name}{_idx_str(_unravel(iw, shape))}: {at(iw)})", other=oname)
+    # TRANSPOSED
+    if len(shape) == 2 and n_nonzero:
+        gt = g.reshape(shape).T
+        iw = worst()
+        where_w = f"{name}{_idx_str(_unravel(iw, shape))}: {at(iw)}"
+        if shape[0] == shape[1]:
+            if not np.array_equal(gt, g.reshape(shape)) and \
+                    np.all(np.abs(v - gt.reshape(-1)) <= tau):
+                i, j = _unravel(iw, shape)
+                return make(BugShape.TRANSPOSED,
+                            f"transposed ({where_w} = truth of {name}[{j}, {i}])")
+        elif np.all(np.abs(v - gt.reshape(-1)) <= tau):
+            return make(BugShape.TRANSPOSED,
+                        f"transposed and reshaped to {shape} ({where_w})")
+    # SIGN_FLIP / SCALED
+    fit = _fit_factor(v, g, tau, require_recognised=n_nonzero < 3)
+    if fit is not None and fit[0] != 1.0:
+        c, fr = fit
+        if fr == -1:
+            return make(BugShape.SIGN_FLIP, f"sign flipped ({at(imax)})",
+                        factor=-1.0, ftext="-1")
+        if fr is not None:
+            text = _fraction_text(fr)
+            shown = text if fr.denominator == 1 else f"{text} = {_num(c)}"
+            return make(BugShape.SCALED, f"scaled by {shown} ({at(imax)})",
+                        factor=c, ftext=text)
+        if c != 0.0:
+            return make(BugShape.SCALED,
+                        f"scaled by {_num(c)} (least squares; not a simple fraction; "
+                        f"{at(imax)})", factor=c)
+    # BLOCK
+    if len(shape) >= 1 and wrong.any():
+        w = wrong.reshape(shape)
+        axes = [sorted(set(np.flatnonzero(w.any(axis=tuple(j for j in range(len(shape))
+                                                            if j != a))).tolist()))
+                for a in range(len(shape))]
+        size = math.prod(len(ix) for ix in axes)
+        proper = any(len(ix) < n for ix, n in zip(axes, shape))
+        fill = int(wrong.sum()) / size
+        contiguous = all(ix[-1] - ix[0] + 1 == len(ix) for ix in axes)
+        if proper and (fill == 1.0 or (contiguous and fill >= 0.5)):
+            specs = [_axis_spec(ix, n) for ix, n in zip(axes, shape)]
+            region = f"{name}[{', '.join(specs)}]"
+            rows = specs[0]
+            cols = specs[1] if len(shape) >= 2 else None
+            iw = _largest(g, wrong)
+            bfit = _fit_factor(v[wrong], g[wrong], tau, require_recognised=True)
+            if bfit is not None and bfit[0] != 1.0:
+                c, fr = bfit
+                text = _fraction_text(fr)  # type: ignore[arg-type]
+                if c == 0.0:
+                    what = "zero"
+                elif c == -1.0:
+                    what = "sign flipped"
+                else:
+                    what = f"scaled by {text if fr.denominator == 1 else f'{text} = {_num(c)}'}"
+                return make(BugShape.BLOCK, f"{what} ({at(iw)})", factor=c, ftext=text,
+                            loc=region, rows=rows, cols=cols, region=region)
+            n_w = int(wrong.sum())
+            return make(BugShape.BLOCK,
+                        f"{n_w} wrong entr{'y' if n_w == 1 else 'ies'}, all in this block "
+                        f"({at(iw)})", loc=region, rows=rows, cols=cols, region=region)
+    iw = worst()
+    n_w = int(wrong.sum())
+    return make(BugShape.SCATTERED,
+                f"{n_w} of {v.size} entries wrong, no recognised pattern (worst "
+                f"{name}{_idx_str(_unravel(iw, shape))}: {at_precise(iw)})")
+
+
+def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(j) for j in np.unravel_index(i, shape)) if shape else ()

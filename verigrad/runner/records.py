@@ -1,0 +1,98 @@
+"""The records of a run: one :class:`Result` per graded candidate x dtype, one :class:`CaseReport`
+per case file, one :class:`RunReport` per ``verigrad run``.  Plain frozen data: the reports
+(:mod:`verigrad.report`) read them, nothing here computes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Result", "CaseReport", "RunReport"]
+
+
+@dataclass(frozen=True)
+class Result:
+    """One graded candidate (hand-written code or a finite difference) in one dtype.
+
+    Attributes
+    ----------
+    case, candidate : str
+    kind : str
+        ``"code"`` (hand-written) or ``"fd"`` (finite difference ``scheme`` at ``step``).
+    dtype : str
+    expect : str or None
+        ``"pass"``/``"fail"`` for code; None for finite differences (informational).
+    verdict : str
+        ``pass``, ``fail``, ``nonfinite``, ``error``.
+    met : bool or None
+        Whether the expectation held (None without expectation).
+    grade : Grade or None
+        The full grade (None when the candidate could not be run).
+    message : str
+        Why, for errors; the first breadcrumb for failures.
+    stdout : str
+        What the candidate printed.
+    seconds : float
+    """
+
+    case: str
+    candidate: str
+    kind: str
+    dtype: str
+    expect: str | None
+    verdict: str
+    met: bool | None
+    grade: object | None = None
+    message: str = ""
+    stdout: str = ""
+    seconds: float = 0.0
+    scheme: str | None = None
+    step: float | None = None
+    extra: dict = field(default_factory=dict)
+    value: dict | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class CaseReport:
+    """Everything about one case file."""
+
+    path: str
+    name: str
+    description: str = ""
+    error: str = ""
+    results: tuple[Result, ...] = ()
+    truths: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    parameters: int = 0
+    seed: int | None = None
+    rng: str | None = None
+    loss_code: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and all(r.met is not False for r in self.results)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    cases: tuple[CaseReport, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.cases)
+
+    @property
+    def results(self) -> list[Result]:
+        return [r for c in self.cases for r in c.results]
+
+    def summary(self) -> dict:
+        res = self.results
+        return {
+            "cases": len(self.cases),
+            "case_errors": sum(1 for c in self.cases if c.error),
+            "results": len(res),
+            "expectations_met": sum(1 for r in res if r.met is True),
+            "expectations_not_met": sum(1 for r in res if r.met is False),
+            "informational": sum(1 for r in res if r.met is None),
+            "ok": self.ok,
+        }

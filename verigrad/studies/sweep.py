@@ -1,0 +1,388 @@
+"""A step sweep of one scheme in one dtype along one direction: E, T, S and R per step.
+
+The exact parts are defined in :mod:`verigrad.studies`; :func:`run_study` measures them
+at every step of a grid and fits their models.
+
+Models: the truncation term C f^(j)(x_p; e) h^p from the scheme's exact series
+and the exact j-th directional derivative (mpmath.diff of the exact loss along
+the line, at raised precision); round-off from the measured noise of f_p at the
+nodes, nu = median over the steps of rms_k |F_k - f(y_k)|, amplified by sum|w_k| / h; the step error bound
+|g*| ulp(x_i)/2 sum|w_k| / h.  They give the predicted optimal step and error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Sequence
+
+import mpmath
+import numpy as np
+
+from verigrad.engine.backends import round_fraction
+from verigrad.engine.model import Model
+from verigrad.engine.truth import certify
+from verigrad.fd.directions import Direction
+from verigrad.fd.estimate import _prepare
+from verigrad.fd.steps import _effective_steps
+from verigrad.kinks import study_kinks
+from verigrad.schemes import Scheme, SchemeKind, StepMode, default_step_grid
+from verigrad.spec import Dtype
+from verigrad.studies.exact import _arb_losses, _line_leaves, _mp_losses, _obj
+
+__all__ = ["StudyRow", "StudyModel", "Observed", "Study", "run_study"]
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One step of a sweep; errors are signed absolute errors (floats).
+
+    ``h`` is the step actually used (h_p); ``nominal`` the step asked for.
+    ``noise`` is rms |F_k - f(y_k)| at this row's nodes.  ``finite`` is False
+    when some F_k was inf/nan (the row is excluded from fits and optima).
+    """
+
+    h: float
+    nominal: float
+    estimate: float
+    error: float
+    truncation: float
+    step: float
+    roundoff: float
+    noise: float
+    finite: bool = True
+
+
+@dataclass(frozen=True)
+class StudyModel:
+    """Predicted error parts: |T| ~ A h^p, |R| ~ B_r / h, |S| <= B_s / h."""
+
+    truncation_coefficient: float
+    truncation_power: int
+    roundoff_coefficient: float
+    step_coefficient: float
+    noise: float
+    optimal_step: float
+    min_error: float
+    truncation_vanishes: bool
+    note: str = ""
+    flat_roundoff: bool = False
+
+    def predict(self, h: np.ndarray) -> dict[str, np.ndarray]:
+        """Model curves |T|, |R|, |S| and their sum at the steps ``h``."""
+        h = np.asarray(h, dtype=np.float64)
+        t = abs(self.truncation_coefficient) * h ** self.truncation_power
+        r = np.full_like(h, self.roundoff_coefficient) if self.flat_roundoff else self.roundoff_coefficient / h
+        s = self.step_coefficient / h
+        return {"truncation": t, "roundoff": r, "step": s, "total": t + r + s}
+
+
+@dataclass(frozen=True)
+class Observed:
+    optimal_step: float
+    min_error: float
+    slopes: dict[str, float]
+
+
+@dataclass(frozen=True, eq=False)
+class Study:
+    """A step sweep of one scheme in one dtype along one direction."""
+
+    case: str
+    direction: Direction
+    dtype: Dtype
+    scheme: Scheme
+    truth: object
+    rows: tuple[StudyRow, ...]
+    model: StudyModel
+    observed: Observed
+    source: str
+    step_mode: StepMode
+    representable: bool
+    precision: int
+    seconds: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _directional_truth(truth, direction: Direction):
+    with mpmath.workprec(truth.precision):
+        s = mpmath.mpf(0)
+        for name, i, e in direction.entries():
+            s += truth.gradient[name].ravel()[i] * (mpmath.mpf(e.numerator) / e.denominator)
+    return s
+
+
+def _fit_slope(h: np.ndarray, e: np.ndarray) -> float:
+    ok = (h > 0) & (e > 0) & np.isfinite(e)
+    if ok.sum() < 3:
+        return float("nan")
+    return float(np.polyfit(np.log10(h[ok]), np.log10(e[ok]), 1)[0])
+
+
+def _directional_derivative(model: Model, point: dict, direction: Direction, order: int, prec: int):
+    """d^order/dt^order f(x_p + t e) at t = 0, exactly up to the working precision."""
+    entries = direction.entries()
+    with mpmath.workprec(prec):
+        base = {n: _obj(point[n]) for n in model.leaves}
+
+        def phi(t):
+            leaves = {}
+            for n, arr in base.items():
+                a = arr.copy()
+                flat = a.reshape(-1)
+                for name, i, e in entries:
+                    if name == n:
+                        flat[i] = flat[i] + t * (mpmath.mpf(e.numerator) / e.denominator)
+                leaves[n] = a[None, ...]
+            from verigrad.engine.backends import MPBackend
+            from verigrad.expr.evaluate import evaluate
+
+            return evaluate([model.loss], leaves, MPBackend())[0][0]
+
+        return mpmath.diff(phi, mpmath.mpf(0), order)
+
+
+# -- the study ------------------------------------------------------------------------------
+
+
+def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Direction,
+              steps: Sequence[float] | None = None, step_mode: StepMode = StepMode.ABSOLUTE,
+              representable: bool = False, loss_values=None, truth=None) -> Study:
+    """Sweep the steps of one scheme: estimate, E, T, S, R per step, models and optimum.
+
+    Parameters
+    ----------
+    model : Model
+    dtype : Dtype
+    scheme : Scheme or str
+    direction : Direction
+    steps : sequence of float, optional
+        Nominal steps (default :func:`verigrad.schemes.default_step_grid`).
+    step_mode : StepMode
+    representable : bool
+        Use h_p = (x_i + h) - x_i, which makes S = 0.
+    loss_values : callable, optional
+        ``list of {symbol: array} -> array of F_k``: the case's own ``loss_code``
+        evaluated at float nodes (default: the loss expression in ``dtype``).
+    truth : Truth, optional
+        The certified truth at ``dtype``'s point (computed if absent).
+
+    Returns
+    -------
+    Study
+
+    Notes
+    -----
+    E = T + S + R holds exactly (to the working precision, reported as ``precision``).
+    """
+    t0 = time.perf_counter()
+    scheme, is_cs, np_dt, point = _prepare(model, scheme, dtype)
+    nominal = np.asarray(default_step_grid(scheme, np_dt) if steps is None else steps, dtype=np.float64)
+    hp = _effective_steps(nominal, direction, point, np_dt, step_mode, representable)
+    # T ~ h^p must be resolved below g*: certify g* to enough digits for the smallest step
+    tiny = float(hp[hp > 0].min()) if np.any(hp > 0) else 1.0
+    study_prec = min(128 + 70 + int(math.ceil(-math.log2(tiny))) * (scheme.leading_derivative + 2), 6000)
+    # g* to the study's own working precision: T = D_exact - g* is then resolved down to what D_exact
+    # itself resolves (exactly 0 shows as ~1e-(digits) |g*|, e.g. central differences of a quadratic)
+    digits = int(min(1000, max(24, (study_prec - 64) * math.log10(2))))
+    if truth is None or truth.digits < digits:
+        truth = certify(model, point, dtype, digits=digits)
+    gstar = _directional_truth(truth, direction)
+    # on a kink: measure against the scheme's limit; flag steps across kinks
+    kinks = study_kinks(model, point, direction, scheme, hp, dtype=dtype, scale=truth.scale)
+    if kinks.reference is not None:
+        gstar = kinks.reference
+    entries = direction.entries()
+    offsets = [Fraction(1)] if is_cs else list(scheme.offsets)
+    weights = [Fraction(1)] if is_cs else list(scheme.weights)
+    K, S = len(hp), len(offsets)
+    positive = hp[hp > 0]
+    h_min = float(positive.min()) if positive.size else 1.0
+    prec = min(128 + 70 + int(math.ceil(-math.log2(h_min))) * (scheme.leading_derivative + 2), 6000)
+
+    # exact (unrounded) and rounded node values of the perturbed entries
+    exact_nodes: list[dict] = []
+    float_nodes: list[dict] = []
+    for h in hp:
+        hq = Fraction(float(h))
+        for c in offsets:
+            ex, fl = {}, {}
+            for name, i, e in entries:
+                x = Fraction(float(point[name].ravel()[i]))
+                if is_cs:
+                    ex[(name, i)] = (x, c * hq * e)
+                    fl[(name, i)] = (x, round_fraction(c * hq * e, np_dt))
+                else:
+                    ex[(name, i)] = x + c * hq * e
+                    fl[(name, i)] = round_fraction(x + c * hq * e, np_dt)
+            exact_nodes.append(ex)
+            float_nodes.append(fl)
+
+    notes: list[str] = list(kinks.notes)
+    arb_vals = None if is_cs else _arb_losses(model, point, exact_nodes, float_nodes, prec)
+    if arb_vals is not None:
+        f_exact, f_nodes = arb_vals
+    else:
+        f_exact, f_nodes = _mp_losses(model, point, exact_nodes, float_nodes, prec, is_cs)
+
+    # the float evaluation, batched over every node of the sweep
+    if is_cs:
+        cdt = dtype.complex
+        cpoint = {n: v.astype(cdt) for n, v in point.items()}
+        cvals = [{k: np.asarray(complex(re, im), dtype=cdt) for k, (re, im) in d.items()} for d in float_nodes]
+        leaves = _line_leaves(model, cpoint, cvals, as_object=False)
+        if loss_values is not None:
+            # the case's own forward pass, called with complex arrays (it must be complex-safe)
+            B = K * S
+            calls = [{n: np.array(leaves[n][b if leaves[n].shape[0] > 1 else 0]) for n in model.leaves}
+                     for b in range(B)]
+            F = np.asarray(loss_values(calls)).astype(cdt).reshape(K, S)
+        else:
+            F = model.float_eval([model.loss], leaves, cdt, batched=True)[0].reshape(K, S)
+    elif loss_values is not None:
+        leaves = _line_leaves(model, point, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
+                              as_object=False)
+        B = K * S
+        calls = [{n: np.array(leaves[n][b if leaves[n].shape[0] > 1 else 0]) for n in model.leaves} for b in range(B)]
+        F = np.asarray(loss_values(calls), dtype=np_dt).reshape(K, S)
+    else:
+        leaves = _line_leaves(model, point, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
+                              as_object=False)
+        F = model.float_eval([model.loss], leaves, np_dt, batched=True)[0].reshape(K, S)
+    with np.errstate(all="ignore"):
+        if is_cs:
+            d_float = (F.imag[:, 0] / hp.astype(np_dt)).astype(np_dt)
+        else:
+            acc = np.zeros(K, dtype=np_dt)
+            for k, w in enumerate(weights):
+                acc = acc + np_dt.type(float(w)) * F[:, k]
+            d_float = acc / hp.astype(np_dt)
+
+    rows: list[StudyRow] = []
+    noise_all: list[float] = []
+    with mpmath.workprec(prec):
+        wq = [mpmath.mpf(w.numerator) / w.denominator for w in weights]
+        for r in range(K):
+            h = hp[r]
+            in_domain = all(f_exact[r * S + k] is not None and f_nodes[r * S + k] is not None for k in range(S))
+            finite = (bool(np.all(np.isfinite(F[r]))) and h > 0 and bool(np.isfinite(d_float[r])) and in_domain
+                      and not kinks.crossing[r])
+            if not in_domain and "domain" not in " ".join(notes):
+                notes.append("some steps put a node outside the loss's domain; those rows are excluded")
+            if not finite:
+                nan = float("nan")
+                rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), nan, nan, nan, nan, nan, False))
+                continue
+            hm = mpmath.mpf(float(h))
+            if is_cs:
+                de = mpmath.im(f_exact[r * S]) / hm
+                dn = mpmath.im(f_nodes[r * S]) / hm
+                nz = [abs(float(F[r, 0].imag) - mpmath.im(f_nodes[r * S]))]
+            else:
+                de = sum(w * f_exact[r * S + k] for k, w in enumerate(wq)) / hm
+                dn = sum(w * f_nodes[r * S + k] for k, w in enumerate(wq)) / hm
+                nz = [abs(mpmath.mpf(float(F[r, k])) - f_nodes[r * S + k]) for k in range(S)]
+            df = mpmath.mpf(float(d_float[r]))
+            noise = float(mpmath.sqrt(sum(v * v for v in nz) / len(nz)))
+            noise_all.append(noise / float(h) if is_cs else noise)
+            rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), float(df - gstar), float(de - gstar),
+                                 float(dn - de), float(df - dn), noise, True))
+
+    model_ = _model(model, point, direction, scheme, dtype, gstar, rows, noise_all, prec, representable, notes)
+    if model_.truncation_vanishes:
+        # every term of the truncation series vanishes: what is left in T is working-precision residue
+        floor = 1e-22 * (abs(float(gstar)) + 1e-300)
+        rows = [r if not r.finite or abs(r.truncation) > floor else
+                StudyRow(r.h, r.nominal, r.estimate, r.error, 0.0, r.step, r.roundoff, r.noise, r.finite) for r in rows]
+    observed = _observed(rows, scheme)
+    if model_.truncation_vanishes and not is_cs:
+        notes.append(model_.note)
+    notes.extend(_contradictions(model_, observed, scheme))
+    return Study(case=model.case.name, direction=direction, dtype=dtype, scheme=scheme, truth=gstar,
+                 rows=tuple(rows), model=model_, observed=observed,
+                 source="loss_code" if loss_values is not None else "expression", step_mode=step_mode,
+                 representable=representable, precision=prec, seconds=time.perf_counter() - t0, notes=tuple(notes))
+
+
+def _model(model, point, direction, scheme: Scheme, dtype: Dtype, gstar, rows, noise_all, prec, representable,
+           notes) -> StudyModel:
+    is_cs = scheme.kind is SchemeKind.COMPLEX_STEP
+    p = scheme.order
+    sw = float(scheme.sum_abs_weights())
+    finite_noise = [v for v in noise_all if math.isfinite(v)]
+    # the median row: a few nodes far away (near a pole, or at huge steps) must not set the noise level
+    nu = float(np.median(finite_noise)) if finite_noise else float("nan")
+    # leading non-vanishing truncation term, from exact directional derivatives
+    coef, power, vanishes, note = 0.0, p, True, ""
+    scale = abs(float(gstar)) + 1.0
+    for term in scheme.truncation_series(scheme.leading_derivative + 4):
+        d = _directional_derivative(model, point, direction, term.derivative, 120)
+        value = float(term.coefficient) * float(d)
+        if abs(float(d)) > 1e-25 * scale:
+            coef, power, vanishes = value, term.derivative - 1, False
+            if term.derivative != scheme.leading_derivative:
+                note = (f"the leading truncation term (f^({scheme.leading_derivative})) vanishes along "
+                        f"{direction.label}; the model uses the next one, f^({term.derivative})")
+            break
+    if vanishes:
+        note = (f"the truncation error of {scheme.name} vanishes along {direction.label} (the loss is a "
+                f"polynomial of low degree there): all of the error is step and round-off error, which "
+                f"falls as h grows; there is no interior optimal step")
+    if is_cs:
+        br, bs = nu, 0.0
+    else:
+        br = nu * sw
+        if representable or direction.variable is None:
+            bs = 0.0
+        else:
+            x = float(point[direction.variable][direction.index])
+            ulp = float(np.spacing(dtype.numpy.type(abs(x)))) if x != 0 else 0.0
+            bs = abs(float(gstar)) * ulp / 2 * sw
+    if vanishes:
+        h_opt, e_opt = float("nan"), float("nan")
+    elif is_cs:
+        # flat error ~ nu below the crossover where the truncation reaches it
+        h_opt = (br / abs(coef)) ** (1.0 / power) if br > 0 and coef else float("nan")
+        e_opt = br
+    else:
+        b = br + bs
+        h_opt = (b / (power * abs(coef))) ** (1.0 / (power + 1)) if b > 0 else float("nan")
+        e_opt = abs(coef) * h_opt**power + b / h_opt if b > 0 else float("nan")
+    return StudyModel(truncation_coefficient=coef, truncation_power=power, roundoff_coefficient=br,
+                      step_coefficient=bs, noise=nu, optimal_step=h_opt, min_error=e_opt,
+                      truncation_vanishes=vanishes, note=note, flat_roundoff=is_cs)
+
+
+def _contradictions(model_: StudyModel, observed: Observed, scheme: Scheme) -> list[str]:
+    """Where the measurement contradicts its model, say so (DESIGN: never hidden)."""
+    out = []
+    st = observed.slopes.get("truncation", float("nan"))
+    if math.isfinite(st) and not model_.truncation_vanishes and abs(st - model_.truncation_power) > 0.5:
+        out.append(f"the measured truncation slope {st:.2f} contradicts the model's order "
+                   f"{model_.truncation_power}: the leading term does not dominate over these steps")
+    sr = observed.slopes.get("roundoff", float("nan"))
+    if math.isfinite(sr) and scheme.kind is SchemeKind.LINEAR and abs(sr + 1) > 0.5:
+        out.append(f"the measured round-off slope {sr:.2f} contradicts the 1/h model (slope -1)")
+    if (math.isfinite(model_.min_error) and math.isfinite(observed.min_error) and model_.min_error > 0
+            and observed.min_error > 10 * model_.min_error):
+        out.append(f"the smallest measured error {observed.min_error:.1e} is more than 10x the model's "
+                   f"{model_.min_error:.1e}: an error source the model does not include")
+    return out
+
+
+def _observed(rows: Sequence[StudyRow], scheme: Scheme) -> Observed:
+    ok = [r for r in rows if r.finite]
+    if not ok:
+        return Observed(float("nan"), float("nan"), {"truncation": float("nan"), "roundoff": float("nan")})
+    best = min(ok, key=lambda r: abs(r.error))
+    h = np.array([r.h for r in ok])
+    e = np.abs(np.array([r.error for r in ok]))
+    t = np.abs(np.array([r.truncation for r in ok]))
+    rs = np.abs(np.array([r.roundoff for r in ok])) + np.abs(np.array([r.step for r in ok]))
+    trunc_regime = t >= 10 * rs
+    round_regime = rs >= 10 * t
+    slopes = {"truncation": _fit_slope(h[trunc_regime], e[trunc_regime]),
+              "roundoff": _fit_slope(h[round_regime], e[round_regime])}
+    return Observed(best.h, abs(best.error), slopes)
