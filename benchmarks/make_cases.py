@@ -103,6 +103,106 @@ x = {{ shape = [{n}], init = "uniform(-2, 2)" }}
 '''
 
 
+LIMITS_BIG = """
+[limits]
+max_elements = {max_elements}
+max_symbol_elements = {max_symbol}
+max_intermediate_elements = {max_inter}
+"""
+
+
+def _candidate(module: str, name: str = "numpy-gradient") -> str:
+    return f"""
+[[candidate]]
+name = "{name}"
+code = "impl/{module}.py:grad"
+expect = "pass"
+
+[check]
+dtypes = ["float32", "float64"]
+schemes = []
+"""
+
+
+def mlp(hidden: int, inputs: int = 784, classes: int = 10, batch: int = 64) -> str:
+    """784-H-10 ReLU MLP, softmax cross-entropy, batch 64, one-hot labels as an exact constant."""
+    labels = np.random.default_rng(17).integers(0, classes, size=batch)
+    Y = np.eye(classes, dtype=int)[labels]
+    params = inputs * hidden + hidden + hidden * classes + classes
+    s1 = round(math.sqrt(2 / inputs), 6)  # He initialisation
+    s2 = round(math.sqrt(2 / hidden), 6)
+    return f'''name = "bench-mlp-{inputs}-{hidden}-{classes}"
+description = """Benchmark: a {inputs}-{hidden}-{classes} ReLU MLP ({params} parameters), batch {batch}, softmax
+cross-entropy with one-hot labels Y: Z1 = X W1 + b1, A1 = relu(Z1), Z2 = A1 W2 + b2,
+loss = mean over the batch of -sum(Y * log_softmax(Z2)). X ~ U(0, 1) (pixel-like), He-initialised
+weights, small random biases. One correct numpy backprop candidate."""
+seed = 13
+rng = "numpy"
+loss = "mean(-sum(Y * log_softmax(Z2, axis=1), axis=1))"
+
+[symbols]
+X  = {{ constant = true, shape = [{batch}, {inputs}], init = "uniform(0, 1)" }}
+Y  = {{ constant = true, value = {_fmt(Y)} }}
+W1 = {{ shape = [{inputs}, {hidden}], init = "normal(0, {s1})" }}
+b1 = {{ shape = [{hidden}], init = "normal(0, 0.01)" }}
+W2 = {{ shape = [{hidden}, {classes}], init = "normal(0, {s2})" }}
+b2 = {{ shape = [{classes}], init = "normal(0, 0.01)" }}
+
+[define]
+Z1 = "X @ W1 + b1"
+A1 = "relu(Z1)"
+Z2 = "A1 @ W2 + b2"
+''' + _candidate("mlp")
+
+
+def logistic_big(samples: int, features: int) -> str:
+    """L2 logistic regression like logistic(), with one candidate and (if needed) raised limits."""
+    text = logistic(samples, features) + _candidate("logistic")
+    entries = samples * features
+    if entries > 1_000_000:
+        text += LIMITS_BIG.format(max_elements=2 * entries, max_symbol=entries, max_inter=2 * entries)
+    return text
+
+
+def rosenbrock_big(n: int) -> str:
+    return rosenbrock(n) + _candidate("rosenbrock")
+
+
+def conv(batch: int = 32, side: int = 16, classes: int = 10) -> str:
+    """A small conv net: one 3x3 filter (nine shifted slices times scalar weights) + bias, relu,
+    flatten, a linear layer, softmax cross-entropy."""
+    labels = np.random.default_rng(19).integers(0, classes, size=batch)
+    Y = np.eye(classes, dtype=int)[labels]
+    o = side - 2
+    feats = o * o
+    params = 9 + 1 + feats * classes + classes
+    terms = " +\n    ".join(f"K[{a}, {b}] * X[:, {a}:{a + o}, {b}:{b + o}]" for a in range(3) for b in range(3))
+    s2 = round(math.sqrt(1 / feats), 6)
+    return f'''name = "bench-conv-{side}x{side}-3x3"
+description = """Benchmark: a small conv net ({params} parameters) on a batch of {batch} single-channel
+{side}x{side} images: a 3x3 convolution (valid, stride 1) written as nine shifted slices times the
+scalar kernel weights K[a, b], plus a bias c; relu; flattened to {feats} features; a linear layer
+W ({feats}x{classes}) + bo; softmax cross-entropy with one-hot labels Y, mean over the batch."""
+seed = 23
+rng = "numpy"
+loss = "mean(-sum(Y * log_softmax(Z, axis=1), axis=1))"
+
+[symbols]
+X  = {{ constant = true, shape = [{batch}, {side}, {side}], init = "normal" }}
+Y  = {{ constant = true, value = {_fmt(Y)} }}
+K  = {{ shape = [3, 3], init = "normal(0, 0.333333)" }}
+c  = {{ value = 0.05 }}
+W  = {{ shape = [{feats}, {classes}], init = "normal(0, {s2})" }}
+bo = {{ shape = [{classes}], init = "normal(0, 0.01)" }}
+
+[define]
+C = """{terms} + c"""
+A = "relu(C)"
+F = "reshape(A, ({batch}, {feats}))"
+Z = "F @ W + bo"
+''' + _candidate("conv")
+
+
 def main() -> None:
     HERE.mkdir(parents=True, exist_ok=True)
     files = {"net3-47.toml": NET3, "softmax-500.toml": softmax()}
@@ -110,6 +210,14 @@ def main() -> None:
         files[f"logistic-200x{f}.toml"] = logistic(200, f)
     for n in (10, 100, 1000):
         files[f"rosenbrock-{n}.toml"] = rosenbrock(n)
+    # issue 16: realistic sizes, each with one correct hand-written numpy gradient (cases/impl/)
+    for h in (32, 128):
+        files[f"mlp-784-{h}-10.toml"] = mlp(h)
+    for f in (1000, 10000):
+        files[f"logistic-1000x{f}.toml"] = logistic_big(1000, f)
+    for n in (10**4, 10**5, 10**6):
+        files[f"rosenbrock-{n}.toml"] = rosenbrock_big(n)
+    files["conv-16x16-3x3.toml"] = conv()
     for name, text in files.items():
         (HERE / name).write_text(text, encoding="utf-8")
         print("wrote", HERE / name)

@@ -138,6 +138,9 @@ class CheckSpec:
         Overrides the grading floor in ulps of the gradient's scale.
     digits : int
         Certified digits of the truth.
+    classic : bool
+        Whether ``verigrad run`` adds the classic-check note (what a central difference
+        with eps = 1e-7 would conclude) to each hand-written candidate's grade.
     """
 
     dtypes: tuple[Dtype, ...] = (Dtype.FLOAT32, Dtype.FLOAT64)
@@ -147,6 +150,7 @@ class CheckSpec:
     tolerance_factor: float | None = None
     floor_ulps: float | None = None
     digits: int = 24
+    classic: bool = True
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ TOP_KEYS = ("name", "description", "seed", "rng", "loss", "loss_code", "symbols"
             "check", "limits")
 SYMBOL_KEYS = ("constant", "shape", "init", "value", "file")
 CANDIDATE_KEYS = ("name", "code", "expect")
-CHECK_KEYS = ("dtypes", "schemes", "steps", "step_mode", "tolerance_factor", "floor_ulps", "digits")
+CHECK_KEYS = ("dtypes", "schemes", "steps", "step_mode", "tolerance_factor", "floor_ulps", "digits", "classic")
 LIMIT_KEYS = ("max_elements", "max_symbol_elements", "max_intermediate_elements", "max_precision_bits",
               "symbolic_seconds", "candidate_seconds", "max_expression_length", "max_expression_depth",
               "max_expression_nodes")
@@ -548,6 +548,8 @@ def _check(ctx: _Ctx, raw: Any) -> CheckSpec:
         if not 1 <= d <= 1000:
             raise ctx.error("[check] digits", f"digits={d} is out of range", hint="use 1 to 1000 (default 24)")
         kw["digits"] = d
+    if "classic" in raw:
+        kw["classic"] = _typed(ctx, raw["classic"], bool, "[check] classic", "true or false")
     return CheckSpec(**kw)
 
 

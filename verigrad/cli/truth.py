@@ -13,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dtype whose representable point is used (repeatable; default both)")
     p.add_argument("--digits", type=int, default=None, help="certified significant digits (default 24)")
     p.add_argument("--json", metavar="FILE", help="also write the truth as JSON (docs/report-schema.md)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print every entry (by default a large gradient is summarised; JSON has every entry)")
 
 
 def command(args, console, err) -> int:
@@ -35,7 +37,7 @@ def command(args, console, err) -> int:
     records = []
     for dt in dtypes:
         truth = certify(model, point_in_dtype(model.point, dt), dt, digits=digits)
-        console.print(truth_table(model, truth))
+        console.print(truth_table(model, truth, verbose=args.verbose))
         records.append(truth_record(truth))
     if args.json:
         doc = {"verigrad": __version__, "schema_version": SCHEMA_VERSION, **records[0],

@@ -9,6 +9,10 @@ Decisions that a ball cannot make (is this relu input > 0? is this log
 argument > 0? is this max a tie?) raise :class:`Undecided`; the certifier then
 raises the precision, and falls back to the mpmath backend only when the value
 is exactly on the boundary in a way balls cannot prove (documented there).
+
+The ball rules of the elementwise functions (the function itself, its domain, whether
+huge arguments are refused) are fields of their :class:`~verigrad.expr.functions.ElemFn`
+records; this module only applies them.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from verigrad.engine.backends import MAGNITUDE_SENSITIVE, MAX_MAG_BITS, _where_text, reduce_object
+from verigrad.engine.backends import MAX_MAG_BITS, _where_text, reduce_object
 from verigrad.errors import DomainError, LimitError
-from verigrad.expr.functions import ElemFn
+from verigrad.expr.functions import FUNCTIONS, ElemFn, Undecided, ball_sign
 
 try:  # python-flint is optional: mpmath remains a complete backend
     import flint
@@ -30,10 +34,6 @@ except ImportError:  # pragma: no cover - exercised only without python-flint
     arb = None
 
 __all__ = ["available", "ArbBackend", "Undecided", "arb_precision", "from_float", "to_mpf"]
-
-
-class Undecided(ArithmeticError):
-    """A ball straddles a decision boundary (kink, domain edge, tie) at this precision."""
 
 
 def available() -> bool:
@@ -77,15 +77,8 @@ def _show(b) -> str:
     return mpmath.nstr(to_mpf(b), 10)
 
 
-def _sign(b) -> int:
-    """-1, 0 or 1, or Undecided when the ball contains 0 without being exactly 0."""
-    if b > 0:
-        return 1
-    if b < 0:
-        return -1
-    if b.is_exact() and b == 0:
-        return 0
-    raise Undecided
+#: -1, 0 or 1, or Undecided when the ball contains 0 without being exactly 0
+_sign = ball_sign
 
 
 def _cmp(a, b) -> int:
@@ -105,43 +98,10 @@ def _ufunc(f):
     return _vec[key]
 
 
-def _sigmoid(x):
-    return 1 / (1 + (-x).exp())
-
-
-def _dsigmoid(x):
-    e = (-abs(x)).exp()
-    return e / (1 + e) ** 2
-
-
-def _dtanh(x):
-    return 1 / x.cosh() ** 2
-
-
-def _relu(x):
-    return x if _sign(x) > 0 else arb(0)
-
-
-def _step(x):
-    return arb(1) if _sign(x) > 0 else arb(0)
-
-
-def _sign_fn(x):
-    return arb(_sign(x))
-
-
-_FN = {
-    "exp": lambda x: x.exp(), "log": lambda x: x.log(), "log1p": lambda x: x.log1p(),
-    "expm1": lambda x: x.expm1(), "sqrt": lambda x: x.sqrt(), "square": lambda x: x * x,
-    "sin": lambda x: x.sin(), "cos": lambda x: x.cos(), "tan": lambda x: x.tan(), "sinh": lambda x: x.sinh(),
-    "cosh": lambda x: x.cosh(), "tanh": lambda x: x.tanh(), "arcsin": lambda x: x.asin(),
-    "arccos": lambda x: x.acos(), "arctan": lambda x: x.atan(), "erf": lambda x: x.erf(),
-    "sigmoid": _sigmoid, "softplus": lambda x: x.exp().log1p(), "relu": _relu, "abs": abs,
-    "dsigmoid": _dsigmoid, "dtanh": _dtanh, "step": _step, "sign": _sign_fn,
-}
-
-# where the function (and its derivative) is defined, as a strict lower/upper bound on the argument
-_OPEN_DOMAIN = {"log": (0, None), "sqrt": (0, None), "log1p": (-1, None), "arcsin": (-1, 1), "arccos": (-1, 1)}
+# Derived from the function table (kept for importers): the ball rule of every function,
+# and the strict bounds of the ball domain check.
+_FN = {name: f.ball for name, f in FUNCTIONS.items()}
+_OPEN_DOMAIN = {name: f.open_domain for name, f in FUNCTIONS.items() if f.open_domain is not None}
 
 
 _BOUND = None
@@ -236,14 +196,14 @@ class ArbBackend:
 
     def check_unary(self, fn: ElemFn, x, node) -> None:
         """Raise what :meth:`unary` would raise on ``x`` (magnitude, domain), without computing it."""
-        if fn.name in MAGNITUDE_SENSITIVE:
+        if fn.magnitude_sensitive:
             _mag_ok(x, node, f"the argument of {fn.name}")
-        dom = _OPEN_DOMAIN.get(fn.name)
-        if dom is None and fn.name != "tan":
+        dom, nonzero = fn.open_domain, fn.ball_nonzero
+        if dom is None and nonzero is None:
             return
         lo, hi = dom if dom is not None else (None, None)
         flat = x.ravel()
-        if fn.name != "tan":
+        if nonzero is None:
             # one vectorised comparison per bound; the loop below only runs to name a bad entry
             inside = np.ones(flat.size, dtype=bool)
             if lo is not None:
@@ -254,11 +214,10 @@ class ArbBackend:
                 return
         for i, v in enumerate(flat):
             bad = (lo is not None and not (v > lo)) or (hi is not None and not (v < hi))
-            if fn.name == "tan" and _sign(v.cos()) == 0:
-                bad = True
-            if bad:
-                definitely = (lo is not None and (v < lo or (v.is_exact() and v == lo))) or \
-                             (hi is not None and (v > hi or (v.is_exact() and v == hi))) or fn.name == "tan"
+            pole = nonzero is not None and _sign(nonzero(v)) == 0
+            if bad or pole:
+                definitely = pole or (lo is not None and (v < lo or (v.is_exact() and v == lo))) or \
+                             (hi is not None and (v > hi or (v.is_exact() and v == hi)))
                 if not definitely:
                     raise Undecided
                 raise DomainError(f"{fn.name} is undefined at {_show(v)} (it needs {fn.domain_text}) in "
@@ -267,7 +226,7 @@ class ArbBackend:
     @staticmethod
     def apply_unary(fn: ElemFn, x):
         """The function on every entry, with no checks (call :meth:`check_unary` first)."""
-        return _ufunc(_FN[fn.name])(x).astype(object)
+        return _ufunc(fn.ball)(x).astype(object)
 
     def unary(self, fn: ElemFn, x, node):
         self.check_unary(fn, x, node)

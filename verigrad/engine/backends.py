@@ -20,7 +20,7 @@ import numpy as np
 from verigrad.expr.functions import sympy  # imported lazily, on first use
 
 from verigrad.errors import DomainError, LimitError
-from verigrad.expr.functions import ElemFn
+from verigrad.expr.functions import FUNCTIONS, ElemFn
 
 __all__ = ["FloatBackend", "MPBackend", "SympyBackend", "leaf_index"]
 
@@ -37,9 +37,9 @@ def leaf_index(flat_batched_index: int, shape: tuple[int, ...]) -> tuple[int, ..
 #: Arguments beyond 2**MAX_MAG_BITS in magnitude are refused: argument reduction of exp/sin
 #: or an integer power with such a number needs billions of bits (a hang, not an answer).
 MAX_MAG_BITS = 65536
-#: the functions whose evaluation cost grows with the argument's magnitude (argument reduction)
-MAGNITUDE_SENSITIVE = frozenset({"exp", "expm1", "sinh", "cosh", "tanh", "sin", "cos", "tan", "sigmoid", "softplus",
-                                 "dsigmoid", "dtanh", "erf", "arctan"})
+#: the functions whose evaluation cost grows with the argument's magnitude (argument reduction);
+#: derived from ``ElemFn.magnitude_sensitive`` in the function table
+MAGNITUDE_SENSITIVE = frozenset(name for name, f in FUNCTIONS.items() if f.magnitude_sensitive)
 
 
 def _check_magnitude(arr: np.ndarray, node, what: str) -> None:
@@ -259,7 +259,7 @@ class MPBackend:
     def unary(self, fn: ElemFn, x, node):
         if self.complex and not fn.analytic:
             raise TypeError(f"{fn.name} is not analytic ({node.label}); the complex step does not apply")
-        if fn.name in MAGNITUDE_SENSITIVE:
+        if fn.magnitude_sensitive:
             _check_magnitude(x, node, f"the argument of {fn.name}")
         if fn.domain is not None:
             for i, v in enumerate(x.ravel()):

@@ -27,7 +27,6 @@ import contextlib
 import numpy as np
 
 from verigrad.engine import arb as ab
-from verigrad.engine.backends import MAGNITUDE_SENSITIVE
 from verigrad.expr.evaluate import eval_node, evaluate_all
 from verigrad.expr.graph import ELEMENTWISE_BINARY, Node, Op, decode_index, topological
 
@@ -64,20 +63,16 @@ def series_cap(length: int):
         ab.flint.ctx.cap = old
 
 
-_FALLIBLE_FUNCTIONS = {"log", "log1p", "sqrt", "arcsin", "arccos", "tan"} | set(MAGNITUDE_SENSITIVE)
-
-
 def _piecewise_constant(n: Node) -> bool:
     """Whether the node's value can stay exactly the same when its argument moves (relu off,
     a step, a tie weight), so that unchanged entries are worth looking for."""
-    return n.op in (Op.TIE_WEIGHT, Op.ARGMAX_WEIGHT) or (
-        n.op is Op.UNARY and n.fn.name in ("relu", "step", "sign"))
+    return n.op in (Op.TIE_WEIGHT, Op.ARGMAX_WEIGHT) or (n.op is Op.UNARY and n.fn.piecewise_constant)
 
 
 def _can_fail(n: Node) -> bool:
     """Whether evaluating the node can raise a domain or magnitude error (then every entry of
     its argument is needed, and checked)."""
-    return n.op in (Op.DIV, Op.POW) or (n.op is Op.UNARY and n.fn.name in _FALLIBLE_FUNCTIONS)
+    return n.op in (Op.DIV, Op.POW) or (n.op is Op.UNARY and n.fn.can_fail)
 
 
 class _Sparse:
@@ -162,15 +157,6 @@ def _ufunc(f):
     return np.frompyfunc(f, 1, 1)
 
 
-def _with_const(s, c0):
-    """The series ``s`` with its constant term replaced (kept accurate where the formula cancels)."""
-    cs = s.coeffs()
-    if not cs:
-        return s
-    cs[0] = c0
-    return ab.flint.arb_series(cs)
-
-
 def coefficients(s, length: int) -> list:
     """The first ``length`` Taylor coefficients of a series (or of a ball: a constant), zero-padded."""
     cs = list(s.coeffs()) if isinstance(s, ab.flint.arb_series) else [s]
@@ -182,44 +168,13 @@ def _const(s):
     return s[0] if isinstance(s, ab.flint.arb_series) else s
 
 
-def _series_fns():
-    def sinh(s):
-        e = s.exp()
-        return _with_const((e - 1 / e) / 2, _const(s).sinh())
-
-    def cosh(s):
-        e = s.exp()
-        return (e + 1 / e) / 2
-
-    def tanh(s):
-        e = (2 * s).exp()
-        return _with_const(1 - 2 / (e + 1), _const(s).tanh())
-
-    def sigmoid(s):
-        return 1 / (1 + (-s).exp())
-
-    return {
-        "exp": lambda s: s.exp(), "log": lambda s: s.log(),
-        "log1p": lambda s: _with_const((1 + s).log(), _const(s).log1p()),
-        "expm1": lambda s: _with_const(s.exp(), _const(s).expm1()),
-        "sqrt": lambda s: s.sqrt(), "square": lambda s: s * s,
-        "sin": lambda s: s.sin(), "cos": lambda s: s.cos(), "tan": lambda s: s.tan(),
-        "sinh": sinh, "cosh": cosh, "tanh": tanh,
-        "arcsin": lambda s: s.asin(), "arccos": lambda s: s.acos(), "arctan": lambda s: s.atan(),
-        "erf": lambda s: s.erf(), "sigmoid": sigmoid,
-        "softplus": lambda s: _with_const((1 + s.exp()).log(), _const(s).exp().log1p()),
-        "dsigmoid": lambda s: (lambda e: e / (1 + e) ** 2)((-s).exp()),
-        "dtanh": lambda s: 1 / cosh(s) ** 2,
-    }
-
-
 class _SeriesArithmetic:
     """Elementwise operations on 1-D object arrays of Arb series (or balls), with the
-    domain decisions of :class:`verigrad.engine.arb.ArbBackend` made on the constant terms."""
+    domain decisions of :class:`verigrad.engine.arb.ArbBackend` made on the constant terms.
+    The series rule of each function is its ``ElemFn.series``."""
 
     def __init__(self):
         self._arb = ab.ArbBackend()
-        self._fns = _series_fns()
         self._c = _ufunc(_const)
 
     def consts(self, x):
@@ -242,12 +197,12 @@ class _SeriesArithmetic:
         return out
 
     def check_unary(self, fn, x, node) -> None:
-        if not fn.analytic or fn.name not in self._fns:
+        if not fn.analytic or fn.series is None:
             raise Unsupported(f"{fn.name} has no power series here")
         self._arb.check_unary(fn, self.consts(x), node)  # domain and magnitude, on the constant terms
 
     def apply_unary(self, fn, x):
-        return _ufunc(self._fns[fn.name])(x).astype(object)
+        return _ufunc(fn.series)(x).astype(object)
 
     def maximum(self, x, y, node):
         raise Unsupported("maximum is not analytic")

@@ -1,11 +1,42 @@
-"""The whitelisted elementwise functions, each defined once symbolically.
+"""The whitelisted elementwise functions: the one place to add an elementary function.
 
-Every function has a sympy definition (what the user means, used for display,
-higher derivatives and cross-checks), a float implementation in numpy that keeps
-the dtype of its input, an mpmath implementation for the certified truth, and a
-rule for its derivative expressed with other whitelisted functions.  The tests
-check each derivative rule against ``sympy.diff`` of the definition, so the
-local derivative rules the reverse accumulation uses are sympy's.
+Each function is one :class:`ElemFn` record in :data:`FUNCTIONS`, and every
+backend reads its rules from that record (none keeps a table of its own):
+
+* ``definition`` - the sympy definition (what the user means, used for display,
+  higher derivatives and cross-checks); ``sympy_display`` optionally keeps a
+  named function unexpanded for reading;
+* ``np_f`` - the float implementation in numpy, keeping the dtype of its input
+  (:class:`~verigrad.engine.backends.FloatBackend`);
+* ``mp_f`` - the mpmath implementation for the certified truth
+  (:class:`~verigrad.engine.backends.MPBackend`);
+* ``domain`` / ``domain_text`` - where the function *and its derivative* are
+  defined (mpmath predicate, and in words);
+* ``open_domain`` / ``ball_nonzero`` - the same domain for Arb balls: strict
+  bounds on the argument, or a function of the argument that must not be 0;
+* ``ball`` - the Arb ball implementation (:class:`~verigrad.engine.arb.ArbBackend`);
+  it raises :class:`Undecided` where a ball cannot decide (``relu`` at a ball
+  containing 0);
+* ``series`` - the Arb power-series implementation (Taylor mode of
+  :mod:`verigrad.engine.lines`); ``None`` for a non-analytic function;
+* ``magnitude_sensitive`` - whether evaluation cost grows with the argument's
+  magnitude (argument reduction), so huge arguments are refused;
+* ``piecewise_constant`` - whether the value can stay exactly the same when the
+  argument moves (``relu`` off, ``step``, ``sign``);
+* ``smooth`` / ``kink_text``, ``analytic`` (complex step valid), ``internal``
+  (a derivative helper, not callable from case files).
+
+Adding a function means adding one ``ElemFn(...)`` entry below (plus its tests
+and a docs line); ``tests/test_functions.py`` checks that every function has
+every rule the backends need, and that the ball and series rules contain the
+mpmath values.  The derivative rule of each function (expressed with other
+whitelisted functions) is in :func:`verigrad.expr.reverse._derivative`; the
+tests check each one against ``sympy.diff`` of the definition, so the local
+derivative rules the reverse accumulation uses are sympy's.
+
+python-flint is never imported here at module import time: the ``ball`` and
+``series`` rules only call methods of their argument (and import flint lazily
+where they must name a type).
 """
 
 from __future__ import annotations
@@ -13,6 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import methodcaller
 from typing import Callable
 
 import mpmath
@@ -30,7 +62,7 @@ class _LazySympy:
 
 sympy = _LazySympy()
 
-__all__ = ["ElemFn", "FUNCTIONS", "get_function"]
+__all__ = ["ElemFn", "FUNCTIONS", "PUBLIC_FUNCTIONS", "Undecided", "ball_sign", "get_function"]
 
 def _x():
     return sympy.Symbol("x", real=True)
@@ -58,6 +90,31 @@ class ElemFn:
         False for functions with kinks (``relu``, ``abs``) or jumps.
     analytic : bool
         Whether the complex step is valid through this function.
+    kink_text : str
+        Where the kink or jump is, in words (non-smooth functions).
+    internal : bool
+        A derivative helper (``dsigmoid``, ``step``, ...), not callable from case files.
+    sympy_display : callable or None
+        ``sympy.Expr -> sympy.Expr`` shown to users instead of the definition.
+    ball : callable or None
+        Arb ball implementation (``arb -> arb``), containing the exact value for
+        every point of the argument ball; raises :class:`Undecided` when it needs
+        a decision the ball cannot make. Needed by every function.
+    series : callable or None
+        Arb power-series implementation (``arb_series -> arb_series``);
+        ``None`` exactly when the function is not analytic.
+    open_domain : tuple or None
+        ``(lo, hi)``: the ball domain check, ``lo < argument < hi`` strictly
+        (``None`` for an unbounded side); the ball form of ``domain``.
+    ball_nonzero : callable or None
+        ``arb -> arb`` that must not be 0 for the function to be defined (tan:
+        cos); the ball form of a ``domain`` that is not an interval.
+    magnitude_sensitive : bool
+        Whether the cost of evaluating it grows with the argument's magnitude
+        (argument reduction of exp, sin, ...): huge arguments are refused.
+    piecewise_constant : bool
+        Whether the value can stay exactly the same when the argument moves
+        (``relu`` off, ``step``, ``sign``).
     """
 
     name: str
@@ -71,12 +128,23 @@ class ElemFn:
     kink_text: str = ""
     internal: bool = False
     sympy_display: Callable[[sympy.Expr], sympy.Expr] | None = field(default=None)
+    ball: Callable[[object], object] | None = None
+    series: Callable[[object], object] | None = None
+    open_domain: tuple[int | None, int | None] | None = None
+    ball_nonzero: Callable[[object], object] | None = None
+    magnitude_sensitive: bool = False
+    piecewise_constant: bool = False
 
     def sympy_of(self, arg: sympy.Expr) -> sympy.Expr:
         """The function applied to ``arg`` in sympy, as shown to users."""
         if self.sympy_display is not None:
             return self.sympy_display(arg)
         return self.definition(arg)
+
+    @property
+    def can_fail(self) -> bool:
+        """Whether evaluating it can raise a domain or magnitude error."""
+        return self.domain is not None or self.magnitude_sensitive
 
     @property
     def derivative_expr(self) -> sympy.Expr:
@@ -183,49 +251,179 @@ def _not_odd_half_pi(x) -> bool:
     return mpmath.cos(x) != 0
 
 
+class Undecided(ArithmeticError):
+    """A ball straddles a decision boundary (kink, domain edge, tie) at this precision."""
+
+
+def ball_sign(b) -> int:
+    """-1, 0 or 1 for an Arb ball, or :class:`Undecided` when it contains 0 without being exactly 0."""
+    if b > 0:
+        return 1
+    if b < 0:
+        return -1
+    if b.is_exact() and b == 0:
+        return 0
+    raise Undecided
+
+
+# Arb ball rules (arb -> arb). They only call methods of their argument, so that this
+# module needs no python-flint; type(x)(0) is an exact arb 0.
+
+def _ball_sigmoid(x):
+    return 1 / (1 + (-x).exp())
+
+
+def _ball_dsigmoid(x):
+    e = (-abs(x)).exp()
+    return e / (1 + e) ** 2
+
+
+def _ball_dtanh(x):
+    return 1 / x.cosh() ** 2
+
+
+def _ball_relu(x):
+    return x if ball_sign(x) > 0 else type(x)(0)
+
+
+def _ball_step(x):
+    return type(x)(1) if ball_sign(x) > 0 else type(x)(0)
+
+
+def _ball_sign(x):
+    return type(x)(ball_sign(x))
+
+
+# Arb power-series rules (arb_series -> arb_series; a plain ball is a constant series).
+# Where a formula cancels in its constant term, the constant term is recomputed directly.
+
+def _series_const(s):
+    """The constant term of a series (a ball is its own); s[0] reads one coefficient, coeffs() would copy all."""
+    from flint import arb_series  # lazily: this module does not need python-flint
+
+    return s[0] if isinstance(s, arb_series) else s
+
+
+def _series_with_const(s, c0):
+    """The series ``s`` with its constant term replaced (kept accurate where the formula cancels)."""
+    cs = s.coeffs()
+    if not cs:
+        return s
+    cs[0] = c0
+    return type(s)(cs)
+
+
+def _series_log1p(s):
+    return _series_with_const((1 + s).log(), _series_const(s).log1p())
+
+
+def _series_expm1(s):
+    return _series_with_const(s.exp(), _series_const(s).expm1())
+
+
+def _series_sinh(s):
+    e = s.exp()
+    return _series_with_const((e - 1 / e) / 2, _series_const(s).sinh())
+
+
+def _series_cosh(s):
+    e = s.exp()
+    return (e + 1 / e) / 2
+
+
+def _series_tanh(s):
+    e = (2 * s).exp()
+    return _series_with_const(1 - 2 / (e + 1), _series_const(s).tanh())
+
+
+def _series_sigmoid(s):
+    return 1 / (1 + (-s).exp())
+
+
+def _series_softplus(s):
+    return _series_with_const((1 + s.exp()).log(), _series_const(s).exp().log1p())
+
+
+def _series_dsigmoid(s):
+    e = (-s).exp()
+    return e / (1 + e) ** 2
+
+
+def _series_dtanh(s):
+    return 1 / _series_cosh(s) ** 2
+
+
+def _square(x):
+    return x * x
+
+
+_m = methodcaller  # _m("exp")(x) is x.exp()
+
+
 def _sx(a):
     return sympy.Function("sigmoid")(a)
+
 
 FUNCTIONS: dict[str, ElemFn] = {
     f.name: f
     for f in [
-        ElemFn("exp", lambda a: sympy.exp(a), np.exp, mpmath.exp),
-        ElemFn("log", lambda a: sympy.log(a), np.log, mpmath.log, _positive, "argument > 0"),
-        ElemFn("log1p", lambda a: sympy.log(1 + a), np.log1p, mpmath.log1p, _gt_minus_one, "argument > -1"),
-        ElemFn("expm1", lambda a: sympy.exp(a) - 1, np.expm1, mpmath.expm1),
+        ElemFn("exp", lambda a: sympy.exp(a), np.exp, mpmath.exp,
+               ball=_m("exp"), series=_m("exp"), magnitude_sensitive=True),
+        ElemFn("log", lambda a: sympy.log(a), np.log, mpmath.log, _positive, "argument > 0",
+               ball=_m("log"), series=_m("log"), open_domain=(0, None)),
+        ElemFn("log1p", lambda a: sympy.log(1 + a), np.log1p, mpmath.log1p, _gt_minus_one, "argument > -1",
+               ball=_m("log1p"), series=_series_log1p, open_domain=(-1, None)),
+        ElemFn("expm1", lambda a: sympy.exp(a) - 1, np.expm1, mpmath.expm1,
+               ball=_m("expm1"), series=_series_expm1, magnitude_sensitive=True),
         ElemFn("sqrt", lambda a: sympy.sqrt(a), np.sqrt, mpmath.sqrt, _positive,
-               "argument > 0 (sqrt has no derivative at 0)"),
-        ElemFn("square", lambda a: a**2, np.square, lambda a: a * a),
-        ElemFn("sin", lambda a: sympy.sin(a), np.sin, mpmath.sin),
-        ElemFn("cos", lambda a: sympy.cos(a), np.cos, mpmath.cos),
-        ElemFn("tan", lambda a: sympy.tan(a), np.tan, mpmath.tan, _not_odd_half_pi, "cos(argument) != 0"),
-        ElemFn("sinh", lambda a: sympy.sinh(a), np.sinh, mpmath.sinh),
-        ElemFn("cosh", lambda a: sympy.cosh(a), np.cosh, mpmath.cosh),
-        ElemFn("tanh", lambda a: sympy.tanh(a), np.tanh, mpmath.tanh),
+               "argument > 0 (sqrt has no derivative at 0)",
+               ball=_m("sqrt"), series=_m("sqrt"), open_domain=(0, None)),
+        ElemFn("square", lambda a: a**2, np.square, lambda a: a * a, ball=_square, series=_square),
+        ElemFn("sin", lambda a: sympy.sin(a), np.sin, mpmath.sin,
+               ball=_m("sin"), series=_m("sin"), magnitude_sensitive=True),
+        ElemFn("cos", lambda a: sympy.cos(a), np.cos, mpmath.cos,
+               ball=_m("cos"), series=_m("cos"), magnitude_sensitive=True),
+        ElemFn("tan", lambda a: sympy.tan(a), np.tan, mpmath.tan, _not_odd_half_pi, "cos(argument) != 0",
+               ball=_m("tan"), series=_m("tan"), ball_nonzero=_m("cos"), magnitude_sensitive=True),
+        ElemFn("sinh", lambda a: sympy.sinh(a), np.sinh, mpmath.sinh,
+               ball=_m("sinh"), series=_series_sinh, magnitude_sensitive=True),
+        ElemFn("cosh", lambda a: sympy.cosh(a), np.cosh, mpmath.cosh,
+               ball=_m("cosh"), series=_series_cosh, magnitude_sensitive=True),
+        ElemFn("tanh", lambda a: sympy.tanh(a), np.tanh, mpmath.tanh,
+               ball=_m("tanh"), series=_series_tanh, magnitude_sensitive=True),
         ElemFn("arcsin", lambda a: sympy.asin(a), np.arcsin, mpmath.asin, _open_unit,
-               "-1 < argument < 1 (the derivative is infinite at ±1)"),
+               "-1 < argument < 1 (the derivative is infinite at ±1)",
+               ball=_m("asin"), series=_m("asin"), open_domain=(-1, 1)),
         ElemFn("arccos", lambda a: sympy.acos(a), np.arccos, mpmath.acos, _open_unit,
-               "-1 < argument < 1 (the derivative is infinite at ±1)"),
-        ElemFn("arctan", lambda a: sympy.atan(a), np.arctan, mpmath.atan),
-        ElemFn("erf", lambda a: sympy.erf(a), _np_erf, mpmath.erf),
+               "-1 < argument < 1 (the derivative is infinite at ±1)",
+               ball=_m("acos"), series=_m("acos"), open_domain=(-1, 1)),
+        ElemFn("arctan", lambda a: sympy.atan(a), np.arctan, mpmath.atan,
+               ball=_m("atan"), series=_m("atan"), magnitude_sensitive=True),
+        ElemFn("erf", lambda a: sympy.erf(a), _np_erf, mpmath.erf,
+               ball=_m("erf"), series=_m("erf"), magnitude_sensitive=True),
         ElemFn("sigmoid", lambda a: 1 / (1 + sympy.exp(-a)), _np_sigmoid, _mp_sigmoid,
-               sympy_display=lambda a: _sx(a)),
-        ElemFn("softplus", lambda a: sympy.log(1 + sympy.exp(a)), _np_softplus, _mp_softplus),
+               sympy_display=lambda a: _sx(a),
+               ball=_ball_sigmoid, series=_series_sigmoid, magnitude_sensitive=True),
+        ElemFn("softplus", lambda a: sympy.log(1 + sympy.exp(a)), _np_softplus, _mp_softplus,
+               ball=lambda x: x.exp().log1p(), series=_series_softplus, magnitude_sensitive=True),
         ElemFn("relu", lambda a: sympy.Max(a, 0), _real_only("relu", _np_relu),
                _mp_real_only("relu", lambda a: a if a > 0 else 0 * a),
-               smooth=False, analytic=False, kink_text="argument = 0"),
+               smooth=False, analytic=False, kink_text="argument = 0", ball=_ball_relu, piecewise_constant=True),
         ElemFn("abs", lambda a: sympy.Abs(a), _real_only("abs", np.abs), _mp_real_only("abs", abs),
-               smooth=False, analytic=False, kink_text="argument = 0"),
+               ball=abs, smooth=False, analytic=False, kink_text="argument = 0"),
         # Internal derivative functions: not callable from case files.
         ElemFn("dsigmoid", lambda a: sympy.exp(-a) / (1 + sympy.exp(-a)) ** 2, _np_dsigmoid, _mp_dsigmoid,
-               internal=True, sympy_display=lambda a: _sx(a) * (1 - _sx(a))),
-        ElemFn("dtanh", lambda a: 1 - sympy.tanh(a) ** 2, _np_dtanh, _mp_dtanh, internal=True),
+               internal=True, sympy_display=lambda a: _sx(a) * (1 - _sx(a)),
+               ball=_ball_dsigmoid, series=_series_dsigmoid, magnitude_sensitive=True),
+        ElemFn("dtanh", lambda a: 1 - sympy.tanh(a) ** 2, _np_dtanh, _mp_dtanh, internal=True,
+               ball=_ball_dtanh, series=_series_dtanh, magnitude_sensitive=True),
         ElemFn("step", lambda a: sympy.Heaviside(a), _real_only("step", _np_step),
                _mp_real_only("step", lambda a: mpmath.mpf(1) if a > 0 else mpmath.mpf(0)),
-               smooth=False, analytic=False, internal=True, kink_text="argument = 0",
-               sympy_display=lambda a: sympy.Heaviside(a, 0)),
+               internal=True, sympy_display=lambda a: sympy.Heaviside(a, 0),
+               smooth=False, analytic=False, kink_text="argument = 0", ball=_ball_step, piecewise_constant=True),
         ElemFn("sign", lambda a: sympy.sign(a), _real_only("sign", np.sign), _mp_real_only("sign", mpmath.sign),
-               smooth=False, analytic=False, internal=True, kink_text="argument = 0"),
+               smooth=False, analytic=False, internal=True, kink_text="argument = 0",
+               ball=_ball_sign, piecewise_constant=True),
     ]
 }
 

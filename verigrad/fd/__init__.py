@@ -13,9 +13,9 @@ Neither is imported here.
 from __future__ import annotations
 
 from verigrad.fd.directions import Direction, coordinate_direction, random_direction
-from verigrad.fd.estimate import fd_gradient, non_analytic_sites
+from verigrad.fd.estimate import fd_directional, fd_gradient, non_analytic_sites
 from verigrad.fd.nodes import batched_leaves
 from verigrad.fd.steps import entry_steps, recommended_step
 
 __all__ = ["Direction", "coordinate_direction", "random_direction", "entry_steps", "recommended_step",
-           "batched_leaves", "fd_gradient", "non_analytic_sites"]
+           "batched_leaves", "fd_gradient", "fd_directional", "non_analytic_sites"]

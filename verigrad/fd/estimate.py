@@ -25,7 +25,7 @@ from verigrad.fd.steps import entry_steps
 from verigrad.schemes import Scheme, SchemeKind, StepMode, get_scheme
 from verigrad.spec import Dtype
 
-__all__ = ["fd_gradient", "non_analytic_sites"]
+__all__ = ["fd_gradient", "fd_directional", "non_analytic_sites"]
 
 
 def non_analytic_sites(model: Model) -> list[str]:
@@ -58,7 +58,7 @@ def _prepare(model: Model, scheme: Scheme | str, dtype: Dtype):
 
 def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | Mapping[str, np.ndarray],
                 step_mode: StepMode = StepMode.RELATIVE, max_batch_elements: int = 250_000,
-                loss_values=None) -> dict[str, np.ndarray]:
+                loss_values=None, entries: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The full finite-difference gradient in ``dtype`` (every coordinate), batched and chunked.
 
     Parameters
@@ -71,6 +71,10 @@ def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float
         and the default keeps each batched intermediate (2 MB in float64) inside a core's
         L2 cache: on a 2-core machine with 2 MB L2, batches of 2 M entries ran 3x slower
         for a 1000-dimensional Rosenbrock than batches of 250 k (``docs/benchmarks.md``).
+    entries : mapping of str to ndarray of int, optional
+        Estimate only these coordinates (flat C-order indices per variable); every other
+        entry of the result is NaN, and a variable not in the mapping is all NaN. The cost
+        is that of the chosen coordinates only (a sampled check of a large gradient).
 
     Returns
     -------
@@ -86,10 +90,17 @@ def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float
         x = point[name]
         n = x.size
         hp = entry_steps(step, name, x, step_mode).astype(np_dt)
-        est = np.empty(n, dtype=np_dt)
+        if entries is None:
+            chosen = np.arange(n)
+            est = np.empty(n, dtype=np_dt)
+        else:
+            chosen = np.unique(np.asarray(entries.get(name, ()), dtype=np.int64))
+            if chosen.size and (chosen[0] < 0 or chosen[-1] >= n):
+                raise ValueError(f"entries of {name} must lie in [0, {n}); got {chosen[0]}..{chosen[-1]}")
+            est = np.full(n, np.nan, dtype=np_dt)
         per = max(1, max_batch_elements // max(1, n * len(offsets)))
-        for start in range(0, n, per):
-            idx = np.arange(start, min(n, start + per))
+        for start in range(0, chosen.size, per):
+            idx = chosen[start:start + per]
             B = len(idx) * len(offsets)
             if is_cs:
                 cdt = dtype.complex
@@ -128,3 +139,45 @@ def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float
             workspace.give(base)
         out[name] = est.reshape(x.shape)
     return out
+
+
+def fd_directional(model: Model, *, dtype: Dtype, directions, step: float,
+                   loss_values=None) -> np.ndarray:
+    """Central differences of the loss along whole-gradient directions, in ``dtype``.
+
+    ``D_j = fl_p((f_p(y_j+) - f_p(y_j-)) / (2 h_p))`` with nodes
+    ``y_j± = fl_p(x_p ± h_p d_j)`` entry by entry (the product and sum are formed in
+    float64 and rounded once to ``dtype``; in float64 that is two roundings, so the nodes
+    are not the exact line points: this estimate is what a classic checker computes, not
+    a split into truncation, step and round-off).
+
+    Parameters
+    ----------
+    directions : sequence of mapping of str to ndarray
+        Each a float64 array per variable (the variable's shape); typically unit vectors.
+    step : float
+        The absolute step h.
+
+    Returns
+    -------
+    ndarray, shape (len(directions),), dtype ``dtype``
+        One estimate per direction.
+    """
+    np_dt = dtype.numpy
+    point = point_in_dtype(model.point, dtype)
+    hp = np_dt.type(step)
+    calls = []
+    for d in directions:
+        for sign in (1.0, -1.0):
+            calls.append({m: ((point[m].astype(np.float64) + sign * float(hp) * d[m]).astype(np_dt)
+                              if m in d else point[m]) for m in model.leaves})
+    if loss_values is not None:
+        F = np.asarray(loss_values(calls), dtype=np_dt)
+    elif not calls:
+        F = np.empty(0, dtype=np_dt)
+    else:
+        leaves = {m: np.stack([c[m] for c in calls]) for m in model.leaves}
+        F = model.float_eval([model.loss], leaves, np_dt, batched=True)[0]
+    F = F.reshape(len(directions), 2)
+    with np.errstate(all="ignore"):
+        return ((F[:, 0] - F[:, 1]) / (np_dt.type(2) * hp)).astype(np_dt)

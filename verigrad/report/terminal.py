@@ -13,24 +13,78 @@ def fmt_index(idx: tuple) -> str:
     return "" if not idx else "[" + ", ".join(str(int(i)) for i in idx) + "]"
 
 
-def truth_table(model, truth) -> Table:
-    """Loss and certified gradient entries of one dtype's point."""
+#: a gradient with more entries than this is summarised (per variable, and its largest entries)
+TRUTH_TABLE_ENTRIES = 40
+#: how many of the largest entries a summarised truth shows
+TRUTH_TOP_ENTRIES = 10
+
+
+def _float_gradient(truth) -> dict:
+    """The truth rounded to float64 per variable, without building per-entry objects when avoidable."""
+    hi = getattr(truth, "gradient_hi", None)
+    return dict(hi) if hi else truth.as_float64()
+
+
+def _entry_row(t: Table, truth, name: str, idx: tuple) -> None:
+    g = truth.gradient[name] if not hasattr(truth, "entry") else None
+    value = truth.entry(name, idx) if g is None else g[idx]
+    note = ""
+    if truth.exact_zero[name][idx]:
+        note = " (exact zero)"
+    elif truth.absolute[name][idx]:
+        note = f" (|g| < 1e-{truth.digits + 8}·scale)"
+    t.add_row(f"d loss/d {name}{fmt_index(idx)}", repr(truth.point[name][idx].item()), truth.decimal(value) + note)
+
+
+def truth_table(model, truth, *, verbose: bool = False):
+    """Loss and certified gradient entries of one dtype's point.
+
+    Every entry when the gradient has at most :data:`TRUTH_TABLE_ENTRIES` entries (or with
+    ``verbose``); otherwise a row per variable (shape, exact zeros, largest |g|) and the
+    :data:`TRUTH_TOP_ENTRIES` largest entries, so that rendering never grows with the size
+    of the gradient (every entry is in the JSON).
+    """
+    from rich.console import Group
+
+    total = sum(g.size for g in truth.exact_zero.values())
     t = Table(title=f"{truth.case} · {truth.dtype.value} point · {truth.digits} certified digits "
                     f"({truth.precision} bits)", title_justify="left", expand=False)
     t.add_column("quantity", no_wrap=True)
     t.add_column("value at x_p", no_wrap=True)
     t.add_column("exact gradient", no_wrap=True)
     t.add_row("loss", "", truth.decimal(truth.loss[()]))
-    for name, g in truth.gradient.items():
-        x = truth.point[name]
-        for idx in np.ndindex(*g.shape):
-            note = ""
-            if truth.exact_zero[name][idx]:
-                note = " (exact zero)"
-            elif truth.absolute[name][idx]:
-                note = f" (|g| < 1e-{truth.digits + 8}·scale)"
-            t.add_row(f"d loss/d {name}{fmt_index(idx)}", repr(x[idx].item()), truth.decimal(g[idx]) + note)
-    return t
+    if verbose or total <= TRUTH_TABLE_ENTRIES:
+        for name, zeros in truth.exact_zero.items():
+            for idx in np.ndindex(*zeros.shape):
+                _entry_row(t, truth, name, idx)
+        return t
+    floats = _float_gradient(truth)
+    s = Table(title=f"{total:,} gradient entries: a summary per variable (every entry: -v or --json)",
+              title_justify="left", expand=False)
+    for col in ("variable", "shape", "exact zeros", "max |g|", "at"):
+        s.add_column(col, no_wrap=True, justify="left" if col in ("variable", "at") else "right")
+    for name, g in floats.items():
+        a = np.abs(g)
+        i = np.unravel_index(int(np.argmax(a)), g.shape) if g.size else ()
+        s.add_row(name, "×".join(map(str, g.shape)) or "scalar", f"{int(truth.exact_zero[name].sum()):,}",
+                  f"{float(a[i]) if g.size else 0.0:.3e}", f"{name}{fmt_index(i)}")
+    flat = [(float(v), name, j) for name, g in floats.items()
+            for j, v in zip(*_top(np.abs(g).ravel(), TRUTH_TOP_ENTRIES))]
+    flat.sort(key=lambda r: -r[0])
+    for _, name, j in flat[:TRUTH_TOP_ENTRIES]:
+        _entry_row(t, truth, name, tuple(int(k) for k in np.unravel_index(j, floats[name].shape)))
+    t.title += f" · the {min(TRUTH_TOP_ENTRIES, total)} largest of {total:,} entries"
+    return Group(t, s)
+
+
+def _top(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k largest entries of a 1-D array, largest first (O(n))."""
+    if a.size > k:
+        idx = np.argpartition(-a, k - 1)[:k]
+    else:
+        idx = np.arange(a.size)
+    idx = idx[np.argsort(-a[idx], kind="stable")]
+    return idx, a[idx]
 
 
 def show_text(model, *, latex: bool = False) -> str:
@@ -136,9 +190,13 @@ def case_details(rep, *, verbose: bool = False, quiet: bool = False):
             lines.append(r.message)
         classic = r.extra.get("classic") if r.extra else None
         if classic and classic["outcome"] != "agree":
-            lines.append(f"{r.case} › {r.candidate} › {r.dtype}: the classic check (central, eps={classic['eps']:g}, "
-                         f"relative difference {classic['relative_difference']:.1e} vs {classic['threshold']:g}) "
-                         f"would say {'pass' if classic['classic_pass'] else 'fail'}: {classic['outcome']}")
+            cov = classic.get("coverage") or {}
+            where = (f", on {cov['coordinates']:,} of {cov['of']:,} coordinates and {cov['directions']} random "
+                     f"directions, seed {cov['seed']}" if cov.get("mode") == "sample" else "")
+            lines.append(f"{r.case} › {r.candidate} › {r.dtype}: the classic check (central, eps={classic['eps']:g}"
+                         f"{where}, relative difference {classic['relative_difference']:.1e} vs "
+                         f"{classic['threshold']:g}) would say {'pass' if classic['classic_pass'] else 'fail'}: "
+                         f"{classic['outcome']}")
         for line in lines:
             parts.append(Text("  " + line, style="red" if r.met is False else "yellow" if r.verdict != "pass" else ""))
         if verbose and r.value is not None and r.dtype in rep.truths:

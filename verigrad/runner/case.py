@@ -10,7 +10,9 @@ line (:mod:`verigrad.cli`) wires arguments to these functions and to
 from __future__ import annotations
 
 import contextlib
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -51,6 +53,37 @@ def baseline_gradient(model: Model, point: dict[str, np.ndarray], dtype: Dtype) 
 
 CLASSIC_SCHEME = "central"
 CLASSIC_EPS = 1e-7
+#: the classic check differences every coordinate while its 2N loss calls are estimated to
+#: cost at most this many seconds; beyond that it samples (the run must stay O(N), not O(N^2))
+CLASSIC_FULL_SECONDS = 0.5
+#: coordinates a sampled classic check differences (the entries grading flagged come first)
+CLASSIC_SAMPLE = 256
+#: of those, at most this many are entries grading flagged
+CLASSIC_FLAGGED = 64
+#: seeded random unit directions a sampled classic check adds
+CLASSIC_DIRECTIONS = 4
+
+
+@dataclass(frozen=True)
+class ClassicPlan:
+    """How the classic-check note is computed for one case × dtype.
+
+    Attributes
+    ----------
+    full : dict of str to ndarray or None
+        The central difference of every coordinate (when that is cheap), shared by the candidates.
+    sampled : bool
+        True when each candidate is checked on a sample instead (:func:`classic_sample`).
+    seed : int
+        Seed of the sample's coordinates and directions (the case's ``seed``, or 0).
+    seconds_per_call : float
+        Measured time of one loss evaluation in the dtype (the basis of the choice).
+    """
+
+    full: dict | None
+    sampled: bool
+    seed: int
+    seconds_per_call: float
 
 
 def classic_reference(model: Model, dtype: Dtype) -> dict[str, np.ndarray] | None:
@@ -71,8 +104,105 @@ def classic_reference(model: Model, dtype: Dtype) -> dict[str, np.ndarray] | Non
         return None
 
 
+def classic_plan(model: Model, point: dict[str, np.ndarray], dtype: Dtype) -> ClassicPlan:
+    """Full classic check when 2N loss calls are cheap (:data:`CLASSIC_FULL_SECONDS`), else a sample.
+
+    A gradient of at most :data:`CLASSIC_SAMPLE` entries is always differenced in full (a
+    sample would be all of it).
+
+    The cost of one loss call is measured at the point (the best of three evaluations; one
+    call of ``loss_code`` when the case has one, including its process overhead).
+    """
+    from verigrad.runner.candidates import loss_code_evaluator
+
+    case = model.case
+    n = case.parameter_count
+    seed = case.seed if case.seed is not None else 0
+    if case.loss_code is not None:
+        t0 = time.perf_counter()
+        try:
+            loss_code_evaluator(case)([{k: np.array(v) for k, v in point.items()}])
+        except VerigradError:
+            return ClassicPlan(None, False, seed, float("nan"))
+        per_call = time.perf_counter() - t0
+    else:
+        per_call = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            model.float_eval([model.loss], point, dtype.numpy)
+            per_call = min(per_call, time.perf_counter() - t0)
+    if n <= CLASSIC_SAMPLE or 2 * n * per_call <= CLASSIC_FULL_SECONDS:
+        return ClassicPlan(classic_reference(model, dtype), False, seed, per_call)
+    return ClassicPlan(None, True, seed, per_call)
+
+
+def classic_sample(model: Model, dtype: Dtype, value: dict[str, np.ndarray], grade, *, seed: int
+                   ) -> tuple[dict, dict] | None:
+    """The classic check on a sample: the flagged entries, random coordinates and random directions.
+
+    Coordinates: up to :data:`CLASSIC_FLAGGED` entries that grading found wrong (the worst
+    first), then seeded uniformly random coordinates up to :data:`CLASSIC_SAMPLE` in all;
+    plus :data:`CLASSIC_DIRECTIONS` seeded random unit directions over every variable.
+    Returns ``(candidate values, central differences)`` as two dicts of 1-D float arrays
+    (the sampled coordinates per variable, and the directional derivatives under the key
+    ``"<directions>"``), ready for :func:`verigrad.runner.fdcheck.classic_verdict`, and the
+    coverage record; None when the loss cannot be differenced.
+    """
+    from verigrad.fd import fd_directional, fd_gradient
+    from verigrad.runner.candidates import loss_code_evaluator
+    from verigrad.schemes import StepMode
+
+    case = model.case
+    shapes = {name: model.shape(name) for name in model.gradient}
+    sizes = {name: int(np.prod(shape, dtype=np.int64)) for name, shape in shapes.items()}
+    total = sum(sizes.values())
+    names = list(shapes)
+    offsets = np.cumsum([0] + [sizes[nm] for nm in names])
+    chosen: list[int] = []
+    wrong = sorted(getattr(grade, "wrong", ()) or (), key=lambda e: -(e.ulps if e.ulps == e.ulps else math.inf))
+    for e in wrong[:CLASSIC_FLAGGED]:
+        if e.variable in sizes:
+            k = names.index(e.variable)
+            chosen.append(int(offsets[k] + np.ravel_multi_index(e.index, shapes[e.variable])) if e.index
+                          else int(offsets[k]))
+    rng = np.random.default_rng(seed)
+    want = min(CLASSIC_SAMPLE, total)
+    picked = set(chosen)
+    while len(picked) < want:
+        for j in rng.choice(total, size=min(total, 2 * want), replace=False):
+            if len(picked) >= want:
+                break
+            picked.add(int(j))
+    flat = np.array(sorted(picked), dtype=np.int64)
+    entries = {nm: flat[(flat >= offsets[k]) & (flat < offsets[k + 1])] - offsets[k] for k, nm in enumerate(names)}
+    directions = []
+    for _ in range(CLASSIC_DIRECTIONS):
+        d = {nm: rng.standard_normal(shapes[nm]) for nm in names}
+        norm = math.sqrt(sum(float(np.sum(v * v)) for v in d.values())) or 1.0
+        directions.append({nm: v / norm for nm, v in d.items()})
+    lv = loss_code_evaluator(case) if case.loss_code is not None else None
+    try:
+        fd = fd_gradient(model, dtype=dtype, scheme=CLASSIC_SCHEME, step=CLASSIC_EPS, step_mode=StepMode.ABSOLUTE,
+                         loss_values=lv, entries=entries)
+        fd_dir = fd_directional(model, dtype=dtype, directions=directions, step=CLASSIC_EPS, loss_values=lv)
+    except VerigradError:
+        return None
+    cand, ref = {}, {}
+    for nm in names:
+        idx = entries[nm]
+        cand[nm] = np.asarray(value[nm]).reshape(-1)[idx]
+        ref[nm] = fd[nm].reshape(-1)[idx]
+    cand["<directions>"] = np.array([sum(float(np.sum(np.asarray(value[nm], np.float64) * d[nm])) for nm in names)
+                                     for d in directions])
+    ref["<directions>"] = fd_dir.astype(np.float64)
+    coverage = {"mode": "sample", "coordinates": int(flat.size), "of": int(total),
+                "flagged": int(min(len(wrong), CLASSIC_FLAGGED)), "directions": CLASSIC_DIRECTIONS, "seed": seed}
+    return (cand, ref), coverage
+
+
 def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: dict[str, np.ndarray],
-                    *, timeout: float, classic_fd: dict[str, np.ndarray] | None = None) -> Result:
+                    *, timeout: float, classic_fd: dict[str, np.ndarray] | None = None,
+                    classic: ClassicPlan | None = None) -> Result:
     """Call one candidate in isolation at ``truth``'s point and grade it."""
     from verigrad.grading import grade
 
@@ -111,14 +241,29 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
     if kinks.at_kink:
         res = Result(**{**res.__dict__, "extra": {**res.extra, "kinks": {
             "conventions": list(kinks.conventions), "notes": list(kinks.notes)}}})
-    if classic_fd is not None and verdict in ("pass", "fail"):
+    if classic is not None and classic.full is not None:
+        classic_fd = classic.full
+    if verdict in ("pass", "fail") and (classic_fd is not None or (classic is not None and classic.sampled)):
         from verigrad.runner.fdcheck import classic_verdict
 
-        with np.errstate(all="ignore"):
-            classic = classic_verdict(value, classic_fd, truth_verdict_pass=(verdict == "pass"))
-        classic.update(scheme=CLASSIC_SCHEME, eps=CLASSIC_EPS)
-        res = Result(**{**res.__dict__, "extra": {**res.extra, "classic": classic}})
+        coverage = {"mode": "full", "coordinates": truth_size(truth), "of": truth_size(truth), "flagged": 0,
+                    "directions": 0, "seed": None}
+        pair = (value, classic_fd)
+        if classic_fd is None:
+            sample = classic_sample(model, dtype, value, g, seed=classic.seed)
+            pair = None if sample is None else sample[0]
+            coverage = None if sample is None else sample[1]
+        if pair is not None:
+            with np.errstate(all="ignore"):
+                note = classic_verdict(*pair, truth_verdict_pass=(verdict == "pass"))
+            note.update(scheme=CLASSIC_SCHEME, eps=CLASSIC_EPS, coverage=coverage)
+            res = Result(**{**res.__dict__, "extra": {**res.extra, "classic": note}})
     return res
+
+
+def truth_size(truth: Truth) -> int:
+    """Number of gradient entries of a truth."""
+    return int(sum(m.size for m in truth.exact_zero.values()))
 
 
 def _transposed_returns(value, shapes, truth, label) -> list[str]:
@@ -185,11 +330,12 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
             baseline = baseline_gradient(model, point, dt)
             if case.loss_code is not None:
                 loss_code[dt.value] = grade_loss_code(model, truth)
-            classic_fd = classic_reference(model, dt) if case.candidates else None
+            plan = (classic_plan(model, point, dt) if case.candidates and with_fd and case.check.classic
+                    else None)
             for cand in case.candidates:
                 note(f"{case.name} › {cand.name} › {dt.value}")
                 results.append(grade_candidate(model, cand, truth, baseline, timeout=case.limits.candidate_seconds,
-                                               classic_fd=classic_fd))
+                                               classic=plan))
             if with_fd and case.check.schemes:
                 from verigrad.runner.fdcheck import grade_schemes
 

@@ -1,0 +1,333 @@
+"""Vectorised double-double arithmetic with rigorous float64 error bounds.
+
+A double-double (dd) number is an unevaluated sum ``hi + lo`` of two float64 numbers.
+Every function here works elementwise on numpy float64 arrays (numpy broadcasting
+applies) and returns the dd result ``(hi, lo)`` *and* a float64 array ``err`` that is a
+proved upper bound of ``|exact result of the operation on the exact inputs - (hi + lo)|``.
+Ball operations (midpoint in dd, float64 radius) are built on these in
+:mod:`verigrad.engine.fastball`.
+
+Conventions used in every proof below
+-------------------------------------
+* ``u = 2**-53`` is the unit roundoff of float64 (round to nearest, ties to even).
+  numpy performs each ufunc call as one correctly rounded IEEE operation per element; no
+  two ufunc calls are ever fused (no FMA contraction across calls), so the model
+  ``fl(a op b) = (a op b)(1 + d), |d| <= u`` holds for every ``+ - * /`` and ``sqrt`` in the
+  normal range.  In the subnormal range a product or quotient has an additional absolute
+  error of at most ``eta/2 = 2**-1075``; sums and differences are exact there.
+* ``gamma_n = n u / (1 - n u)``; ``prod_{i<=n} (1 + d_i)^{+-1}`` lies in ``[1 - gamma_n, 1 + gamma_n]``.
+* A dd pair is *normalised* when ``hi = fl(hi + lo)``, hence ``|lo| <= u |hi|`` and ``hi = 0``
+  implies ``lo = 0``.  Every function returns normalised pairs (the last step is an
+  error-free :func:`two_sum`) and assumes normalised inputs.
+* **Range precondition.** The callers (the ball evaluator) refuse any value whose ``hi`` is
+  non-zero with ``|hi|`` outside ``[2**-900, 2**900]`` and any product whose float
+  product would leave that range; under it :func:`two_prod` is exact (Dekker/Veltkamp:
+  exact when no overflow and ``e_a + e_b >= -970``, i.e. ``|ab| >= 2**-968``; the split
+  needs ``|a| < 2**995``), which is what the bounds below use.  Bounds themselves are valid
+  whatever the range, because each is rounded up by :func:`up`, which also covers
+  underflow.
+* **Upward rounding.** A bound is an expression of at most ``m <= 256`` float operations on
+  non-negative numbers, each with relative error at most ``u``; the computed value ``v``
+  then satisfies ``exact <= v (1 - u)^-m + m eta``.  :func:`up` returns
+  ``fl(v * UP) + TINY`` (or ``fl(v * UP)`` for expressions of sums only, which have no
+  underflow error) with ``UP = 1 + 2**-44`` and ``TINY = 2**-1060``: since
+  ``(1 - u)^-(m + 1) <= 1 + 257 u < 1 + 2**-44`` and ``257 eta < 2**-1060``, the result is a
+  proved upper bound.  Every ``err`` returned here has been passed through :func:`up`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["U", "UP", "DOWN", "TINY", "up", "two_sum", "fast_two_sum", "split", "two_prod",
+           "add", "sub", "mul", "square", "div", "sqrt", "pow_int", "gamma", "lower_pos"]
+
+#: unit roundoff of float64
+U = 2.0 ** -53
+#: upward safety factor, covering (1 - u)^-m for bound expressions of m <= 256 operations
+UP = 1.0 + 2.0 ** -44
+#: downward factor: fl(x * DOWN) <= x (1 - 2**-45) for normal x >= 0
+DOWN = 1.0 - 2.0 ** -44
+#: absolute term covering the underflow errors (<= 2**-1075 each) of up to 2**14 operations
+TINY = 2.0 ** -1060
+_SPLITTER = 134217729.0  # 2**27 + 1
+
+
+def up(v: np.ndarray, products: bool = True) -> np.ndarray:
+    """Round a computed non-negative bound upwards (see the module Notes).
+
+    Parameters
+    ----------
+    v : ndarray of float64, >= 0
+        The float evaluation of a bound expression of at most 256 operations.
+    products : bool
+        False when the expression has only additions of non-negative numbers (no
+        underflow error, so no absolute term is added and exact zeros stay zero).
+
+    Returns
+    -------
+    ndarray of float64
+        ``fl(v * UP) (+ TINY)``, an upper bound of the exact expression.
+    """
+    out = v * UP
+    if products:
+        out += TINY
+    return out
+
+
+def gamma(n: int) -> float:
+    """An upper bound (float) of ``gamma_n = n u / (1 - n u)``, for ``n u < 1/2``.
+
+    Computed in exact rational arithmetic (Python ints) and rounded up, so no float rounding
+    is involved.
+    """
+    from fractions import Fraction
+
+    n = int(n)
+    if n * 2 >= 2**53:
+        raise ValueError("n too large for gamma_n")
+    g = Fraction(n, 2**53 - n)
+    f = float(g)
+    if Fraction(f) < g:
+        f = np.nextafter(f, np.inf)
+    return float(f)
+
+
+def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Error-free sum (Knuth): ``s + e = a + b`` exactly, ``s = fl(a + b)``.
+
+    Notes
+    -----
+    Exact for all finite inputs whose sum does not overflow (Knuth 1969; underflow cannot
+    make a sum inexact).  6 float operations.
+    """
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return s, e
+
+
+def fast_two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Error-free sum (Dekker) assuming ``|a| >= |b|`` or ``a = 0`` elementwise: ``s + e = a + b``.
+
+    Notes
+    -----
+    Exact when the exponent of ``a`` is at least that of ``b`` (in particular when
+    ``|a| >= |b|``) and nothing overflows.  3 float operations.
+    """
+    s = a + b
+    e = b - (s - a)
+    return s, e
+
+
+def split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Veltkamp split: ``a = ah + al`` exactly, each with at most 26 significant bits.
+
+    Notes
+    -----
+    Exact for ``|a| < 2**995`` (the product by ``2**27 + 1`` must not overflow).
+    """
+    c = a * _SPLITTER
+    ah = c - (c - a)
+    return ah, a - ah
+
+
+def two_prod(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Error-free product (Dekker): ``p + e = a b`` exactly, ``p = fl(a b)``.
+
+    Notes
+    -----
+    Exact when ``|a|, |b| < 2**995``, ``|ab| < 2**1023`` and ``|ab| >= 2**-968`` or
+    ``ab = 0`` (Dekker 1971; Boldo 2006: the condition is ``e_a + e_b >= emin + p - 1``).
+    The callers guarantee this by the range precondition of the module Notes.
+    """
+    p = a * b
+    ah, al = split(a)
+    bh, bl = split(b)
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+def add(ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd sum ``(ah + al) + (bh + bl)``.
+
+    Returns
+    -------
+    hi, lo : ndarray of float64
+        Normalised dd result.
+    err : ndarray of float64
+        Upper bound of ``|(ah + al + bh + bl) - (hi + lo)|``.
+
+    Notes
+    -----
+    Algorithm: ``s, e = two_sum(ah, bh)``; ``t, et = two_sum(al, bl)``;
+    ``f, ef = two_sum(e, t)``; ``hi, lo = two_sum(s, f)``.  Every step is error free, so
+    the exact sum is ``hi + lo + et + ef``: the only dropped quantities are ``et`` and
+    ``ef``, which are *computed exactly*, and ``err = up(|et| + |ef|)`` (one addition, no
+    underflow error).  ``err`` is exactly 0 whenever the result is exact (e.g. when
+    ``al = bl = 0``).  A priori, ``|et| <= u |al + bl| <= u^2 (|ah| + |bh|)`` and
+    ``|ef| <= u |e + t| <= 2.01 u^2 (|ah| + |bh|)``.
+    """
+    s, e = two_sum(ah, bh)
+    t, et = two_sum(al, bl)
+    f, ef = two_sum(e, t)
+    hi, lo = two_sum(s, f)
+    err = up(np.abs(et) + np.abs(ef), products=False)
+    return hi, lo, err
+
+
+def sub(ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd difference ``(ah + al) - (bh + bl)``; the bound of :func:`add` (negation is exact)."""
+    return add(ah, al, -bh, -bl)
+
+
+def mul(ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd product ``(ah + al)(bh + bl)``.
+
+    Returns
+    -------
+    hi, lo : ndarray of float64
+        Normalised dd result.
+    err : ndarray of float64
+        Upper bound of ``|(ah + al)(bh + bl) - (hi + lo)|``.
+
+    Notes
+    -----
+    Algorithm: ``p, e = two_prod(ah, bh)`` (exact by the range precondition);
+    ``c = fl(fl(ah bl) + fl(al bh))``; ``f, ef = two_sum(e, c)``; ``hi, lo = two_sum(p, f)``.
+    The exact product is ``p + e + ah bl + al bh + al bl``; the computed pair equals
+    ``p + e + c + ef`` exactly, so the error is ``|(ah bl + al bh - c) + al bl - ef|``
+    with ``|ah bl + al bh - c| <= u|ah bl| + u|al bh| + u|fl(ah bl) + fl(al bh)|
+    <= (2 + u) u X``, ``X = |ah||bl| + |al||bh|``.  Hence
+    ``err = up(|ef| + |al||bl| + 2.01 u X)`` (plus ``TINY`` for underflow, only where neither
+    factor is exactly zero, so exact zeros stay exact).  ``err = 0`` when ``al = bl = 0``
+    and ``ef = 0``.  A priori ``err <= 9 u^2 |ah bh|``.
+    """
+    p, e = two_prod(ah, bh)
+    aah, aal, abh, abl = np.abs(ah), np.abs(al), np.abs(bh), np.abs(bl)
+    c = ah * bl + al * bh
+    f, ef = two_sum(e, c)
+    hi, lo = two_sum(p, f)
+    x = aah * abl + aal * abh
+    err = (np.abs(ef) + aal * abl + x * (2.01 * U)) * UP
+    err += np.where((ah != 0) & (bh != 0), TINY, 0.0)
+    return hi, lo, err
+
+
+def square(ah, al) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd square; the bound of :func:`mul`."""
+    return mul(ah, al, ah, al)
+
+
+def lower_pos(hi: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """A float lower bound of ``hi (1 - u) - err`` (for ``hi > 0``; may be <= 0).
+
+    Notes
+    -----
+    ``t = fl(hi (1 - 2**-50)) <= hi (1 - 2**-50)(1 + u) <= hi (1 - u)``;
+    ``d = fl(t - err) <= (t - err)(1 + u)`` when positive (exact when subnormal);
+    ``fl(d DOWN) <= d (1 - 2**-44)(1 + u) < d / (1 + u)``, so the result is at most
+    ``t - err``.  A non-positive result is returned as is (the caller refuses it).
+    With ``|lo| <= u hi`` this bounds ``hi + lo - err`` from below.
+    """
+    t = hi * (1.0 - 2.0 ** -50)
+    d = t - err
+    return np.where(d > 0, d * DOWN, d)
+
+
+def div(ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd quotient ``(ah + al) / (bh + bl)`` for ``bh != 0``.
+
+    Returns
+    -------
+    hi, lo : ndarray of float64
+    err : ndarray of float64
+        Upper bound of ``|(ah + al)/(bh + bl) - (hi + lo)|``.
+
+    Notes
+    -----
+    Midpoint: ``q1 = fl(ah/bh)``, residual ``r ~ a - q1 b`` using the exact
+    ``two_prod(q1, bh)``, ``q2 = fl(r/bh)``, ``hi, lo = two_sum(q1, q2)``.  The bound is
+    *a posteriori*: with ``q = hi + lo``, the residual ``rho = a - q b`` is computed as
+    ``d = sub(a, mul(q, b))`` with the proved errors ``e_m``, ``e_d`` of :func:`mul` and
+    :func:`add`, so ``|rho| <= |dh|(1 + u) + e_m + e_d``; and ``|a/b - q| = |rho|/|b|``
+    with ``|b| >= |bh|(1 - u)``.  Hence ``err = up((|dh| + e_m + e_d) / |bh|)`` (the factors
+    ``(1 + u)/(1 - u)`` count as two of the operations covered by ``UP``).
+    """
+    q1 = ah / bh
+    p, e = two_prod(q1, bh)
+    r = (((ah - p) - e) + al) - q1 * bl
+    q2 = r / bh
+    hi, lo = two_sum(q1, q2)
+    mh, ml, em = mul(hi, lo, bh, bl)
+    dh, _, ed = sub(ah, al, mh, ml)
+    err = up((np.abs(dh) + em + ed) / np.abs(bh))
+    err = np.where((ah == 0) & (al == 0), 0.0, err)  # 0 / b = 0 exactly (hi = lo = 0 then)
+    return hi, lo, err
+
+
+def sqrt(ah, al) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd square root of ``ah + al > 0`` (``ah >= 2**-900``).
+
+    Returns
+    -------
+    hi, lo : ndarray of float64
+    err : ndarray of float64
+        Upper bound of ``|sqrt(ah + al) - (hi + lo)|``.
+
+    Notes
+    -----
+    Midpoint: ``s1 = fl(sqrt(ah))``, one Newton correction ``s2 = (a - s1^2)/(2 s1)`` with
+    the exact ``two_prod(s1, s1)``, ``hi, lo = two_sum(s1, s2)``.  A posteriori bound: with
+    ``q = hi + lo > 0``, ``|sqrt(a) - q| = |a - q^2| / (sqrt(a) + q) <= |a - q^2| / q``, and
+    ``a - q^2`` is computed as ``d = sub(a, mul(q, q))`` with proved errors, so
+    ``err = up((|dh| + e_m + e_d) / hi)`` (``q >= hi (1 - u)``; the ``(1+u)/(1-u)`` factors
+    are covered by ``UP``).
+    """
+    s1 = np.sqrt(ah)
+    p, e = two_prod(s1, s1)
+    r = ((ah - p) - e) + al
+    s2 = r / (2.0 * s1)
+    hi, lo = two_sum(s1, s2)
+    mh, ml, em = mul(hi, lo, hi, lo)
+    dh, _, ed = sub(ah, al, mh, ml)
+    err = up((np.abs(dh) + em + ed) / hi)
+    return hi, lo, err
+
+
+def pow_int(ah, al, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd power ``(ah + al)**n`` for an integer ``n >= 1``, by binary powering.
+
+    Returns
+    -------
+    hi, lo : ndarray of float64
+    err : ndarray of float64
+        Upper bound of ``|(ah + al)**n - (hi + lo)|``.
+
+    Notes
+    -----
+    Each intermediate is carried as a ball ``[x ± r]`` and multiplied with the rule of
+    :func:`verigrad.engine.fastball.ball_mul`:
+    ``|xy - mid| <= |xh| r_y (1 + u) + r_x |yh| (1 + u) + r_x r_y + err_mul``, rounded up.
+    """
+    if n < 1:
+        raise ValueError("pow_int needs n >= 1")
+    rh, rl, rr = None, None, None
+    bh, bl, br = ah, al, np.zeros_like(np.asarray(ah, dtype=np.float64))
+    while True:
+        if n & 1:
+            if rh is None:
+                rh, rl, rr = bh, bl, br
+            else:
+                rh, rl, rr = _ball_mul(rh, rl, rr, bh, bl, br)
+        n >>= 1
+        if not n:
+            return rh, rl, rr
+        bh, bl, br = _ball_mul(bh, bl, br, bh, bl, br)
+
+
+def _ball_mul(ah, al, ar, bh, bl, br):
+    hi, lo, err = mul(ah, al, bh, bl)
+    rad = (np.abs(ah) * br + ar * np.abs(bh) + ar * br + err) * UP
+    rad += np.where(((ah != 0) | (ar != 0)) & ((bh != 0) | (br != 0)), TINY, 0.0)
+    return hi, lo, rad
