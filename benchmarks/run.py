@@ -432,14 +432,117 @@ def _warm_imports() -> None:
     import verigrad.engine.truth  # noqa: F401
 
 
-def _spawn(args: list[str], timeout: float = 3600) -> dict:
+def _group_rss(pgid: int) -> int:
+    """The largest resident set (bytes) among the live processes of process group ``pgid``."""
+    best = 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as fh:
+                st = fh.read()
+            fields = st[st.rindex(b")") + 2:].split()  # fields[0] is field 3 (state) of proc(5)
+            if int(fields[2]) == pgid:
+                best = max(best, int(fields[21]) * page)  # field 5 pgrp, field 24 rss (pages)
+        except (OSError, ValueError, IndexError):
+            continue
+    return best
+
+
+def _tail(path: Path, limit: int = 65536) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - limit))
+        return fh.read().decode("utf-8", "replace")
+
+
+def _launch(cmd: list[str], timeout: float, mem_limit: float) -> dict:
+    """Run ``cmd`` in its own process group, output to files; wall, CPU and peak RSS from ``os.wait4``.
+
+    The group is killed (SIGKILL) after ``timeout`` seconds, or as soon as one of its processes holds
+    more than ``mem_limit`` bytes resident (polled every 0.2 s).
+    """
+    with tempfile.TemporaryDirectory(prefix="verigrad-bench-") as tmp:
+        out_path, err_path = Path(tmp, "stdout"), Path(tmp, "stderr")
+        with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=ROOT,
+                                    start_new_session=True)
+            done: dict = {}
+
+            def reap() -> None:
+                _, status, usage = os.wait4(proc.pid, 0)
+                done.update(end=time.perf_counter(), status=status, usage=usage)
+
+            waiter = threading.Thread(target=reap, daemon=True)
+            waiter.start()
+            killed, peak = None, 0
+            while waiter.is_alive():
+                waiter.join(0.2)
+                if not waiter.is_alive():
+                    break
+                elapsed = time.perf_counter() - t0
+                rss = _group_rss(proc.pid)
+                peak = max(peak, rss)
+                if elapsed > timeout:
+                    killed = f"timed out after {timeout:.0f} s (killed)"
+                elif rss > mem_limit:
+                    killed = (f"killed at {rss / GB:.1f} GB resident after {elapsed:.0f} s "
+                              f"(the harness's memory cap is {mem_limit / GB:.1f} GB)")
+                if killed:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    waiter.join()
+            proc.returncode = os.waitstatus_to_exitcode(done["status"])
+        try:  # orphaned descendants (none expected) go with the group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        size = out_path.stat().st_size
+        lines = 0
+        with open(out_path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                lines += chunk.count(b"\n")
+        usage = done["usage"]
+        return {"rc": proc.returncode, "wall": done["end"] - t0, "cpu": usage.ru_utime + usage.ru_stime,
+                "maxrss": usage.ru_maxrss * 1024, "sampled_peak_rss": peak, "killed": killed,
+                "stdout_bytes": size, "stdout_lines": lines, "stdout_tail": _tail(out_path),
+                "stderr_tail": _tail(err_path, 8192)}
+
+
+def _spawn(args: list[str], timeout: float, mem_limit: float) -> dict:
+    """One measurement worker (``run.py --worker ...``): its RESULT, plus the process's own figures."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    for line in proc.stdout.splitlines():
+    r = _launch(cmd, timeout, mem_limit)
+    proc = {"process_wall": r["wall"], "process_cpu": r["cpu"], "process_maxrss": r["maxrss"]}
+    if r["killed"]:
+        return {"killed": r["killed"], **proc}
+    for line in r["stdout_tail"].splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
-    return {"error": f"worker {' '.join(args)} failed (exit {proc.returncode}):\n{tail}"}
+            return {**json.loads(line[7:]), **proc}
+    tail = "\n".join((r["stderr_tail"] or r["stdout_tail"]).strip().splitlines()[-8:])
+    return {"error": f"worker {' '.join(args)} failed (exit {r['rc']}):\n{tail}", **proc}
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _cli(args: list[str], timeout: float, mem_limit: float) -> dict:
+    """A ``python -m verigrad ...`` command timed whole (start-up included), as a user runs it."""
+    r = _launch([sys.executable, "-m", "verigrad", *args], timeout, mem_limit)
+    shown = " ".join(_rel(Path(a)) if a.endswith(".toml") else a for a in args)
+    out = {"command": f"verigrad {shown}", **{k: r[k] for k in ("rc", "wall", "cpu", "maxrss", "sampled_peak_rss",
+                                                                   "killed", "stdout_bytes", "stdout_lines")}}
+    if r["rc"] != 0 and not r["killed"]:
+        text = (r["stdout_tail"].strip() + "\n" + r["stderr_tail"].strip()).strip()
+        out["tail"] = "\n".join(text.splitlines()[-12:])
+    return out
 
 
 def _import_time(repeats: int) -> dict:
@@ -484,11 +587,46 @@ def _slope(t_small: float, t_big: float, n_small: int, n_big: int) -> str:
     return f"{math.log(t_big / t_small) / math.log(n_big / n_small):.2f}"
 
 
+def _job_list(quick: bool) -> list[tuple[str, str, tuple]]:
+    """(id, section, arguments) of every measurement of the set, in the order they run."""
+    jobs: list[tuple[str, str, tuple]] = []
+    truth_repeats = {NET3: 20, SOFTMAX: 10, ROSEN: 10, LOGISTIC: 1 if quick else 3}
+    truth_files = {f for f, *_ in TRUTH_TARGETS} | {f for f, _ in SCALING}
+    for f in sorted(truth_files):
+        jobs.append((f"truth/{f}", "truth", (f, truth_repeats.get(f, 3))))
+    for f, *_ in FD_TARGETS:
+        if quick and f == LOGISTIC:
+            continue
+        # --quick: one-coordinate sweep only (no random direction, no full split)
+        jobs.append((f"fd/{f}", "fd", (f, ["study-coord", "float"] if quick else ["study", "float", "split"])))
+    small = {CONV, MLP32, LOG1K, ROS4}
+    for f, _ in BIG:
+        if not quick or f in small:
+            jobs.append((f"cert/{f}", "cert", (f,)))
+    for f, _ in BIG:
+        if not quick or f in {CONV, ROS4}:
+            jobs.append((f"run/{f}", "run", (f,)))
+    for f, *_ in CLI_TRUTH:
+        if not quick or f == ROS4:
+            jobs.append((f"cli-truth/{f}", "cli_truth", (f,)))
+    for f, var, idx, *_ in STUDY:
+        if not quick or f == ROS4:
+            jobs.append((f"study/{f}", "study", (f, var, idx)))
+    return jobs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="reduced set (< 60 s): no logistic finite differences, no random-direction sweeps, "
-                         "no full-gradient split")
+                    help="reduced set (a few minutes): no logistic finite differences, no random-direction sweeps, "
+                         "no full-gradient split; issue-16 rows for the small and medium cases only")
+    ap.add_argument("--only", action="append", metavar="TEXT",
+                    help="run only the measurements whose id contains TEXT (repeatable; see --list)")
+    ap.add_argument("--list", action="store_true", help="print the measurement ids of the set and exit")
+    ap.add_argument("--timeout", type=float, metavar="S",
+                    help="seconds per process before it is killed (default 600; 300 with --quick)")
+    ap.add_argument("--mem-limit", type=float, default=4.0, metavar="GB",
+                    help="resident memory per process before it is killed (default 4 GB)")
     ap.add_argument("--json", metavar="FILE", help="write all raw numbers to FILE")
     ap.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -498,35 +636,60 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     quick = a.quick
+    jobs = _job_list(quick)
+    if a.only:
+        jobs = [j for j in jobs if any(t in j[0] for t in a.only)]
+    if a.list:
+        print("\n".join(j[0] for j in jobs))
+        return 0
+    if not jobs:
+        print(f"no measurement id contains {' or '.join(map(repr, a.only))} (see --list)", file=sys.stderr)
+        return 2
+    timeout = a.timeout or (300.0 if quick else 600.0)
+    mem = a.mem_limit * GB
+    budget, sample = (20.0, 5.0) if quick else (60.0, 20.0)
+    if any(not (CASES / j[2][0]).exists() for j in jobs):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_make_cases", HERE / "make_cases.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mod.main()
+
     wall0 = time.perf_counter()
-    results: dict = {"loadavg_start": os.getloadavg(), "mode": "quick" if quick else "full", "python": sys.version.split()[0],
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cores", "truth": {}, "fd": {},
-                     "scaling": {}}
+    results: dict = {"loadavg_start": os.getloadavg(), "mode": "quick" if quick else "full",
+                     "only": a.only, "timeout": timeout, "mem_limit": mem, "raw_budget": budget,
+                     "python": sys.version.split()[0], "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                     "date": time.strftime("%Y-%m-%d %H:%M"), "truth": {}, "fd": {}, "cert": {}, "run": {},
+                     "cli_truth": {}, "study": {}}
     errors: list[str] = []
     progress = lambda msg: print(f"[{time.perf_counter() - wall0:6.1f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
 
     progress("import time")
     results["imports"] = _import_time(3 if quick else 5)
 
-    # -- issue 2: truth ----------------------------------------------------------------------
-    truth_repeats = {NET3: 20, SOFTMAX: 10, ROSEN: 10, LOGISTIC: 1 if quick else 3}
-    truth_files = {f for f, *_ in TRUTH_TARGETS} | {f for f, _ in SCALING}
-    for f in sorted(truth_files):
-        progress(f"truth {f}")
-        reps = truth_repeats.get(f, 3)
-        results["truth"][f] = r = _spawn(["truth", str(CASES / f), str(reps)])
-        if "error" in r:
-            errors.append(r["error"])
-
-    # -- issue 3: finite differences -----------------------------------------------------------
-    for f, *_ in FD_TARGETS:
-        if quick and f == LOGISTIC:
-            results["fd"][f] = {"skipped": "--quick"}
-            continue
-        # --quick: one-coordinate sweep only (no random direction, no full split)
-        parts = ["study-coord", "float"] if quick else ["study", "float", "split"]
-        progress(f"finite differences {f} ({', '.join(parts)})")
-        results["fd"][f] = r = _spawn(["fd", str(CASES / f), ",".join(parts)])
+    for n, (job, section, args) in enumerate(jobs, 1):
+        progress(f"({n}/{len(jobs)}) {job}")
+        f = args[0]
+        path = str(CASES / f)
+        if section == "truth":
+            r = _spawn(["truth", path, str(args[1])], timeout, mem)
+        elif section == "fd":
+            r = _spawn(["fd", path, ",".join(args[1])], timeout, mem)
+        elif section == "cert":
+            r = _spawn(["certgrad", path], timeout, mem)
+        elif section == "run":
+            r = {"cli": _cli(["run", path, "--no-color"], timeout, mem)}
+            progress(f"({n}/{len(jobs)}) {job}: plain numpy central-difference loop")
+            r["raw"] = _spawn(["rawfd", path, str(budget), str(sample)], timeout, mem)
+            if "error" in r["raw"]:
+                errors.append(r["raw"]["error"])
+        elif section == "cli_truth":
+            r = _cli(["truth", path, "--no-color"], timeout, mem)
+        else:  # study
+            r = _cli(["study", path, "--variable", args[1], "--index", args[2], "--dtype", "float64",
+                      "--no-color"], timeout, mem)
+        results[section][f] = r
         if "error" in r:
             errors.append(r["error"])
     results["wall_seconds"] = time.perf_counter() - wall0
@@ -541,104 +704,259 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if errors else 0
 
 
+def _b(n: float | None) -> str:
+    if n is None:
+        return "n/a"
+    if n >= GB:
+        return f"{n / GB:.2f} GB"
+    return f"{n / 1e6:.0f} MB"
+
+
+def _x(r: float) -> str:
+    if r >= 100:
+        return f"{r:,.0f}x"
+    if r >= 10:
+        return f"{r:.1f}x"
+    return f"{r:.2f}x"
+
+
+def _proc(r: dict) -> str:
+    """wall, CPU and peak RSS of one timed command (or why it was stopped)."""
+    if r.get("killed"):
+        return f"{r['killed']}; cpu {_s(r['cpu'])} by then, peak RSS {_b(r['maxrss'])}"
+    exit_note = "" if r["rc"] == 0 else f"EXIT {r['rc']} (see the note below); "
+    return (f"{exit_note}wall {_s(r['wall'])}, cpu {_s(r['cpu'])}, peak RSS {_b(r['maxrss'])}; "
+            f"stdout {r['stdout_lines']:,} lines")
+
+
+def _report_issue16(res: dict, out: list[str], notes: list[str]) -> None:
+    if res.get("cert"):
+        out.append("Issue 16 - certified truth vs one float64 numpy gradient of the same loss (one worker: "
+                   "certify at the float64 point, default digits, first call after load + compile; the case's "
+                   "hand-written numpy gradient, median of repeated calls)")
+        rows = []
+        for f, label in BIG:
+            r = res["cert"].get(f)
+            if r is None:
+                continue
+            n = r.get("params")
+            target = f"<= {CERT_RATIO_TARGET:.0f}x cpu" if n is None or n >= TARGET_MIN_PARAMS else "- (N < 10^4)"
+            if "killed" in r or "error" in r:
+                why = r.get("killed") or "worker failed (error below)"
+                rows.append([label, why, "", "", "", target, "MISS" if target.startswith("<=") else "-"])
+                continue
+            check = r.get("candidate_max_error")
+            if check is None:
+                notes.append(f"{f}: candidate {r.get('candidate_check', 'not checked')}")
+            elif check > 1e-10:
+                notes.append(f"{f}: the candidate differs from the truth by {check:.1e} of the gradient's scale")
+            rows.append([label, f"{_s(r['load_compile'])} (cpu {_s(r['load_compile_cpu'])})",
+                         f"{_s(r['certify'])} (cpu {_s(r['certify_cpu'])})",
+                         f"{_s(r['numpy_grad'])} (cpu {_s(r['numpy_grad_cpu'])}, median of {r['numpy_grad_calls']})",
+                         f"{_x(r['ratio_cpu'])} cpu ({_x(r['ratio'])} wall); worker peak RSS "
+                         f"{_b(r['process_maxrss'])}",
+                         target, _verdict(r["ratio_cpu"], CERT_RATIO_TARGET) if target.startswith("<=") else "-"])
+        out.append(_table(["case", "load + compile", "certify", "numpy gradient", "ratio certify / numpy",
+                           "target", "result"], rows))
+        out.append("")
+
+    if res.get("run"):
+        out.append("Issue 16 - `verigrad run CASE` (subprocess, both dtypes, one correct candidate, start-up "
+                   "included) vs a plain numpy loop of 2N central-difference calls of the same loss (float64, "
+                   "the work every peer checker does)")
+        rows = []
+        for f, label in BIG:
+            r = res["run"].get(f)
+            if r is None:
+                continue
+            cli, raw = r["cli"], r["raw"]
+            n = raw.get("params")
+            wall_t = RUN_WALL_TARGETS.get(f)
+            ok = cli["rc"] == 0 and not cli["killed"]
+            if wall_t is not None:
+                rows.append([label, f"`{cli['command']}`", _proc(cli), f"<= {_s(wall_t)} wall",
+                             _verdict(cli["wall"], wall_t) if ok else "MISS"])
+            else:
+                rows.append([label, f"`{cli['command']}`", _proc(cli), "-", "-"])
+            if cli.get("tail"):
+                notes.append(f"`{cli['command']}` exited with {cli['rc']}:\n{cli['tail']}")
+            if "error" in raw or "killed" in raw:
+                rows.append(["", "plain numpy central-difference loop", raw.get("killed") or "worker failed", "", ""])
+                continue
+            calls = raw["calls_total"]
+            if raw["extrapolated"]:
+                what = (f"numpy loop, 2N = {calls:,} calls of {raw['loss']}: {raw['calls_measured']:,} calls MEASURED "
+                        f"({_s(raw['measured_wall'])}, coordinates evenly spread), the rest EXTRAPOLATED from "
+                        f"{_s(raw['per_call'])}/call")
+                val = f"{_s(raw['wall'])} (cpu {_s(raw['cpu'])}) extrapolated"
+            else:
+                what = f"numpy loop, 2N = {calls:,} calls of {raw['loss']}, all measured"
+                val = f"{_s(raw['wall'])} (cpu {_s(raw['cpu'])})"
+            rows.append(["", what, val, "", ""])
+            big = n >= TARGET_MIN_PARAMS
+            target = f"<= {RUN_RATIO_TARGET:.0f}x cpu" if big else "- (N < 10^4)"
+            if cli["killed"]:
+                bound = cli["cpu"] / raw["cpu"]
+                rows.append(["", "ratio verigrad run / numpy loop", f"> {_x(bound)} cpu (run stopped)", target,
+                             "MISS" if big else "-"])
+            elif ok:
+                rows.append(["", "ratio verigrad run / numpy loop",
+                             f"{_x(cli['cpu'] / raw['cpu'])} cpu ({_x(cli['wall'] / raw['wall'])} wall)", target,
+                             _verdict(cli["cpu"] / raw["cpu"], RUN_RATIO_TARGET) if big else "-"])
+            else:
+                rows.append(["", "ratio verigrad run / numpy loop", "n/a (run failed)", target,
+                             "MISS" if big else "-"])
+        out.append(_table(["case", "measure", "measured", "target", "result"], rows))
+        out.append("")
+
+    if res.get("cli_truth") or res.get("study"):
+        out.append("Issue 16 - `verigrad truth` and `verigrad study` as a user runs them (subprocess, start-up "
+                   "included; peak RSS is the kernel's ru_maxrss of the command)")
+        rows = []
+
+        def add(label: str, r: dict, t_cpu: float | None, t_rss: float | None) -> None:
+            ok = r["rc"] == 0 and not r["killed"]
+            rows.append([label, f"`{r['command']}`", _proc(r),
+                         f"<= {_s(t_cpu)} cpu" if t_cpu else "-",
+                         (_verdict(r["cpu"], t_cpu) if ok else "MISS") if t_cpu else "-"])
+            if t_rss:
+                rows.append(["", "peak resident memory", _b(r["maxrss"]) + ("" if ok else " (before it stopped)"),
+                             f"<= {_b(t_rss)}", _verdict(r["maxrss"], t_rss) if ok else "MISS"])
+            if r.get("tail"):
+                notes.append(f"`{r['command']}` exited with {r['rc']}:\n{r['tail']}")
+
+        for f, t_cpu, t_rss in CLI_TRUTH:
+            if f in res.get("cli_truth", {}):
+                add(BIG_LABEL[f], res["cli_truth"][f], t_cpu, t_rss)
+        for f, _, _, t_cpu, t_rss in STUDY:
+            if f in res.get("study", {}):
+                add(BIG_LABEL[f], res["study"][f], t_cpu, t_rss)
+        out.append(_table(["case", "command", "measured", "target", "result"], rows))
+        out.append("")
+
+
 def report(res: dict) -> str:
     out: list[str] = []
+    notes: list[str] = []
     imp = res["imports"]
-    out.append(f"verigrad benchmarks ({res['mode']}; Python {res['python']}; {res['machine']}; "
-               f"harness wall time {res['wall_seconds']:.0f} s)")
+    only = f"; only {', '.join(res['only'])}" if res.get("only") else ""
+    out.append(f"verigrad benchmarks ({res['mode']}{only}; {res.get('date', '')}; Python {res['python']}; "
+               f"{res['machine']}; harness wall time {res['wall_seconds']:.0f} s; per-process limits "
+               f"{res['timeout']:.0f} s, {_b(res['mem_limit'])})")
     out.append("Load average (1/5/15 min) at start {:.2f}/{:.2f}/{:.2f}, at end {:.2f}/{:.2f}/{:.2f} "
                "(other processes on the machine inflate every number)".format(*res["loadavg_start"],
                                                                                *res["loadavg_end"]))
     out.append("")
-    out.append("Verdicts use wall-clock time; (cpu ...) is this process's CPU time, which other load on the "
-               "machine inflates less.")
-    out.append("Process start and imports (excluded from every number below; subprocess wall time, median):")
+    out.append("Issue 2 and 3 verdicts use wall-clock time; (cpu ...) is the measuring process's CPU time, which "
+               "other load on the machine inflates less. Issue 16 verdicts use CPU time, as its targets do, "
+               "except where the target says wall.")
+    out.append("Process start and imports (excluded from every worker number below; subprocess wall time, median):")
     out.append(f"  python -c pass: {_s(imp['bare'])};  python -c \"import verigrad.engine.model, verigrad.engine.truth\": "
                f"{_s(imp['model_truth'])};  + verigrad.studies: {_s(imp['with_studies'])}")
     out.append("")
 
     # issue 2
-    out.append("Issue 2 - certified truth (float64 point, 24 digits)")
-    rows = []
-    for f, label, t_total, t_again in TRUTH_TARGETS:
-        r = res["truth"].get(f, {})
+    def failed(r: dict) -> str | None:
+        if "killed" in r:
+            return r["killed"]
         if "error" in r:
-            rows.append([label, "case file -> truth", "ERROR", _s(t_total), "MISS"])
-            rows.append([label, "one more truth", "ERROR", _s(t_again), "MISS"])
-            continue
-        rows.append([label, "case file -> truth, total", f"{_s(r['total'])} (cpu {_s(r['total_cpu'])})",
-                     "< " + _s(t_total),
-                     _verdict(r["total"], t_total)])
-        again = statistics.median(r["again"])
-        rows.append(["", f"one more truth (median of {len(r['again'])}, min {_s(min(r['again']))})",
-                     f"{_s(again)} (cpu {_s(statistics.median(r['again_cpu']))})", "< " + _s(t_again),
-                     _verdict(again, t_again)])
-    out.append(_table(["case", "measure", "measured", "target", "result"], rows))
-    out.append("")
+            return "ERROR (below)"
+        return None
 
-    out.append("Issue 2 - parse/derive vs evaluate, growth with the parameter count")
-    rows = []
-    for f, n in SCALING:
-        r = res["truth"].get(f, {})
-        if "error" in r:
-            rows.append([f, str(n), "ERROR", "", "", "", ""])
-            continue
-        rows.append([f, str(r["params"]), str(r["nodes"]), _s(r["load"]), _s(r["compile"]), _s(r["certify"]),
-                     _s(statistics.median(r["again"]))])
-    out.append(_table(["case file", "params", "graph nodes", "load_case", "compile_case", "certify (1st)",
-                       "certify (again)"], rows))
-    for fam in ("rosenbrock", "logistic-200x"):
-        pts = [(n, res["truth"].get(f, {})) for f, n in SCALING if f.startswith(fam)]
-        if all("error" not in r and r for _, r in pts) and len(pts) == 3:
-            (n1, r1), (n2, r2), (n3, r3) = pts
-            pd = lambda r: r["load"] + r["compile"]  # noqa: E731
-            ev = lambda r: statistics.median(r["again"])  # noqa: E731
-            out.append(f"  {fam.rstrip('-x')}: growth exponent (t ~ N^k) parse+derive k = "
-                       f"{_slope(pd(r1), pd(r2), n1, n2)} (10->100), {_slope(pd(r2), pd(r3), n2, n3)} (100->1000); "
-                       f"evaluate k = {_slope(ev(r1), ev(r2), n1, n2)} (10->100), "
-                       f"{_slope(ev(r2), ev(r3), n2, n3)} (100->1000)")
-    out.append("")
+    if any(f in res["truth"] for f, *_ in TRUTH_TARGETS):
+        out.append("Issue 2 - certified truth (float64 point, 24 digits)")
+        rows = []
+        for f, label, t_total, t_again in TRUTH_TARGETS:
+            r = res["truth"].get(f)
+            if r is None:
+                continue
+            if failed(r):
+                rows.append([label, "case file -> truth", failed(r), _s(t_total), "MISS"])
+                rows.append([label, "one more truth", failed(r), _s(t_again), "MISS"])
+                continue
+            rows.append([label, "case file -> truth, total", f"{_s(r['total'])} (cpu {_s(r['total_cpu'])})",
+                         "< " + _s(t_total),
+                         _verdict(r["total"], t_total)])
+            again = statistics.median(r["again"])
+            rows.append(["", f"one more truth (median of {len(r['again'])}, min {_s(min(r['again']))})",
+                         f"{_s(again)} (cpu {_s(statistics.median(r['again_cpu']))})", "< " + _s(t_again),
+                         _verdict(again, t_again)])
+        out.append(_table(["case", "measure", "measured", "target", "result"], rows))
+        out.append("")
+
+    if any(f in res["truth"] for f, _ in SCALING):
+        out.append("Issue 2 - parse/derive vs evaluate, growth with the parameter count")
+        rows = []
+        for f, n in SCALING:
+            r = res["truth"].get(f)
+            if r is None:
+                continue
+            if failed(r):
+                rows.append([f, str(n), failed(r), "", "", "", ""])
+                continue
+            rows.append([f, str(r["params"]), str(r["nodes"]), _s(r["load"]), _s(r["compile"]), _s(r["certify"]),
+                         _s(statistics.median(r["again"]))])
+        out.append(_table(["case file", "params", "graph nodes", "load_case", "compile_case", "certify (1st)",
+                           "certify (again)"], rows))
+        for fam in ("rosenbrock", "logistic-200x"):
+            pts = [(n, res["truth"].get(f) or {}) for f, n in SCALING if f.startswith(fam)]
+            if all(r and not failed(r) for _, r in pts) and len(pts) == 3:
+                (n1, r1), (n2, r2), (n3, r3) = pts
+                pd = lambda r: r["load"] + r["compile"]  # noqa: E731
+                ev = lambda r: statistics.median(r["again"])  # noqa: E731
+                out.append(f"  {fam.rstrip('-x')}: growth exponent (t ~ N^k) parse+derive k = "
+                           f"{_slope(pd(r1), pd(r2), n1, n2)} (10->100), {_slope(pd(r2), pd(r3), n2, n3)} (100->1000); "
+                           f"evaluate k = {_slope(ev(r1), ev(r2), n1, n2)} (10->100), "
+                           f"{_slope(ev(r2), ev(r3), n2, n3)} (100->1000)")
+        out.append("")
 
     # issue 3
-    out.append(f"Issue 3 - finite differences, scheme {SCHEME}, K = {K_STEPS} steps, float32 + float64 "
-               f"(times are the sum of both dtypes unless marked)")
-    rows = []
-    for f, label, t_sweep, ratio_t in FD_TARGETS:
-        r = res["fd"].get(f, {})
-        if "skipped" in r:
-            rows.append([label, "all measures", f"skipped ({r['skipped']})", "", "n/a"])
-            continue
-        if "error" in r:
-            rows.append([label, "all measures", "ERROR", "", "MISS"])
-            continue
-        first = True
-        for key, what in (("coord", "run_study T/S/R sweep, one coordinate"),
-                          ("random", "run_study T/S/R sweep, random direction")):
-            if f"study_{key}_float32" not in r:
-                rows.append(["", what, "skipped (--quick)", "< " + _s(t_sweep), "n/a"])
+    if res["fd"]:
+        out.append(f"Issue 3 - finite differences, scheme {SCHEME}, K = {K_STEPS} steps, float32 + float64 "
+                   f"(times are the sum of both dtypes unless marked)")
+        rows = []
+        for f, label, t_sweep, ratio_t in FD_TARGETS:
+            r = res["fd"].get(f)
+            if r is None:
                 continue
-            t = r[f"study_{key}_float32"] + r[f"study_{key}_float64"]
-            rows.append([label if first else "", f"{what} (f32 {_s(r[f'study_{key}_float32'])} + "
-                         f"f64 {_s(r[f'study_{key}_float64'])})",
-                         f"{_s(t)} (cpu {_s(r[f'study_{key}_float32_cpu'] + r[f'study_{key}_float64_cpu'])})",
-                         "< " + _s(t_sweep), _verdict(t, t_sweep)])
-            first = False
-        if "split_full_float32" in r:
-            t = r["split_full_float32"] + r["split_full_float64"]
-            rows.append(["", f"full split, all {r['params']} coords x {K_STEPS} steps: truth + fd_sweep_split "
-                         f"(f32 {_s(r['split_full_float32'])} + f64 {_s(r['split_full_float64'])}; per step "
-                         f"f32 {_s(r['split_per_step_float32'])}, f64 {_s(r['split_per_step_float64'])})",
-                         _s(t), "< " + _s(t_sweep), _verdict(t, t_sweep)])
-        for d in ("float32", "float64"):
-            rows.append(["", f"float part {d}: fd_gradient x {K_STEPS} steps {_s(r[f'fd_{d}'])} vs "
-                         f"{r[f'raw_calls_{d}']} raw numpy calls {_s(r[f'raw_{d}'])}",
-                         f"{r[f'ratio_{d}']:.2f}x (cpu {r[f'ratio_{d}_cpu']:.2f}x)", f"<= {ratio_t:.1f}x",
-                         _verdict(r[f"ratio_{d}"], ratio_t)])
-    out.append(_table(["case", "measure", "measured", "target", "result"], rows))
+            if failed(r):
+                rows.append([label, "all measures", failed(r), "", "MISS"])
+                continue
+            first = True
+            for key, what in (("coord", "run_study T/S/R sweep, one coordinate"),
+                              ("random", "run_study T/S/R sweep, random direction")):
+                if f"study_{key}_float32" not in r:
+                    rows.append(["", what, "skipped (--quick)", "< " + _s(t_sweep), "n/a"])
+                    continue
+                t = r[f"study_{key}_float32"] + r[f"study_{key}_float64"]
+                rows.append([label if first else "", f"{what} (f32 {_s(r[f'study_{key}_float32'])} + "
+                             f"f64 {_s(r[f'study_{key}_float64'])})",
+                             f"{_s(t)} (cpu {_s(r[f'study_{key}_float32_cpu'] + r[f'study_{key}_float64_cpu'])})",
+                             "< " + _s(t_sweep), _verdict(t, t_sweep)])
+                first = False
+            if "split_full_float32" in r:
+                t = r["split_full_float32"] + r["split_full_float64"]
+                cpu = r["split_full_float32_cpu"] + r["split_full_float64_cpu"]
+                rows.append(["", f"full split, all {r['params']} coords x {K_STEPS} steps: truth + fd_sweep_split "
+                             f"(f32 {_s(r['split_full_float32'])} + f64 {_s(r['split_full_float64'])}; per step "
+                             f"f32 {_s(r['split_per_step_float32'])}, f64 {_s(r['split_per_step_float64'])})",
+                             f"{_s(t)} (cpu {_s(cpu)})", "< " + _s(t_sweep), _verdict(t, t_sweep)])
+            for d in ("float32", "float64"):
+                rows.append(["", f"float part {d}: fd_gradient x {K_STEPS} steps {_s(r[f'fd_{d}'])} vs "
+                             f"{r[f'raw_calls_{d}']} raw numpy calls {_s(r[f'raw_{d}'])}",
+                             f"{r[f'ratio_{d}']:.2f}x (cpu {r[f'ratio_{d}_cpu']:.2f}x)", f"<= {ratio_t:.1f}x",
+                             _verdict(r[f"ratio_{d}"], ratio_t)])
+        out.append(_table(["case", "measure", "measured", "target", "result"], rows))
+        out.append("")
+
+    _report_issue16(res, out, notes)
+    for note in notes:
+        out.append("NOTE: " + note.replace("\n", "\n    "))
+    if notes:
+        out.append("")
     cells = [line.rstrip(" |").rsplit("|", 1)[-1].strip() for line in out for line in line.splitlines()
              if line.startswith("| ")]
     n_pass, n_miss = cells.count("PASS"), cells.count("MISS")
-    out.append("")
     out.append(f"{n_pass} PASS, {n_miss} MISS")
     return "\n".join(out)
 

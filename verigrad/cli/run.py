@@ -15,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="write the JSON report (docs/report-schema.md)")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
-    p.add_argument("--no-fd", action="store_true", help="skip the finite-difference schemes of [check]")
+    p.add_argument("--no-fd", action="store_true",
+                   help="skip the finite-difference schemes of [check] and the classic-check note")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="cases run in N worker processes (default 1); reports are identical for any N")
     g = p.add_mutually_exclusive_group()

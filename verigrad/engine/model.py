@@ -182,6 +182,35 @@ class Model:
             out = evaluate(nodes, leaves, ab.ArbBackend())
         return [o[0, ...] for o in out]
 
+    def fast_eval(self, nodes: Sequence[Node], values: Mapping[str, np.ndarray]) -> list:
+        """Evaluate nodes with the vectorised double-double ball engine (:mod:`verigrad.engine.fastball`).
+
+        Parameters
+        ----------
+        nodes : sequence of Node
+        values : mapping of str to ndarray
+            One real float array per symbol (converted to float64 exactly, without a Python loop).
+
+        Returns
+        -------
+        list of verigrad.engine.fastball.Ball
+            Shape ``node.shape`` each; every ball provably contains the exact value.
+
+        Raises
+        ------
+        verigrad.engine.fastball.FastPathUnavailable
+            Something the fast engine cannot prove (the caller falls back to :meth:`arb_eval`).
+        verigrad.engine.arb.Undecided
+            A kink, tie or domain boundary these balls cannot decide.
+        DomainError
+            The loss is certainly undefined at the point.
+        """
+        from verigrad.engine import fastball as fb
+
+        leaves = {name: fb.from_float(np.asarray(values[name])[None, ...]) for name in self.leaves}
+        out = fb.evaluate(nodes, leaves)
+        return [o.map(lambda a: a[0, ...]) for o in out]
+
     # -- sympy -------------------------------------------------------------------------
     def sympy_symbols(self) -> dict[str, np.ndarray]:
         """Object arrays of sympy Symbols named like ``W1[0,1]`` for every symbol."""

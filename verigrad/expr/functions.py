@@ -297,11 +297,17 @@ def _ball_sign(x):
 # Arb power-series rules (arb_series -> arb_series; a plain ball is a constant series).
 # Where a formula cancels in its constant term, the constant term is recomputed directly.
 
+_ARB_SERIES = None  # flint.arb_series, looked up on first use: this module does not need python-flint
+
+
 def _series_const(s):
     """The constant term of a series (a ball is its own); s[0] reads one coefficient, coeffs() would copy all."""
-    from flint import arb_series  # lazily: this module does not need python-flint
+    global _ARB_SERIES
+    if _ARB_SERIES is None:
+        from flint import arb_series
 
-    return s[0] if isinstance(s, arb_series) else s
+        _ARB_SERIES = arb_series
+    return s[0] if isinstance(s, _ARB_SERIES) else s
 
 
 def _series_with_const(s, c0):
