@@ -222,5 +222,10 @@ def test_interrupted_run_still_writes_valid_reports(tmp_path, monkeypatch):
     assert doc["complete"] is False
     assert [c["case"] for c in doc["cases"]] == ["tiny-linreg"]
     assert doc["results"] and all(r["case"] == "tiny-linreg" for r in doc["results"])
-    assert ET.parse(junit).getroot().tag == "testsuites"
+    # interrupted is never green: not ok in the JSON, an error in the JUnit file
+    assert doc["summary"]["interrupted"] is True and doc["summary"]["ok"] is False
+    root = ET.parse(junit).getroot()
+    assert root.tag == "testsuites" and int(root.get("errors")) >= 1
+    (err,) = [e for e in root.iter("error") if e.get("type") == "verigrad.Interrupted"]
+    assert "interrupted after 1 case(s)" in err.get("message")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["j.xml", "r.json"]  # no temp files left behind

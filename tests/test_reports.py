@@ -93,7 +93,7 @@ def test_run_json_validates_and_carries_the_diagnosis(run_doc):
     assert run_doc["schema_version"] == 1
     assert run_doc["complete"] is True
     assert run_doc["summary"] == {"cases": 3, "case_errors": 1, "results": 8, "expectations_met": 6,
-                                  "expectations_not_met": 2, "informational": 0, "ok": False}
+                                  "expectations_not_met": 2, "informational": 0, "interrupted": False, "ok": False}
     for dtype in ("float32", "float64"):
         caught = find(run_doc, "tiny-linreg", "doubled", dtype)
         assert (caught["verdict"], caught["expect"], caught["met"]) == ("fail", "fail", True)

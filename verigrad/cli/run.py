@@ -63,12 +63,12 @@ def command(args, console, err) -> int:
                     console.print(case_details(rep, verbose=args.verbose, quiet=args.quiet))
     except KeyboardInterrupt:
         interrupted = True
-    run = RunReport(tuple(reports), time.perf_counter() - t0)
+    run = RunReport(tuple(reports), time.perf_counter() - t0, interrupted=interrupted)
     console.print(run_summary(run, quiet=args.quiet))
     if args.json:
         from verigrad.report.runjson import run_document
 
-        jsonio.write_atomic(args.json, jsonio.dumps(run_document(run, version=__version__, interrupted=interrupted)))
+        jsonio.write_atomic(args.json, jsonio.dumps(run_document(run, version=__version__)))
     if args.junit:
         from verigrad.report.junit import junit_xml
 

@@ -160,17 +160,20 @@ def run_html(run, *, version: str) -> str:
     ok = summary["ok"]
     budget = _Budget(MAX_HEATMAPS)
     by_case = [(c, [_record(r) for r in c.results]) for c in run.cases]
+    status = "INTERRUPTED" if run.interrupted else ("OK" if ok else "FAILED")
     parts = [f"<header><h1>verigrad report <span class=\"status {'ok' if ok else 'failed'}\">"
-             f"{'OK' if ok else 'FAILED'}</span></h1>"
+             f"{status}</span></h1>"
              f"<p class=\"meta\">verigrad {_e(version)} · {summary['cases']} cases · {summary['results']} grades · "
-             f"{run.seconds:.1f} s</p></header>"]
+             f"{run.seconds:.1f} s</p>"
+             + ("<p class=\"meta\">The run was interrupted: only the finished cases are reported, and the run "
+                "is not ok.</p>" if run.interrupted else "") + "</header>"]
     parts.append(_summary_section(run, summary, by_case))
     for i, (case, recs) in enumerate(by_case):
         parts.append(_case_section(i, case, recs, budget))
     if budget.skipped:
         parts.append(f"<p class=\"meta\">{budget.skipped} heatmaps were not drawn (limit {MAX_HEATMAPS} per "
                      "report); the JSON report lists every wrong entry.</p>")
-    return _page("verigrad report" + ("" if ok else " — FAILED"), "\n".join(parts), version=version)
+    return _page("verigrad report" + ("" if ok else f" — {status}"), "\n".join(parts), version=version)
 
 
 def _record(result) -> dict:

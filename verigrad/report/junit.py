@@ -162,6 +162,17 @@ def junit_xml(run) -> str:
         totals[0] += tests
         totals[1] += failures
         totals[2] += errors
+    if run.interrupted:
+        # an interrupted run must not look green: one error that says so, in a suite of its own
+        suite = ET.SubElement(root, "testsuite", {"name": "verigrad (interrupted)", "tests": "1", "failures": "0",
+                                                  "errors": "1", "skipped": "0", "time": _seconds(run.seconds)})
+        tc = ET.SubElement(suite, "testcase", {"classname": "verigrad", "name": "(run interrupted)",
+                                               "time": _seconds(run.seconds)})
+        el = ET.SubElement(tc, "error", {"message": f"the run was interrupted after {len(run.cases)} case(s); "
+                                                    "the cases not listed did not run", "type": "verigrad.Interrupted"})
+        el.text = "interrupted (Ctrl-C or SIGTERM); the finished cases are reported above"
+        totals[0] += 1
+        totals[2] += 1
     root.attrib.update({"tests": str(totals[0]), "failures": str(totals[1]), "errors": str(totals[2]),
                         "time": _seconds(run.seconds)})
     ET.indent(root, space="  ")

@@ -36,7 +36,9 @@ def result_record(r) -> dict:
     return rec
 
 
-def run_document(run, *, version: str, interrupted: bool = False) -> dict:
+def run_document(run, *, version: str, interrupted: bool | None = None) -> dict:
+    """The JSON document of a run (docs/report-schema.md); ``interrupted`` defaults to ``run.interrupted``."""
+    interrupted = run.interrupted if interrupted is None else interrupted
     return {
         "verigrad": version,
         "schema_version": SCHEMA_VERSION,

@@ -211,7 +211,8 @@ def run_summary(run, *, quiet: bool = False):
     words = (f"{s['cases']} cases, {s['results']} grades: {s['expectations_met']} expectations met, "
              f"{s['expectations_not_met']} not met, {s['informational']} informational"
              + (f", {s['case_errors']} case errors" if s["case_errors"] else "") + f" ({run.seconds:.1f} s)")
-    return Text(("OK  " if s["ok"] else "FAILED  ") + words, style=style)
+    head = "INTERRUPTED  " if s.get("interrupted") else ("OK  " if s["ok"] else "FAILED  ")
+    return Text(head + words, style=style)
 
 
 def entry_table(r, truth) -> Table:

@@ -74,12 +74,25 @@ class CaseReport:
 
 @dataclass(frozen=True)
 class RunReport:
+    """Every case of one run.
+
+    Attributes
+    ----------
+    cases : tuple of CaseReport
+        The finished cases, in file order.
+    seconds : float
+    interrupted : bool
+        The run was stopped (Ctrl-C, SIGTERM) before every case finished: the report holds
+        the finished cases only, and the run is *not* ok whatever they say.
+    """
+
     cases: tuple[CaseReport, ...]
     seconds: float
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.cases)
+        return not self.interrupted and all(c.ok for c in self.cases)
 
     @property
     def results(self) -> list[Result]:
@@ -94,5 +107,6 @@ class RunReport:
             "expectations_met": sum(1 for r in res if r.met is True),
             "expectations_not_met": sum(1 for r in res if r.met is False),
             "informational": sum(1 for r in res if r.met is None),
+            "interrupted": self.interrupted,
             "ok": self.ok,
         }
