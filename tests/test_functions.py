@@ -78,6 +78,28 @@ def test_every_function_has_every_rule_the_backends_need(name):
         assert fn.kink_text and not fn.analytic
     if fn.piecewise_constant:
         assert not fn.smooth
+    # every function a case file can call is differentiated by its own rule
+    assert (fn.derivative is not None) or fn.internal, f"{name} has no derivative rule"
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if FUNCTIONS[n].derivative is not None and FUNCTIONS[n].smooth])
+def test_derivative_rule_is_sympys(name):
+    """The rule, built as a graph and shown with sympy, equals sympy.diff of the definition."""
+    import sympy
+
+    from verigrad.expr.graph import Builder
+    from verigrad.expr.reverse import gradient_graph
+    from verigrad.engine.backends import SympyBackend
+    from verigrad.expr.evaluate import evaluate
+
+    b = Builder()
+    x = b.leaf("x", (), variable=True)
+    loss = b.unary(name, x)
+    (g,) = gradient_graph(b, loss, {"x": x}).values()
+    s = sympy.Symbol("x", real=True)
+    (val,) = evaluate([g], {"x": np.array([s], dtype=object)}, SympyBackend(display=False))
+    want = sympy.diff(FUNCTIONS[name].definition(s), s)
+    assert sympy.simplify(val[0] - want) == 0, f"{name}: {val[0]} != {want}"
 
 
 def test_derived_tables_come_from_the_function_table():

@@ -23,16 +23,17 @@ backend reads its rules from that record (none keeps a table of its own):
   magnitude (argument reduction), so huge arguments are refused;
 * ``piecewise_constant`` - whether the value can stay exactly the same when the
   argument moves (``relu`` off, ``step``, ``sign``);
+* ``derivative`` - the local derivative rule for reverse accumulation, as graph
+  nodes built from other whitelisted functions (:mod:`verigrad.expr.reverse`);
 * ``smooth`` / ``kink_text``, ``analytic`` (complex step valid), ``internal``
   (a derivative helper, not callable from case files).
 
 Adding a function means adding one ``ElemFn(...)`` entry below (plus its tests
 and a docs line); ``tests/test_functions.py`` checks that every function has
 every rule the backends need, and that the ball and series rules contain the
-mpmath values.  The derivative rule of each function (expressed with other
-whitelisted functions) is in :func:`verigrad.expr.reverse._derivative`; the
-tests check each one against ``sympy.diff`` of the definition, so the local
-derivative rules the reverse accumulation uses are sympy's.
+mpmath values.  The tests check each ``derivative`` rule against ``sympy.diff`` of
+the definition, so the local derivative rules the reverse accumulation uses are
+sympy's.
 
 python-flint is never imported here at module import time: the ``ball`` and
 ``series`` rules only call methods of their argument (and import flint lazily
@@ -42,6 +43,7 @@ where they must name a type).
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import methodcaller
@@ -115,6 +117,12 @@ class ElemFn:
     piecewise_constant : bool
         Whether the value can stay exactly the same when the argument moves
         (``relu`` off, ``step``, ``sign``).
+    derivative : callable or None
+        ``(builder, node, arg) -> Node``: d fn(arg)/d arg as a graph node, built with
+        :class:`~verigrad.expr.graph.Builder` methods only (``node`` is ``fn(arg)``
+        itself, e.g. exp' = exp); checked against ``sympy.diff`` of ``definition`` in
+        the tests. ``None`` for the internal derivative helpers (differentiated to first
+        order only).
     """
 
     name: str
@@ -134,6 +142,7 @@ class ElemFn:
     ball_nonzero: Callable[[object], object] | None = None
     magnitude_sensitive: bool = False
     piecewise_constant: bool = False
+    derivative: Callable[[object, object, object], object] | None = None
 
     def sympy_of(self, arg: sympy.Expr) -> sympy.Expr:
         """The function applied to ``arg`` in sympy, as shown to users."""
@@ -370,53 +379,78 @@ def _sx(a):
     return sympy.Function("sigmoid")(a)
 
 
+def _d_erf(b, n, x):
+    # erf'(x) = 2/sqrt(pi) exp(-x^2)
+    return b.mul(b.div(b.const(2), b.unary("sqrt", b.const("pi"))), b.unary("exp", b.neg(b.mul(x, x))))
+
+
 FUNCTIONS: dict[str, ElemFn] = {
     f.name: f
     for f in [
         ElemFn("exp", lambda a: sympy.exp(a), np.exp, mpmath.exp,
-               ball=_m("exp"), series=_m("exp"), magnitude_sensitive=True),
+               ball=_m("exp"), series=_m("exp"), magnitude_sensitive=True,
+               derivative=lambda b, n, x: n),
         ElemFn("log", lambda a: sympy.log(a), np.log, mpmath.log, _positive, "argument > 0",
-               ball=_m("log"), series=_m("log"), open_domain=(0, None)),
+               ball=_m("log"), series=_m("log"), open_domain=(0, None),
+               derivative=lambda b, n, x: b.div(b.const(1), x)),
         ElemFn("log1p", lambda a: sympy.log(1 + a), np.log1p, mpmath.log1p, _gt_minus_one, "argument > -1",
-               ball=_m("log1p"), series=_series_log1p, open_domain=(-1, None)),
+               ball=_m("log1p"), series=_series_log1p, open_domain=(-1, None),
+               derivative=lambda b, n, x: b.div(b.const(1), b.add(b.const(1), x))),
         ElemFn("expm1", lambda a: sympy.exp(a) - 1, np.expm1, mpmath.expm1,
-               ball=_m("expm1"), series=_series_expm1, magnitude_sensitive=True),
+               ball=_m("expm1"), series=_series_expm1, magnitude_sensitive=True,
+               derivative=lambda b, n, x: b.add(n, b.const(1))),
         ElemFn("sqrt", lambda a: sympy.sqrt(a), np.sqrt, mpmath.sqrt, _positive,
                "argument > 0 (sqrt has no derivative at 0)",
-               ball=_m("sqrt"), series=_m("sqrt"), open_domain=(0, None)),
-        ElemFn("square", lambda a: a**2, np.square, lambda a: a * a, ball=_square, series=_square),
+               ball=_m("sqrt"), series=_m("sqrt"), open_domain=(0, None),
+               derivative=lambda b, n, x: b.div(b.const(Fraction(1, 2)), n)),
+        ElemFn("square", lambda a: a**2, np.square, lambda a: a * a, ball=_square, series=_square,
+               derivative=lambda b, n, x: b.mul(b.const(2), x)),
         ElemFn("sin", lambda a: sympy.sin(a), np.sin, mpmath.sin,
-               ball=_m("sin"), series=_m("sin"), magnitude_sensitive=True),
+               ball=_m("sin"), series=_m("sin"), magnitude_sensitive=True,
+               derivative=lambda b, n, x: b.unary("cos", x)),
         ElemFn("cos", lambda a: sympy.cos(a), np.cos, mpmath.cos,
-               ball=_m("cos"), series=_m("cos"), magnitude_sensitive=True),
+               ball=_m("cos"), series=_m("cos"), magnitude_sensitive=True,
+               derivative=lambda b, n, x: b.neg(b.unary("sin", x))),
         ElemFn("tan", lambda a: sympy.tan(a), np.tan, mpmath.tan, _not_odd_half_pi, "cos(argument) != 0",
-               ball=_m("tan"), series=_m("tan"), ball_nonzero=_m("cos"), magnitude_sensitive=True),
+               ball=_m("tan"), series=_m("tan"), ball_nonzero=_m("cos"), magnitude_sensitive=True,
+               derivative=lambda b, n, x: b.add(b.const(1), b.mul(n, n))),
         ElemFn("sinh", lambda a: sympy.sinh(a), np.sinh, mpmath.sinh,
-               ball=_m("sinh"), series=_series_sinh, magnitude_sensitive=True),
+               ball=_m("sinh"), series=_series_sinh, magnitude_sensitive=True,
+               derivative=lambda b, n, x: b.unary("cosh", x)),
         ElemFn("cosh", lambda a: sympy.cosh(a), np.cosh, mpmath.cosh,
-               ball=_m("cosh"), series=_series_cosh, magnitude_sensitive=True),
+               ball=_m("cosh"), series=_series_cosh, magnitude_sensitive=True,
+               derivative=lambda b, n, x: b.unary("sinh", x)),
         ElemFn("tanh", lambda a: sympy.tanh(a), np.tanh, mpmath.tanh,
-               ball=_m("tanh"), series=_series_tanh, magnitude_sensitive=True),
+               ball=_m("tanh"), series=_series_tanh, magnitude_sensitive=True,
+               derivative=lambda b, n, x: b.unary("dtanh", x)),
         ElemFn("arcsin", lambda a: sympy.asin(a), np.arcsin, mpmath.asin, _open_unit,
                "-1 < argument < 1 (the derivative is infinite at ±1)",
-               ball=_m("asin"), series=_m("asin"), open_domain=(-1, 1)),
+               ball=_m("asin"), series=_m("asin"), open_domain=(-1, 1),
+               derivative=lambda b, n, x: b.div(b.const(1), b.unary("sqrt", b.sub(b.const(1), b.mul(x, x))))),
         ElemFn("arccos", lambda a: sympy.acos(a), np.arccos, mpmath.acos, _open_unit,
                "-1 < argument < 1 (the derivative is infinite at ±1)",
-               ball=_m("acos"), series=_m("acos"), open_domain=(-1, 1)),
+               ball=_m("acos"), series=_m("acos"), open_domain=(-1, 1),
+               derivative=lambda b, n, x: b.neg(b.div(b.const(1), b.unary("sqrt", b.sub(b.const(1), b.mul(x, x)))))),
         ElemFn("arctan", lambda a: sympy.atan(a), np.arctan, mpmath.atan,
-               ball=_m("atan"), series=_m("atan"), magnitude_sensitive=True),
+               ball=_m("atan"), series=_m("atan"), magnitude_sensitive=True,
+               derivative=lambda b, n, x: b.div(b.const(1), b.add(b.const(1), b.mul(x, x)))),
         ElemFn("erf", lambda a: sympy.erf(a), _np_erf, mpmath.erf,
-               ball=_m("erf"), series=_m("erf"), magnitude_sensitive=True),
+               ball=_m("erf"), series=_m("erf"), magnitude_sensitive=True,
+               derivative=_d_erf),
         ElemFn("sigmoid", lambda a: 1 / (1 + sympy.exp(-a)), _np_sigmoid, _mp_sigmoid,
                sympy_display=lambda a: _sx(a),
-               ball=_ball_sigmoid, series=_series_sigmoid, magnitude_sensitive=True),
+               ball=_ball_sigmoid, series=_series_sigmoid, magnitude_sensitive=True,
+               derivative=lambda b, n, x: b.unary("dsigmoid", x)),
         ElemFn("softplus", lambda a: sympy.log(1 + sympy.exp(a)), _np_softplus, _mp_softplus,
-               ball=lambda x: x.exp().log1p(), series=_series_softplus, magnitude_sensitive=True),
+               ball=lambda x: x.exp().log1p(), series=_series_softplus, magnitude_sensitive=True,
+               derivative=lambda b, n, x: b.unary("sigmoid", x)),
         ElemFn("relu", lambda a: sympy.Max(a, 0), _real_only("relu", _np_relu),
                _mp_real_only("relu", lambda a: a if a > 0 else 0 * a),
-               smooth=False, analytic=False, kink_text="argument = 0", ball=_ball_relu, piecewise_constant=True),
+               smooth=False, analytic=False, kink_text="argument = 0", ball=_ball_relu, piecewise_constant=True,
+               derivative=lambda b, n, x: b.unary("step", x)),
         ElemFn("abs", lambda a: sympy.Abs(a), _real_only("abs", np.abs), _mp_real_only("abs", abs),
-               ball=abs, smooth=False, analytic=False, kink_text="argument = 0"),
+               ball=abs, smooth=False, analytic=False, kink_text="argument = 0",
+               derivative=lambda b, n, x: b.unary("sign", x)),
         # Internal derivative functions: not callable from case files.
         ElemFn("dsigmoid", lambda a: sympy.exp(-a) / (1 + sympy.exp(-a)) ** 2, _np_dsigmoid, _mp_dsigmoid,
                internal=True, sympy_display=lambda a: _sx(a) * (1 - _sx(a)),

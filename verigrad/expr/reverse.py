@@ -13,8 +13,7 @@ ties.  Each is an element of the Clarke subdifferential.
 
 from __future__ import annotations
 
-from fractions import Fraction
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -131,36 +130,11 @@ def _vjp(b: Builder, n: Node, g: Node) -> list[Node | None]:
 
 
 def _derivative(b: Builder, n: Node) -> Node:
-    """d fn(x)/dx as a node; the rule is checked against sympy.diff in the tests."""
-    name = n.params[0]
-    x = n.args[0]
-    one = b.const(1)
-    rules: dict[str, Callable[[], Node]] = {
-        "exp": lambda: n,
-        "log": lambda: b.div(one, x),
-        "log1p": lambda: b.div(one, b.add(one, x)),
-        "expm1": lambda: b.add(n, one),
-        "sqrt": lambda: b.div(b.const(Fraction(1, 2)), n),
-        "square": lambda: b.mul(b.const(2), x),
-        "sin": lambda: b.unary("cos", x),
-        "cos": lambda: b.neg(b.unary("sin", x)),
-        "tan": lambda: b.add(one, b.mul(n, n)),
-        "sinh": lambda: b.unary("cosh", x),
-        "cosh": lambda: b.unary("sinh", x),
-        "tanh": lambda: b.unary("dtanh", x),
-        "arcsin": lambda: b.div(one, b.unary("sqrt", b.sub(one, b.mul(x, x)))),
-        "arccos": lambda: b.neg(b.div(one, b.unary("sqrt", b.sub(one, b.mul(x, x))))),
-        "arctan": lambda: b.div(one, b.add(one, b.mul(x, x))),
-        "erf": lambda: b.mul(b.div(b.const(2), b.unary("sqrt", b.const("pi"))),
-                             b.unary("exp", b.neg(b.mul(x, x)))),
-        "sigmoid": lambda: b.unary("dsigmoid", x),
-        "softplus": lambda: b.unary("sigmoid", x),
-        "relu": lambda: b.unary("step", x),
-        "abs": lambda: b.unary("sign", x),
-    }
-    if name not in rules:
-        raise NotImplementedError(f"{name} is only differentiated to first order here")
-    return rules[name]()
+    """d fn(x)/dx as a node: the ``derivative`` rule of the function's :class:`~verigrad.expr.functions.ElemFn`."""
+    rule = n.fn.derivative
+    if rule is None:
+        raise NotImplementedError(f"{n.fn.name} is only differentiated to first order here")
+    return rule(b, n, n.args[0])
 
 
 def _vjp_matmul(b: Builder, n: Node, g: Node) -> list[Node | None]:
