@@ -30,6 +30,7 @@ def command(args, console, err) -> int:
 
     from verigrad import __version__
     from verigrad.casefile.loader import find_case_files
+    from verigrad.cli.paths import check_output_paths
     from verigrad.errors import UsageError
     from verigrad.report import jsonio
     from verigrad.report.terminal import case_details, run_summary
@@ -39,6 +40,7 @@ def command(args, console, err) -> int:
     dtypes = tuple(Dtype(d) for d in dict.fromkeys(args.dtype)) if args.dtype else None
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: use 1 or more worker processes")
+    check_output_paths(args, ("json", "junit", "html"))
     files = find_case_files(args.paths)
     reports: list[CaseReport] = []
     t0 = time.perf_counter()
@@ -65,18 +67,38 @@ def command(args, console, err) -> int:
         interrupted = True
     run = RunReport(tuple(reports), time.perf_counter() - t0, interrupted=interrupted)
     console.print(run_summary(run, quiet=args.quiet))
-    if args.json:
-        from verigrad.report.runjson import run_document
-
-        jsonio.write_atomic(args.json, jsonio.dumps(run_document(run, version=__version__)))
-    if args.junit:
-        from verigrad.report.junit import junit_xml
-
-        jsonio.write_atomic(args.junit, junit_xml(run))
-    if args.html:
-        from verigrad.report.html import run_html
-
-        jsonio.write_atomic(args.html, run_html(run, version=__version__))
+    failed_writes = []
+    for flag, render in (("json", _json), ("junit", _junit), ("html", _html)):
+        target = getattr(args, flag)
+        if not target:
+            continue
+        try:  # a late failure (disk full, a directory removed) still lets the other formats be written
+            jsonio.write_atomic(target, render(run, __version__))
+        except OSError as exc:
+            failed_writes.append(f"--{flag} {target}: {exc.strerror or exc}")
+    for msg in failed_writes:
+        err.print(f"verigrad: error: could not write {msg}", markup=False)
+    if failed_writes:
+        return 2
     if interrupted:
         return 130
     return 0 if run.ok else 1
+
+
+def _json(run, version: str) -> str:
+    from verigrad.report import jsonio
+    from verigrad.report.runjson import run_document
+
+    return jsonio.dumps(run_document(run, version=version))
+
+
+def _junit(run, version: str) -> str:
+    from verigrad.report.junit import junit_xml
+
+    return junit_xml(run)
+
+
+def _html(run, version: str) -> str:
+    from verigrad.report.html import run_html
+
+    return run_html(run, version=version)

@@ -59,6 +59,9 @@ def command(args, console, err) -> int:
     from verigrad.report.jsonio import dumps, write_atomic
     from verigrad.report.studyreport import loss_code_line, study_document, study_table
 
+    from verigrad.cli.paths import check_output_paths
+
+    check_output_paths(args, ("json", "html", "plot"))
     case = load_case(args.case)
     model = compile_case(case)
     dtypes = [Dtype(d) for d in dict.fromkeys(args.dtype or ["float32", "float64"])]

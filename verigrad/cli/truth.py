@@ -28,6 +28,9 @@ def command(args, console, err) -> int:
     from verigrad.report.terminal import truth_table
     from verigrad.spec import Dtype
 
+    from verigrad.cli.paths import check_output_paths
+
+    check_output_paths(args, ("json",))
     case = load_case(args.case)
     digits = args.digits if args.digits is not None else case.check.digits
     if not 1 <= digits <= 1000:
