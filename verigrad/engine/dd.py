@@ -29,10 +29,10 @@ Conventions used in every proof below
 * **Upward rounding.** A bound is an expression of at most ``m <= 256`` float operations on
   non-negative numbers, each with relative error at most ``u``; the computed value ``v``
   then satisfies ``exact <= v (1 - u)^-m + m eta``.  :func:`up` returns
-  ``fl(v * UP) + TINY`` (or ``fl(v * UP)`` for expressions of sums only, which have no
-  underflow error) with ``UP = 1 + 2**-44`` and ``TINY = 2**-1060``: since
+  ``fl(v * UP)`` with ``UP = 1 + 2**-44``, plus ``TINY = 2**-1060`` where ``v < 2**-1000`` and
+  the expression contains a product of non-zero numbers: since
   ``(1 - u)^-(m + 1) <= 1 + 257 u < 1 + 2**-44`` and ``257 eta < 2**-1060``, the result is a
-  proved upper bound.  Every ``err`` returned here has been passed through :func:`up`.
+  proved upper bound (see :func:`up` for why ``v >= 2**-1000`` needs no absolute term).  Every ``err`` returned here has been passed through :func:`up`.
 """
 
 from __future__ import annotations
@@ -53,25 +53,33 @@ TINY = 2.0 ** -1060
 _SPLITTER = 134217729.0  # 2**27 + 1
 
 
-def up(v: np.ndarray, products: bool = True) -> np.ndarray:
+def up(v: np.ndarray, maybe: np.ndarray | bool = True) -> np.ndarray:
     """Round a computed non-negative bound upwards (see the module Notes).
 
     Parameters
     ----------
     v : ndarray of float64, >= 0
         The float evaluation of a bound expression of at most 256 operations.
-    products : bool
-        False when the expression has only additions of non-negative numbers (no
-        underflow error, so no absolute term is added and exact zeros stay zero).
+    maybe : bool or ndarray of bool
+        Where the expression contains a product or quotient of non-zero numbers (so that an
+        underflow may have lost up to ``eta/2`` per operation).  False for expressions of
+        additions only, and where every product has an exactly-zero factor (such products are
+        exact), so that exact zeros stay exact.
 
     Returns
     -------
     ndarray of float64
-        ``fl(v * UP) (+ TINY)``, an upper bound of the exact expression.
+        ``fl(v * UP)``, plus ``TINY`` where ``maybe`` and ``v < 2**-1000``.
+
+    Notes
+    -----
+    Where ``v >= 2**-1000`` the underflow errors need no absolute term: ``fl(v UP) >=
+    v (1 + 2**-44)(1 - u) >= v (1 - u)^-256 + v 2**-46`` and ``v 2**-46 >= 2**-1046`` exceeds the
+    at most ``256 eta (1 - u)^-256 < 2**-1065`` that underflows can add to the exact value.
     """
     out = v * UP
-    if products:
-        out += TINY
+    if maybe is not False:
+        out += np.where((v < 2.0 ** -1000) & maybe, TINY, 0.0)
     return out
 
 
@@ -172,7 +180,7 @@ def add(ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     t, et = two_sum(al, bl)
     f, ef = two_sum(e, t)
     hi, lo = two_sum(s, f)
-    err = up(np.abs(et) + np.abs(ef), products=False)
+    err = up(np.abs(et) + np.abs(ef), maybe=False)
     return hi, lo, err
 
 
@@ -199,8 +207,8 @@ def mul(ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``p + e + c + ef`` exactly, so the error is ``|(ah bl + al bh - c) + al bl - ef|``
     with ``|ah bl + al bh - c| <= u|ah bl| + u|al bh| + u|fl(ah bl) + fl(al bh)|
     <= (2 + u) u X``, ``X = |ah||bl| + |al||bh|``.  Hence
-    ``err = up(|ef| + |al||bl| + 2.01 u X)`` (plus ``TINY`` for underflow, only where neither
-    factor is exactly zero, so exact zeros stay exact).  ``err = 0`` when ``al = bl = 0``
+    ``err = up(|ef| + |al||bl| + 2.01 u X)`` (the products there are of non-zero numbers only
+    where ``al`` or ``bl`` is non-zero: that is the ``maybe`` of :func:`up`).  ``err = 0`` when ``al = bl = 0``
     and ``ef = 0``.  A priori ``err <= 9 u^2 |ah bh|``.
     """
     p, e = two_prod(ah, bh)
@@ -209,8 +217,7 @@ def mul(ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     f, ef = two_sum(e, c)
     hi, lo = two_sum(p, f)
     x = aah * abl + aal * abh
-    err = (np.abs(ef) + aal * abl + x * (2.01 * U)) * UP
-    err += np.where((ah != 0) & (bh != 0), TINY, 0.0)
+    err = up(np.abs(ef) + aal * abl + x * (2.01 * U), maybe=((al != 0) & (bh != 0)) | ((bl != 0) & (ah != 0)))
     return hi, lo, err
 
 
@@ -261,8 +268,8 @@ def div(ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     hi, lo = two_sum(q1, q2)
     mh, ml, em = mul(hi, lo, bh, bl)
     dh, _, ed = sub(ah, al, mh, ml)
-    err = up((np.abs(dh) + em + ed) / np.abs(bh))
-    err = np.where((ah == 0) & (al == 0), 0.0, err)  # 0 / b = 0 exactly (hi = lo = 0 then)
+    num = np.abs(dh) + em + ed
+    err = up(num / np.abs(bh), maybe=num > 0)  # num = 0: a = q b exactly (dl = 0 as dh = 0)
     return hi, lo, err
 
 
@@ -291,7 +298,8 @@ def sqrt(ah, al) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     hi, lo = two_sum(s1, s2)
     mh, ml, em = mul(hi, lo, hi, lo)
     dh, _, ed = sub(ah, al, mh, ml)
-    err = up((np.abs(dh) + em + ed) / hi)
+    num = np.abs(dh) + em + ed
+    err = up(num / hi, maybe=num > 0)
     return hi, lo, err
 
 
@@ -328,6 +336,6 @@ def pow_int(ah, al, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _ball_mul(ah, al, ar, bh, bl, br):
     hi, lo, err = mul(ah, al, bh, bl)
-    rad = (np.abs(ah) * br + ar * np.abs(bh) + ar * br + err) * UP
-    rad += np.where(((ah != 0) | (ar != 0)) & ((bh != 0) | (br != 0)), TINY, 0.0)
+    rad = up(np.abs(ah) * br + ar * np.abs(bh) + ar * br + err,
+             maybe=((ah != 0) & (br != 0)) | ((ar != 0) & ((bh != 0) | (br != 0))))
     return hi, lo, rad

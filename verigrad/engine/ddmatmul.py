@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from verigrad.engine.dd import UP, gamma, two_sum
+from verigrad.engine.dd import TINY, UP, gamma, two_sum
 
 __all__ = ["ball_matmul", "slice_width", "FastMatmulUnavailable"]
 
@@ -54,7 +54,8 @@ def _exponents(h: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return e.astype(np.int64), m > 0
 
 
-def _slices(h: np.ndarray, l: np.ndarray | None, E: np.ndarray, w: int, k: int):
+def _slices(h: np.ndarray, l: np.ndarray | None, E: np.ndarray, w: int, k: int, axis: int,
+            reuse: bool = False):
     """Yield the k slices of the dd matrix ``h + l`` on the grids ``2^(E - t w)``, t = 1..k.
 
     Notes
@@ -67,19 +68,33 @@ def _slices(h: np.ndarray, l: np.ndarray | None, E: np.ndarray, w: int, k: int):
     its rounding error is at most half an ulp of ``2 sigma_t``'s binade, ``2^(E - t w)``, and
     the subtraction of ``sigma_t`` is exact (Sterbenz); ``R - S_t`` is exact, and the low
     word carried along is at most ``u |R_{t-1}| <= 2^(E - t w) 2^(w-53)(1+2^-27)``, which
-    gives the invariant for ``w <= 24``.  So ``S_t`` is an integer multiple of
+    gives the invariant for ``w <= 24``.  Also yielded: where the residual is exactly zero
+    after this slice (per row, ``axis=-1``, or per column, ``axis=-2``).  So ``S_t`` is an integer multiple of
     ``2^(E - t w)`` with ``|S_t| <= |R_{t-1}| + 2^(E - tw) <= (2^w + 2) 2^(E - t w)``.
     """
     beta = 53 - w
     R = np.array(h, dtype=np.float64, copy=True)
     L = None if l is None else np.array(l, dtype=np.float64, copy=True)
+    per_row = R.size <= (1 << 20)
+    buf = None
     for t in range(1, k + 1):
         sigma = np.ldexp(1.0, E + beta - (t - 1) * w)
-        S = (R + sigma) - sigma
+        if reuse:
+            buf = np.add(R, sigma, out=buf)
+            S = buf
+        else:
+            S = R + sigma
+        S -= sigma
         R -= S
         if L is not None:
             R, L = two_sum(R, L)
-        yield S
+        if per_row:
+            done = ~np.any(R != 0, axis=axis, keepdims=True)  # the residual is exactly 0 (then L = 0 too)
+        else:
+            done = np.full((1,) * R.ndim, not np.any(R))
+        yield S, done
+        if per_row and done.all() or not per_row and done.item():
+            return
 
 
 def _is_zero(a) -> bool:
@@ -125,7 +140,10 @@ def ball_matmul(ah: np.ndarray, al: np.ndarray | None, ar: np.ndarray | None,
     ``S_s T_t`` exactly.  The neglected terms are bounded entrywise by
     ``n 2^(e_i + f_j - k w) (k (1 + 2^(1-w))(1 + 2^-28) + (1 + 2^-28)) <= (k+2) n 2^(e_i+f_j-kw)``
     (powers of two times an integer: computed exactly with ``ldexp``, its exponent clamped
-    at -1000 from below, which only enlarges it).  The exact products are accumulated in dd
+    at -1000 from below, which only enlarges it).  Where the residual of row ``i`` of A is
+    exactly zero after ``j_i`` slices and that of column ``j`` of B after ``l_j`` slices, with
+    ``j_i + l_j <= k + 1``, every non-zero pair was multiplied and every remainder vanishes:
+    the neglected part is exactly 0 (so exact products stay exact).  The exact products are accumulated in dd
     with :func:`two_sum`; the low words dropped in the accumulation are computed exactly and
     their absolute values summed (at most 64 terms, sums only) and rounded up.
 
@@ -134,9 +152,11 @@ def ball_matmul(ah: np.ndarray, al: np.ndarray | None, ar: np.ndarray | None,
     is computed with float64 products of non-negative matrices: each dot product has
     relative error at most ``gamma_n`` in any summation order, plus at most ``n eta``
     absolute error from underflowed products; so ``rho <= G (1 + gamma_{n+3})/(1 - gamma_n) + ...``
-    and the result uses the factor ``(1 + 2 gamma_{n+4}) UP``.  Underflow is excluded
-    instead of bounded: if the smallest non-zero factors could give a product below
-    ``2^-1000``, :class:`FastMatmulUnavailable` is raised.
+    and the result uses the factor ``(1 + 2 gamma_{n+4}) UP``.  Underflow: when the smallest
+    non-zero factors cannot give a product below ``2^-1000`` nothing underflows; otherwise a
+    0/1 indicator product (exact: integer counts) finds the entries with a product of non-zero
+    factors, and ``n TINY >= n eta`` is added there where ``G < 2^-1000`` (elsewhere the slack of
+    ``UP`` covers ``n eta``, as in :func:`verigrad.engine.dd.up`, for ``n <= 2^28``).
     """
     n = ah.shape[-1]
     if bh.shape[-2] != n:
@@ -164,20 +184,24 @@ def ball_matmul(ah: np.ndarray, al: np.ndarray | None, ar: np.ndarray | None,
     lo = np.zeros(out_shape)
     dropped = np.zeros(out_shape)
     a_big = ah.size >= bh.size
+    ja = np.full(e.shape, k + 1, dtype=np.int64)  # slices after which a row of A is exhausted
+    jb = np.full(f.shape, k + 1, dtype=np.int64)
     if a_big:
-        small = list(_slices(bh, bl, f, w, k))
-        big = _slices(ah, al, e, w, k)
+        small = list(_slices(bh, bl, f, w, k, -2))
+        big = _slices(ah, al, e, w, k, -1, reuse=True)
     else:
-        small = list(_slices(ah, al, e, w, k))
-        big = _slices(bh, bl, f, w, k)
-    small_nz = [bool(np.any(S)) for S in small]
-    for s, S in enumerate(big, start=1):
-        if not np.any(S):
-            continue
+        small = list(_slices(ah, al, e, w, k, -1))
+        big = _slices(bh, bl, f, w, k, -2, reuse=True)
+    js, jbig = (jb, ja) if a_big else (ja, jb)
+    for t, (_, done) in enumerate(small, start=1):
+        js[...] = np.where(done & (js > k), t, js)
+    small_nz = [bool(np.any(S)) for S, _ in small] + [False] * (k - len(small))
+    for s, (S, done) in enumerate(big, start=1):
+        jbig[...] = np.where(done & (jbig > k), s, jbig)
         for t in range(1, k + 2 - s):
             if not small_nz[t - 1]:
                 continue
-            P = np.matmul(S, small[t - 1]) if a_big else np.matmul(small[t - 1], S)
+            P = np.matmul(S, small[t - 1][0]) if a_big else np.matmul(small[t - 1][0], S)
             hi, c = two_sum(hi, P)
             g, dg = two_sum(lo, c)
             hi, lo = two_sum(hi, g)
@@ -185,7 +209,7 @@ def ball_matmul(ah: np.ndarray, al: np.ndarray | None, ar: np.ndarray | None,
     # the neglected slice pairs and remainders: (k + 2) n 2^(e_i + f_j - k w)
     expo = np.maximum(e + f - k * w, -1000)
     neglect = np.ldexp(float((k + 2) * n), expo)
-    neglect = np.where(anz & bnz, neglect, 0.0)
+    neglect = np.where(anz & bnz & (ja + jb > k + 1), neglect, 0.0)
     err = (dropped * UP) + neglect  # dropped: <= 64 additions; neglect exact; one more rounding below
 
     # -- radius ----------------------------------------------------------------------------
@@ -197,16 +221,18 @@ def ball_matmul(ah: np.ndarray, al: np.ndarray | None, ar: np.ndarray | None,
             terms.append((left, br))
         if ar is not None:
             terms.append((ar, np.abs(bh)))
-        for x, y in terms:
-            xm = x[x > 0]
-            ym = y[y > 0]
-            if xm.size and ym.size and float(xm.min()) * float(ym.min()) < 2.0 ** -1000:
-                raise FastMatmulUnavailable("radius products could underflow")
         g = gamma(n + 4)
         fac = (1.0 + 2.0 * g) * UP
-        rad = np.matmul(*terms[0])
-        if len(terms) > 1:
-            rad = rad + np.matmul(*terms[1])
+        rad = None
+        for x, y in terms:
+            G = np.matmul(x, y)
+            xm = np.min(x, where=x > 0, initial=np.inf)
+            ym = np.min(y, where=y > 0, initial=np.inf)
+            if float(xm) * float(ym) < 2.0 ** -1000:
+                # a product of non-zero factors may underflow: add n eta where one exists
+                P = np.matmul((x > 0).astype(np.float64), (y > 0).astype(np.float64))
+                G = G + np.where((P > 0) & (G < 2.0 ** -1000), float(n) * TINY, 0.0)
+            rad = G if rad is None else rad + G
         rad = rad * fac
     total = err if rad is None else rad + err
     total = total * UP  # the final additions (no underflow: sums only, products checked above)

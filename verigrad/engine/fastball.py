@@ -32,6 +32,7 @@ absolute underflow term ``TINY = 2**-1060``.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Mapping, Sequence
 
@@ -129,10 +130,16 @@ def _check(b: Ball) -> Ball:
     and at most ``HIGH`` (NaN fails every comparison and is refused too).
     """
     h = b.hi
-    a = np.abs(h)
-    ok = (a <= HIGH) & ((a >= LOW) | (h == 0))
-    if not ok.all():
-        raise FastPathUnavailable("a value is outside [2**-900, 2**900] or not finite")
+    flat = h.reshape(-1) if h.flags.c_contiguous else None
+    step = 1 << 18
+    if flat is not None and flat.size > step:  # in chunks: no large temporaries
+        parts = (flat[i:i + step] for i in range(0, flat.size, step))
+    else:
+        parts = (h,) if h.size else ()
+    for part in parts:
+        a = np.abs(part)
+        if not (np.max(a) <= HIGH and np.min(a, where=part != 0, initial=np.inf) >= LOW):
+            raise FastPathUnavailable("a value is outside [2**-900, 2**900] or not finite")
     r = b.rad
     if not (r.strides and not any(r.strides) and r.size and r.flat[0] == 0):
         if not (r <= HIGH).all():
@@ -153,7 +160,7 @@ def from_float(values: np.ndarray) -> Ball:
         raise FastPathUnavailable(f"dtype {arr.dtype} is not handled by the fast path")
     if arr.dtype.kind in "iu" and arr.size and np.max(np.abs(arr)) >= 2**53:
         raise FastPathUnavailable("integers beyond 2**53")
-    return _check(exact(arr.astype(np.float64)))
+    return _check(exact(np.asarray(arr, dtype=np.float64)))
 
 
 def _float_up(q: Fraction) -> float:
@@ -179,24 +186,33 @@ def from_fraction(q: Fraction) -> Ball:
 
 
 def _arb_to_parts(v) -> tuple[float, float, float]:
-    """One Arb ball as (hi, lo, rad) floats, with the rounding residual in the radius."""
+    """One Arb ball as (hi, lo, rad) floats, with the rounding residual in the radius.
+
+    ``hi`` and ``lo`` are any floats (here: the nearest to the midpoint and to the midpoint's
+    remainder); the radius is an upper bound of ``|x - hi - lo|`` over the ball, from the Arb
+    ball ``v - hi - lo`` (whose own rounding Arb adds to its radius), rounded up to a float.
+    """
+    from flint import arb
+
     if not v.is_finite():
         raise FastPathUnavailable("non-finite Arb value")
-    man, exp = v.mid().man_exp()
-    man, exp = int(man), int(exp)
-    rman, rexp = v.rad().man_exp()
-    rman, rexp = int(rman), int(rexp)
-    q = Fraction(man) * (Fraction(2) ** exp) if exp >= 0 else Fraction(man, 2 ** (-exp))
-    rq = Fraction(rman) * (Fraction(2) ** rexp) if rexp >= 0 else Fraction(rman, 2 ** (-rexp))
-    try:
-        hi = float(q)
-        lo = float(q - Fraction(hi))
-    except OverflowError:
-        raise FastPathUnavailable("Arb value beyond the float range") from None
-    rest = abs(q - Fraction(hi) - Fraction(lo)) + rq
-    if rest > Fraction(2) ** 1000:
-        raise FastPathUnavailable("Arb radius beyond the float range")
-    return hi, lo, (_float_up(rest) if rest else 0.0)
+    m = v.mid()
+    hi = float(m)
+    if not math.isfinite(hi) or abs(hi) > HIGH:
+        raise FastPathUnavailable("Arb value beyond the accepted range")
+    rest = m - arb(hi)
+    lo = float(rest)
+    e = v - arb(hi) - arb(lo) if lo else v - arb(hi)
+    if e.is_exact() and e.is_zero():
+        return hi, lo, 0.0
+    ub = e.abs_upper()
+    r = float(ub)
+    if not math.isfinite(r) or r > HIGH:
+        raise FastPathUnavailable("Arb radius beyond the accepted range")
+    if arb(r) < ub:
+        r = float(np.nextafter(r, np.inf))
+    hi, lo = hi + lo, (hi - (hi + lo)) + lo  # fast_two_sum: normalised (|lo| <= ulp(hi)/2 here)
+    return hi, lo, r
 
 
 def from_arb(arr: np.ndarray) -> Ball:
@@ -204,9 +220,9 @@ def from_arb(arr: np.ndarray) -> Ball:
 
     Notes
     -----
-    The Arb midpoint ``m`` (an exact binary number) is rounded to ``hi = fl(m)``,
-    ``lo = fl(m - hi)`` in exact rational arithmetic; the residual ``|m - hi - lo|`` plus the
-    Arb radius is rounded up to a float64 radius.
+    The Arb midpoint ``m`` is rounded to ``hi = fl(m)``, ``lo = fl(m - hi)``; the radius is
+    an upper bound of the Arb ball ``v - hi - lo`` (Arb's outward rounding included),
+    rounded up to a float64 (checked by an exact comparison).
     """
     flat = arr.ravel()
     n = flat.size
@@ -279,8 +295,9 @@ def ball_mul(x: Ball, y: Ball) -> Ball:
     For ``a in [xm ± rx]``, ``b in [ym ± ry]``:
     ``|ab - xm ym| <= |xm| ry + rx |ym| + rx ry`` and ``|xm| <= (1 + u)|xh|``, so
     ``rad = up(|xh| ry + rx |yh| + rx ry + err_mul)`` (the factor ``1 + u`` is one of the
-    operations covered by ``UP``), plus ``TINY`` where neither factor is exactly zero (product
-    underflow).  A product that underflows to 0 from non-zero factors is refused, which with
+    operations covered by ``UP``), rounded up with :func:`dd.up` (its underflow term only where
+    one of these products has two non-zero factors: a product with an exactly-zero factor is
+    exact, and ``err_mul`` carries its own).  A product that underflows to 0 from non-zero factors is refused, which with
     the output range check guarantees the exactness of ``two_prod``.
     """
     hi, lo, err = dd.mul(x.hi, x.lo, y.hi, y.lo)
@@ -290,8 +307,7 @@ def ball_mul(x: Ball, y: Ball) -> Ball:
     rad += x.rad * np.abs(y.hi)
     rad += x.rad * y.rad
     rad += err
-    rad *= UP
-    rad += np.where(_nonzero(x) & _nonzero(y), TINY, 0.0)
+    rad = dd.up(rad, maybe=((x.hi != 0) & (y.rad != 0)) | ((x.rad != 0) & ((y.hi != 0) | (y.rad != 0))))
     return _check(Ball(hi, lo, rad))
 
 
@@ -331,7 +347,7 @@ def ball_div(x: Ball, y: Ball, node: Node | None = None) -> Ball:
     With ``q = hi + lo`` and ``|q - xm/ym| <= e_q`` (:func:`dd.div`):
     ``|a/b - xm/ym| <= (rx + |xm/ym| ry) / (|ym| - ry)`` for ``a``, ``b`` in the balls, and
     ``|xm/ym| <= |qh|(1 + u) + e_q``; ``|ym| - ry`` is bounded below by :func:`dd.lower_pos`.
-    ``rad = up((rx + (|qh| + e_q) ry) / D + e_q)`` (+ ``TINY`` where ``x`` is not exactly 0).
+    ``rad = up((rx + (|qh| + e_q) ry) / D + e_q)``.
     """
     shape = np.broadcast_shapes(x.shape, y.shape)
     pos, neg, zero = _signs(y)
@@ -350,9 +366,8 @@ def ball_div(x: Ball, y: Ball, node: Node | None = None) -> Ball:
     D = dd.lower_pos(np.abs(y.hi), y.rad)
     if not (D > 0).all():
         raise Undecided
-    rad = (x.rad + (np.abs(hi) + eq) * y.rad) / D + eq
-    rad *= UP
-    rad += np.where(_nonzero(x), TINY, 0.0)
+    num = x.rad + (np.abs(hi) + eq) * y.rad
+    rad = dd.up(num / D + eq, maybe=(num > 0) | (y.rad > 0))
     rad = np.broadcast_to(rad, shape)
     return _check(Ball(np.broadcast_to(hi, shape), np.broadcast_to(lo, shape), rad))
 
@@ -380,7 +395,7 @@ def ball_sqrt(x: Ball, node: Node | None = None, fn=None) -> Ball:
     D = dd.lower_pos(hi, eq)
     if not (D > 0).all():
         raise Undecided
-    rad = (x.rad / D + eq) * UP + TINY
+    rad = dd.up(x.rad / D + eq, maybe=x.rad > 0)
     return _check(Ball(hi, lo, rad))
 
 

@@ -18,9 +18,11 @@ names the entries.  An uncertified truth is never returned.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Mapping
 
 import mpmath
@@ -38,7 +40,7 @@ _GUARD_BITS = 64
 _ABS_EXTRA_DIGITS = 8
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Truth:
     """The certified loss and gradient at one dtype's point.
 
@@ -50,7 +52,16 @@ class Truth:
         The point as represented in ``dtype`` (arrays of that dtype).
     loss : mpmath.mpf
     gradient : dict of str to ndarray
-        Object arrays of ``mpf`` in each variable's shape.
+        Object arrays of ``mpf`` in each variable's shape.  For the ``"fast"`` backend they are
+        built on first access (exactly ``gradient_hi + gradient_lo``), so a large gradient
+        costs no Python object per entry unless it is asked for.
+    gradient_hi, gradient_lo : dict of str to ndarray of float64
+        The gradient as a double-double ``hi + lo`` per entry (``hi`` is the float64 nearest to
+        the reported value), in each variable's shape.
+    gradient_rad : dict of str to ndarray of float64
+        For ``"fast"`` and ``"arb"``: a proved bound of ``|exact gradient - (hi + lo)|``.  For
+        ``"mpmath"``: a bound of ``|reported mpf value - (hi + lo)|`` plus the difference between
+        the two precisions of the certificate (its evidence, not a proof).
     digits : int
         Requested (and achieved, for every entry) significant digits.
     absolute : dict of str to ndarray of bool
@@ -58,34 +69,134 @@ class Truth:
     exact_zero : dict of str to ndarray of bool
         Entries that are exactly zero (both evaluations gave an exact 0).
     precision : int
-        Working precision in bits of the reported values.
+        Working precision in bits of the reported values.  For ``"fast"`` (double-double
+        midpoints certified to ``digits``) it is the precision the Arb certificate would
+        start at, so that later exact computations with the truth use the same precision.
     scale : mpmath.mpf
         max |g| over all entries (0 if the gradient vanishes).
     seconds : float
     backend : str
-        ``"arb"`` (digits proved by ball radii) or ``"mpmath"`` (two precisions agree).
+        ``"fast"`` (vectorised double-double balls, digits proved by the radii), ``"arb"``
+        (digits proved by Arb ball radii) or ``"mpmath"`` (two precisions agree).
     """
 
     case: str
     dtype: Dtype
     point: dict[str, np.ndarray]
     loss: object
-    gradient: dict[str, np.ndarray]
     digits: int
     absolute: dict[str, np.ndarray]
     exact_zero: dict[str, np.ndarray]
     precision: int
     scale: object
     seconds: float
-    backend: str = "mpmath"
+    backend: str
+    gradient_hi: dict[str, np.ndarray]
+    gradient_lo: dict[str, np.ndarray]
+    gradient_rad: dict[str, np.ndarray]
+
+    def __init__(self, case: str, dtype: Dtype, point: dict[str, np.ndarray], loss: object,
+                 gradient: dict[str, np.ndarray] | None = None, digits: int = 24,
+                 absolute: dict[str, np.ndarray] | None = None, exact_zero: dict[str, np.ndarray] | None = None,
+                 precision: int = 0, scale: object = None, seconds: float = 0.0, backend: str = "mpmath", *,
+                 gradient_hi: dict[str, np.ndarray] | None = None, gradient_lo: dict[str, np.ndarray] | None = None,
+                 gradient_rad: dict[str, np.ndarray] | None = None) -> None:
+        put = object.__setattr__
+        for k, v in (("case", case), ("dtype", dtype), ("point", point), ("loss", loss), ("digits", digits),
+                     ("absolute", absolute if absolute is not None else {}),
+                     ("exact_zero", exact_zero if exact_zero is not None else {}),
+                     ("precision", precision), ("scale", scale), ("seconds", seconds), ("backend", backend)):
+            put(self, k, v)
+        if gradient is None and gradient_hi is None:
+            raise TypeError("Truth needs gradient or gradient_hi/gradient_lo/gradient_rad")
+        if gradient is not None:
+            put(self, "gradient", gradient)  # the cached_property's slot in __dict__
+            if gradient_hi is None:
+                gradient_hi, gradient_lo, gradient_rad = _dd_of_mpf(gradient)
+        put(self, "gradient_hi", gradient_hi)
+        put(self, "gradient_lo", gradient_lo)
+        put(self, "gradient_rad", gradient_rad)
+
+    @functools.cached_property
+    def gradient(self) -> dict[str, np.ndarray]:
+        """Object arrays of ``mpf``: exactly ``gradient_hi + gradient_lo`` (built on first access)."""
+        return {k: _mpf_of_dd(self.gradient_hi[k], self.gradient_lo[k]) for k in self.gradient_hi}
+
+    def entry(self, name: str, index: tuple):
+        """One gradient entry as an exact mpf, without building the whole :attr:`gradient`."""
+        if "gradient" in self.__dict__:
+            return self.__dict__["gradient"][name][index]
+        return _mpf_exact(float(self.gradient_hi[name][index]), float(self.gradient_lo[name][index]))
 
     def as_float64(self) -> dict[str, np.ndarray]:
         """The truth rounded to float64 (for plots and summaries, never for grading)."""
-        return {k: np.array([float(v) for v in g.ravel()], dtype=np.float64).reshape(g.shape)
-                for k, g in self.gradient.items()}
+        return {k: np.array(h, dtype=np.float64, copy=True) for k, h in self.gradient_hi.items()}
 
     def decimal(self, value) -> str:
         return format_mp(value, self.digits)
+
+
+def _mpf_exact(h: float, l: float):
+    """``h + l`` as an exact mpf."""
+    return mpmath.fadd(mpmath.mpf(h), mpmath.mpf(l), exact=True)
+
+
+def _mpf_of_dd(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    out = np.empty(hi.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, (h, l) in enumerate(zip(hi.ravel().tolist(), lo.ravel().tolist())):
+        flat[i] = _mpf_exact(h, l)
+    return out
+
+
+def _float_up(q: Fraction) -> float:
+    """The smallest float64 >= q (inf beyond the float range)."""
+    try:
+        f = float(q)
+    except OverflowError:
+        return math.inf
+    if Fraction(f) < q:
+        f = float(np.nextafter(f, np.inf))
+    return f
+
+
+def _man_exp_fraction(man, exp) -> Fraction:
+    man, exp = int(man), int(exp)
+    return Fraction(man) * (Fraction(2) ** exp) if exp >= 0 else Fraction(man, 2 ** (-exp))
+
+
+def _mpf_fraction(v) -> Fraction:
+    return _man_exp_fraction(*mpmath.mpf(v).man_exp) if v else Fraction(0)
+
+
+def _dd_parts_of_mpf(v) -> tuple[float, float, float]:
+    """(hi, lo, |v - hi - lo| rounded up) of an mpf (exact rational arithmetic)."""
+    if not v:
+        return 0.0, 0.0, 0.0
+    q = _mpf_fraction(v)
+    try:
+        hi = float(q)
+        lo = float(q - Fraction(hi))
+    except OverflowError:
+        return (math.inf if q > 0 else -math.inf), 0.0, math.inf
+    rest = abs(q - Fraction(hi) - Fraction(lo))
+    return hi, lo, (_float_up(rest) if rest else 0.0)
+
+
+def _dd_of_mpf(gradient: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None):
+    """Double-double parts of object arrays of mpf (``extra``: float radii to add, rounded up)."""
+    his, los, rads = {}, {}, {}
+    for k, g in gradient.items():
+        g = np.asarray(g, dtype=object)
+        h = np.empty(g.shape)
+        l = np.empty(g.shape)
+        r = np.empty(g.shape)
+        for i, v in enumerate(g.ravel()):
+            h.reshape(-1)[i], l.reshape(-1)[i], r.reshape(-1)[i] = _dd_parts_of_mpf(v)
+        if extra is not None and k in extra:
+            r = (r + extra[k]) * (1 + 2.0 ** -50)
+        his[k], los[k], rads[k] = h, l, r
+    return his, los, rads
 
 
 def format_mp(value, digits: int) -> str:
@@ -162,10 +273,24 @@ def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
     Acceptance per entry, with a, b the values at w and 2w + 64 bits:
     ``|a - b| <= 10^-digits |b|`` or ``|a - b| <= 10^-(digits+8) * scale``.
     """
-    if backend not in ("auto", "arb", "mpmath"):
-        raise ValueError(f"backend={backend!r}; use 'auto', 'arb' or 'mpmath'")
+    if backend not in ("auto", "fast", "arb", "mpmath"):
+        raise ValueError(f"backend={backend!r}; use 'auto', 'fast', 'arb' or 'mpmath'")
     from verigrad.engine import arb as arbbackend
 
+    if backend in ("auto", "fast"):
+        if not arbbackend.available():
+            if backend == "fast":
+                raise CertificationError("backend='fast' needs python-flint", hint="pip install python-flint")
+        else:
+            reason: list[str] = []
+            truth = _certify_fast(model, point, dtype, digits=digits, max_bits=max_bits, reason=reason)
+            if truth is not None:
+                return truth
+            if backend == "fast":
+                where = f"{model.case.path}::{model.case.name}"
+                raise CertificationError(f"{where}: the fast engine cannot certify {digits} digits here "
+                                         f"({reason[0] if reason else 'no reason given'})",
+                                         hint="use backend='auto' to fall back to Arb")
     if backend == "arb" or (backend == "auto" and arbbackend.available()):
         if not arbbackend.available():
             raise CertificationError("backend='arb' needs python-flint", hint="pip install python-flint")
@@ -174,6 +299,112 @@ def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
             return truth
         # a kink/tie/domain edge that balls cannot decide at the cap: the mpmath certificate decides it
     return _certify_mpmath(model, point, dtype, digits=digits, max_bits=max_bits)
+
+
+#: the fast engine's midpoints carry about 106 bits; beyond this many digits it is not tried
+_FAST_MAX_DIGITS = 28
+
+
+def _lower_float(q: Fraction) -> float:
+    """The largest float64 <= q (q > 0, in the normal range)."""
+    f = float(q)
+    if Fraction(f) > q:
+        f = float(np.nextafter(f, 0.0))
+    return f
+
+
+def _certify_fast(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *, digits: int,
+                  max_bits: int | None, reason: list[str]) -> Truth | None:
+    """Certificate from the vectorised double-double ball engine; None when it cannot give one.
+
+    The acceptance rule is the one of :func:`_certify_arb`, evaluated on float64 arrays with
+    every comparison rounded against acceptance: an entry ``[m ± r]`` (``m = hi + lo``) is
+
+    * an exact zero when ``hi = 0`` and ``r = 0``;
+    * certified when ``r <= T (|m| - r)`` with ``T <= 10^-digits``: the right side is bounded
+      below by ``fl(T L) (1 - 2^-50)`` with ``L = lower_pos(|hi|, r) <= |hi|(1 - u) - r <= |m| - r``
+      (and required to be at least ``2^-1000`` so that no underflow is involved), or ``r = 0``
+      with ``L > 0``;
+    * certified absolutely (gradient entries) when ``r <= fl(S T') (1 - 2^-50)`` with
+      ``S = max_i max(L_i, 0) <= max |g|`` and ``T' <= 10^-(digits+8)``.
+
+    Any entry that is none of these, a :class:`~verigrad.engine.fastball.FastPathUnavailable`,
+    an :class:`~verigrad.engine.arb.Undecided` or a :class:`~verigrad.errors.LimitError` returns
+    None (the caller falls back to Arb, unchanged).  A :class:`~verigrad.errors.DomainError`
+    (the point is certainly outside the domain) is raised as the Arb path raises it.
+    """
+    from verigrad.engine import arb as ab
+    from verigrad.engine import dd
+    from verigrad.engine.fastball import FastPathUnavailable
+
+    t0 = time.perf_counter()
+    cap = max_bits or model.case.limits.max_precision_bits
+    prec = int(math.ceil(digits * math.log2(10))) + _GUARD_BITS
+    if prec > cap or digits > _FAST_MAX_DIGITS:
+        reason.append(f"{digits} digits are beyond double-double" if digits > _FAST_MAX_DIGITS
+                      else "the precision cap is below the required precision")
+        return None
+    if any(np.asarray(point[n]).dtype.kind not in "f" for n in model.leaves):
+        reason.append("a non-real point")
+        return None
+    names = list(model.gradient)
+    nodes = [model.loss] + [model.gradient[n] for n in names]
+    where = f"{model.case.path}::{model.case.name}"
+    try:
+        vals = model.fast_eval(nodes, point)
+    except (FastPathUnavailable, ab.Undecided, LimitError) as exc:
+        reason.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return None
+    except DomainError as exc:
+        raise DomainError(f"{where}: {exc.message}", **exc.fields) from None
+
+    tol = _lower_float(Fraction(1, 10 ** digits))
+    tol_abs = _lower_float(Fraction(1, 10 ** (digits + _ABS_EXTRA_DIGITS)))
+    shrink = 1.0 - 2.0 ** -50
+    full = [(np.broadcast_to(v.hi, v.shape), np.broadcast_to(v.lo, v.shape), np.broadcast_to(v.rad, v.shape))
+            for v in vals]
+    lows = [dd.lower_pos(np.abs(h), r) for h, _, r in full]
+    scale_lo = max((float(np.max(L, initial=0.0)) for L in lows[1:]), default=0.0)
+    abs_bound = scale_lo * tol_abs * shrink
+    if abs_bound < 2.0 ** -1000:
+        abs_bound = 0.0
+    absolute: dict[str, np.ndarray] = {}
+    exact_zero: dict[str, np.ndarray] = {}
+    for j, ((h, _, r), L) in enumerate(zip(full, lows)):
+        zero = (h == 0) & (r == 0)
+        rhs = (tol * L) * shrink
+        ok = (L > 0) & ((r == 0) | ((r <= rhs) & (rhs >= 2.0 ** -1000)))
+        absok = ~ok & ~zero & (r <= abs_bound) if j else np.zeros(h.shape, dtype=bool)
+        bad = ~(zero | ok | absok)
+        if bad.any():
+            name = "<loss>" if j == 0 else names[j - 1]
+            idx = np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), h.shape) if h.shape else ()
+            reason.append(f"{int(bad.sum())} entries of {name} (first {list(map(int, idx))}) not proved to "
+                          f"{digits} digits")
+            return None
+        if j:
+            absolute[names[j - 1]] = np.array(absok, dtype=bool)
+            exact_zero[names[j - 1]] = np.array(zero, dtype=bool)
+    his = {n: np.array(full[j + 1][0], dtype=np.float64) for j, n in enumerate(names)}
+    los = {n: np.array(full[j + 1][1], dtype=np.float64) for j, n in enumerate(names)}
+    rads = {n: np.array(full[j + 1][2], dtype=np.float64) for j, n in enumerate(names)}
+    loss = np.empty((), dtype=object)  # a 0-d object array, as the other backends give
+    loss[()] = _mpf_exact(float(full[0][0]), float(full[0][1]))
+    scale = mpmath.mpf(0)
+    for n in names:
+        h, l = his[n], los[n]
+        if h.size:
+            a = np.abs(h)
+            top = a.max()
+            if top > 0:
+                for i in np.flatnonzero(a.ravel() == top):
+                    v = abs(_mpf_exact(float(h.ravel()[i]), float(l.ravel()[i])))
+                    if v > scale:
+                        scale = v
+    return Truth(case=model.case.name, dtype=dtype, point=dict(point), loss=loss, digits=digits,
+                 absolute=absolute, exact_zero=exact_zero, precision=prec, scale=scale,
+                 seconds=time.perf_counter() - t0, backend="fast",
+                 gradient_hi=his, gradient_lo=los, gradient_rad=rads)
 
 
 def _certify_arb(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *, digits: int,
@@ -242,9 +473,15 @@ def _certify_arb(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
                for v in vals]
     with mpmath.workprec(prec + _GUARD_BITS):
         scale = _scale(mp_vals[1:])
+    grad = dict(zip(names, mp_vals[1:]))
+    radii = {n: np.array([_float_up(_man_exp_fraction(*b.rad().man_exp())) for b in v.ravel()],
+                         dtype=np.float64).reshape(v.shape)
+             for n, v in zip(names, vals[1:])}
+    his, los, rads = _dd_of_mpf(grad, radii)
     return Truth(case=model.case.name, dtype=dtype, point=dict(point), loss=mp_vals[0],
-                 gradient=dict(zip(names, mp_vals[1:])), digits=digits, absolute=absolute, exact_zero=exact_zero,
-                 precision=prec, scale=scale, seconds=time.perf_counter() - t0, backend="arb")
+                 gradient=grad, digits=digits, absolute=absolute, exact_zero=exact_zero,
+                 precision=prec, scale=scale, seconds=time.perf_counter() - t0, backend="arb",
+                 gradient_hi=his, gradient_lo=los, gradient_rad=rads)
 
 
 def _certify_mpmath(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *, digits: int,
@@ -294,6 +531,13 @@ def _certify_mpmath(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype,
                 f"(precision cap {cap} bits)",
                 hint="raise [limits] max_precision_bits, or request fewer digits with --digits")
         prec *= 2
+    grad = dict(zip(names, hi[1:]))
+    with mpmath.workprec(hi_prec):
+        diffs = {n: np.array([_float_up(abs(_mpf_fraction(x) - _mpf_fraction(y))) if x != y else 0.0
+                              for x, y in zip(a.ravel(), b.ravel())], dtype=np.float64).reshape(b.shape)
+                 for n, a, b in zip(names, lo[1:], hi[1:])}
+    his, los, rads = _dd_of_mpf(grad, diffs)
     return Truth(case=model.case.name, dtype=dtype, point=dict(point), loss=hi[0],
-                 gradient=dict(zip(names, hi[1:])), digits=digits, absolute=absolute, exact_zero=exact_zero,
-                 precision=hi_prec, scale=scale, seconds=time.perf_counter() - t0, backend="mpmath")
+                 gradient=grad, digits=digits, absolute=absolute, exact_zero=exact_zero,
+                 precision=hi_prec, scale=scale, seconds=time.perf_counter() - t0, backend="mpmath",
+                 gradient_hi=his, gradient_lo=los, gradient_rad=rads)
