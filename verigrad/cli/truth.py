@@ -41,7 +41,8 @@ def command(args, console, err) -> int:
     for dt in dtypes:
         truth = certify(model, point_in_dtype(model.point, dt), dt, digits=digits)
         console.print(truth_table(model, truth, verbose=args.verbose))
-        records.append(truth_record(truth))
+        if args.json:  # every entry as a decimal string: built only when asked for
+            records.append(truth_record(truth))
     if args.json:
         doc = {"verigrad": __version__, "schema_version": SCHEMA_VERSION, **records[0],
                "seed": case.seed, "rng": case.rng.value, "by_dtype": {r["dtype"]: r for r in records}}

@@ -73,17 +73,12 @@ def write_atomic(path: str | Path, text: str) -> None:
 
 def truth_record(truth) -> dict:
     """The JSON record of a :class:`~verigrad.engine.truth.Truth` (see docs/report-schema.md)."""
-    def nested(arr: np.ndarray):
-        if arr.ndim == 0:
-            return truth.decimal(arr[()])
-        return [nested(arr[i, ...]) for i in range(arr.shape[0])]
-
     return {
         "case": truth.case,
         "dtype": truth.dtype.value,
         "digits": truth.digits,
         "loss": truth.decimal(truth.loss[()]),
-        "gradient": {k: nested(g) for k, g in truth.gradient.items()},
+        "gradient": {k: truth.decimals(k).tolist() for k in truth.exact_zero},
         "exact_zeros": {k: [list(map(int, i)) for i in zip(*np.nonzero(z))] if z.ndim else ([[]] if z[()] else [])
                         for k, z in truth.exact_zero.items()},
         "absolute_only": {k: [list(map(int, i)) for i in zip(*np.nonzero(a))] if a.ndim else ([[]] if a[()] else [])
