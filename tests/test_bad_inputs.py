@@ -291,6 +291,29 @@ CATALOGUE = [
         r"\(ball arithmetic; precision cap 400 bits\)",
         'name = "cat"\nloss = "w * (exp(1e-100) - 1)"\n[symbols]\nw = { value = 1.0 }\n'
         "[limits]\nmax_precision_bits = 400\n", hint=r"raise \[limits\] max_precision_bits"),
+    # -- numbers that pass a type check but cannot run (issue 19, item 7) ----------------------------
+    Bad("huge-candidate-seconds", LimitError, "[limits] candidate_seconds",
+        r"^candidate_seconds=1e\+300 is over the hard maximum of 86,400$", BASE + "[limits]\ncandidate_seconds = 1e300\n",
+        hint=r"use at most 86,400"),
+    Bad("huge-precision-cap", LimitError, "[limits] max_precision_bits",
+        r"^max_precision_bits=1000000000000000000 is over the hard maximum of 262,144$",
+        BASE + "[limits]\nmax_precision_bits = 1000000000000000000\n"),
+    Bad("huge-element-limit", LimitError, "[limits] max_symbol_elements",
+        r"^max_symbol_elements=4000000000 is over the hard maximum of 268,435,456$",
+        BASE + "[limits]\nmax_symbol_elements = 4000000000\n"),
+    Bad("uniform-too-wide", CaseError, "[symbols] W.init",
+        r"^invalid init 'uniform\(-1e308, 1e308\)': the interval is wider than float64 can draw from$",
+        symbol('W = { shape = [2, 3], init = "uniform(-1e308, 1e308)" }')),
+    Bad("normal-overflows", CaseError, "[symbols] W.init",
+        r"^invalid init 'normal\(0, 1e307\)': draws would overflow float64$",
+        symbol('W = { shape = [2, 3], init = "normal(0, 1e307)" }')),
+    Bad("step-too-large", CaseError, "[check] steps", r"^step 1e\+308 is too large$",
+        BASE + '[check]\nschemes = ["central"]\nsteps = [1e308]\n', hint=r"use steps up to 1e\+15"),
+    # -- messages that must not mislead (issue 19, item 8) -----------------------------------------
+    Bad("integer-beyond-float64", CaseError, "[symbols] y.value",
+        r"^the integer 10{30,} \.\.\. is beyond the float64 range \(about 1\.8e308\)$",
+        edit("y = { value = [1.0, -1.0], constant = true }",
+             "y = { value = [1.0, " + "1" + "0" * 400 + "], constant = true }")),
     Bad("precision-cap-digits", CertificationError, "", r"24 digits need at least 144 bits, over the precision cap "
         r"of 100 bits", 'name = "cat"\nloss = "w * 3"\n[symbols]\nw = { value = 1.0 }\n'
         "[limits]\nmax_precision_bits = 100\n", hint=r"raise \[limits\] max_precision_bits"),

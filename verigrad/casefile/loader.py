@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import keyword
 import math
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,6 +40,15 @@ CHECK_KEYS = ("dtypes", "schemes", "steps", "step_mode", "tolerance_factor", "fl
 LIMIT_KEYS = ("max_elements", "max_symbol_elements", "max_intermediate_elements", "max_precision_bits",
               "symbolic_seconds", "candidate_seconds", "max_expression_length", "max_expression_depth",
               "max_expression_nodes")
+#: hard ceilings of the configurable limits: beyond them a run cannot finish on any machine
+#: this suite targets (memory of a float64 array of that many entries, or hours of work)
+LIMIT_CEILINGS = {
+    "max_elements": 2**28, "max_symbol_elements": 2**28, "max_intermediate_elements": 2**28,
+    "max_precision_bits": 2**18, "max_expression_length": 1_000_000, "max_expression_nodes": 1_000_000,
+    "symbolic_seconds": 86_400.0, "candidate_seconds": 86_400.0,
+}
+#: nominal finite-difference steps above this are refused (the nodes x + c h leave every float format)
+MAX_STEP = 1e15
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INIT_RE = re.compile(r"^\s*(normal|uniform)\s*(?:\(\s*([^,()]+)\s*,\s*([^,()]+)\s*\))?\s*$")
@@ -129,14 +140,9 @@ def load_case(path: str | Path) -> Case:
         raise ctx.error("", "no such file", hint="check the path")
     if path.is_dir():
         raise ctx.error("", "is a directory, not a case file", hint="use `verigrad run DIR` for directories")
-    try:
-        size = path.stat().st_size
-        if size > _MAX_FILE_BYTES:
-            raise ctx.error("", f"file is {size} bytes, over the {_MAX_FILE_BYTES}-byte limit for case files",
-                            hint="store large data in a .npy file referenced by `file = ...`", cls=LimitError)
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ctx.error("", f"cannot read the file: {exc.strerror}") from None
+    raw = _read_regular(ctx, path, "", _MAX_FILE_BYTES, what="case files",
+                        hint="store large data in a .npy file referenced by `file = ...`")
+    _numbers_within_limits(ctx, raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -145,6 +151,70 @@ def load_case(path: str | Path) -> Case:
         raise ctx.error("", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column {col}",
                         hint="case files are UTF-8 TOML; re-save the file as UTF-8") from None
     return load_case_text(text, path=path)
+
+
+def _read_regular(ctx: _Ctx, path: Path, field: str, limit: int, *, what: str, hint: str) -> bytes:
+    """The bytes of a regular file, at most ``limit`` of them, refusing FIFOs, devices and sockets.
+
+    The file is opened without blocking (a FIFO with no writer would block ``open``) and
+    checked with ``fstat`` on the open descriptor (a symlink to ``/dev/zero`` is a device);
+    at most ``limit + 1`` bytes are read, so a file that grows while it is read is still
+    caught by the size limit.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ctx.error(field, f"cannot read the file: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                    or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            raise ctx.error(field, f"{path} is {kind}, not a regular file", hint="point at an ordinary file")
+        if st.st_size > limit:
+            raise ctx.error(field, f"file is {st.st_size} bytes, over the {limit}-byte limit for {what}",
+                            hint=hint, cls=LimitError)
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise ctx.error(field, f"file is over the {limit}-byte limit for {what}", hint=hint, cls=LimitError)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ctx.error(field, f"cannot read the file: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+_NUMBER_IN_LIST = re.compile(rb"[0-9.]\s*,")
+_ELEMENT_LIMITS = re.compile(rb"(?<![A-Za-z0-9_])max_elements\s*=\s*([0-9_]{1,30})")
+
+
+def _numbers_within_limits(ctx: _Ctx, raw: bytes) -> None:
+    """Refuse, before parsing, a file that holds more numbers than its element limits allow.
+
+    Parsing a 50 MB array literal takes tens of seconds before the element limit could see
+    it; counting ``digit,`` separators takes a fraction of a second. The count is a lower
+    bound of the list entries (each entry but the last in a list is followed by a comma),
+    so the file is refused only when ``max_elements`` (all symbols together) is certainly
+    exceeded: the largest value the file sets for it anywhere, or the default, plus slack
+    for commas in strings.
+    """
+    if len(raw) < 1 << 20:
+        return
+    set_here = [int(m.replace(b"_", b"")) for m in _ELEMENT_LIMITS.findall(raw)]
+    allowed = max(set_here) if set_here else Limits().max_elements
+    if raw.count(b",") <= allowed + 10_000:  # an upper bound of the count below: nothing to refuse
+        return
+    count = sum(1 for _ in _NUMBER_IN_LIST.finditer(raw))
+    if count > allowed + 10_000:
+        raise ctx.error("", f"the file holds at least {count:,} numbers in arrays, more than its element limit "
+                        f"({allowed:,}) allows", hint="store large data in a .npy file referenced by `file = ...` "
+                        "(or raise [limits] max_elements and max_symbol_elements)", cls=LimitError)
 
 
 def load_case_text(text: str, *, path: str | Path = "<string>") -> Case:
@@ -240,15 +310,22 @@ def _limits(ctx: _Ctx, table: Any) -> Limits:
     vals: dict[str, Any] = {}
     for key, value in table.items():
         field = f"[limits] {key}"
+        ceiling = LIMIT_CEILINGS.get(key)
         if key.endswith("seconds"):
             v = _typed(ctx, value, (int, float), field, "a positive number of seconds")
             if not 0 < v < math.inf:
-                raise ctx.error(field, f"{key}={v} must be a positive, finite number of seconds")
+                raise ctx.error(field, f"{key}={v} must be a positive, finite number of seconds",
+                                hint=f"use at most {ceiling:,.0f} (one day)")
             v = float(v)
         else:
             v = _typed(ctx, value, int, field, "a positive integer")
             if v <= 0:
                 raise ctx.error(field, f"{key}={v} must be a positive integer")
+        if ceiling is not None and v > ceiling:
+            most = f"{ceiling:,}" if isinstance(ceiling, int) else f"{ceiling:,.0f}"
+            raise ctx.error(field, f"{key}={_show(v)} is over the hard maximum of {most}",
+                            hint=f"use at most {most}; beyond it no run can finish in memory or in time",
+                            cls=LimitError)
         vals[key] = v
     depth = vals.get("max_expression_depth")
     if depth is not None and depth > MAX_DEPTH_CEILING:
@@ -342,11 +419,21 @@ def _init(ctx: _Ctx, text: Any, field: str) -> Init:
                             hint='e.g. "normal(0, 0.1)"') from None
     if not (math.isfinite(a) and math.isfinite(b)):
         raise ctx.error(field, f"invalid init {_show(text)}: parameters must be finite")
+    big = float(np.finfo(np.float64).max) / 2
+    if kind == "uniform" and not (abs(a) <= big and abs(b) <= big):
+        raise ctx.error(field, f"invalid init {_show(text)}: the interval is wider than float64 can draw from",
+                        hint=f"use bounds within ±{big:.3g}")
+    if kind == "normal" and abs(a) + 40 * b > big:
+        raise ctx.error(field, f"invalid init {_show(text)}: draws would overflow float64",
+                        hint="use a smaller mean and standard deviation")
     if kind == "normal" and b < 0:
         raise ctx.error(field, f"invalid init {_show(text)}: sigma={b:g} must be >= 0")
     if kind == "uniform" and not a < b:
         raise ctx.error(field, f"invalid init {_show(text)}: needs a < b, got a={a:g}, b={b:g}")
     return Init(kind, a, b)
+
+
+_FLOAT64_MAX_INT = int(np.finfo(np.float64).max)
 
 
 def _value(ctx: _Ctx, raw: Any, field: str, limits: Limits) -> np.ndarray:
@@ -366,6 +453,9 @@ def _value(ctx: _Ctx, raw: Any, field: str, limits: Limits) -> np.ndarray:
             kind = "boolean" if isinstance(v, bool) else _TOML_TYPES.get(type(v).__name__, type(v).__name__)
             raise ctx.error(field, f"value entries must be numbers, got {kind} {_show(v)}")
         else:
+            if isinstance(v, int) and abs(v) > _FLOAT64_MAX_INT:
+                raise ctx.error(field, f"the integer {_show(v, 40)} is beyond the float64 range (about 1.8e308)",
+                                hint="values must be finite in float64; rescale the data")
             count += 1
             if count > limits.max_symbol_elements:
                 raise ctx.error(field, f"the value has more than {limits.max_symbol_elements} entries",
@@ -395,6 +485,16 @@ def _load_npy(ctx: _Ctx, raw: Any, field: str, path: Path, limits: Limits) -> np
     target = (path.parent / raw)
     if target.suffix != ".npy":
         raise ctx.error(field, f"file={raw!r} is not a .npy file", hint="save the array with numpy.save")
+    try:
+        st = os.stat(target)  # follows symlinks: the file np.load would open
+    except FileNotFoundError:
+        raise ctx.error(field, f"file={raw!r} not found (looked at {target})", hint="paths are relative to "
+                        "the case file") from None
+    except OSError as exc:
+        raise ctx.error(field, f"file={raw!r} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ctx.error(field, f"file={raw!r} is not a regular file (a FIFO, device or socket)",
+                        hint="point at a .npy file saved with numpy.save")
     try:
         arr = np.load(target, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
@@ -522,6 +622,9 @@ def _check(ctx: _Ctx, raw: Any) -> CheckSpec:
             if isinstance(h, bool) or not isinstance(h, (int, float)) or not (0 < h < math.inf):
                 raise ctx.error("[check] steps", f"step {_show(h)} must be a positive finite number",
                                 hint="e.g. steps = [1e-3, 1e-6]")
+            if h > MAX_STEP:
+                raise ctx.error("[check] steps", f"step {_show(h)} is too large",
+                                hint=f"use steps up to {MAX_STEP:g} (the nodes x + c*h must stay finite)")
         if not items:
             raise ctx.error("[check] steps", "the list is empty", hint="omit steps for the recommended step")
         kw["steps"] = tuple(float(h) for h in items)
