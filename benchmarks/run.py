@@ -1,8 +1,9 @@
 """verigrad performance benchmarks (issue 2: certified truth; issue 3: finite-difference splits;
 issue 16: realistic sizes, 10^3 to 10^6 parameters).
 
-    python benchmarks/run.py                  # full set (an hour or more while the engine is slow)
-    python benchmarks/run.py --quick          # reduced set, a few minutes
+    python benchmarks/run.py                  # full set (about 20 minutes on 2026-12-06; every process
+                                              # is capped at 600 s, so at most a few hours)
+    python benchmarks/run.py --quick          # reduced set, about a minute (at most a few)
     python benchmarks/run.py --only mlp       # only the measurements whose id contains "mlp"
     python benchmarks/run.py --list           # print the measurement ids and exit
     python benchmarks/run.py --json out.json  # also write every raw number
@@ -100,6 +101,8 @@ BIG = [  # (case file, label), in the order of the tables
     (ROS6, "Rosenbrock 10^6"),
 ]
 BIG_LABEL = dict(BIG)
+PARAMS = {CONV: 1980, MLP32: 25_450, MLP128: 101_770, LOG1K: 1001, LOG10K: 10_001, ROS4: 10**4, ROS5: 10**5,
+          ROS6: 10**6}
 CERT_RATIO_TARGET = 100.0     # certified truth / one float64 numpy gradient, CPU, for N >= 10^4
 RUN_RATIO_TARGET = 1.0        # verigrad run (both dtypes) / 2N-call central-difference loop, CPU, N >= 10^4
 TARGET_MIN_PARAMS = 10_000
@@ -432,28 +435,54 @@ def _warm_imports() -> None:
     import verigrad.engine.truth  # noqa: F401
 
 
-def _group_rss(pgid: int) -> int:
-    """The largest resident set (bytes) among the live processes of process group ``pgid``."""
-    best = 0
-    page = os.sysconf("SC_PAGE_SIZE")
+def _stat(pid: int | str) -> list[bytes] | None:
+    """Fields 3.. of /proc/PID/stat (fields[0] is the state, [2] the process group, [21] the RSS in pages)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            st = fh.read()
+        return st[st.rindex(b")") + 2:].split()
+    except (OSError, ValueError):
+        return None
+
+
+def _group_members(pgid: int) -> set[int]:
+    """The live processes of process group ``pgid`` (a scan of /proc: a few ms)."""
+    out = set()
     for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat", "rb") as fh:
-                st = fh.read()
-            fields = st[st.rindex(b")") + 2:].split()  # fields[0] is field 3 (state) of proc(5)
-            if int(fields[2]) == pgid:
-                best = max(best, int(fields[21]) * page)  # field 5 pgrp, field 24 rss (pages)
-        except (OSError, ValueError, IndexError):
-            continue
+        if d.isdigit():
+            f = _stat(d)
+            if f is not None and len(f) > 21 and int(f[2]) == pgid:
+                out.add(int(d))
+    return out
+
+
+def _group_rss(members: set[int], pgid: int) -> int:
+    """The largest resident set (bytes) among ``members`` still in process group ``pgid``."""
+    best = 0
+    for pid in members:
+        f = _stat(pid)
+        if f is not None and len(f) > 21 and int(f[2]) == pgid:
+            best = max(best, int(f[21]) * _PAGE)
     return best
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _tail(path: Path, limit: int = 65536) -> str:
     with open(path, "rb") as fh:
         fh.seek(max(0, path.stat().st_size - limit))
         return fh.read().decode("utf-8", "replace")
+
+
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_ENV: dict[str, str] | None = None  # the environment of every measured process (None: this one's)
+
+
+def _set_blas_threads(n: int) -> None:
+    """Every measured process gets ``n`` BLAS threads (0: the inherited environment, unchanged)."""
+    global _ENV
+    _ENV = None if n <= 0 else {**os.environ, **{k: str(n) for k in BLAS_ENV}}
 
 
 def _launch(cmd: list[str], timeout: float, mem_limit: float) -> dict:
@@ -466,7 +495,7 @@ def _launch(cmd: list[str], timeout: float, mem_limit: float) -> dict:
         out_path, err_path = Path(tmp, "stdout"), Path(tmp, "stderr")
         with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
             t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=ROOT,
+            proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=ROOT, env=_ENV,
                                     start_new_session=True)
             done: dict = {}
 
@@ -476,13 +505,16 @@ def _launch(cmd: list[str], timeout: float, mem_limit: float) -> dict:
 
             waiter = threading.Thread(target=reap, daemon=True)
             waiter.start()
-            killed, peak = None, 0
+            killed, peak, members, scanned = None, 0, {proc.pid}, t0
             while waiter.is_alive():
                 waiter.join(0.2)
                 if not waiter.is_alive():
                     break
-                elapsed = time.perf_counter() - t0
-                rss = _group_rss(proc.pid)
+                now = time.perf_counter()
+                elapsed = now - t0
+                if now - scanned > 1.0:  # forked children join the group: rescan once a second
+                    members, scanned = _group_members(proc.pid) | {proc.pid}, now
+                rss = _group_rss(members, proc.pid)
                 peak = max(peak, rss)
                 if elapsed > timeout:
                     killed = f"timed out after {timeout:.0f} s (killed)"
@@ -550,7 +582,7 @@ def _import_time(repeats: int) -> dict:
         ts = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=_ENV)
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts)
 
@@ -627,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds per process before it is killed (default 600; 300 with --quick)")
     ap.add_argument("--mem-limit", type=float, default=4.0, metavar="GB",
                     help="resident memory per process before it is killed (default 4 GB)")
+    ap.add_argument("--blas-threads", type=int, default=1, metavar="N",
+                    help="BLAS threads of every measured process (default 1; 0 leaves the environment alone)")
     ap.add_argument("--json", metavar="FILE", help="write all raw numbers to FILE")
     ap.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -646,6 +680,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no measurement id contains {' or '.join(map(repr, a.only))} (see --list)", file=sys.stderr)
         return 2
     timeout = a.timeout or (300.0 if quick else 600.0)
+    _set_blas_threads(a.blas_threads)
+    blas = (f"{a.blas_threads} BLAS thread{'s' if a.blas_threads > 1 else ''} per process" if a.blas_threads > 0 else
+            "BLAS threads as inherited (" + ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in BLAS_ENV) + ")")
     mem = a.mem_limit * GB
     budget, sample = (20.0, 5.0) if quick else (60.0, 20.0)
     if any(not (CASES / j[2][0]).exists() for j in jobs):
@@ -658,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
 
     wall0 = time.perf_counter()
     results: dict = {"loadavg_start": os.getloadavg(), "mode": "quick" if quick else "full",
-                     "only": a.only, "timeout": timeout, "mem_limit": mem, "raw_budget": budget,
+                     "only": a.only, "blas": blas, "timeout": timeout, "mem_limit": mem, "raw_budget": budget,
                      "python": sys.version.split()[0], "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                      "date": time.strftime("%Y-%m-%d %H:%M"), "truth": {}, "fd": {}, "cert": {}, "run": {},
                      "cli_truth": {}, "study": {}}
@@ -717,7 +754,9 @@ def _x(r: float) -> str:
         return f"{r:,.0f}x"
     if r >= 10:
         return f"{r:.1f}x"
-    return f"{r:.2f}x"
+    if r >= 0.1:
+        return f"{r:.2f}x"
+    return f"{r:.2g}x"
 
 
 def _proc(r: dict) -> str:
@@ -739,11 +778,12 @@ def _report_issue16(res: dict, out: list[str], notes: list[str]) -> None:
             r = res["cert"].get(f)
             if r is None:
                 continue
-            n = r.get("params")
-            target = f"<= {CERT_RATIO_TARGET:.0f}x cpu" if n is None or n >= TARGET_MIN_PARAMS else "- (N < 10^4)"
+            n = r.get("params", PARAMS[f])
+            target = f"<= {CERT_RATIO_TARGET:.0f}x cpu" if n >= TARGET_MIN_PARAMS else "- (N < 10^4)"
             if "killed" in r or "error" in r:
                 why = r.get("killed") or "worker failed (error below)"
-                rows.append([label, why, "", "", "", target, "MISS" if target.startswith("<=") else "-"])
+                rows.append([label, why, "", "", "", _b(r.get("process_maxrss")), target,
+                             "MISS" if target.startswith("<=") else "-"])
                 continue
             check = r.get("candidate_max_error")
             if check is None:
@@ -753,11 +793,10 @@ def _report_issue16(res: dict, out: list[str], notes: list[str]) -> None:
             rows.append([label, f"{_s(r['load_compile'])} (cpu {_s(r['load_compile_cpu'])})",
                          f"{_s(r['certify'])} (cpu {_s(r['certify_cpu'])})",
                          f"{_s(r['numpy_grad'])} (cpu {_s(r['numpy_grad_cpu'])}, median of {r['numpy_grad_calls']})",
-                         f"{_x(r['ratio_cpu'])} cpu ({_x(r['ratio'])} wall); worker peak RSS "
-                         f"{_b(r['process_maxrss'])}",
+                         f"{_x(r['ratio_cpu'])} cpu ({_x(r['ratio'])} wall)", _b(r["process_maxrss"]),
                          target, _verdict(r["ratio_cpu"], CERT_RATIO_TARGET) if target.startswith("<=") else "-"])
         out.append(_table(["case", "load + compile", "certify", "numpy gradient", "ratio certify / numpy",
-                           "target", "result"], rows))
+                           "worker peak RSS", "target", "result"], rows))
         out.append("")
 
     if res.get("run"):
@@ -770,7 +809,7 @@ def _report_issue16(res: dict, out: list[str], notes: list[str]) -> None:
             if r is None:
                 continue
             cli, raw = r["cli"], r["raw"]
-            n = raw.get("params")
+            n = raw.get("params", PARAMS[f])
             wall_t = RUN_WALL_TARGETS.get(f)
             ok = cli["rc"] == 0 and not cli["killed"]
             if wall_t is not None:
@@ -842,7 +881,7 @@ def report(res: dict) -> str:
     only = f"; only {', '.join(res['only'])}" if res.get("only") else ""
     out.append(f"verigrad benchmarks ({res['mode']}{only}; {res.get('date', '')}; Python {res['python']}; "
                f"{res['machine']}; harness wall time {res['wall_seconds']:.0f} s; per-process limits "
-               f"{res['timeout']:.0f} s, {_b(res['mem_limit'])})")
+               f"{res['timeout']:.0f} s, {_b(res['mem_limit'])}; {res.get('blas', '')})")
     out.append("Load average (1/5/15 min) at start {:.2f}/{:.2f}/{:.2f}, at end {:.2f}/{:.2f}/{:.2f} "
                "(other processes on the machine inflate every number)".format(*res["loadavg_start"],
                                                                                *res["loadavg_end"]))
