@@ -343,14 +343,20 @@ def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
 
     Notes
     -----
-    Acceptance per entry, with a, b the values at w and 2w + 64 bits:
+    ``backend="auto"`` tries, in order: the vectorised double-double ball engine
+    (:mod:`verigrad.engine.fastball`; for graphs of at least :data:`FAST_MIN_ENTRIES`
+    entries and at most 28 digits), Arb balls at doubling precision, then two mpmath
+    precisions. Each stops at the first that certifies every entry; none returns an
+    uncertified truth. Ball acceptance per entry: radius ``r <= 10^-digits (|m| - r)``,
+    an exact zero, or ``r <= 10^-(digits+8)`` times a lower bound of the gradient's scale.
+    mpmath acceptance, with a, b the values at w and 2w + 64 bits:
     ``|a - b| <= 10^-digits |b|`` or ``|a - b| <= 10^-(digits+8) * scale``.
     """
     if backend not in ("auto", "fast", "arb", "mpmath"):
         raise ValueError(f"backend={backend!r}; use 'auto', 'fast', 'arb' or 'mpmath'")
     from verigrad.engine import arb as arbbackend
 
-    if backend in ("auto", "fast"):
+    if backend == "fast" or (backend == "auto" and graph_entries(model) >= FAST_MIN_ENTRIES):
         if not arbbackend.available():
             if backend == "fast":
                 raise CertificationError("backend='fast' needs python-flint", hint="pip install python-flint")
@@ -372,6 +378,23 @@ def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
             return truth
         # a kink/tie/domain edge that balls cannot decide at the cap: the mpmath certificate decides it
     return _certify_mpmath(model, point, dtype, digits=digits, max_bits=max_bits)
+
+
+#: ``backend="auto"`` tries the fast engine from this many array entries in the graph (summed over its
+#: nodes): below it, a few dozen numpy calls per node cost more than one Arb ball per entry (the 47-parameter
+#: 3-layer net: 22 ms fast against 4 ms in Arb; softmax with 9,600 entries: 14 ms against 43 ms)
+FAST_MIN_ENTRIES = 2_000
+
+
+def graph_entries(model: Model) -> int:
+    """Entries of every node of the loss and gradient graphs, summed (cached on the model)."""
+    key = ("graph_entries",)
+    n = model._mp_cache.get(key)
+    if n is None:
+        from verigrad.expr.graph import topological
+
+        n = model._mp_cache[key] = int(sum(node.size for node in topological([model.loss, *model.gradient.values()])))
+    return n
 
 
 #: the fast engine's midpoints carry about 106 bits; beyond this many digits it is not tried
