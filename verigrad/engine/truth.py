@@ -182,7 +182,12 @@ def _man_exp_fraction(man, exp) -> Fraction:
 
 
 def _mpf_fraction(v) -> Fraction:
-    return _man_exp_fraction(*mpmath.mpf(v).man_exp) if v else Fraction(0)
+    """The exact rational value of an mpf (its sign too: mpmath's ``man_exp`` drops the sign)."""
+    if not v:
+        return Fraction(0)
+    sign, man, exp, _ = mpmath.mpf(v)._mpf_
+    q = _man_exp_fraction(int(man), int(exp))
+    return -q if sign else q
 
 
 def _dd_parts_of_mpf(v) -> tuple[float, float, float]:

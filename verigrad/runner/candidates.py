@@ -1,10 +1,35 @@
 """Load and call user code (candidates and ``loss_code``) in isolation.
 
 Only the module named in the case file is imported, from its own directory.
-Each batch of calls runs in a forked child process, so a candidate that raises,
-loops forever (it is killed after the time limit), prints, calls ``sys.exit``,
-or changes global numpy/mpmath state cannot break the run or the other
-results.  Results come back through a pipe as plain numpy arrays.
+User code never runs in the verigrad process: it runs in a *worker*, a forked
+child process that :func:`worker_scope` (held by :func:`verigrad.runner.case.run_case`
+for one case) starts at the first call and reuses for every call of the case,
+candidates and ``loss_code`` alike.  Calls and results travel through a pipe as
+plain numpy arrays; what comes back is untrusted data.
+
+Isolation, call by call:
+
+* every batch of calls (one candidate call; one batch of ``loss_code`` calls)
+  imports the module afresh from its source, so module-level state never carries
+  over from one batch to the next - each candidate sees the module a separate run
+  would;
+* after every batch the worker restores the process state user code commonly
+  changes: numpy's error state, print options and legacy global random state,
+  ``random``'s state, ``mpmath.mp`` precision, ``sys.path``, ``sys.modules``
+  entries, the working directory, ``os.environ``, warning filters (and their
+  once-registries), the recursion limit, and the attributes of ``builtins``,
+  ``math``, ``numpy``, ``numpy.linalg`` and ``mpmath`` that existed when the
+  worker started (a monkeypatched ``np.dot`` is put back);
+* a call that crashes the worker (``os._exit``, a segfault), runs past the time
+  limit (the worker is killed) or leaves threads running ends that worker; the
+  next call starts a fresh one.  A call that raises (``SystemExit`` included)
+  is reported and the worker goes on;
+* a worker never outlives its scope: it is stopped (killed if it does not exit)
+  when the scope closes, it exits when the verigrad process's end of its pipe
+  closes, and on Linux the kernel kills it if the verigrad process dies.
+
+Outside a :func:`worker_scope`, :func:`call_isolated` uses a worker for that one
+batch only (the same isolation, one process per batch).
 
 Calling convention (docs/case-files.md): the function receives every symbol as a
 keyword argument - numpy arrays of the dtype under test, 0-d for scalars - and
@@ -16,6 +41,8 @@ a scalar.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import importlib.machinery
 import importlib.util
 import io
 import multiprocessing as mp
@@ -32,7 +59,8 @@ import numpy as np
 from verigrad.errors import CandidateError
 from verigrad.spec import CodeRef
 
-__all__ = ["CallResult", "call_isolated", "load_function", "normalise_gradient", "loss_code_evaluator"]
+__all__ = ["CallResult", "call_isolated", "load_function", "normalise_gradient", "loss_code_evaluator",
+           "worker_scope"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +104,26 @@ def load_function(ref: CodeRef):
     CandidateError
         Missing file, import failure, or missing/non-callable function.
     """
+    return _load_function(ref, None)
+
+
+class _CachedSourceLoader(importlib.machinery.SourceFileLoader):
+    """A source loader that compiles each (path, mtime, size) once per worker; the module still runs afresh."""
+
+    def __init__(self, fullname: str, path: str, cache: dict):
+        super().__init__(fullname, path)
+        self._code_cache = cache
+
+    def get_code(self, fullname):
+        st = os.stat(self.path)
+        key = (self.path, st.st_mtime_ns, st.st_size)
+        code = self._code_cache.get(key)
+        if code is None:
+            code = self._code_cache[key] = super().get_code(fullname)
+        return code
+
+
+def _load_function(ref: CodeRef, code_cache: dict | None):
     path = Path(ref.path)
     if not path.is_file():
         raise CandidateError(f"{ref.text}: file {path} not found", kind="load")
@@ -84,7 +132,8 @@ def load_function(ref: CodeRef):
     before = set(sys.modules)
     sys.path.insert(0, directory)
     try:
-        spec = importlib.util.spec_from_file_location(name, path)
+        loader = None if code_cache is None else _CachedSourceLoader(name, str(path), code_cache)
+        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
@@ -124,39 +173,34 @@ def _signature_problem(fn, names: Sequence[str]) -> str:
     return ""
 
 
-def _child(conn, ref: CodeRef, calls: list[dict]) -> None:
+def _run_batch(ref: CodeRef, calls: list, code_cache: dict) -> tuple:
+    """Run one batch in this (worker) process: ``(kind, error, stdout, values)``, never raising."""
     buf = io.StringIO()
     try:
         sys.stdin = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             try:
-                fn = load_function(ref)
+                fn = _load_function(ref, code_cache)
             except CandidateError as exc:
-                conn.send(("load", str(exc), buf.getvalue(), None))
-                return
-            problem = _signature_problem(fn, list(calls[0]) if calls else [])
+                return ("load", str(exc), buf.getvalue(), None)
+            problem = _signature_problem(fn, list(calls[0].kwargs) if calls else [])
             if problem:
-                conn.send(("signature", f"{ref.text}: {problem}", buf.getvalue(), None))
-                return
+                return ("signature", f"{ref.text}: {problem}", buf.getvalue(), None)
             out = []
-            for kw in calls:
+            for call in calls:
                 try:
-                    res = fn(**kw)
+                    res = fn(**call.fresh())
                 except BaseException as exc:  # noqa: BLE001
                     tb = traceback.extract_tb(exc.__traceback__)
                     frame = next((f for f in reversed(tb) if Path(f.filename).resolve() == Path(ref.path).resolve()),
                                  tb[-1] if tb else None)
                     at = f" at {Path(frame.filename).name}:{frame.lineno} ({frame.line})" if frame else ""
-                    conn.send(("raised", f"{ref.text} raised {type(exc).__name__}: {exc}{at}", buf.getvalue(), None))
-                    return
+                    return ("raised", f"{ref.text} raised {type(exc).__name__}: {exc}{at}", buf.getvalue(), None)
                 out.append(_plain(res))
-        conn.send(("ok", "", buf.getvalue(), out))
-    except BaseException as exc:  # noqa: BLE001 - anything unpicklable etc.
-        with contextlib.suppress(Exception):
-            conn.send(("crashed", f"{ref.text}: result could not be returned: {type(exc).__name__}: {exc}",
-                       buf.getvalue(), None))
-    finally:
-        conn.close()
+        return ("ok", "", buf.getvalue(), out)
+    except BaseException as exc:  # noqa: BLE001 - anything user code can make the machinery raise
+        return ("crashed", f"{ref.text}: result could not be returned: {type(exc).__name__}: {exc}",
+                buf.getvalue(), None)
 
 
 def _plain(value: Any) -> Any:
@@ -171,45 +215,383 @@ def _plain(value: Any) -> Any:
         return repr(value)
 
 
+# ---------------------------------------------------------------------------------------------
+# Sending calls: a large array equal (bit for bit) to the last one sent under the same keyword
+# is not sent again; the worker keeps it and hands every call its own copy.  The data of a
+# case (a design matrix, a batch of images) then crosses the pipe once per worker, not once
+# per loss call of a finite-difference batch.
+
+#: arrays of at least this many bytes are remembered on both sides of the pipe
+_HOLD_BYTES = 64 * 1024
+
+
+class _Hold:
+    """An array the worker keeps as the last value of its keyword (sent in full)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+
+class _Same:
+    """'The array the worker kept for this keyword' (bit-identical to the one the caller passed)."""
+
+    __slots__ = ()
+
+
+def _holdable(v: Any) -> bool:
+    return (type(v) is np.ndarray and v.nbytes >= _HOLD_BYTES and v.dtype.kind in "biufc"
+            and v.flags.c_contiguous)
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    word = np.uint64 if a.nbytes % 8 == 0 else np.uint8
+    return bool(np.array_equal(a.reshape(-1).view(word), b.reshape(-1).view(word)))
+
+
+class _Encoder:
+    """The parent's side of the kept arrays of one worker (a private copy of each, to compare)."""
+
+    def __init__(self):
+        self._kept: dict[str, np.ndarray] = {}
+
+    def encode(self, calls: list[dict]) -> list[dict]:
+        out = []
+        for kw in calls:
+            enc = {}
+            for k, v in kw.items():
+                if _holdable(v):
+                    kept = self._kept.get(k)
+                    if kept is not None and _same_bits(v, kept):
+                        enc[k] = _Same()
+                        continue
+                    self._kept[k] = v.copy()
+                    enc[k] = _Hold(v)
+                else:
+                    enc[k] = v
+            out.append(enc)
+        return out
+
+
+class _Call:
+    """One decoded call in the worker: kept arrays are copied for the call, just before it."""
+
+    __slots__ = ("kwargs", "copies")
+
+    def __init__(self, kwargs: dict, copies: tuple):
+        self.kwargs = kwargs
+        self.copies = copies
+
+    def fresh(self) -> dict:
+        kw = dict(self.kwargs)
+        for k in self.copies:
+            kw[k] = np.array(kw[k], copy=True)
+        return kw
+
+
+def _decode(calls: list[dict], kept: dict) -> list[_Call]:
+    out = []
+    for enc in calls:
+        kw, copies = {}, []
+        for k, v in enc.items():
+            if isinstance(v, _Hold):
+                kept[k] = kw[k] = v.array
+                copies.append(k)
+            elif isinstance(v, _Same):
+                kw[k] = kept[k]
+                copies.append(k)
+            else:
+                kw[k] = v
+        out.append(_Call(kw, tuple(copies)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker process.
+
+#: modules whose attributes (those present when the worker starts) are put back after each batch
+_GUARDED_MODULES = ("builtins", "math", "numpy", "numpy.linalg", "mpmath")
+_MISSING = object()
+
+
+class _ProcessState:
+    """What user code commonly changes in a process, captured when the worker starts.
+
+    :meth:`restore` runs after every batch (a worker whose state cannot be restored retires).
+    """
+
+    def __init__(self):
+        import warnings
+
+        self.path = list(sys.path)
+        self.cwd = os.getcwd()
+        self.environ = dict(os.environ)
+        self.environ_data = dict(getattr(os.environ, "_data", self.environ))  # encoded: cheap to compare
+        self.modules = dict(sys.modules)
+        self.namespaces = {m: (vars(sys.modules[m]), dict(vars(sys.modules[m])))
+                           for m in _GUARDED_MODULES if m in sys.modules}
+        self.recursion = sys.getrecursionlimit()
+        self.warning_filters = list(warnings.filters)
+        self.showwarning = warnings.showwarning
+        self.np_err = np.geterr()
+        self.np_errcall = np.geterrcall()
+        self.np_print = np.get_printoptions()
+        self.np_random = sys.modules["numpy.random"].get_state() if "numpy.random" in sys.modules else None
+        self.random = sys.modules["random"].getstate() if "random" in sys.modules else None
+        mpm = sys.modules.get("mpmath")
+        self.mp = (mpm.mp.prec, mpm.mp.pretty) if mpm is not None else None
+
+    def restore(self) -> None:
+        import warnings
+
+        sys.path[:] = self.path
+        with contextlib.suppress(OSError):
+            if os.getcwd() != self.cwd:
+                os.chdir(self.cwd)
+        if getattr(os.environ, "_data", os.environ) != self.environ_data:
+            os.environ.clear()
+            os.environ.update(self.environ)
+        for name, mod in self.modules.items():
+            if sys.modules.get(name, _MISSING) is not mod:
+                sys.modules[name] = mod
+        for ns, saved in self.namespaces.values():
+            for k, v in saved.items():
+                if ns.get(k, _MISSING) is not v:
+                    ns[k] = v
+        sys.setrecursionlimit(self.recursion)
+        warnings.filters[:] = self.warning_filters
+        warnings.showwarning = self.showwarning
+        getattr(warnings, "_filters_mutated", lambda: None)()  # forget which warnings were shown once
+        np.seterr(**self.np_err)
+        np.seterrcall(self.np_errcall)
+        np.set_printoptions(**self.np_print)
+        if self.np_random is not None:
+            sys.modules["numpy.random"].set_state(self.np_random)
+        if self.random is not None:
+            sys.modules["random"].setstate(self.random)
+        if self.mp is not None:
+            mpm = sys.modules["mpmath"]
+            mpm.mp.prec, mpm.mp.pretty = self.mp
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel kill this worker when the verigrad process dies (best effort)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig, zero = ctypes.c_int(1), ctypes.c_ulong(0)
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, ctypes.c_ulong(int(signal.SIGKILL)), zero, zero, zero)
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(0)
+
+
+#: the worker's answer to a batch it will not run (its state could not be restored): use a fresh worker
+_RETIRED = "retired"
+
+
+def _worker_main(conn, parent_end, parent_pid: int) -> None:
+    """Serve batches from ``conn`` until it closes or says ``None``; exits with ``os._exit``.
+
+    The reply to a batch is sent first; the process state is restored after it, while the
+    parent grades the result.  A worker that could not restore it answers the next batch
+    with :data:`_RETIRED` (the parent sends that batch to a fresh worker) and exits.
+    """
+    import signal
+    import threading
+
+    parent_end.close()  # so that the parent closing its end is seen here as end of file
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    _die_with_parent(parent_pid)
+    state = _ProcessState()
+    threads = set(threading.enumerate())
+    kept: dict[str, np.ndarray] = {}
+    code_cache: dict = {}
+    broken = False
+    while True:
+        try:
+            msg = conn.recv()
+        except BaseException:  # noqa: BLE001 - end of file, or the parent is gone
+            break
+        if msg is None:
+            break
+        if broken:
+            with contextlib.suppress(BaseException):
+                conn.send(_RETIRED)
+            break
+        ref, encoded = msg
+        try:
+            calls = _decode(encoded, kept)
+        except BaseException as exc:  # noqa: BLE001 - out of step with the parent (never expected): retire
+            reply, retire = ("crashed", f"{ref.text}: the worker could not read the call: {type(exc).__name__}: "
+                             f"{exc}", "", None), True
+        else:
+            reply = _run_batch(ref, calls, code_cache)
+            del calls, encoded
+            # a thread the user's code left running could change later calls: this worker retires
+            retire = any(t.is_alive() for t in threading.enumerate() if t not in threads)
+        try:
+            conn.send((*reply, retire))
+        except BaseException as exc:  # noqa: BLE001 - an unpicklable result
+            try:
+                conn.send(("crashed", f"{ref.text}: result could not be returned: {type(exc).__name__}: {exc}",
+                           reply[2], None, retire))
+            except BaseException:  # noqa: BLE001
+                break
+        del reply
+        if retire:
+            break
+        try:
+            state.restore()  # the next batch finds the process as the worker started
+        except BaseException:  # noqa: BLE001 - user code broke something that cannot be put back
+            broken = True
+    os._exit(0)
+
+
+#: worker processes started by this process (tests count them)
+_started = 0
+
+
+def workers_started() -> int:
+    """How many worker processes this process has started (for tests and benchmarks)."""
+    return _started
+
+
+class _Worker:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self):
+        global _started
+        ctx = mp.get_context("fork")
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, self.conn, os.getpid()), daemon=True,
+                                name="verigrad-worker")
+        self.proc.start()
+        child.close()
+        _started += 1
+        self.encoder = _Encoder()
+
+    def stop(self, *, kill: bool = False) -> None:
+        """End the worker: ask it to exit (or kill it), and reap it."""
+        if not kill:
+            with contextlib.suppress(Exception):
+                self.conn.send(None)
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        if not kill:
+            self.proc.join(timeout=2)
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join()
+        with contextlib.suppress(Exception):
+            self.proc.close()
+
+
+class _Workers:
+    """The worker of one scope: started at the first call, replaced after a crash or a timeout."""
+
+    def __init__(self):
+        self._worker: _Worker | None = None
+        self._busy = False
+
+    def call(self, ref: CodeRef, calls: list[dict], timeout: float, t0: float) -> CallResult:
+        for _attempt in range(3):
+            if self._worker is None:
+                self._worker = _Worker()
+            w = self._worker
+            self._busy = True
+            try:
+                w.conn.send((ref, w.encoder.encode(calls)))
+            except OSError:  # it had died between calls: start another
+                self._discard(kill=True)
+                continue
+            except BaseException:  # the request may be half sent (and the kept arrays out of step): end it
+                self._discard(kill=True)
+                raise
+            if not w.conn.poll(timeout):
+                self._discard(kill=True)
+                return CallResult(error=f"{ref.text} did not return within {timeout:g} s (killed)",
+                                  kind="timeout", seconds=time.perf_counter() - t0)
+            try:
+                reply = w.conn.recv()
+            except (EOFError, OSError):
+                w.proc.join(timeout=5)
+                code = w.proc.exitcode
+                self._discard(kill=True)
+                return CallResult(error=f"{ref.text} ended the process (exit code {code}) without returning",
+                                  kind="crashed", seconds=time.perf_counter() - t0)
+            self._busy = False
+            if reply == _RETIRED:  # its state could not be restored after the last batch: a fresh worker
+                self._discard(kill=True)
+                continue
+            kind, error, stdout, values, retire = reply
+            if retire:
+                self._discard(kill=True)
+            return CallResult(values=values or [], error=error, kind=kind, stdout=stdout,
+                              seconds=time.perf_counter() - t0)
+        return CallResult(error=f"{ref.text}: could not start a worker process", kind="crashed",
+                          seconds=time.perf_counter() - t0)
+
+    def _discard(self, *, kill: bool) -> None:
+        w, self._worker, self._busy = self._worker, None, False
+        if w is not None:
+            w.stop(kill=kill)
+
+    def close(self) -> None:
+        self._discard(kill=self._busy)
+
+
+_SCOPE: contextvars.ContextVar[_Workers | None] = contextvars.ContextVar("verigrad_workers", default=None)
+
+
+@contextlib.contextmanager
+def worker_scope():
+    """Within this block, :func:`call_isolated` reuses one worker process for every call.
+
+    The worker starts at the first call and is stopped when the block ends (killed if it
+    does not exit at once, or if the block ends during a call); a call that crashed or
+    timed out has its worker replaced.  :func:`verigrad.runner.case.run_case` holds one
+    scope per case (with ``--jobs``, each pool process its own).
+    """
+    workers = _Workers()
+    token = _SCOPE.set(workers)
+    try:
+        yield workers
+    finally:
+        _SCOPE.reset(token)
+        workers.close()
+
+
 def call_isolated(ref: CodeRef, calls: list[dict], *, timeout: float) -> CallResult:
-    """Call ``ref`` once per keyword dict in ``calls``, in a forked child process.
+    """Call ``ref`` once per keyword dict in ``calls``, in a worker process.
+
+    The module is imported afresh for the batch (module state is shared by the calls
+    of one batch only); inside a :func:`worker_scope` the scope's worker is reused,
+    otherwise a worker is started for this batch and stopped after it.
 
     Parameters
     ----------
     ref : CodeRef
     calls : list of dict
-        Keyword arguments per call (numpy arrays).
+        Keyword arguments per call (numpy arrays).  Each call receives its own copies.
     timeout : float
-        Seconds for the whole batch; the child is killed after it.
+        Seconds for the whole batch; the worker is killed after it.
 
     Returns
     -------
     CallResult
     """
     t0 = time.perf_counter()
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, ref, calls), daemon=True)
-    proc.start()
-    child.close()
-    try:
-        if not parent.poll(timeout):
-            proc.kill()
-            proc.join()
-            return CallResult(error=f"{ref.text} did not return within {timeout:g} s (killed)",
-                              kind="timeout", seconds=time.perf_counter() - t0)
-        try:
-            kind, error, stdout, values = parent.recv()
-        except (EOFError, OSError):
-            proc.join()
-            return CallResult(error=f"{ref.text} ended the process (exit code {proc.exitcode}) without returning",
-                              kind="crashed", seconds=time.perf_counter() - t0)
-    finally:
-        parent.close()
-    proc.join(timeout=5)
-    if proc.is_alive():
-        proc.kill()
-    return CallResult(values=values or [], error=error, kind=kind, stdout=stdout, seconds=time.perf_counter() - t0)
+    workers = _SCOPE.get()
+    if workers is not None:
+        return workers.call(ref, calls, timeout, t0)
+    with worker_scope() as workers:
+        return workers.call(ref, calls, timeout, t0)
 
 
 def normalise_gradient(value: Any, variables: Mapping[str, tuple[int, ...]], label: str) -> tuple[dict, list[str]]:
@@ -273,7 +655,11 @@ def normalise_gradient(value: Any, variables: Mapping[str, tuple[int, ...]], lab
 
 
 def loss_code_evaluator(case):
-    """A function evaluating the case's ``loss_code`` at a list of float points, in one isolated child."""
+    """A function evaluating the case's ``loss_code`` at a list of float points, isolated.
+
+    Each list is one batch of :func:`call_isolated` (the scope's worker inside
+    :func:`worker_scope`), with a budget of 10 x ``[limits] candidate_seconds``.
+    """
     def evaluate(calls):
         res = call_isolated(case.loss_code, calls, timeout=case.limits.candidate_seconds * 10)
         if not res.ok:

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from verigrad.casefile.loader import find_case_files, load_case, point_in_dtype
-from verigrad.runner.candidates import call_isolated, normalise_gradient
+from verigrad.runner.candidates import call_isolated, normalise_gradient, worker_scope
 from verigrad.errors import VerigradError
 from verigrad.engine.model import Model, compile_case
 from verigrad.spec import CandidateSpec, Case, Dtype, Expect
@@ -111,7 +111,7 @@ def classic_plan(model: Model, point: dict[str, np.ndarray], dtype: Dtype) -> Cl
     sample would be all of it).
 
     The cost of one loss call is measured at the point (the best of three evaluations; one
-    call of ``loss_code`` when the case has one, including its process overhead).
+    call of ``loss_code`` when the case has one, including its round trip to the case's worker process).
     """
     from verigrad.runner.candidates import loss_code_evaluator
 
@@ -232,7 +232,14 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
     from verigrad.kinks import kink_acceptance  # on a kink: grade against the nearest valid subgradient
 
     kinks = kink_acceptance(model, truth, value, baseline)
-    g = grade(truth=kinks.truth, value=value, baseline=kinks.baseline, dtype=dtype.numpy, case=case.name,
+    graded = kinks.truth
+    if not kinks.at_kink and getattr(truth, "backend", None) == "fast" and getattr(truth, "gradient_hi", None):
+        # the fast engine's gradient is exactly gradient_hi + gradient_lo: grade the float64 arrays
+        # (the same numbers, so the same grade) without an object per entry
+        from verigrad.grading import DDTruth
+
+        graded = {n: DDTruth(truth.gradient_hi[n], truth.gradient_lo[n]) for n in kinks.truth}
+    g = grade(truth=graded, value=value, baseline=kinks.baseline, dtype=dtype.numpy, case=case.name,
               candidate=cand.name, tolerances=_tolerances(case))
     verdict = g.verdict.value.lower()
     msgs = g.messages() if hasattr(g, "messages") else []
@@ -322,25 +329,27 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
     truths: dict[str, Truth] = {}
     loss_code: dict[str, dict] = {}
     try:
-        for dt in dtypes or case.check.dtypes:
-            point = point_in_dtype(model.point, dt)
-            note(f"{case.name} › {dt.value} › truth")
-            truth = certify(model, point, dt, digits=truth_digits(case))
-            truths[dt.value] = truth
-            baseline = baseline_gradient(model, point, dt)
-            if case.loss_code is not None:
-                loss_code[dt.value] = grade_loss_code(model, truth)
-            plan = (classic_plan(model, point, dt) if case.candidates and with_fd and case.check.classic
-                    else None)
-            for cand in case.candidates:
-                note(f"{case.name} › {cand.name} › {dt.value}")
-                results.append(grade_candidate(model, cand, truth, baseline, timeout=case.limits.candidate_seconds,
-                                               classic=plan))
-            if with_fd and case.check.schemes:
-                from verigrad.runner.fdcheck import grade_schemes
+        # one worker process runs every candidate and loss_code call of the case (stopped on the way out)
+        with worker_scope():
+            for dt in dtypes or case.check.dtypes:
+                point = point_in_dtype(model.point, dt)
+                note(f"{case.name} › {dt.value} › truth")
+                truth = certify(model, point, dt, digits=truth_digits(case))
+                truths[dt.value] = truth
+                baseline = baseline_gradient(model, point, dt)
+                if case.loss_code is not None:
+                    loss_code[dt.value] = grade_loss_code(model, truth)
+                plan = (classic_plan(model, point, dt) if case.candidates and with_fd and case.check.classic
+                        else None)
+                for cand in case.candidates:
+                    note(f"{case.name} › {cand.name} › {dt.value}")
+                    results.append(grade_candidate(model, cand, truth, baseline, timeout=case.limits.candidate_seconds,
+                                                   classic=plan))
+                if with_fd and case.check.schemes:
+                    from verigrad.runner.fdcheck import grade_schemes
 
-                note(f"{case.name} › finite differences › {dt.value}")
-                results.extend(grade_schemes(model, truth, baseline))
+                    note(f"{case.name} › finite differences › {dt.value}")
+                    results.extend(grade_schemes(model, truth, baseline))
     except VerigradError as exc:
         return CaseReport(str(path), case.name, case.description, error=str(exc), results=tuple(results),
                           truths=truths, seconds=time.perf_counter() - t0, parameters=case.parameter_count,
@@ -379,7 +388,8 @@ def case_reports(files, dtypes, with_fd: bool, jobs: int):
     """Yield ``next_report(path, note) -> CaseReport``; with jobs > 1 the cases run in a process pool.
 
     Reports come back in file order whatever the number of jobs, so output and JSON do not
-    depend on it (candidate calls fork their own children from the workers).
+    depend on it (each pool process forks the candidate worker of the case it runs, and
+    stops it when the case is done: :func:`run_case`).
     """
     if jobs == 1:
         yield lambda f, note: run_case(f, dtypes=dtypes, with_fd=with_fd, progress=note)

@@ -50,6 +50,24 @@ class Result:
     extra: dict = field(default_factory=dict)
     value: dict | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def label(self) -> str:
+        """``case › candidate › dtype`` (the candidate of a finite difference is ``scheme h=STEP``)."""
+        return f"{self.case} › {self.candidate} › {self.dtype}"
+
+    def __repr__(self) -> str:
+        ulps = getattr(getattr(self.grade, "errors", None), "max_ulps", None)
+        met = {True: "met", False: "NOT MET", None: "informational"}[self.met]
+        expect = f"expected {self.expect}: {met}" if self.expect else met
+        return (f"<Result {self.label}: {self.verdict} ({expect})"
+                + (f", max {ulps:.3g} ulps" if isinstance(ulps, float) and ulps == ulps else "") + ">")
+
+    def _repr_html_(self) -> str:
+        """The grade as in the HTML report, inline in Jupyter (:mod:`verigrad.report.notebook`)."""
+        import verigrad
+
+        return verigrad.repr_html(self)
+
 
 @dataclass(frozen=True)
 class CaseReport:
@@ -70,6 +88,20 @@ class CaseReport:
     @property
     def ok(self) -> bool:
         return not self.error and all(r.met is not False for r in self.results)
+
+    def __repr__(self) -> str:
+        if self.error:
+            return f"<CaseReport {self.name}: case error: {self.error.splitlines()[0] if self.error else ''}>"
+        unmet = sum(1 for r in self.results if r.met is False)
+        met = sum(1 for r in self.results if r.met is True)
+        return (f"<CaseReport {self.name}: {'ok' if self.ok else 'FAILED'}; expectations met {met}, not met {unmet}; "
+                f"grades {len(self.results)}; parameters {self.parameters}>")
+
+    def _repr_html_(self) -> str:
+        """The case as in the HTML report, inline in Jupyter (:mod:`verigrad.report.notebook`)."""
+        import verigrad
+
+        return verigrad.repr_html(self)
 
 
 @dataclass(frozen=True)
@@ -97,6 +129,19 @@ class RunReport:
     @property
     def results(self) -> list[Result]:
         return [r for c in self.cases for r in c.results]
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        head = "INTERRUPTED" if self.interrupted else ("OK" if self.ok else "FAILED")
+        return (f"<RunReport {head}: cases {s['cases']}, grades {s['results']}; expectations met "
+                f"{s['expectations_met']}, not met {s['expectations_not_met']}; case errors {s['case_errors']}; "
+                f"{self.seconds:.1f} s>")
+
+    def _repr_html_(self) -> str:
+        """The run as in the HTML report, inline in Jupyter (:mod:`verigrad.report.notebook`)."""
+        import verigrad
+
+        return verigrad.repr_html(self)
 
     def summary(self) -> dict:
         res = self.results
