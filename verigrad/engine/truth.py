@@ -185,7 +185,8 @@ def _mpf_fraction(v) -> Fraction:
     """The exact rational value of an mpf (its sign too: mpmath's ``man_exp`` drops the sign)."""
     if not v:
         return Fraction(0)
-    sign, man, exp, _ = mpmath.mpf(v)._mpf_
+    # v._mpf_ itself: mpmath.mpf(v) would round v to the working precision (53 bits by default)
+    sign, man, exp, _ = (v if isinstance(v, mpmath.mpf) else mpmath.mpf(v))._mpf_
     q = _man_exp_fraction(int(man), int(exp))
     return -q if sign else q
 
