@@ -288,3 +288,182 @@ x = { value = [2.0, 1.0, 3.0] }
     with pytest.raises(verigrad.errors.DomainError) as exc:
         certify(model, point, Dtype.FLOAT64)
     assert "[1]" in str(exc.value)
+
+
+# -- (e) vectorised dd elementary functions (ddfunctions) against Arb at 300 bits -----------------
+
+from verigrad.engine import ddfunctions as ddf  # noqa: E402
+
+_DDF = ["exp", "expm1", "log", "log1p", "sigmoid", "dsigmoid", "tanh", "dtanh", "softplus"]
+
+
+def _arb_value(name, v):
+    if name == "sigmoid":
+        return 1 / (1 + (-v).exp())
+    if name == "dsigmoid":
+        e = (-v).exp()
+        return e / (1 + e) ** 2
+    if name == "dtanh":
+        return 1 / v.cosh() ** 2
+    if name == "softplus":
+        return v.exp().log1p()
+    return getattr(v, name)()
+
+
+def _ddf_check(name, hi, lo, rad, tight=None):
+    """Every point of each argument ball (both ends and the midpoint) maps into the result ball;
+    ``tight``: the relative radius bound on accepted entries with an exact argument."""
+    s, e = dd.two_sum(np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64))
+    b = Ball(s, e, np.asarray(rad, dtype=np.float64))
+    out, declined = getattr(ddf, name)(b)
+    assert out.shape == b.shape
+    for i in range(b.shape[0]):
+        if declined is not None and declined[i]:
+            continue
+        for sgn in (-1, 0, 1):
+            with ab.arb_precision(2300):  # exact sums of floats
+                v = ab.arb(float(s[i])) + ab.arb(float(e[i])) + sgn * ab.arb(float(b.rad[i]))
+            with ab.arb_precision(300):
+                a = _arb_value(name, v)
+            with ab.arb_precision(2300):
+                m = ab.arb(float(out.hi[i])) + ab.arb(float(out.lo[i]))
+                assert abs(m - a.mid()) <= ab.arb(float(out.rad[i])) + a.rad(), (name, i, s[i], e[i], b.rad[i])
+        assert abs(out.lo[i]) <= abs(out.hi[i]) * 2.0 ** -52 or out.hi[i] == 0
+        if tight is not None and b.rad[i] == 0 and out.hi[i] != 0:
+            assert out.rad[i] <= tight * abs(out.hi[i]), (name, s[i], out.rad[i] / abs(out.hi[i]))
+    return out, declined
+
+
+_WIDE = st.one_of(st.floats(-800, 800), st.floats(-1e-3, 1e-3), st.floats(-1e-200, 1e-200),
+                  st.sampled_from([0.0, 1.0, -1.0, 0.5, 620.0, -620.0, 700.0, -745.0, 2.0 ** -400, 1e-300]))
+_POSITIVE = st.one_of(st.floats(2.0 ** -899, 2.0 ** 899), st.floats(1 - 1e-6, 1 + 1e-6), st.floats(1e-300, 10.0),
+                      st.sampled_from([1.0, 0.5, 2.0, 2.0 ** -899, 2.0 ** 899, 1 + 2.0 ** -52]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(_DDF), st.lists(_WIDE, min_size=1, max_size=8), st.integers(-70, 70),
+       st.sampled_from([0.0, 2.0 ** -90, 2.0 ** -60, 2.0 ** -21]))
+def test_ddfunctions_contain_arb(name, xs, lo_shift, relrad):
+    """Containment over the whole range: huge and tiny arguments, wide balls, domain edges."""
+    if name in ("log",):
+        xs = [abs(x) if x else 1.0 for x in xs]
+    if name == "log1p":
+        xs = [max(x, -0.999) for x in xs]
+    x = np.array(xs, dtype=np.float64)
+    lo = x * 2.0 ** (lo_shift - 60) * 0.37
+    rad = np.abs(x) * relrad
+    _ddf_check(name, x, lo, rad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_POSITIVE, min_size=1, max_size=8), st.sampled_from([0.0, 2.0 ** -80]))
+def test_dd_log_contains_arb(xs, relrad):
+    x = np.array(xs, dtype=np.float64)
+    _ddf_check("log", x, x * 2.0 ** -58, np.abs(x) * relrad)
+    _ddf_check("log1p", x - 1.0, np.zeros_like(x), np.abs(x) * relrad)
+
+
+@pytest.mark.parametrize("name", _DDF)
+def test_ddfunctions_tight_on_ordinary_arguments(name):
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-30, 30, 200)
+    if name == "log":
+        x = np.exp(rng.uniform(-600, 600, 200))
+    if name == "log1p":
+        x = rng.uniform(-0.99, 30, 200)
+    out, declined = _ddf_check(name, x, x * 2.0 ** -57 * rng.standard_normal(200), np.zeros(200), tight=2.0 ** -95)
+    assert declined is None or not declined.any()
+
+
+def test_ddfunctions_exact_values_stay_exact():
+    z = Ball(np.zeros(3), np.zeros(3), np.zeros(3))
+    one = Ball(np.ones(3), np.zeros(3), np.zeros(3))
+    for name, b, want in (("exp", z, 1.0), ("expm1", z, 0.0), ("log", one, 0.0), ("log1p", z, 0.0),
+                          ("sigmoid", z, 0.5), ("tanh", z, 0.0)):
+        out, _ = getattr(ddf, name)(b)
+        assert (out.hi == want).all() and (out.lo == 0).all() and (out.rad == 0).all(), name
+
+
+def test_ddfunctions_decline_outside_their_range():
+    b = Ball(np.array([1.0, 700.0, -0.5]), np.zeros(3), np.array([0.0, 0.0, 1.0]))
+    _, dec = ddf.exp(b)
+    assert list(dec) == [False, True, True]
+    _, dec = ddf.log(Ball(np.array([2.0, -1.0, 1e-3]), np.zeros(3), np.array([0.0, 0.0, 1.0])))
+    assert list(dec) == [False, True, True]
+
+
+def test_logsumexp_and_unary_through_the_evaluator(tmp_path):
+    model = _case(tmp_path, '''name = "lse"
+loss = "sum(logsumexp(X @ w, axis=1)) + sum(softplus(w)) + sum(tanh(w)) + sum(log1p(w * w)) + sum(expm1(w))"
+[symbols]
+X = { constant = true, value = [[0.5, -1.25, 2.0], [3.0, 0.125, -0.75]] }
+w = { value = [[0.3, -1.1], [2.5, 0.01], [-30.0, 1e-9]] }
+''')
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    nodes = [model.loss] + list(model.gradient.values())
+    fast = model.fast_eval(nodes, point)
+    slow = model.arb_eval(nodes, point, prec=300)
+    for f, a in zip(fast, slow):
+        a = np.asarray(a)
+        hi, lo, rad = (np.broadcast_to(x, f.shape).ravel() for x in (f.hi, f.lo, f.rad))
+        for i, v in enumerate(a.ravel()):
+            with ab.arb_precision(600):
+                assert abs(ab.arb(float(hi[i])) + ab.arb(float(lo[i])) - v.mid()) <= ab.arb(float(rad[i])) + v.rad()
+
+
+# -- (f) blocked Ozaki products and the elementwise special cases ---------------------------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_blocked_matmul_contains_exact_product(seed, monkeypatch):
+    """Row blocks and inner-dimension blocks (a transposed large operand), exact and dd operands."""
+    from verigrad.engine import ddmatmul
+
+    monkeypatch.setattr(ddmatmul, "BLOCK_ELEMS", 8)
+    rng = np.random.default_rng(100 + seed)
+    m, n, p = [int(v) for v in rng.integers(1, 9, 3)]
+    m += 6
+    A = rng.standard_normal((n, m)).T[None] if seed % 2 else rng.standard_normal((1, m, n))  # F-order half the time
+    A = A * 2.0 ** rng.integers(-30, 30, (1, m, 1))
+    B = rng.standard_normal((1, n, p))
+    Bl = B * 2.0 ** -60 * rng.standard_normal(B.shape) if seed % 3 else None
+    Bh, Bl = dd.two_sum(B, Bl) if Bl is not None else (B, None)
+    br = np.abs(B) * 2.0 ** -100 if seed % 4 == 1 else None
+    hi, lo, rad = ball_matmul(A, None, None, Bh, Bl, br)
+    for i in range(m):
+        for j in range(p):
+            exact = sum(_F(A[0, i, l]) * (_F(Bh[0, l, j]) + (_F(Bl[0, l, j]) if Bl is not None else 0)) for l in range(n))
+            extra = sum(abs(_F(A[0, i, l])) * _F(br[0, l, j]) for l in range(n)) if br is not None else 0
+            assert abs(_F(hi[0, i, j]) + _F(lo[0, i, j]) - exact) + extra <= _F(rad[0, i, j])
+    if Bl is None and br is None:
+        # exact operands of few bits: exact product, radius 0
+        Ai = np.round(A * 8) / 8
+        Bi = np.round(B * 8) / 8
+        hi, lo, rad = ball_matmul(np.ascontiguousarray(Ai), None, None, Bi, None, None)
+        assert (rad == 0).all()
+        np.testing.assert_array_equal(hi, np.matmul(Ai, Bi))
+
+
+def test_elementwise_special_cases_contain_exact():
+    from verigrad.engine.fastball import ball_add, ball_mul, exact
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(50) * 2.0 ** rng.integers(-20, 20, 50)
+    xl = x * 2.0 ** -60 * rng.standard_normal(50)
+    xh, xl = dd.two_sum(x, xl)
+    ball = Ball(xh, xl, np.abs(xh) * 2.0 ** -90)
+    for c in (2.0, 0.5, -0.25, 100.0, 0.1, 1.0, -1.0, 0.0):
+        const = Ball(np.array([c]), np.zeros(1), np.zeros(1))
+        for a, b in ((ball, const), (const, ball), (exact(xh), const), (exact(xh), exact(xh[::-1].copy()))):
+            out = ball_mul(a, b)
+            for i in range(50):
+                for sgn in (-1, 0, 1):
+                    pa = _F(np.broadcast_to(a.hi, out.shape)[i]) + _F(np.broadcast_to(a.lo, out.shape)[i]) + \
+                        sgn * _F(np.broadcast_to(a.rad, out.shape)[i])
+                    pb = _F(np.broadcast_to(b.hi, out.shape)[i]) + _F(np.broadcast_to(b.lo, out.shape)[i])
+                    assert _contains(np.broadcast_to(out.hi, out.shape)[i], np.broadcast_to(out.lo, out.shape)[i],
+                                     np.broadcast_to(out.rad, out.shape)[i], pa * pb)
+    s = ball_add(exact(xh), exact(xl))
+    assert (np.broadcast_to(s.rad, s.shape) == 0).all()
+    for i in range(50):
+        assert _F(s.hi[i]) + _F(s.lo[i]) == _F(xh[i]) + _F(xl[i])

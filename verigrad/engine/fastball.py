@@ -14,7 +14,12 @@ whole arrays with numpy (no Python object per entry):
 * decisions (``relu``, ``step``, ``sign``, ``maximum``, tie weights, ``max``, argmax weights):
   made on the balls; a ball that straddles the decision point without being exactly on it
   raises :class:`verigrad.engine.arb.Undecided`, as :class:`verigrad.engine.arb.ArbBackend` does;
-* the other elementary functions, ``logsumexp`` and general powers: the entries are
+* ``exp``, ``expm1``, ``log``, ``log1p``, ``sigmoid``, ``softplus``, ``tanh``, ``dsigmoid``,
+  ``dtanh`` and ``logsumexp``: vectorised double-double rules with proved bounds
+  (:mod:`verigrad.engine.ddfunctions`, the ``dd_ball`` field of each function's record), the
+  entries they decline (huge or wide arguments, arguments not certainly inside the domain)
+  through Arb as below;
+* the other elementary functions and general powers: the entries are
   converted exactly to Arb balls, the :class:`~verigrad.engine.arb.ArbBackend` operation is
   applied at :data:`ARB_PREC` bits (with its domain checks) and the results are converted
   back (midpoint rounded to double-double, the rounding residual added to the radius,
@@ -24,6 +29,9 @@ Whatever the fast path cannot prove raises :class:`FastPathUnavailable` (a non-f
 value, a non-zero magnitude outside ``[2**-900, 2**900]``, a possible underflow, a complex
 input), and the caller falls back to the Arb evaluator.
 
+The ball type, conversions and elementwise ``+ - *`` live in :mod:`verigrad.engine.ballcore`
+(re-exported here).
+
 Rigour: the bounds of every primitive are proved in the docstrings of :mod:`verigrad.engine.dd`
 and :mod:`verigrad.engine.ddmatmul` and of the ball functions below, with the unit roundoff
 ``u = 2**-53``, ``gamma_n = n u/(1 - n u)``, the upward factor ``UP = 1 + 2**-44`` and the
@@ -32,7 +40,9 @@ absolute underflow term ``TINY = 2**-1060``.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from fractions import Fraction
 from typing import Mapping, Sequence
 
@@ -41,6 +51,10 @@ import numpy as np
 from verigrad.engine import dd
 from verigrad.engine.arb import ArbBackend, Undecided, arb_precision
 from verigrad.engine.backends import _where_text
+from verigrad.engine.ballcore import (HIGH, LOW, Ball, FastPathUnavailable, _check, _zeros_view, ball_add,
+                                      ball_mul, ball_neg, ball_sub, exact, from_arb, from_float, from_fraction,
+                                      to_arb)
+from verigrad.engine.ballcore import _arb_to_parts, _float_up, _one, _uniform, _zero  # noqa: F401
 from verigrad.engine.ddmatmul import FastMatmulUnavailable, ball_matmul
 from verigrad.engine.dd import TINY, U, UP
 from verigrad.errors import DomainError
@@ -54,261 +68,11 @@ except ImportError:  # pragma: no cover
 __all__ = ["Ball", "FastPathUnavailable", "evaluate", "from_float", "from_fraction", "from_arb", "to_arb",
            "ball_add", "ball_sub", "ball_mul", "ball_div", "ball_sqrt", "ball_pow_int", "LOW", "HIGH", "ARB_PREC"]
 
-#: smallest non-zero magnitude of a midpoint the fast path accepts
-LOW = 2.0 ** -900
-#: largest magnitude of a midpoint (and radius) the fast path accepts
-HIGH = 2.0 ** 900
 #: Arb precision (bits) for the functions evaluated through Arb
 ARB_PREC = 192
 
 #: functions computed natively in double-double; the others go through Arb
 _NATIVE = frozenset({"square", "sqrt", "abs", "relu", "step", "sign"})
-
-
-class FastPathUnavailable(ArithmeticError):
-    """The fast engine cannot prove this evaluation; fall back to Arb."""
-
-
-class Ball:
-    """An array of double-double balls ``[hi + lo ± rad]`` (three float64 arrays, one shape).
-
-    Attributes
-    ----------
-    hi, lo : ndarray of float64
-        Normalised double-double midpoint (``hi = fl(hi + lo)``); either may be a
-        read-only broadcast view.
-    rad : ndarray of float64
-        Radius, ``>= 0``.
-    """
-
-    __slots__ = ("hi", "lo", "rad")
-
-    def __init__(self, hi: np.ndarray, lo: np.ndarray, rad: np.ndarray) -> None:
-        self.hi, self.lo, self.rad = hi, lo, rad
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.hi.shape
-
-    @property
-    def ndim(self) -> int:
-        return self.hi.ndim
-
-    def map(self, f) -> "Ball":
-        """A structural operation (index, transpose, reshape, broadcast) applied to all three arrays."""
-        return Ball(f(self.hi), f(self.lo), f(self.rad))
-
-    def __getitem__(self, index) -> "Ball":
-        return self.map(lambda a: a[index])
-
-    def full(self) -> "Ball":
-        """The same ball with all three arrays of the full shape (materialised)."""
-        s = self.shape
-        return Ball(self.hi, np.broadcast_to(self.lo, s), np.broadcast_to(self.rad, s))
-
-    def mid_fraction(self, index) -> Fraction:
-        """The exact midpoint of one entry as a Fraction."""
-        return Fraction(float(self.hi[index])) + Fraction(float(self.lo[index]))
-
-    def __repr__(self) -> str:
-        return f"Ball(shape={self.shape})"
-
-
-def _zeros_view(shape) -> np.ndarray:
-    return np.broadcast_to(np.float64(0.0), shape)
-
-
-def exact(hi: np.ndarray) -> Ball:
-    """Exact balls of a float64 array (``lo = rad = 0`` as zero-stride views)."""
-    return Ball(hi, _zeros_view(hi.shape), _zeros_view(hi.shape))
-
-
-def _check(b: Ball) -> Ball:
-    """Refuse values outside the proved range: raises :class:`FastPathUnavailable`.
-
-    Midpoints must be finite and exactly 0 or of magnitude in ``[LOW, HIGH]``; radii finite
-    and at most ``HIGH`` (NaN fails every comparison and is refused too).
-    """
-    h = b.hi
-    flat = h.reshape(-1) if h.flags.c_contiguous else None
-    step = 1 << 18
-    if flat is not None and flat.size > step:  # in chunks: no large temporaries
-        parts = (flat[i:i + step] for i in range(0, flat.size, step))
-    else:
-        parts = (h,) if h.size else ()
-    for part in parts:
-        a = np.abs(part)
-        if not (np.max(a) <= HIGH and np.min(a, where=part != 0, initial=np.inf) >= LOW):
-            raise FastPathUnavailable("a value is outside [2**-900, 2**900] or not finite")
-    r = b.rad
-    if not (r.strides and not any(r.strides) and r.size and r.flat[0] == 0):
-        if not (r <= HIGH).all():
-            raise FastPathUnavailable("a radius is too wide or not finite")
-    return b
-
-
-def from_float(values: np.ndarray) -> Ball:
-    """Exact balls of a real float array (any float dtype; converted to float64 exactly).
-
-    Raises
-    ------
-    FastPathUnavailable
-        For complex input or entries outside the accepted range.
-    """
-    arr = np.asarray(values)
-    if arr.dtype.kind not in "fiu":
-        raise FastPathUnavailable(f"dtype {arr.dtype} is not handled by the fast path")
-    if arr.dtype.kind in "iu" and arr.size and np.max(np.abs(arr)) >= 2**53:
-        raise FastPathUnavailable("integers beyond 2**53")
-    return _check(exact(np.asarray(arr, dtype=np.float64)))
-
-
-def _float_up(q: Fraction) -> float:
-    """The smallest float64 >= q (q >= 0, finite result)."""
-    f = float(q)
-    if Fraction(f) < q:
-        f = float(np.nextafter(f, np.inf))
-    return f
-
-
-def from_fraction(q: Fraction) -> Ball:
-    """A ball of shape ``()`` containing the rational ``q`` (exact when ``q`` is a dd number)."""
-    try:
-        hi = float(q)
-    except OverflowError:
-        raise FastPathUnavailable("constant beyond the float range") from None
-    rem = q - Fraction(hi)
-    lo = float(rem)
-    hi, lo = hi + lo, (hi - (hi + lo)) + lo  # normalise (exact: |lo| <= ulp(hi)/2 already)
-    rest = q - Fraction(hi) - Fraction(lo)
-    rad = _float_up(abs(rest)) if rest else 0.0
-    return _check(Ball(np.array(hi), np.array(lo), np.array(rad)))
-
-
-def _arb_to_parts(v) -> tuple[float, float, float]:
-    """One Arb ball as (hi, lo, rad) floats, with the rounding residual in the radius.
-
-    ``hi`` and ``lo`` are any floats (here: the nearest to the midpoint and to the midpoint's
-    remainder); the radius is an upper bound of ``|x - hi - lo|`` over the ball, from the Arb
-    ball ``v - hi - lo`` (whose own rounding Arb adds to its radius), rounded up to a float.
-    """
-    from flint import arb
-
-    if not v.is_finite():
-        raise FastPathUnavailable("non-finite Arb value")
-    m = v.mid()
-    hi = float(m)
-    if not math.isfinite(hi) or abs(hi) > HIGH:
-        raise FastPathUnavailable("Arb value beyond the accepted range")
-    rest = m - arb(hi)
-    lo = float(rest)
-    e = v - arb(hi) - arb(lo) if lo else v - arb(hi)
-    if e.is_exact() and e.is_zero():
-        return hi, lo, 0.0
-    ub = e.abs_upper()
-    r = float(ub)
-    if not math.isfinite(r) or r > HIGH:
-        raise FastPathUnavailable("Arb radius beyond the accepted range")
-    if arb(r) < ub:
-        r = float(np.nextafter(r, np.inf))
-    hi, lo = hi + lo, (hi - (hi + lo)) + lo  # fast_two_sum: normalised (|lo| <= ulp(hi)/2 here)
-    return hi, lo, r
-
-
-def from_arb(arr: np.ndarray) -> Ball:
-    """Balls containing an object array of ``flint.arb`` (one Python step per entry).
-
-    Notes
-    -----
-    The Arb midpoint ``m`` is rounded to ``hi = fl(m)``, ``lo = fl(m - hi)``; the radius is
-    an upper bound of the Arb ball ``v - hi - lo`` (Arb's outward rounding included),
-    rounded up to a float64 (checked by an exact comparison).
-    """
-    flat = arr.ravel()
-    n = flat.size
-    hi = np.empty(n)
-    lo = np.empty(n)
-    rad = np.empty(n)
-    for i, v in enumerate(flat):
-        hi[i], lo[i], rad[i] = _arb_to_parts(v)
-    return _check(Ball(hi.reshape(arr.shape), lo.reshape(arr.shape), rad.reshape(arr.shape)))
-
-
-def to_arb(b: Ball) -> np.ndarray:
-    """An object array of ``flint.arb`` balls containing ``b`` (exact conversion plus Arb's rounding).
-
-    The midpoint is ``arb(hi) + arb(lo)`` (Arb rounds outwards if the sum needs more bits
-    than the working precision) and the radius is added as ``arb(0, rad)``.
-    """
-    from flint import arb
-
-    s = b.shape
-    hi = np.broadcast_to(b.hi, s).ravel().tolist()
-    lo = np.broadcast_to(b.lo, s).ravel().tolist()
-    rad = np.broadcast_to(b.rad, s).ravel().tolist()
-    out = np.empty(len(hi), dtype=object)
-    for i, (h, l, r) in enumerate(zip(hi, lo, rad)):
-        v = arb(h)
-        if l:
-            v = v + arb(l)
-        if r:
-            v = v + arb(0, r)
-        out[i] = v
-    return out.reshape(s)
-
-
-# -- elementwise ball arithmetic -------------------------------------------------------
-
-
-def _nonzero(b: Ball) -> np.ndarray:
-    """Entries that are not exactly zero."""
-    return (b.hi != 0) | (b.rad != 0)
-
-
-def ball_neg(x: Ball) -> Ball:
-    """``-x``: exact."""
-    return Ball(-x.hi, -x.lo, x.rad)
-
-
-def ball_add(x: Ball, y: Ball) -> Ball:
-    """``x + y``.
-
-    Notes
-    -----
-    ``rad = up(rx + ry + err_add)`` with the exact-dropped-terms bound of :func:`dd.add`; only
-    additions of non-negative numbers, so no underflow term: exact sums stay exact.
-    """
-    hi, lo, err = dd.add(x.hi, x.lo, y.hi, y.lo)
-    return _check(Ball(hi, lo, (x.rad + y.rad + err) * UP))
-
-
-def ball_sub(x: Ball, y: Ball) -> Ball:
-    """``x - y`` (the bound of :func:`ball_add`)."""
-    return ball_add(x, ball_neg(y))
-
-
-def ball_mul(x: Ball, y: Ball) -> Ball:
-    """``x * y``.
-
-    Notes
-    -----
-    For ``a in [xm ± rx]``, ``b in [ym ± ry]``:
-    ``|ab - xm ym| <= |xm| ry + rx |ym| + rx ry`` and ``|xm| <= (1 + u)|xh|``, so
-    ``rad = up(|xh| ry + rx |yh| + rx ry + err_mul)`` (the factor ``1 + u`` is one of the
-    operations covered by ``UP``), rounded up with :func:`dd.up` (its underflow term only where
-    one of these products has two non-zero factors: a product with an exactly-zero factor is
-    exact, and ``err_mul`` carries its own).  A product that underflows to 0 from non-zero factors is refused, which with
-    the output range check guarantees the exactness of ``two_prod``.
-    """
-    hi, lo, err = dd.mul(x.hi, x.lo, y.hi, y.lo)
-    if ((hi == 0) & (x.hi != 0) & (y.hi != 0)).any():
-        raise FastPathUnavailable("a product underflows")
-    rad = np.abs(x.hi) * y.rad
-    rad += x.rad * np.abs(y.hi)
-    rad += x.rad * y.rad
-    rad += err
-    rad = dd.up(rad, maybe=((x.hi != 0) & (y.rad != 0)) | ((x.rad != 0) & ((y.hi != 0) | (y.rad != 0))))
-    return _check(Ball(hi, lo, rad))
 
 
 def _signs(x: Ball) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -459,6 +223,47 @@ def _unary_arb(x: Ball, node: Node) -> Ball:
         xa = to_arb(x)
         bk.check_unary(node.fn, xa, node)
         return from_arb(bk.apply_unary(node.fn, xa))
+
+
+def _unary_fn(x: Ball, node: Node) -> Ball:
+    """An elementary function: its vectorised ``dd_ball`` rule (:mod:`verigrad.engine.ddfunctions`) where
+    it has one, with the entries that rule declines (and every entry of the other functions) through Arb."""
+    name = getattr(node.fn, "dd_ball", None)
+    if name is None:
+        return _unary_arb(x, node)
+    from verigrad.engine import ddfunctions
+
+    parts, declined = getattr(ddfunctions, name)(x)
+    out = Ball(parts.hi, parts.lo, parts.rad)
+    if declined is not None and declined.any():
+        idx = np.flatnonzero(declined.ravel())
+        sub = Ball(*(np.ascontiguousarray(np.broadcast_to(a, x.shape)).ravel()[idx] for a in (x.hi, x.lo, x.rad)))
+        try:
+            got = _unary_arb(sub, node)
+        except DomainError:
+            return _unary_arb(x, node)  # the message names the entry of the whole array
+        for a, g in zip((out.hi, out.lo, out.rad), (got.hi, got.lo, got.rad)):
+            a.reshape(-1)[idx] = g
+    return _check(out)
+
+
+def _logsumexp(x: Ball, axes: tuple[int, ...], keepdims: bool, node: Node) -> Ball:
+    """``c + log(sum exp(x - c))`` with ``c`` the exact float maximum of each group's midpoints
+    (:func:`verigrad.engine.ddfunctions.logsumexp_parts`); Arb where that declines."""
+    from verigrad.engine import ddfunctions
+
+    parts = ddfunctions.logsumexp_parts(x, axes)
+    if parts is None:
+        return _via_arb("logsumexp", [x], axes, keepdims, node)
+    c, E = parts
+    S = ball_sum(_check(Ball(*E)), axes, True)
+    L, declined = ddfunctions.log(S)
+    if declined is not None and declined.any():
+        return _via_arb("logsumexp", [x], axes, keepdims, node)
+    out = ball_add(_check(Ball(L.hi, L.lo, L.rad)), exact(np.asarray(c, dtype=np.float64)))
+    if not keepdims:
+        out = out.map(lambda a: np.squeeze(a, axis=axes))
+    return out
 
 
 # -- reductions ------------------------------------------------------------------------
@@ -652,7 +457,7 @@ def eval_ball(n: Node, args: list[Ball], leaves: Mapping[str, Ball]) -> Ball:
         name = n.params[0]
         if name in _NATIVE:
             return _unary_native(name, args[0], n)
-        return _unary_arb(args[0], n)
+        return _unary_fn(args[0], n)
     if op is Op.MATMUL:
         x, y = args
         xs, ys = n.args[0].shape, n.args[1].shape
@@ -701,12 +506,61 @@ def eval_ball(n: Node, args: list[Ball], leaves: Mapping[str, Ball]) -> Ball:
             return ball_prod(x, bax, keepdims)
         if op is Op.MAX:
             return ball_max(x, bax, keepdims)
-        return _via_arb("logsumexp", [x], bax, keepdims, n)
+        return _logsumexp(x, bax, keepdims, n)
     if op is Op.ARGMAX_WEIGHT:
         (axes,) = n.params
         x = args[0]
         return ball_argmax_weight(x, _batched_axes(axes, x.ndim - 1))
     raise NotImplementedError(op)  # pragma: no cover
+
+
+_LIBC: list = []
+
+
+def _glibc():
+    """glibc's ``mallopt``/``malloc_trim`` through ctypes, or None (another C library, or disabled with
+    ``VERIGRAD_MALLOPT=0``)."""
+    if not _LIBC:
+        lib = None
+        if os.environ.get("VERIGRAD_MALLOPT", "1") != "0":
+            try:
+                import ctypes
+
+                c = ctypes.CDLL(None)
+                c.gnu_get_libc_version  # glibc only
+                c.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+                c.malloc_trim.argtypes = [ctypes.c_size_t]
+                lib = c
+            except (OSError, AttributeError):
+                lib = None
+        _LIBC.append(lib)
+    return _LIBC[0]
+
+
+@contextlib.contextmanager
+def _allocator():
+    """Keep freed temporaries in the heap during one evaluation.
+
+    The evaluator creates many temporaries of the size of the data (each dd operation is
+    several numpy calls); with glibc's default thresholds every one of them above 128 kB is a
+    fresh ``mmap`` whose pages fault in on first touch, which measured as 10-15x the cost of
+    the arithmetic itself.  During the evaluation the ``mmap`` threshold is raised to 64 MB and
+    the trim threshold to 1 GB; afterwards both go back to glibc's default 128 kB and
+    ``malloc_trim(0)`` returns the free memory to the system.  Disabled by
+    ``VERIGRAD_MALLOPT=0``; a no-op without glibc.
+    """
+    lib = _glibc()
+    if lib is None:
+        yield
+        return
+    lib.mallopt(-3, 1 << 26)  # M_MMAP_THRESHOLD
+    lib.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    try:
+        yield
+    finally:
+        lib.mallopt(-1, 128 * 1024)
+        lib.mallopt(-3, 128 * 1024)
+        lib.malloc_trim(0)
 
 
 def evaluate(outputs: Sequence[Node], leaves: Mapping[str, Ball]) -> list[Ball]:
@@ -739,7 +593,7 @@ def evaluate(outputs: Sequence[Node], leaves: Mapping[str, Ball]) -> list[Ball]:
             last[a.id] = pos
     keep = {o.id for o in outputs}
     values: dict[int, Ball] = {}
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), _allocator():
         for pos, n in enumerate(order):
             v = eval_ball(n, [values[a.id] for a in n.args], leaves)
             values[n.id] = v

@@ -19,6 +19,9 @@ backend reads its rules from that record (none keeps a table of its own):
   containing 0);
 * ``series`` - the Arb power-series implementation (Taylor mode of
   :mod:`verigrad.engine.lines`); ``None`` for a non-analytic function;
+* ``dd_ball`` - optional: the name of the function's vectorised double-double ball rule in
+  :mod:`verigrad.engine.ddfunctions` (the fast engine); without it the fast engine goes
+  through ``ball``;
 * ``magnitude_sensitive`` - whether evaluation cost grows with the argument's
   magnitude (argument reduction), so huge arguments are refused;
 * ``piecewise_constant`` - whether the value can stay exactly the same when the
@@ -117,6 +120,12 @@ class ElemFn:
     piecewise_constant : bool
         Whether the value can stay exactly the same when the argument moves
         (``relu`` off, ``step``, ``sign``).
+    dd_ball : str or None
+        Name of the vectorised rule of the fast engine in :mod:`verigrad.engine.ddfunctions`
+        (a name, so that this layer imports nothing of the engine):
+        ``fastball.Ball -> (Ball, declined)``, containing the value for every point of each
+        argument ball except where the boolean array ``declined`` (or None) is True; those
+        entries go through ``ball`` (Arb).
     derivative : callable or None
         ``(builder, node, arg) -> Node``: d fn(arg)/d arg as a graph node, built with
         :class:`~verigrad.expr.graph.Builder` methods only (``node`` is ``fn(arg)``
@@ -143,6 +152,7 @@ class ElemFn:
     magnitude_sensitive: bool = False
     piecewise_constant: bool = False
     derivative: Callable[[object, object, object], object] | None = None
+    dd_ball: str | None = None
 
     def sympy_of(self, arg: sympy.Expr) -> sympy.Expr:
         """The function applied to ``arg`` in sympy, as shown to users."""
@@ -388,16 +398,16 @@ FUNCTIONS: dict[str, ElemFn] = {
     f.name: f
     for f in [
         ElemFn("exp", lambda a: sympy.exp(a), np.exp, mpmath.exp,
-               ball=_m("exp"), series=_m("exp"), magnitude_sensitive=True,
+               ball=_m("exp"), series=_m("exp"), magnitude_sensitive=True, dd_ball="exp",
                derivative=lambda b, n, x: n),
         ElemFn("log", lambda a: sympy.log(a), np.log, mpmath.log, _positive, "argument > 0",
-               ball=_m("log"), series=_m("log"), open_domain=(0, None),
+               ball=_m("log"), series=_m("log"), open_domain=(0, None), dd_ball="log",
                derivative=lambda b, n, x: b.div(b.const(1), x)),
         ElemFn("log1p", lambda a: sympy.log(1 + a), np.log1p, mpmath.log1p, _gt_minus_one, "argument > -1",
-               ball=_m("log1p"), series=_series_log1p, open_domain=(-1, None),
+               ball=_m("log1p"), series=_series_log1p, open_domain=(-1, None), dd_ball="log1p",
                derivative=lambda b, n, x: b.div(b.const(1), b.add(b.const(1), x))),
         ElemFn("expm1", lambda a: sympy.exp(a) - 1, np.expm1, mpmath.expm1,
-               ball=_m("expm1"), series=_series_expm1, magnitude_sensitive=True,
+               ball=_m("expm1"), series=_series_expm1, magnitude_sensitive=True, dd_ball="expm1",
                derivative=lambda b, n, x: b.add(n, b.const(1))),
         ElemFn("sqrt", lambda a: sympy.sqrt(a), np.sqrt, mpmath.sqrt, _positive,
                "argument > 0 (sqrt has no derivative at 0)",
@@ -421,7 +431,7 @@ FUNCTIONS: dict[str, ElemFn] = {
                ball=_m("cosh"), series=_series_cosh, magnitude_sensitive=True,
                derivative=lambda b, n, x: b.unary("sinh", x)),
         ElemFn("tanh", lambda a: sympy.tanh(a), np.tanh, mpmath.tanh,
-               ball=_m("tanh"), series=_series_tanh, magnitude_sensitive=True,
+               ball=_m("tanh"), series=_series_tanh, magnitude_sensitive=True, dd_ball="tanh",
                derivative=lambda b, n, x: b.unary("dtanh", x)),
         ElemFn("arcsin", lambda a: sympy.asin(a), np.arcsin, mpmath.asin, _open_unit,
                "-1 < argument < 1 (the derivative is infinite at ±1)",
@@ -439,10 +449,11 @@ FUNCTIONS: dict[str, ElemFn] = {
                derivative=_d_erf),
         ElemFn("sigmoid", lambda a: 1 / (1 + sympy.exp(-a)), _np_sigmoid, _mp_sigmoid,
                sympy_display=lambda a: _sx(a),
-               ball=_ball_sigmoid, series=_series_sigmoid, magnitude_sensitive=True,
+               ball=_ball_sigmoid, series=_series_sigmoid, magnitude_sensitive=True, dd_ball="sigmoid",
                derivative=lambda b, n, x: b.unary("dsigmoid", x)),
         ElemFn("softplus", lambda a: sympy.log(1 + sympy.exp(a)), _np_softplus, _mp_softplus,
                ball=lambda x: x.exp().log1p(), series=_series_softplus, magnitude_sensitive=True,
+               dd_ball="softplus",
                derivative=lambda b, n, x: b.unary("sigmoid", x)),
         ElemFn("relu", lambda a: sympy.Max(a, 0), _real_only("relu", _np_relu),
                _mp_real_only("relu", lambda a: a if a > 0 else 0 * a),
@@ -454,9 +465,9 @@ FUNCTIONS: dict[str, ElemFn] = {
         # Internal derivative functions: not callable from case files.
         ElemFn("dsigmoid", lambda a: sympy.exp(-a) / (1 + sympy.exp(-a)) ** 2, _np_dsigmoid, _mp_dsigmoid,
                internal=True, sympy_display=lambda a: _sx(a) * (1 - _sx(a)),
-               ball=_ball_dsigmoid, series=_series_dsigmoid, magnitude_sensitive=True),
+               ball=_ball_dsigmoid, series=_series_dsigmoid, magnitude_sensitive=True, dd_ball="dsigmoid"),
         ElemFn("dtanh", lambda a: 1 - sympy.tanh(a) ** 2, _np_dtanh, _mp_dtanh, internal=True,
-               ball=_ball_dtanh, series=_series_dtanh, magnitude_sensitive=True),
+               ball=_ball_dtanh, series=_series_dtanh, magnitude_sensitive=True, dd_ball="dtanh"),
         ElemFn("step", lambda a: sympy.Heaviside(a), _real_only("step", _np_step),
                _mp_real_only("step", lambda a: mpmath.mpf(1) if a > 0 else mpmath.mpf(0)),
                internal=True, sympy_display=lambda a: sympy.Heaviside(a, 0),
