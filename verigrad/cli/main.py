@@ -13,7 +13,8 @@ Exit codes (docs/errors.md):
   "fail" candidate passed, or a candidate could not be run);
 * 2 - bad input or usage: an invalid case file, an undefined loss at the point,
   an uncertifiable truth, a wrong option (one clear message, no traceback);
-* 130 - interrupted (Ctrl-C); reports of finished work are still written.
+* 130 - interrupted (Ctrl-C); reports of finished work are still written;
+* 143 - terminated (SIGTERM, what CI timeouts send): handled exactly like Ctrl-C.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Grade gradients against the exact, certified gradient of a symbolically declared loss.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands: truth, show, run, study, new; `verigrad COMMAND --help` for each.\n"
-               "exit codes: 0 ok, 1 an expectation did not hold, 2 bad input or usage, 130 interrupted",
+               "exit codes: 0 ok, 1 an expectation did not hold, 2 bad input or usage, 130 interrupted,\n"
+               "143 terminated (SIGTERM)",
     )
     p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -107,14 +109,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     console = _console(args)
     err = _err_console(args)
-    try:
-        return _command_module(args.command).command(args, console, err)
-    except VerigradError as exc:
-        err.print(f"verigrad: error: {exc}", markup=False)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("verigrad: interrupted", markup=False)
-        return EXIT_INTERRUPTED
+    from verigrad.cli.signals import EXIT_TERMINATED, terminate_like_interrupt
+
+    with terminate_like_interrupt() as term:
+        try:
+            code = _command_module(args.command).command(args, console, err)
+        except VerigradError as exc:
+            err.print(f"verigrad: error: {exc}", markup=False)
+            code = exc.exit_code
+        except KeyboardInterrupt:
+            err.print("verigrad: terminated (SIGTERM)" if term.received else "verigrad: interrupted", markup=False)
+            code = EXIT_INTERRUPTED
+    # a run stopped by SIGTERM says so in its exit code, after writing its reports
+    return EXIT_TERMINATED if term.received and code == EXIT_INTERRUPTED else code
 
 
 def _err_console(args):

@@ -390,6 +390,11 @@ def case_reports(files, dtypes, with_fd: bool, jobs: int):
     Reports come back in file order whatever the number of jobs, so output and JSON do not
     depend on it (each pool process forks the candidate worker of the case it runs, and
     stops it when the case is done: :func:`run_case`).
+
+    When the consumer stops (Ctrl-C, SIGTERM, an error), the pool is terminated at once:
+    running cases are not waited for, and their candidate workers die with their pool
+    process. Pool processes ignore SIGINT (the terminal sends it to the whole process group;
+    the parent alone decides), so an interrupt never prints a worker's traceback.
     """
     if jobs == 1:
         yield lambda f, note: run_case(f, dtypes=dtypes, with_fd=with_fd, progress=note)
@@ -397,11 +402,36 @@ def case_reports(files, dtypes, with_fd: bool, jobs: int):
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
-        futures = {f: pool.submit(run_case, f, dtypes=dtypes, with_fd=with_fd) for f in files}
-        try:
-            yield lambda f, note: (note(f"{Path(f).stem} (worker)"), futures[f].result())[1]
-        except BaseException:
-            for fut in futures.values():
-                fut.cancel()
-            raise
+    # not multiprocessing.Pool: its processes are daemonic and may not start candidate workers
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"), initializer=_pool_worker_init)
+    futures = {f: pool.submit(run_case, f, dtypes=dtypes, with_fd=with_fd) for f in files}
+    try:
+        yield lambda f, note: (note(f"{Path(f).stem} (worker)"), futures[f].result())[1]
+    except BaseException:
+        _terminate(pool)
+        raise
+    else:
+        pool.shutdown(wait=True)
+
+
+def _terminate(pool) -> None:
+    """Stop a ProcessPoolExecutor now: cancel what has not started, kill what runs."""
+    kill = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if kill is not None:
+        kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them: read first
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+
+
+def _pool_worker_init() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
