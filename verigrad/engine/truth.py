@@ -18,7 +18,6 @@ names the entries.  An uncertified truth is never returned.
 
 from __future__ import annotations
 
-import decimal
 import functools
 import math
 import time
@@ -221,12 +220,63 @@ def _dd_of_mpf(gradient: dict[str, np.ndarray], extra: dict[str, np.ndarray] | N
     return his, los, rads
 
 
-#: exact for any sum of two float64; rounds half to even
-_DEC = decimal.Context(prec=1200, Emin=-2000, Emax=2000, rounding=decimal.ROUND_HALF_EVEN)
+def format_mp(value, digits: int) -> str:
+    """A decimal string with ``digits`` significant digits, correctly rounded; exact zeros print as ``"0"``.
+
+    The exact binary value is converted exactly and rounded once, half to even
+    (:func:`_decimal_text`; ``mpmath.nstr`` rounds twice, through ``digits + 10`` digits,
+    so it could misround a value within 1e-(digits+10) of a tie). A complex or non-finite
+    value falls back to ``mpmath.nstr``.
+    """
+    if not value:
+        return "0"
+    if isinstance(value, mpmath.mpf) and mpmath.isfinite(value):
+        sign, man, exp, _ = value._mpf_
+        n, k = _binary_to_decimal(int(man), int(exp))
+        return _decimal_text(bool(sign), n, k, digits)
+    with mpmath.workdps(digits + 10):
+        return mpmath.nstr(value, digits, min_fixed=-5, max_fixed=digits + 1, strip_zeros=False)
+
+
+def _decimal_text(negative: bool, n: int, k: int, digits: int) -> str:
+    """``(-1)^negative * n * 10^k`` (``n`` a positive integer) rounded once to ``digits`` significant digits.
+
+    Correct rounding, half to even, from the exact integer; laid out as ``mpmath.nstr`` lays
+    numbers out with ``min_fixed=-5, max_fixed=digits + 1``: fixed notation for decimal
+    exponents -4 to ``digits`` (a trailing point when no fraction digit is left), otherwise
+    ``d.ddde±x``.
+    """
+    text = str(n)
+    e10 = len(text) - 1 + k  # decimal exponent of the leading digit
+    if len(text) > digits:
+        head, rest = int(text[:digits]), text[digits:]
+        first, tail = rest[0], rest[1:].strip("0")
+        if first > "5" or (first == "5" and (tail or head % 2)):
+            head += 1
+            if len(str(head)) > digits:  # 9.99 -> 10.0
+                head //= 10
+                e10 += 1
+        text = str(head)
+    else:
+        text = text + "0" * (digits - len(text))
+    sign = "-" if negative else ""
+    if -5 < e10 < digits + 1:
+        if e10 >= 0:
+            whole = (text + "0" * (e10 + 1))[:e10 + 1]
+            return f"{sign}{whole}.{text[e10 + 1:]}"
+        return f"{sign}0.{'0' * (-e10 - 1)}{text}"
+    return f"{sign}{text[0]}.{text[1:]}e{'+' if e10 > 0 else '-'}{abs(e10)}"
+
+
+def _binary_to_decimal(q_num: int, q_exp: int) -> tuple[int, int]:
+    """``q_num * 2^q_exp`` as ``(n, k)`` with value ``n * 10^k`` exactly (``q_num > 0``)."""
+    if q_exp >= 0:
+        return q_num << q_exp, 0
+    return q_num * 5 ** (-q_exp), q_exp
 
 
 def format_dd(hi: np.ndarray, lo: np.ndarray, digits: int) -> np.ndarray:
-    """``hi + lo`` (exactly) as decimal strings formatted like :func:`format_mp`.
+    """``hi + lo`` (exactly) as decimal strings, as :func:`format_mp` prints them.
 
     Parameters
     ----------
@@ -240,50 +290,32 @@ def format_dd(hi: np.ndarray, lo: np.ndarray, digits: int) -> np.ndarray:
 
     Notes
     -----
-    ``Decimal(hi) + Decimal(lo)`` is exact (a float converts exactly, and 1200 digits hold
-    the sum of any two float64), and is rounded once to ``digits`` significant digits,
-    half to even. mpmath's ``nstr`` rounds the exact binary value to nearest too, so the two
-    agree except at an exact tie; a tie (the discarded part exactly half a unit) is
-    formatted by :func:`format_mp` itself. The layout is ``nstr``'s with
-    ``min_fixed=-5, max_fixed=digits + 1``: fixed notation for decimal exponents -4 to
-    ``digits``, else ``d.ddde±x``; an exact zero is ``"0"``.
+    ``hi + lo`` is formed exactly as an integer times a power of two (each float is one),
+    converted exactly to an integer times a power of ten, and rounded once, half to even
+    (:func:`_decimal_text`). No mpmath object is built: about 5 us an entry.
     """
     out = np.empty(np.shape(hi), dtype=object)
     flat = out.reshape(-1)
     his, los = np.asarray(hi, dtype=np.float64).ravel().tolist(), np.asarray(lo, dtype=np.float64).ravel().tolist()
-    exact, sub = _DEC.add, _DEC.subtract
-    rounded = decimal.Context(prec=digits, Emin=-2000, Emax=2000, rounding=decimal.ROUND_HALF_EVEN).plus
-    Dec = decimal.Decimal
-    one = Dec(1)
     for i, (h, l) in enumerate(zip(his, los)):
         if h == 0.0 and l == 0.0:
             flat[i] = "0"
             continue
-        x = exact(Dec(h), Dec(l)) if l else Dec(h)
-        q = rounded(x)
-        r = sub(x, q)
-        if r and abs(r) * 2 == one.scaleb(x.adjusted() - digits + 1):
-            flat[i] = format_mp(_mpf_exact(h, l), digits)  # an exact tie: mpmath decides, as it always did
-            continue
-        e10 = q.adjusted()
-        if -5 < e10 < digits + 1:
-            k = digits - 1 - e10
-            flat[i] = format(q, f".{k}f") if k > 0 else format(q, ".0f") + "."
-        elif digits > 1:
-            flat[i] = format(q, f".{digits - 1}e")
+        m1, e1 = math.frexp(h)
+        m2, e2 = math.frexp(l)
+        a, b = int(m1 * 2**53), int(m2 * 2**53)  # exact: |m| in [0.5, 1) has 53 bits
+        e1, e2 = e1 - 53, e2 - 53
+        if not b:
+            num, exp = a, e1
+        elif not a:
+            num, exp = b, e2
         else:
-            t = format(q, ".0e")
-            j = t.index("e")
-            flat[i] = t[:j] + "." + t[j:]
+            exp = min(e1, e2)
+            num = (a << (e1 - exp)) + (b << (e2 - exp))
+        negative = num < 0
+        n, k = _binary_to_decimal(abs(num), exp)
+        flat[i] = _decimal_text(negative, n, k, digits) if n else "0"
     return out
-
-
-def format_mp(value, digits: int) -> str:
-    """A decimal string with ``digits`` significant digits; exact zeros print as ``"0"``."""
-    if not value:
-        return "0"
-    with mpmath.workdps(digits + 10):
-        return mpmath.nstr(value, digits, min_fixed=-5, max_fixed=digits + 1, strip_zeros=False)
 
 
 def _scale(grads: list[np.ndarray]):
