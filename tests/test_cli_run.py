@@ -105,7 +105,10 @@ def test_run_cli_exit_codes_and_json(case_dir, tmp_path, capsys):
     wrong = [r for r in doc["results"] if r["candidate"] == "double-b" and r["dtype"] == "float64"][0]["wrong"]
     assert {tuple(w["index"]) for w in wrong if w["variable"] == "b"} == {(0,), (1,), (2,)}
     text = capsys.readouterr().out
-    assert "scaled by 2" in text
+    # a caught bug is one line of its case; the unmet expectation (the crash) gets its block
+    assert "scaled by 2" not in text and "crashes › float64: expected fail, but it could not be graded" in text
+    assert main(["run", str(case_dir), "--no-color", "-v"]) == 1
+    assert "double-b › float64" in capsys.readouterr().out  # -v: every diagnosis, named by candidate
 
 
 def test_run_cli_bad_path(capsys):
@@ -134,7 +137,7 @@ def test_truth_cli_json(case_dir, tmp_path):
 def test_show_prints_gradient(case_dir, capsys):
     assert main(["show", str(case_dir / "lin.toml"), "--no-color"]) == 0
     out = capsys.readouterr().out
-    assert "dL/db" in out and "dL/dW" in out
+    assert "∂ℒ/∂b" in out and "∂ℒ/∂W" in out
     assert main(["show", str(case_dir / "lin.toml"), "--latex"]) == 0
     assert r"\frac{\partial \mathcal{L}}{\partial W}" in capsys.readouterr().out
 

@@ -388,3 +388,44 @@ def test_html_renders_in_headless_chromium(outputs, tmp_path):
     rows = sum(t.split("</table>", 1)[0].count("<tr>") - 1 for t in verdict_tables)
     assert rows == 8
     assert "<script" not in dom
+
+
+@pytest.mark.browser
+def test_study_page_and_notebook_view_render_in_headless_chromium(tmp_path):
+    """The study page (one figure style with --plot) and a notebook fragment, as a browser parses them."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium, or set VERIGRAD_CHROMIUM)")
+    from verigrad.api import study
+    from verigrad.report.notebook import studies_html
+    from verigrad.report.studyreport import study_document as document
+
+    studies = study(Path(__file__).resolve().parents[1] / "cases" / "squire-trapp.toml", schemes=["central"],
+                    dtypes=["float64"], steps=[10.0 ** k for k in range(-12, 0)])
+    (tmp_path / "s.html").write_text(study_html(document(list(studies), version=__version__), version=__version__),
+                                     encoding="utf-8")
+    (tmp_path / "n.html").write_text("<!DOCTYPE html><html><body>" + studies_html(list(studies)) + "</body></html>",
+                                     encoding="utf-8")
+    for name, want in (("s.html", ('<table class="study-model">', '<table class="study-regimes">')),
+                       ("n.html", ('<div class="verigrad">', '<table class="study-regimes">'))):
+        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run",
+               f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (tmp_path / name).as_uri()]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        dom = proc.stdout
+        for fragment in want:
+            assert fragment in dom, (name, fragment)
+        assert "measured optimum" in dom and "small steps" in dom and "round-off" in dom
+        assert dom.count("data:image/png;base64,") == 1
+
+
+def test_html_counts_are_plural_only_when_they_should_be():
+    fd = Result("c", "central h=1.0e-07", "fd", "float64", None, "pass", None, None, "c › central",
+                scheme="central", step=1e-7,
+                extra={"tolerance": 1e-5, "split": {"error": 2e-9, "truncation": 1e-12, "step": 1e-11, "roundoff": 2e-9}})
+    page = run_html(RunReport((CaseReport("c.toml", "c", results=(fd,), parameters=1),), 0.0), version="0")
+    assert "1 parameter ·" in page and "1 parameters" not in page
+    assert "1 case ·" in page and "1 grade ·" in page
+    # the finite-difference table carries the exact split and the part that dominates
+    assert "‖T‖" in page and "2.0e-09" in page and "<td>round-off</td>" in page

@@ -179,21 +179,28 @@ def test_fd_split_matches_study_and_identity():
         assert sp.estimate["b"].dtype == dt.numpy
 
 
-def test_arb_and_mpmath_exact_nodes_agree(monkeypatch):
-    """The sweep's exact loss values come from Arb when available; the mpmath path gives the same split."""
-    from verigrad.studies import sweep as studies
+def test_cone_arb_and_mpmath_exact_nodes_agree(monkeypatch):
+    """Along a coordinate the sweep's exact values come from the line's cone; evaluating the whole
+    loss at every node in Arb, or in mpmath, gives the same split."""
+    from verigrad.studies import exact, sweep
 
     m = _model(SQUIRE)
     d = coordinate_direction(m)
     a = run_study(m, dtype=F32, scheme="central4", direction=d)
-    monkeypatch.setattr(studies, "_arb_losses", lambda *args: None)
+    monkeypatch.setattr(sweep, "_coordinate_line", lambda *args, **kw: None)
     b = run_study(m, dtype=F32, scheme="central4", direction=d)
-    for r1, r2 in zip(a.rows, b.rows):
-        assert r1.finite == r2.finite
+    monkeypatch.setattr(exact, "_arb_losses", lambda *args: None)
+    c = run_study(m, dtype=F32, scheme="central4", direction=d)
+    for r1, r2, r3 in zip(a.rows, b.rows, c.rows):
+        assert r1.finite == r2.finite == r3.finite
         if r1.finite:
-            assert r1.truncation == pytest.approx(r2.truncation, rel=1e-14, abs=1e-300)
-            assert r1.step == pytest.approx(r2.step, rel=1e-14, abs=1e-300)
-            assert r1.roundoff == pytest.approx(r2.roundoff, rel=1e-14, abs=1e-300)
+            for r in (r2, r3):
+                assert r1.error == r.error
+                assert r1.truncation == pytest.approx(r.truncation, rel=1e-14, abs=1e-300)
+                assert r1.step == pytest.approx(r.step, rel=1e-14, abs=1e-300)
+                assert r1.roundoff == pytest.approx(r.roundoff, rel=1e-14, abs=1e-300)
+                assert r1.noise == pytest.approx(r.noise, rel=1e-14, abs=1e-300)
+    assert a.model.truncation_coefficient == pytest.approx(b.model.truncation_coefficient, rel=1e-14)
 
 
 def test_a_measurement_that_contradicts_its_model_is_reported():

@@ -25,6 +25,9 @@ _LAZY = {
     "compile_case": "verigrad.engine.model", "Model": "verigrad.engine.model",
     "certify": "verigrad.engine.truth", "Truth": "verigrad.engine.truth",
     "Dtype": "verigrad.spec",
+    # the notebook view of the records of lower layers (their ``_repr_html_``), resolved by name when a
+    # notebook asks for it: records never import the report layer (docs/architecture.md)
+    "repr_html": "verigrad.report.notebook",
     **{name: "verigrad.errors" for name in (
         "VerigradError", "CaseError", "ExpressionError", "ShapeError", "LimitError", "DomainError",
         "CertificationError", "CandidateError", "UsageError")},

@@ -30,18 +30,71 @@ from verigrad.engine.model import Model, compile_case
 from verigrad.spec import Case, Dtype, RngKind, Symbol
 from verigrad.engine.truth import certify
 
-__all__ = ["CheckResult", "check_gradient", "assert_gradient", "model_from_sympy"]
+__all__ = ["CheckResult", "check_gradient", "assert_gradient", "model_from_sympy", "Studies", "study"]
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Grades of one gradient function, one per dtype."""
+    """Grades of one gradient function, one per dtype.
+
+    Attributes
+    ----------
+    grades : tuple of Grade
+        One per dtype, in the order asked for.
+    passed : bool
+        Every grade passed.
+    by_dtype : dict of str to Grade
+    verdicts : dict of str to str
+        ``{"float32": "pass", "float64": "fail"}``.
+    max_ulps : dict of str to float
+        The largest entry error per dtype, in ulps of that dtype.
+    diagnosis : tuple of Diagnosis
+        The bug shape of every failing variable, every dtype.
+    wrong : tuple of EntryError
+        Every wrong entry, every dtype.
+
+    In a notebook a CheckResult shows a table per dtype with the diagnoses (``_repr_html_``);
+    its ``repr`` is one line.
+    """
 
     grades: tuple
     passed: bool
 
     def messages(self) -> list[str]:
+        """Every breadcrumb of every grade (warnings, diagnoses, wrong entries)."""
         return [m for g in self.grades for m in g.messages()]
+
+    @property
+    def by_dtype(self) -> dict:
+        return {g.dtype: g for g in self.grades}
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        return {g.dtype: g.verdict.value for g in self.grades}
+
+    @property
+    def max_ulps(self) -> dict[str, float]:
+        return {g.dtype: g.errors.max_ulps for g in self.grades}
+
+    @property
+    def diagnosis(self) -> tuple:
+        return tuple(d for g in self.grades for d in g.diagnosis)
+
+    @property
+    def wrong(self) -> tuple:
+        return tuple(e for g in self.grades for e in g.wrong)
+
+    def __repr__(self) -> str:
+        name = self.grades[0].candidate if self.grades else "gradient"
+        parts = [f"{g.dtype} {g.verdict.value} (max {g.errors.max_ulps:.3g} ulps)" for g in self.grades]
+        first = next((d.message for d in self.diagnosis), "")
+        return (f"<CheckResult {name}: {'passed' if self.passed else 'FAILED'}; {', '.join(parts)}"
+                + (f"; {first}" if first else "") + ">")
+
+    def _repr_html_(self) -> str:
+        from verigrad.report.notebook import check_html
+
+        return check_html(self)
 
 
 _FUNCS = {sympy.exp: "exp", sympy.log: "log", sympy.sin: "sin", sympy.cos: "cos", sympy.tan: "tan",
@@ -182,3 +235,82 @@ def assert_gradient(loss, gradient: Callable, **kwargs) -> CheckResult:
     if not res.passed:
         raise AssertionError("gradient check failed:\n  " + "\n  ".join(res.messages()))
     return res
+
+
+class Studies(tuple):
+    """The studies of one sweep (a tuple of :class:`~verigrad.studies.Study`, dtype-major).
+
+    In a notebook it shows one table (a row per scheme × dtype: best step, model h*, the slope and
+    the dominant part per regime) and the grid of figures; each study also shows itself.
+    """
+
+    def __repr__(self) -> str:
+        if not self:
+            return "<Studies: none>"
+        first = self[0]
+        return (f"<Studies {first.case} › {first.direction.label}: "
+                + ", ".join(f"{s.scheme.name}/{s.dtype.value} best h {s.observed.optimal_step:.2g}" for s in self)
+                + ">")
+
+    def _repr_html_(self) -> str:
+        from verigrad.report.notebook import studies_html
+
+        return studies_html(list(self))
+
+
+DEFAULT_STUDY_SCHEMES = ("forward", "central", "central4", "complex-step")
+
+
+def study(loss, *, variable: str | None = None, index: Sequence[int] | None = None,
+          schemes: Sequence[str] | None = None, dtypes: Sequence[str] = ("float32", "float64"),
+          steps: Sequence[float] | None = None, step_mode: str = "absolute", representable: bool = False) -> Studies:
+    """Sweep finite-difference steps along one coordinate, as ``verigrad study`` does, for a notebook.
+
+    Parameters
+    ----------
+    loss : str or Path
+        A case file.
+    variable, index : optional
+        The entry to perturb (default: the first entry of the first variable).
+    schemes : sequence of str, optional
+        Default forward, central, central4 and (for analytic losses) complex-step.
+    dtypes : sequence of str
+    steps : sequence of float, optional
+        Nominal steps (default: the per-dtype grid of :func:`verigrad.schemes.default_step_grid`).
+    step_mode : {"absolute", "relative"}
+    representable : bool
+        Use (x + h) - x as the step, so that the step error S vanishes.
+
+    Returns
+    -------
+    Studies
+        One :class:`~verigrad.studies.Study` per dtype × scheme, dtype-major (the order `verigrad study` prints).
+
+    Examples
+    --------
+    >>> studies = study("cases/squire-trapp.toml", schemes=["central"], dtypes=["float64"])  # doctest: +SKIP
+    >>> studies[0].regimes[0].dominant  # doctest: +SKIP
+    'roundoff'
+    """
+    from verigrad.fd import coordinate_direction, non_analytic_sites
+    from verigrad.runner.candidates import loss_code_evaluator
+    from verigrad.schemes import StepMode, get_scheme
+    from verigrad.studies import run_study
+
+    if not isinstance(loss, (str, Path)):
+        raise UsageError(f"study: loss must be a case-file path, got {type(loss).__name__}")
+    model = compile_case(load_case(loss))
+    if schemes is None:
+        schemes = [s for s in DEFAULT_STUDY_SCHEMES if s != "complex-step" or not non_analytic_sites(model)]
+    for name in schemes:
+        get_scheme(name)  # raises with the list of valid names
+    direction = coordinate_direction(model, variable, index)
+    case = model.case
+    loss_values = loss_code_evaluator(case) if case.loss_code is not None else None
+    out = []
+    for d in dict.fromkeys(dtypes):
+        for name in dict.fromkeys(schemes):
+            out.append(run_study(model, dtype=Dtype(d), scheme=name, direction=direction, steps=steps,
+                                 step_mode=StepMode(step_mode), representable=representable,
+                                 loss_values=loss_values))
+    return Studies(out)

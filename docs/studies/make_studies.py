@@ -324,11 +324,12 @@ def study_v_curve(ctx: Ctx) -> dict:
     # figure 2: the exact split, one panel per scheme x dtype (verigrad's own study_axes)
     fig = new_figure(8.4, 11.2)
     axes = fig.subplots(len(schemes), 2, squeeze=False)
+    handles = {}
     for st in studies:
         i, j = schemes.index(st.scheme.name), DTYPES.index(st.dtype)
-        study_axes(axes[i][j], st, legend=(i == 0 and j == 0))
-        # the truncation arm goes down to 1e-60; frame the panel on the measured error instead
-        axes[i][j].set_ylim(1e-3 * min(abs(r.error) for r in finite_rows(st) if r.error), None)
+        # study_axes frames the panel on the measured error (the truncation arm goes down to 1e-60)
+        handles.update(study_axes(axes[i][j], st, legend=False))
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=5, fontsize=7, frameon=False)
     fig.suptitle("squire-trapp at x = 1.5: |E| = |T + S + R| and its parts", fontsize=10)
     fig_split = ctx.save(fig, "v-curve-split.png")
 
@@ -1478,10 +1479,11 @@ def study_quadratic(ctx: Ctx) -> dict:
     fig = new_figure(9.6, 7.4)
     axes = fig.subplots(2, 2, squeeze=False)
     pick = [s for s in studies if s.direction.label == "beta[0]" and s.scheme.name in ("forward", "central")]
+    handles = {}
     for st in pick:
         i = 0 if st.scheme.name == "forward" else 1
         j = DTYPES.index(st.dtype)
-        study_axes(axes[i][j], st, legend=(i == 1 and j == 0) or (i == 0 and j == 0))
+        handles.update(study_axes(axes[i][j], st, legend=False))
         if st.model.truncation_vanishes:
             # T is zero; what the rows hold is the residue of the working precision (~1e-100): keep it out of frame
             lo = 1e-3 * min(abs(r.error) for r in finite_rows(st) if r.error)
@@ -1492,6 +1494,7 @@ def study_quadratic(ctx: Ctx) -> dict:
         axes[i][j].annotate("textbook eps^(1/(p+1))", (recommended_step(st.scheme, st.dtype),
                                                       axes[i][j].get_ylim()[1]), xytext=(3, -10),
                             textcoords="offset points", fontsize=6.5, color="tab:orange", rotation=90, va="top")
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=5, fontsize=7, frameon=False)
     fig.suptitle("linear-regression (quadratic loss) along beta[0]: central differences have no truncation error",
                  fontsize=10)
     fig_q = ctx.save(fig, "quadratic-loss.png")

@@ -20,20 +20,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="cases run in N worker processes (default 1); reports are identical for any N")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quiet", action="store_true", help="print only failures")
-    g.add_argument("-v", "--verbose", action="store_true", help="print every entry of every grade")
+    g.add_argument("-q", "--quiet", action="store_true", help="print only the cases with unmet expectations")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="also print every grade, diagnosis and wrong entry, the T/S/R split of every finite "
+                        "difference and the classic-check notes")
 
 
 def command(args, console, err) -> int:
     """Run the cases under ``args.paths``; exit code 0 (all expectations held), 1, or 130 (interrupted)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from verigrad import __version__
     from verigrad.casefile.loader import find_case_files
     from verigrad.cli.paths import check_output_paths
     from verigrad.errors import UsageError
     from verigrad.report import jsonio
-    from verigrad.report.terminal import case_details, run_summary
+    from verigrad.report.terminal import case_details, run_header, run_summary
     from verigrad.runner.case import CaseReport, RunReport, case_reports, unique_name
     from verigrad.spec import Dtype
 
@@ -46,10 +45,9 @@ def command(args, console, err) -> int:
     t0 = time.perf_counter()
     interrupted = False
     show_progress = console.is_terminal and not args.quiet
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=err, transient=True, disable=not show_progress,
-                        auto_refresh=False)
+    progress = _progress(err) if show_progress else _NoProgress()
     names: dict[str, str] = {}
+    header_printed = False
     try:
         with progress, case_reports(files, dtypes, not args.no_fd, args.jobs) as next_report:
             task = progress.add_task("verigrad run", total=len(files))
@@ -62,6 +60,9 @@ def command(args, console, err) -> int:
                 progress.advance(task)
                 progress.refresh()
                 if not args.quiet or not rep.ok:
+                    if not header_printed:
+                        console.print(run_header())
+                        header_printed = True
                     console.print(case_details(rep, verbose=args.verbose, quiet=args.quiet))
     except KeyboardInterrupt:
         interrupted = True
@@ -72,6 +73,8 @@ def command(args, console, err) -> int:
         target = getattr(args, flag)
         if not target:
             continue
+        from verigrad import __version__  # importlib.metadata: only when a report is written
+
         try:  # a late failure (disk full, a directory removed) still lets the other formats be written
             jsonio.write_atomic(target, render(run, __version__))
         except OSError as exc:
@@ -83,6 +86,31 @@ def command(args, console, err) -> int:
     if interrupted:
         return 130
     return 0 if run.ok else 1
+
+
+def _progress(err):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=err, transient=True, auto_refresh=False)
+
+
+class _NoProgress:
+    """The progress bar when none is shown (not a terminal, or -q): rich.progress is not imported."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        pass
+
+    advance = refresh = update
 
 
 def _json(run, version: str) -> str:

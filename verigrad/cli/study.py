@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from verigrad.errors import UsageError
 
@@ -21,29 +22,101 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", help="entry of the variable, e.g. 1,2 (default: the first entry)")
     p.add_argument("--direction", choices=["random"], help="a seeded random unit direction instead of one entry")
     p.add_argument("--seed", type=int, default=0, help="seed of the random direction (default 0)")
-    p.add_argument("--steps", help="FROM:TO:COUNT, log-spaced, both ends included (default: per dtype)")
+    p.add_argument("--steps", help="FROM:TO:COUNT (log-spaced, both ends included; a decade grid such as "
+                   "1e-9:1e-1:9 gives exactly 1e-9, 1e-8, ...) or a list 1e-3,1e-5 (default: per dtype)")
     p.add_argument("--step-mode", choices=["absolute", "relative"], default="absolute",
                    help="absolute h, or h*max(1,|x_i|) (default absolute)")
     p.add_argument("--representable", action="store_true", help="use (x+h)-x so that the step error S vanishes")
     p.add_argument("--plot", metavar="FILE", help="write the error-vs-step figure (.png, .svg, .pdf)")
     p.add_argument("--json", metavar="FILE", help="write the study as JSON (docs/report-schema.md)")
     p.add_argument("--html", metavar="FILE", help="write the study as a self-contained HTML page with its figure")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print every step (E, T, S, R)")
+
+
+#: at most this many steps in one sweep
+MAX_STEPS = 10_000
+
+
+def _decimal(text: str, what: str, whole: str):
+    """A positive finite step typed by the user, as an exact :class:`decimal.Decimal`."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise UsageError(f"--steps {whole!r}: {what} {text.strip()!r} is not a number; "
+                         f"use e.g. 1e-12:1e-1:30 or 1e-3,1e-5") from None
+    if not value.is_finite() or value <= 0:
+        raise UsageError(f"--steps {whole!r}: {what} {text.strip()!r} must be a finite step > 0")
+    return value
 
 
 def parse_steps(text: str):
-    """``FROM:TO:COUNT`` -> COUNT log-spaced steps, both ends included."""
-    parts = text.split(":")
-    try:
-        if len(parts) != 3:
-            raise ValueError
-        lo, hi, count = float(parts[0]), float(parts[1]), int(parts[2])
-    except ValueError:
-        raise UsageError(f"--steps {text!r} must be FROM:TO:COUNT, e.g. 1e-12:1e-1:30") from None
-    if not (0 < lo < hi < math.inf) or not 2 <= count <= 10_000:
-        raise UsageError(f"--steps {text!r}: need 0 < FROM < TO and 2 <= COUNT <= 10000")
+    """The nominal steps of ``--steps``, ascending, each exactly the decimal the user means.
+
+    Two forms:
+
+    * an explicit list ``1e-3,1e-5,1e-7``: those steps (in any order; sorted ascending;
+      a step given twice is refused);
+    * a grid ``FROM:TO:COUNT``: COUNT log-spaced steps, both ends included.  Every step that
+      is a *decimal* point of the grid is that decimal, rounded once to float64: when FROM
+      and TO have the same significand (``1e-9`` and ``1e-1``; ``2e-3`` and ``2e-1``), the
+      k-th step's exponent is ``a + k (b - a) / (COUNT - 1)`` for FROM = m·10^a and
+      TO = m·10^b, and where that is an integer the step is ``float("m e{exponent}")`` —
+      ``1e-9:1e-1:9`` gives exactly 1e-9, 1e-8, ..., 1e-1 (``numpy.logspace`` gives
+      9.999999999999999e-06 for 1e-5).  The other steps (e.g. the half decades of
+      ``1e-12:1e-1:23``) are ``10 ** (log10 FROM + k (log10 TO - log10 FROM) / (COUNT - 1))``.
+      FROM and TO are always exactly the typed decimals.
+
+    Examples
+    --------
+    >>> [float(h) for h in parse_steps("1e-9:1e-1:9")][4]
+    1e-05
+    >>> [float(h) for h in parse_steps("1e-5, 1e-3")]
+    [1e-05, 0.001]
+    """
     import numpy as np
 
-    return np.logspace(math.log10(lo), math.log10(hi), count)
+    text = text.strip()
+    if ":" not in text:
+        items = [t for t in text.split(",")]
+        if any(not t.strip() for t in items):
+            raise UsageError(f"--steps {text!r}: an empty step in the list; use e.g. 1e-3,1e-5,1e-7")
+        values = sorted((_decimal(t, "step", text) for t in items))
+        for a, b in zip(values, values[1:]):
+            if a == b:
+                raise UsageError(f"--steps {text!r}: the step {a} is given twice")
+        if len(values) > MAX_STEPS:
+            raise UsageError(f"--steps {text!r}: {len(values)} steps; at most {MAX_STEPS}")
+        return np.array([float(v) for v in values], dtype=np.float64)
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise UsageError(f"--steps {text!r} must be FROM:TO:COUNT (e.g. 1e-12:1e-1:30) or a list (e.g. 1e-3,1e-5)")
+    lo, hi = _decimal(parts[0], "FROM", text), _decimal(parts[1], "TO", text)
+    try:
+        count = int(parts[2])
+    except ValueError:
+        raise UsageError(f"--steps {text!r}: COUNT {parts[2].strip()!r} must be a whole number, e.g. 30") from None
+    if not (lo < hi) or not 2 <= count <= MAX_STEPS:
+        raise UsageError(f"--steps {text!r}: need 0 < FROM < TO and 2 <= COUNT <= {MAX_STEPS}")
+    steps = np.logspace(math.log10(lo), math.log10(hi), count)
+    (sig_lo, exp_lo), (sig_hi, exp_hi) = _significand(lo), _significand(hi)
+    if sig_lo == sig_hi:
+        from decimal import Decimal
+        from fractions import Fraction
+
+        for k in range(count):
+            exponent = Fraction(exp_lo) + Fraction((exp_hi - exp_lo) * k, count - 1)
+            if exponent.denominator == 1:
+                steps[k] = float(Decimal((0, sig_lo, int(exponent))))
+    steps[0], steps[-1] = float(lo), float(hi)
+    return steps
+
+
+def _significand(value) -> tuple[tuple[int, ...], int]:
+    """``Decimal("2.50e-3")`` -> ``((2, 5), -4)``: the digits without trailing zeros, and the exponent."""
+    t = value.normalize().as_tuple()
+    return tuple(t.digits), int(t.exponent)
 
 
 def command(args, console, err) -> int:
@@ -57,11 +130,15 @@ def command(args, console, err) -> int:
     from verigrad.fd import coordinate_direction, non_analytic_sites, random_direction
     from verigrad.studies import run_study
     from verigrad.report.jsonio import dumps, write_atomic
-    from verigrad.report.studyreport import loss_code_line, study_document, study_table
+    from verigrad.report.plots import FIGURE_FORMATS
+    from verigrad.report.studyreport import loss_code_line, study_document, study_summary, study_table
 
     from verigrad.cli.paths import check_output_paths
 
     check_output_paths(args, ("json", "html", "plot"))
+    if args.plot and Path(args.plot).suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        raise UsageError(f"--plot {args.plot}: the figure format is chosen by the suffix; use "
+                         + ", ".join(f".{f}" for f in FIGURE_FORMATS), hint=f"e.g. --plot {Path(args.plot).stem}.png")
     case = load_case(args.case)
     model = compile_case(case)
     dtypes = [Dtype(d) for d in dict.fromkeys(args.dtype or ["float32", "float64"])]
@@ -100,7 +177,9 @@ def command(args, console, err) -> int:
                                representable=args.representable, loss_values=loss_values)
                 studies.append(st)
                 progress.advance(task)
-                console.print(study_table(st))
+                if args.verbose:
+                    console.print(study_table(st))
+                console.print(study_summary(st))
     if loss_values is not None:
         from verigrad.casefile.loader import point_in_dtype
         from verigrad.runner.case import grade_loss_code

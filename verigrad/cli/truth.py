@@ -40,7 +40,7 @@ def command(args, console, err) -> int:
     records = []
     for dt in dtypes:
         truth = certify(model, point_in_dtype(model.point, dt), dt, digits=digits)
-        console.print(truth_table(model, truth, verbose=args.verbose))
+        console.print(truth_table(model, truth, verbose=args.verbose), soft_wrap=True)
         if args.json:  # every entry as a decimal string: built only when asked for
             records.append(truth_record(truth))
     if args.json:

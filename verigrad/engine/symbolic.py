@@ -1,153 +1,420 @@
-"""Symbolic views of a compiled case: the loss and its exact gradient as formulas.
+"""Symbolic views of a compiled case: the loss and its exact gradient as textbook formulas.
 
-Two forms:
+:func:`textbook` turns the graphs of a :class:`~verigrad.engine.model.Model` (the loss and the
+gradient that reverse accumulation derived) into sympy expressions written the way a textbook
+or a paper writes them:
 
-* the *array form* (:func:`array_program`): the loss and the gradient written in
-  the expression language itself, with shared sub-expressions named ``t1, t2,
-  ...`` - the backward pass that reverse accumulation derived, readable at any
-  size; rendered as text or LaTeX;
-* the *scalar form* (:func:`scalar_gradient`): one sympy expression per entry,
-  for small cases (this is also an independent check: tests compare it with
-  ``sympy.diff``).
+* in matrix notation where the case is written with matrices: ``W1 @ X`` is the matrix
+  product W₁X (:class:`MatProd`), ``X.T`` the transpose Xᵀ (:class:`Transposed`), vectors are
+  columns, a sum over the rows or columns of a matrix is a product with the ones vector 𝟏
+  (:class:`Ones`), a sum over every entry is Σ (:class:`SumAll`);
+* products of two arrays are entrywise (⊙, :class:`Hadamard`, decided when printing);
+  quotients, powers and functions of arrays are entrywise too, with numpy broadcasting;
+* the internal helpers of reverse accumulation are rewritten away or named and defined:
+  ``dsigmoid(z)`` is σ(z)(1 − σ(z)), ``dtanh(z)`` is 1 − tanh²(z), ``step`` is the Heaviside
+  function H, ``sign`` and the tie weight of ``maximum`` are defined (:data:`DEFINITIONS`),
+  ``broadcast_to`` and the ``reshape`` that only adds or drops axes of length one are implicit;
+* the shared sub-expressions of the backward pass are named t₁, t₂, …; trivial ones
+  (numbers, a symbol, its transpose) are written in place.
+
+The result is a :class:`Textbook` record: equations of sympy expressions and the definitions
+they use.  How they are printed (sympy's pretty printer, LaTeX) is
+:mod:`verigrad.report.formulas`.  :func:`scalar_gradient` and :func:`scalar_loss` give the
+per-entry sympy form for small cases (also an independent check: tests compare it with
+``sympy.diff``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 import sympy
+from sympy.core.symbol import Str
 
-from verigrad.expr.graph import Node, Op, const_value, decode_index, topological
 from verigrad.engine.model import Model
+from verigrad.expr.graph import Node, Op, const_value, decode_index, topological
 
-__all__ = ["Program", "array_program", "scalar_gradient", "SCALAR_LIMIT"]
+__all__ = ["Textbook", "Equation", "textbook", "scalar_gradient", "scalar_loss", "SCALAR_LIMIT", "DEFINITIONS",
+           "MatProd", "Transposed", "Hadamard", "Ones", "SumAll", "Reduce", "TieWeight", "IsMax", "Sliced",
+           "Scatter", "Reshaped", "Permuted", "Step", "is_array"]
 
 #: Cases with at most this many scalar entries also get the per-entry sympy form.
 SCALAR_LIMIT = 12
 
-_PREC = {"atom": 100, "pow": 90, "unary": 80, "mul": 70, "add": 60, "matmul": 70}
 
-_LATEX_FN = {"exp": r"\exp", "log": r"\log", "sin": r"\sin", "cos": r"\cos", "tan": r"\tan",
-             "sinh": r"\sinh", "cosh": r"\cosh", "tanh": r"\tanh", "arcsin": r"\arcsin",
-             "arccos": r"\arccos", "arctan": r"\arctan", "sqrt": r"\sqrt"}
+# -- the array constructs, as sympy expressions (printed by verigrad.report.formulas) ---------------
+
+
+class _ArrayExpr(sympy.Expr):
+    """Base of the array constructs: kept as written (no evaluation), entrywise-commutative."""
+
+    is_commutative = True
+
+    def __new__(cls, *args):
+        return sympy.Expr.__new__(cls, *[sympy.sympify(a) if not isinstance(a, sympy.Basic) else a for a in args])
+
+
+class MatProd(_ArrayExpr):
+    """The matrix product of its arguments, in order: ``MatProd(W, X)`` is W X (nested products flatten)."""
+
+    def __new__(cls, *args):
+        flat, coeff = [], sympy.Integer(1)
+        for a in (sympy.sympify(x) for x in args):
+            c, rest = a.as_coeff_Mul() if isinstance(a, sympy.Mul) else (sympy.Integer(1), a)
+            coeff *= c  # numbers commute with the matrix product: -2 A B, not (-2 A) B
+            flat.extend(rest.args if isinstance(rest, MatProd) else (rest,))
+        if any(f.is_zero for f in flat):
+            return sympy.Integer(0)
+        return coeff * _ArrayExpr.__new__(cls, *flat) if coeff != 1 else _ArrayExpr.__new__(cls, *flat)
+
+
+class Transposed(_ArrayExpr):
+    """The transpose of a matrix (or of a column vector: a row); (Aᵀ)ᵀ is A, a number is its own."""
+
+    def __new__(cls, arg):
+        arg = sympy.sympify(arg)
+        if isinstance(arg, Transposed):
+            return arg.args[0]
+        if arg.is_number:
+            return arg
+        return _ArrayExpr.__new__(cls, arg)
+
+
+class Hadamard(_ArrayExpr):
+    """The entrywise product of two or more arrays (inserted when printing, by the report layer)."""
+
+
+class Ones(sympy.Atom):
+    """The column vector of ones 𝟏 (its length is implied by what it multiplies)."""
+
+    is_commutative = True
+
+    def __hash__(self):
+        return hash("verigrad.Ones")
+
+    def __eq__(self, other):
+        return isinstance(other, Ones)
+
+    def _hashable_content(self):
+        return ()
+
+
+class SumAll(_ArrayExpr):
+    """The sum of every entry of its argument (a scalar)."""
+
+
+class Reduce(_ArrayExpr):
+    """``Reduce(Str(op), A, Tuple(axes))``: ``op`` (sum, max, prod, logsumexp) over the given axes."""
+
+
+class TieWeight(_ArrayExpr):
+    """``[a > b]``: 1 where a > b, ½ where a = b, 0 where a < b (the derivative of max(a, b) in a)."""
+
+
+class IsMax(_ArrayExpr):
+    """``IsMax(A, Tuple(axes))``: 1/k at the k entries where A reaches its maximum along the axes, else 0."""
+
+
+class Sliced(_ArrayExpr):
+    """``Sliced(A, Str("0::2, 1:"))``: numpy slicing A[0::2, 1:]."""
+
+
+class Scatter(_ArrayExpr):
+    """``Scatter(v, Str(index), Tuple(shape))``: zeros of ``shape`` with v at [index] (the adjoint of slicing)."""
+
+
+class Permuted(_ArrayExpr):
+    """``Permuted(A, Tuple(axes))``: numpy's ``transpose(A, axes)`` of an array of more than two axes."""
+
+
+class Reshaped(_ArrayExpr):
+    """``Reshaped(A, Tuple(shape))``: the entries of A in row-major order, in another shape."""
+
+
+class Step(sympy.Function):
+    """H(z) = 1 for z > 0 and 0 for z <= 0: the derivative of relu (0 at its kink)."""
+
+    nargs = 1
+
+
+_SIGMA = sympy.Function("sigma")
+_RELU = sympy.Function("relu")
+_SOFTPLUS = sympy.Function("softplus")
+
+#: helper -> (plain-text definition, LaTeX definition in text mode with inline maths); printed under the
+#: formulas that use the helper
+DEFINITIONS: dict[str, tuple[str, str]] = {
+    "Hadamard": ("⊙: the entrywise product; sums, quotients, powers and functions of arrays are entrywise too, "
+                 "with numpy broadcasting; W X (juxtaposition) is the matrix product, Xᵀ the transpose, vectors "
+                 "are columns",
+                 r"$\odot$: the entrywise product; sums, quotients, powers and functions of arrays are entrywise "
+                 r"too, with numpy broadcasting; $W X$ is the matrix product, $X^{\top}$ the transpose, vectors "
+                 r"are columns"),
+    "sigma": ("σ(z) = 1/(1 + exp(−z)), the logistic sigmoid; σ'(z) = σ(z)(1 − σ(z))",
+              r"$\sigma(z) = 1/(1 + e^{-z})$, the logistic sigmoid; $\sigma'(z) = \sigma(z)\,(1 - \sigma(z))$"),
+    "relu": ("relu(z) = max(z, 0)", r"$\operatorname{relu}(z) = \max(z, 0)$"),
+    "Step": ("H(z) = 1 for z > 0, 0 for z ≤ 0: the derivative of relu (taken as 0 at its kink)",
+             r"$H(z) = 1$ for $z > 0$, $0$ for $z \le 0$: the derivative of relu (taken as $0$ at its kink)"),
+    "sign": ("sign(z) = 1, 0, −1 for z > 0, z = 0, z < 0: the derivative of |z| (0 at its kink)",
+             r"$\operatorname{sign}(z) = 1, 0, -1$ for $z > 0$, $z = 0$, $z < 0$: the derivative of $|z|$ "
+             r"($0$ at its kink)"),
+    "softplus": ("softplus(z) = log(1 + exp(z))", r"$\operatorname{softplus}(z) = \log(1 + e^{z})$"),
+    "TieWeight": ("[a > b] = 1 if a > b, 1/2 if a = b, 0 if a < b: the derivative of max(a, b) with respect to a",
+                  r"$[a > b] = 1$ if $a > b$, $\tfrac{1}{2}$ if $a = b$, $0$ if $a < b$: the derivative of "
+                  r"$\max(a, b)$ with respect to $a$"),
+    "IsMax": ("ismax(A): 1/k at the k entries where A reaches its maximum over the reduced indices, 0 elsewhere "
+              "(the derivative of max)",
+              r"$\operatorname{ismax}(A)$: $1/k$ at the $k$ entries where $A$ reaches its maximum over the "
+              r"reduced indices, $0$ elsewhere (the derivative of max)"),
+    "Reduce": ("Σⱼ, maxⱼ, prodⱼ, logsumexpⱼ: the reduction over the index j (axis 1; i is axis 0, k axis 2, "
+               "l axis 3); logsumexp(z) = log Σ exp(z)",
+               r"$\sum_j$, $\max_j$, $\operatorname{prod}_j$, $\operatorname{logsumexp}_j$: the reduction over "
+               r"the index $j$ (axis 1; $i$ is axis 0, $k$ axis 2, $l$ axis 3); "
+               r"$\operatorname{logsumexp}(z) = \log \sum e^{z}$"),
+    "SumAll": ("Σ A: the sum of every entry of A", r"$\sum A$: the sum of every entry of $A$"),
+    "Ones": ("𝟏: the vector of ones (A𝟏 sums each row of A, Aᵀ𝟏 each column)",
+             r"$\mathbf{1}$: the vector of ones ($A\mathbf{1}$ sums each row of $A$, $A^{\top}\mathbf{1}$ "
+             r"each column)"),
+    "Sliced": ("A[a:b:c]: numpy slicing (0-based, the end excluded)",
+               r"$A[a{:}b{:}c]$: numpy slicing (0-based, the end excluded)"),
+    "Scatter": ("scatter[idx](v): an array of zeros of the variable's shape with v at [idx] (the adjoint of "
+                "slicing)",
+                r"$\operatorname{scatter}_{[\mathit{idx}]}(v)$: an array of zeros of the variable's shape with "
+                r"$v$ at $[\mathit{idx}]$ (the adjoint of slicing)"),
+    "Permuted": ("transpose(A, axes): numpy's permutation of the axes of A",
+                 r"$\operatorname{transpose}(A, p)$: the axes of $A$ permuted by $p$ (numpy)"),
+    "Reshaped": ("reshape(A, shape): the entries of A in row-major order, in another shape",
+                 r"$\operatorname{reshape}(A, s)$: the entries of $A$ in row-major order, in the shape $s$"),
+}
+
+
+# -- the record ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Program:
-    """A list of assignments ``name = expression`` (text or LaTeX) ending with the results."""
+class Equation:
+    """``lhs = rhs``.
 
-    lines: tuple[tuple[str, str], ...]
+    Attributes
+    ----------
+    kind : str
+        ``"define"`` (a ``[define]`` of the case), ``"shared"`` (a sub-expression t_k of the
+        backward pass), ``"loss"``, ``"gradient"`` (∂ℒ/∂variable) or ``"entry"`` (one entry,
+        per-entry form).
+    name : str
+        The defined name (``"Z1"``, ``"t3"``), the variable of a gradient (``"W1"``), the entry
+        (``"x[0]"``), ``""`` for the loss.
+    rhs : sympy.Expr
+    """
 
-    def render(self) -> str:
-        width = max((len(n) for n, _ in self.lines), default=0)
-        return "\n".join(f"{n.ljust(width)} = {e}" for n, e in self.lines)
+    kind: str
+    name: str
+    rhs: sympy.Expr
 
 
-class _Printer:
-    def __init__(self, model: Model, latex: bool) -> None:
-        self.latex = latex
-        self.names: dict[int, str] = {leaf.id: name for name, leaf in model.leaves.items()}
-        for name, node in model.defines.items():
-            self.names.setdefault(node.id, name)
+@dataclass(frozen=True)
+class Textbook:
+    """The loss and its exact gradient as formulas.
 
-    def fmt_name(self, name: str) -> str:
-        if not self.latex:
-            return name
-        base, _, sub = name.partition("_")
-        import re
+    Attributes
+    ----------
+    case : str
+    variables, constants : tuple of (name, shape)
+    parameters : int
+    equations : tuple of Equation
+        Definitions, shared sub-expressions, the loss, the gradient per variable (array form).
+    entries : tuple of Equation
+        The loss and every gradient entry as scalar formulas (cases with at most
+        :data:`SCALAR_LIMIT` entries; empty otherwise).
+    scalar_only : bool
+        Every symbol is a scalar: the per-entry form *is* the formula.
+    arrays : frozenset of str
+        The names (symbols, definitions, t_k) whose values are arrays (for the ⊙ of printing).
+    helpers : tuple of str
+        The keys of :data:`DEFINITIONS` the formulas use, in order of first use.
+    """
 
-        m = re.match(r"^([A-Za-z]+)(\d+)$", base)
-        if m and not sub:
-            return f"{m.group(1)}_{{{m.group(2)}}}"
-        return name.replace("_", r"\_")
+    case: str
+    variables: tuple
+    constants: tuple
+    parameters: int
+    equations: tuple[Equation, ...]
+    entries: tuple[Equation, ...]
+    scalar_only: bool
+    arrays: frozenset
+    helpers: tuple[str, ...]
 
-    def expr(self, n: Node, top: bool = False) -> tuple[str, int]:
+
+def is_array(expr: sympy.Basic, arrays) -> bool:
+    """Whether ``expr`` has array values: it involves an array symbol outside a reduction to a scalar."""
+    if isinstance(expr, sympy.Symbol):
+        return expr.name in arrays
+    if isinstance(expr, (Ones, MatProd, Transposed, Hadamard, Scatter, Reshaped, Permuted, IsMax, Sliced)):
+        return True
+    if isinstance(expr, SumAll):
+        return False
+    if isinstance(expr, Reduce):
+        return len(expr.args[2]) > 0 and is_array(expr.args[1], arrays)
+    return any(is_array(a, arrays) for a in expr.args if isinstance(a, sympy.Basic))
+
+
+# -- from the graph ------------------------------------------------------------------------------
+
+
+def _orientation(shape: tuple) -> str | None:
+    """``"col"`` for (n,) and (n, 1), ``"row"`` for (1, n), ``"scalar"`` for size 1, None otherwise."""
+    if int(np.prod(shape, dtype=np.int64)) == 1:
+        return "scalar"
+    dims = [d for d in shape if d != 1]
+    if len(dims) != 1:
+        return None
+    if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+        return "col"
+    if len(shape) == 2 and shape[0] == 1:
+        return "row"
+    return None
+
+
+class _Converter:
+    """Node -> sympy expression, with the names of the named nodes as symbols."""
+
+    def __init__(self, names: dict[int, str]) -> None:
+        self.names = names
+        self.cache: dict[int, sympy.Expr] = {}
+
+    def __call__(self, n: Node, *, top: bool = False) -> sympy.Expr:
         if not top and n.id in self.names:
-            return self.fmt_name(self.names[n.id]), _PREC["atom"]
-        op, a, L = n.op, n.args, self.latex
+            return sympy.Symbol(self.names[n.id])
+        if top:
+            return self.convert(n)
+        if n.id not in self.cache:
+            self.cache[n.id] = self.convert(n)
+        return self.cache[n.id]
+
+    def convert(self, n: Node) -> sympy.Expr:
+        op, a = n.op, n.args
         if op is Op.LEAF:
-            return self.fmt_name(n.params[0]), _PREC["atom"]
+            return sympy.Symbol(n.params[0])
         if op is Op.CONST:
             v = const_value(n)
             if isinstance(v, str):
-                return (r"\pi" if v == "pi" else "e") if L else v, _PREC["atom"]
-            if v.denominator == 1:
-                return str(v.numerator), _PREC["atom"] if v >= 0 else _PREC["unary"]
-            if L:
-                return rf"\frac{{{v.numerator}}}{{{v.denominator}}}", _PREC["atom"]
-            return f"{v.numerator}/{v.denominator}", _PREC["mul"]
+                return sympy.pi if v == "pi" else sympy.E
+            return sympy.Rational(v.numerator, v.denominator)
         if op is Op.NEG:
-            s, p = self.expr(a[0])
-            return "-" + (s if p > _PREC["unary"] else f"({s})" if not L else rf"\left({s}\right)"), _PREC["unary"]
-        binops = {Op.ADD: ("+", "add"), Op.SUB: ("-", "add"), Op.MUL: ("*", "mul"), Op.DIV: ("/", "mul"),
-                  Op.POW: ("**", "pow"), Op.MATMUL: ("@", "matmul")}
-        if op in binops:
-            sym, kind = binops[op]
-            prec = _PREC[kind]
-            ls, lp = self.expr(a[0])
-            rs, rp = self.expr(a[1])
-            if L and op is Op.DIV:
-                return rf"\frac{{{ls}}}{{{rs}}}", _PREC["atom"]
-            if L and op is Op.POW:
-                return f"{self.paren(ls, lp, prec + 1)}^{{{rs}}}", prec
-            right_need = prec + (1 if op in (Op.SUB, Op.DIV, Op.MATMUL, Op.MUL) else 0)
-            if L:
-                sym = {"*": r"\odot" if a[0].shape and a[1].shape else r"\,", "@": r"\,"}.get(sym, sym)
-            return f"{self.paren(ls, lp, prec)} {sym} {self.paren(rs, rp, right_need)}", prec
+            return -self(a[0])
+        if op is Op.ADD:
+            return self(a[0]) + self(a[1])
+        if op is Op.SUB:
+            return self(a[0]) - self(a[1])
+        if op is Op.MUL:
+            return self(a[0]) * self(a[1])
+        if op is Op.DIV:
+            return self(a[0]) / self(a[1])
+        if op is Op.POW:
+            return self(a[0]) ** self(a[1])
         if op is Op.UNARY:
-            name = n.params[0]
-            inner, _ = self.expr(a[0])
-            if L:
-                if name == "sqrt":
-                    return rf"\sqrt{{{inner}}}", _PREC["atom"]
-                if name == "abs":
-                    return rf"\left|{inner}\right|", _PREC["atom"]
-                fn = _LATEX_FN.get(name, rf"\operatorname{{{name}}}")
-                return rf"{fn}\left({inner}\right)", _PREC["atom"]
-            return f"{name}({inner})", _PREC["atom"]
+            return self.unary(n.params[0], self(a[0]), array=bool(a[0].shape))
         if op is Op.MAXIMUM:
-            return self.call("maximum", [self.expr(a[0])[0], self.expr(a[1])[0]]), _PREC["atom"]
+            return sympy.Max(self(a[0]), self(a[1]))
         if op is Op.TIE_WEIGHT:
-            return self.call("[>]", [self.expr(a[0])[0], self.expr(a[1])[0]]), _PREC["atom"]
+            return TieWeight(self(a[0]), self(a[1]))
+        if op is Op.MATMUL:
+            return self.matmul(a[0], a[1])
         if op is Op.TRANSPOSE:
-            s, p = self.expr(a[0])
             if len(n.shape) == 2:
-                return (f"{self.paren(s, p, 99)}^T" if L else f"{self.paren(s, p, 99)}.T"), _PREC["atom"]
-            return self.call("transpose", [s, f"axes={n.params}"]), _PREC["atom"]
-        if op in (Op.SUM, Op.PROD, Op.MAX, Op.LOGSUMEXP):
-            axes, keep = n.params
-            opts = [self.expr(a[0])[0]]
-            if axes is not None:
-                opts.append(f"axis={axes[0] if len(axes) == 1 else axes}")
-            if keep:
-                opts.append("keepdims=True")
-            return self.call(op.value, opts), _PREC["atom"]
-        if op is Op.ARGMAX_WEIGHT:
-            return self.call("argmax_weight", [self.expr(a[0])[0], f"axis={n.params[0]}"]), _PREC["atom"]
-        if op is Op.RESHAPE:
-            return self.call("reshape", [self.expr(a[0])[0], str(n.shape)]), _PREC["atom"]
+                return _transpose(self(a[0]))
+            return Permuted(self(a[0]), sympy.Tuple(*n.params))
         if op is Op.BROADCAST:
-            return self.call("broadcast_to", [self.expr(a[0])[0], str(n.shape)]), _PREC["atom"]
+            return self(a[0])  # implicit, as in numpy and in papers
+        if op is Op.RESHAPE:
+            return self.reshape(a[0], n.shape)
+        if op is Op.SUM:
+            return self.reduce("sum", a[0], n.params[0])
+        if op in (Op.PROD, Op.MAX, Op.LOGSUMEXP):
+            return self.reduce(op.value, a[0], n.params[0])
+        if op is Op.ARGMAX_WEIGHT:
+            return IsMax(self(a[0]), sympy.Tuple(*_axes(n.params[0], len(a[0].shape))))
         if op is Op.GETITEM:
-            s, p = self.expr(a[0])
-            return f"{self.paren(s, p, 99)}[{_index_text(decode_index(n.params))}]", _PREC["atom"]
+            return Sliced(self(a[0]), Str(_index_text(decode_index(n.params))))
         if op is Op.SCATTER:
             index, shape = n.params
-            return self.call("scatter", [self.expr(a[0])[0], f"[{_index_text(decode_index(index))}]",
-                                         str(shape)]), _PREC["atom"]
+            return Scatter(self(a[0]), Str(_index_text(decode_index(index))), sympy.Tuple(*shape))
         raise NotImplementedError(op)  # pragma: no cover
 
-    def call(self, name: str, args: list[str]) -> str:
-        if self.latex:
-            return rf"\operatorname{{{name.replace('_', chr(92) + '_')}}}\left({', '.join(args)}\right)"
-        return f"{name}({', '.join(args)})"
+    @staticmethod
+    def unary(name: str, x: sympy.Expr, *, array: bool) -> sympy.Expr:
+        if name == "sigmoid":
+            return _SIGMA(x)
+        if name == "dsigmoid":
+            return _SIGMA(x) * (1 - _SIGMA(x))
+        if name == "dtanh":
+            return 1 - sympy.tanh(x) ** 2
+        if name == "step":
+            return Step(x)
+        if name == "sign":
+            return sympy.Function("sign")(x) if array else sympy.sign(x)
+        if name == "relu":
+            return _RELU(x)
+        if name == "softplus":
+            return _SOFTPLUS(x)
+        if name == "square":
+            return x ** 2
+        if name == "sqrt":
+            return sympy.sqrt(x)
+        if name == "abs":
+            return sympy.Abs(x)
+        if name == "log1p":
+            return sympy.log(1 + x)
+        if name == "expm1":
+            return sympy.Function("exp")(x) - 1 if array else sympy.exp(x) - 1
+        if name == "exp":
+            # exp of a matrix is written exp(Z), entrywise (e^Z would read as the matrix exponential)
+            return sympy.Function("exp")(x) if array else sympy.exp(x)
+        table = {"log": sympy.log, "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "sinh": sympy.sinh,
+                 "cosh": sympy.cosh, "tanh": sympy.tanh, "arcsin": sympy.asin, "arccos": sympy.acos,
+                 "arctan": sympy.atan, "erf": sympy.erf}
+        return table[name](x) if name in table else sympy.Function(name)(x)
 
-    def paren(self, s: str, p: int, need: int) -> str:
-        if p >= need:
-            return s
-        return rf"\left({s}\right)" if self.latex else f"({s})"
+    def matmul(self, x: Node, y: Node) -> sympy.Expr:
+        a, b = self(x), self(y)
+        if len(x.shape) == 1 and len(y.shape) == 2:  # v @ M = (M^T v) as a column
+            return _matprod(_transpose(b), a)
+        if len(x.shape) == 1 and len(y.shape) == 1:  # u @ v = u^T v
+            return _matprod(_transpose(a), b)
+        return _matprod(a, b)
+
+    def reshape(self, x: Node, shape: tuple) -> sympy.Expr:
+        src, dst = _orientation(x.shape), _orientation(shape)
+        if src is not None and src == dst or src == "scalar" or (src and dst == "scalar"):
+            return self(x)
+        if {src, dst} == {"row", "col"}:
+            return _transpose(self(x))
+        return Reshaped(self(x), sympy.Tuple(*shape))
+
+    def reduce(self, op: str, x: Node, axes) -> sympy.Expr:
+        nd = len(x.shape)
+        ax = _axes(axes, nd)
+        arg = self(x)
+        if len(ax) == nd or nd == 0:
+            return SumAll(arg) if op == "sum" else Reduce(Str(op), arg, sympy.Tuple())
+        if op == "sum" and nd == 2:
+            return _matprod(arg, Ones()) if ax == (1,) else _matprod(_transpose(arg), Ones())
+        return Reduce(Str(op), arg, sympy.Tuple(*ax))
+
+
+def _axes(axes, nd: int) -> tuple[int, ...]:
+    if axes is None:
+        return tuple(range(nd))
+    return tuple(sorted(int(a) % nd for a in axes)) if nd else ()
+
+
+def _transpose(x: sympy.Expr) -> sympy.Expr:
+    return Transposed(x)
+
+
+def _matprod(*factors: sympy.Expr) -> sympy.Expr:
+    return MatProd(*factors)
 
 
 def _index_text(index: tuple) -> str:
@@ -165,43 +432,151 @@ def _index_text(index: tuple) -> str:
     return ", ".join(out)
 
 
-def array_program(model: Model, *, latex: bool = False) -> Program:
-    """The loss and its exact gradient as assignments in array notation.
+def _trivial(e: sympy.Expr) -> bool:
+    """Worth writing in place rather than naming: a number, a symbol, its transpose or negation."""
+    if e.is_number or isinstance(e, (sympy.Symbol, Ones)):
+        return True
+    if isinstance(e, Transposed) and isinstance(e.args[0], sympy.Symbol):
+        return True
+    if isinstance(e, sympy.Mul) and len(e.args) == 2 and e.args[0].is_number and isinstance(e.args[1], sympy.Symbol):
+        return True
+    return False
 
-    Sub-expressions used more than once (and not mere leaves or constants) get
-    names ``t1, t2, ...``; definitions keep their case-file names.  The result
-    lines are ``L`` (the loss) and ``dL/d<variable>`` per variable.
-    """
-    pr = _Printer(model, latex)
+
+def _helpers(exprs, arrays) -> tuple[str, ...]:
+    """The keys of :data:`DEFINITIONS` used by ``exprs``, in order of first use."""
+    found: dict[str, None] = {}
+
+    def visit(e):
+        if isinstance(e, sympy.Mul) and sum(1 for f in e.args if is_array(f, arrays) and not
+                                            (isinstance(f, sympy.Pow) and f.exp.is_negative)) >= 2:
+            found.setdefault("Hadamard")
+        if isinstance(e, sympy.Function):
+            name = type(e).__name__
+            key = {"sigma": "sigma", "relu": "relu", "softplus": "softplus", "sign": "sign",
+                   "Step": "Step"}.get(name)
+            if key:
+                found.setdefault(key)
+        for cls in (TieWeight, IsMax, Reduce, SumAll, Ones, Sliced, Scatter, Reshaped, Permuted):
+            if isinstance(e, cls):
+                found.setdefault(cls.__name__)
+        for arg in e.args:
+            if isinstance(arg, sympy.Basic):
+                visit(arg)
+
+    for e in exprs:
+        visit(e)
+    if arrays:  # the conventions of the array notation come first, whatever else is used
+        return ("Hadamard", *(k for k in found if k != "Hadamard"))
+    return tuple(found)
+
+
+def textbook(model: Model) -> Textbook:
+    """The loss and its exact gradient of ``model`` as textbook formulas (see the module docstring)."""
+    case = model.case
+    variables = tuple((s.name, tuple(s.shape)) for s in case.symbols if not s.constant)
+    constants = tuple((s.name, tuple(s.shape)) for s in case.symbols if s.constant)
+    names: dict[int, str] = {leaf.id: name for name, leaf in model.leaves.items()}
+    for name, node in model.defines.items():
+        names.setdefault(node.id, name)
     outputs = [model.loss, *model.gradient.values()]
     nodes = topological(outputs)
     uses: dict[int, int] = {}
     for n in nodes:
         for a in n.args:
             uses[a.id] = uses.get(a.id, 0) + 1
-    lines: list[tuple[str, str]] = []
-    counter = 0
     out_ids = {o.id for o in outputs}
     depth: dict[int, int] = {}
+    arrays = {name for name, leaf in model.leaves.items() if leaf.shape}
+    ordered: list[tuple[str, str, Node]] = []
+    counter = 0
     for n in nodes:
         if n.op in (Op.LEAF, Op.CONST):
             depth[n.id] = 0
             continue
-        named = n.id in pr.names
-        d = 1 + max((0 if a.id in pr.names else depth.get(a.id, 0)) for a in n.args)
+        d = 1 + max((0 if a.id in names else depth.get(a.id, 0)) for a in n.args)
         depth[n.id] = d
+        named = n.id in names
         # name shared sub-expressions, and break long chains so that printing never nests too deeply
-        if not named and n.id not in out_ids and ((uses.get(n.id, 0) > 1 and n.op is not Op.NEG) or d > 40):
+        if (not named and n.id not in out_ids and n.op not in (Op.BROADCAST, Op.RESHAPE)
+                and ((uses.get(n.id, 0) > 1 and n.op is not Op.NEG) or d > 40)):
             counter += 1
-            pr.names[n.id] = f"t{counter}"
+            names[n.id] = f"t{counter}"
             named = True
-        if named and n.id in pr.names and pr.names[n.id] not in model.leaves:
-            lines.append((pr.fmt_name(pr.names[n.id]), pr.expr(n, top=True)[0]))
-    lines.append(("L" if not latex else r"\mathcal{L}", pr.expr(model.loss, top=True)[0]))
+        if named and names[n.id] not in model.leaves:
+            kind = "define" if names[n.id] in model.defines else "shared"
+            ordered.append((kind, names[n.id], n))
+            if n.shape:
+                arrays.add(names[n.id])
+    conv = _Converter(names)
+    subs: dict[sympy.Symbol, sympy.Expr] = {}
+    equations: list[Equation] = []
+    for kind, name, n in ordered:
+        rhs = conv(n, top=True).xreplace(subs)
+        if kind == "shared" and _trivial(rhs):
+            subs[sympy.Symbol(name)] = rhs
+            continue
+        equations.append(Equation(kind, name, rhs))
+    # the loss is written without the t_k of the backward pass (they are defined after it)
+    loss = conv(model.loss, top=True).xreplace(subs)
+    shared = {sympy.Symbol(eq.name): eq.rhs for eq in equations if eq.kind == "shared"}
+    for _ in range(len(shared) + 1):
+        if not (loss.free_symbols & set(shared)):
+            break
+        loss = loss.xreplace(shared)
+    equations.append(Equation("loss", "", loss))
     for name, g in model.gradient.items():
-        lhs = rf"\frac{{\partial \mathcal{{L}}}}{{\partial {pr.fmt_name(name)}}}" if latex else f"dL/d{name}"
-        lines.append((lhs, pr.expr(g, top=True)[0]))
-    return Program(tuple(lines))
+        equations.append(Equation("gradient", name, conv(g, top=True).xreplace(subs)))
+    # renumber the t_k that are left, so that they read t1, t2, ... in order
+    renumber = {}
+    for eq in equations:
+        if eq.kind == "shared":
+            renumber[sympy.Symbol(eq.name)] = sympy.Symbol(f"t{len(renumber) + 1}")
+    if renumber:
+        arrays = {(renumber.get(sympy.Symbol(a), sympy.Symbol(a))).name for a in arrays}
+        equations = [Equation(eq.kind, renumber[sympy.Symbol(eq.name)].name if eq.kind == "shared" else eq.name,
+                              eq.rhs.xreplace(renumber)) for eq in equations]
+    entries = _entries(model)
+    scalar_only = all(not shape for _, shape in variables + constants)
+    helpers = _helpers([eq.rhs for eq in (equations if not scalar_only else entries)], frozenset(arrays))
+    return Textbook(case.name, variables, constants, case.parameter_count, tuple(equations), entries,
+                    scalar_only, frozenset(arrays), helpers)
+
+
+def _entries(model: Model) -> tuple[Equation, ...]:
+    loss = scalar_loss(model)
+    grad = scalar_gradient(model)
+    if loss is None or grad is None:
+        return ()
+    out = [Equation("loss", "", _display(loss))]
+    for name, g in grad.items():
+        for idx in np.ndindex(*g.shape):
+            label = name + ("" if not idx else "[" + ", ".join(map(str, idx)) + "]")
+            out.append(Equation("entry", label, _display(g[idx])))
+    return tuple(out)
+
+
+def _display(e: sympy.Expr) -> sympy.Expr:
+    """The per-entry form with verigrad's display names: Heaviside(z, 0) is H(z), sigmoid is σ."""
+    reps = {}
+    for f in e.atoms(sympy.Heaviside):
+        reps[f] = Step(f.args[0])
+    for f in e.atoms(sympy.Function):
+        if type(f).__name__ == "sigmoid":
+            reps[f] = _SIGMA(*f.args)
+    return e.xreplace(reps) if reps else e
+
+
+def _entry_symbols(model: Model) -> dict[str, np.ndarray]:
+    """Symbols named ``x[0]``, ``W1[0, 1]`` per entry (printed as x₀, W₁[0, 1])."""
+    out = {}
+    for name, leaf in model.leaves.items():
+        arr = np.empty(leaf.shape, dtype=object)
+        for idx in np.ndindex(*leaf.shape):
+            label = name if not idx else f"{name}[{', '.join(map(str, idx))}]"
+            arr[idx] = sympy.Symbol(label, real=True)
+        out[name] = arr
+    return out
 
 
 def scalar_gradient(model: Model) -> dict[str, np.ndarray] | None:
@@ -210,9 +585,9 @@ def scalar_gradient(model: Model) -> dict[str, np.ndarray] | None:
     if total > SCALAR_LIMIT:
         return None
     try:
-        vals = model.sympy_eval(list(model.gradient.values()))
+        vals = model.sympy_eval(list(model.gradient.values()), _entry_symbols(model))
         return {name: np.vectorize(sympy.simplify, otypes=[object])(v) for name, v in zip(model.gradient, vals)}
-    except (NotImplementedError, RecursionError):
+    except (NotImplementedError, RecursionError, TypeError):
         return None
 
 
@@ -222,6 +597,7 @@ def scalar_loss(model: Model) -> sympy.Expr | None:
     if total > SCALAR_LIMIT:
         return None
     try:
-        return model.sympy_eval([model.loss])[0][()]
-    except RecursionError:
+        return model.sympy_eval([model.loss], _entry_symbols(model))[0][()]
+    except (NotImplementedError, RecursionError, TypeError):
         return None
+

@@ -1,11 +1,13 @@
 """Grade a candidate gradient against its certified exact value.
 
 A *grade* compares what a candidate returned with the *truth* (the exact
-gradient at the dtype's point, an object array of :class:`mpmath.mpf`) and with
-the *float baseline* (the exact gradient expression evaluated naively in the
-dtype under test).  Every error is computed exactly in mpmath on the binary
-values involved and only then rounded to a Python float for reporting, so that
-an error of one ulp of float64 is measured as exactly ``1.0``.
+gradient at the dtype's point: an object array of :class:`mpmath.mpf`, or a
+:class:`DDTruth` of float64 arrays ``hi + lo``) and with the *float baseline*
+(the exact gradient expression evaluated naively in the dtype under test).
+Every error is the exact value on the binary numbers involved, rounded once to
+a Python float for reporting, so that an error of one ulp of float64 is
+measured as exactly ``1.0``; it is computed on numpy arrays, with mpmath only
+where float64 bounds cannot decide (see *Computation* in the Notes).
 
 The package is pure: no I/O, no printing, no global mpmath precision.
 
@@ -18,6 +20,9 @@ Public surface
 :func:`ulp`
     the spacing of float32/float64 at a real number, exactly.
 
+:class:`DDTruth`
+    a truth given as double-double float64 arrays (no Python object per entry).
+
 Records: :class:`Tolerances`, :class:`ErrorSummary`, :class:`EntryError`,
 :class:`Diagnosis`, :class:`VariableGrade`, :class:`Grade`; enums
 :class:`Verdict`, :class:`BugShape`, :class:`WrongReason`,
@@ -26,8 +31,9 @@ Records: :class:`Tolerances`, :class:`ErrorSummary`, :class:`EntryError`,
 Modules
 -------
 ``records``   the records above and their JSON form;
-``exact``     exact reading of binary floats, ``ulp``;
-``metrics``   the error figures (per entry, norm-wise, symmetric), :class:`ErrorSummary`;
+``exact``     exact reading of binary floats, ``ulp``, :class:`DDTruth`, error-free float64 transforms;
+``metrics``   the error figures (per entry, norm-wise, symmetric) defined exactly, :class:`ErrorSummary`;
+``entries``   the same figures and decisions on float64 arrays, exact where they matter;
 ``shapes``    bug-shape recognition (:class:`Diagnosis`);
 ``grader``    :func:`grade`: validation, tolerances, wrong entries, verdict, messages;
 ``classic``   :func:`relative_difference`, :func:`classic_check`.
@@ -119,6 +125,40 @@ Why this rule:
   normal numbers, so a true subnormal flushed to zero by the dtype is not
   blamed on the candidate.
 
+*Computation.*  The definitions above are exact; the grade evaluates them on
+float64 arrays without a Python object per entry (:mod:`verigrad.grading.entries`)
+and returns the same floats, bit for bit:
+
+- the truth of a variable is read as a float64 expansion ``g0 + g1 + g2``
+  (159 bits; an mpf truth with more significant bits keeps a bound ``rho`` of
+  the rest) -- for a :class:`DDTruth`, ``hi + lo`` itself; ``v_i - g_i`` is then
+  exact in a few error-free ``two_sum`` steps and held as a double-double with
+  a proved bound (relative ``2**-104``);
+- every reported figure (absolute, relative, ulps, their maxima, the norm-wise
+  and symmetric norms, whose sums of squares use error-free products and an
+  error-free summation tree) comes with a proved error bound, and is accepted
+  only where the bound leaves no doubt about its rounding to float64 (the
+  nearest float, as mpmath rounds: a bound that could reach a rounding
+  boundary is "undecided"); ulps are powers of two, so ``abs * 2**-k`` is exact;
+- every comparison (the tolerance, the relative guard) is made in float64
+  unless it is within a relative ``1e-12`` of its threshold, and every maximum
+  that enters the tolerance (``A_k``, ``S_k``) is read exactly among the
+  entries that can reach it;
+- undecided entries, close decisions, the wrong entries' figures, and values
+  that are not exactly float64 (object arrays, ``longdouble``, integers beyond
+  ``2**53``) or outside ``[2**-900, 2**1000]`` are computed exactly, one by one,
+  by the defining mpmath code; an undecided norm is recomputed exactly from
+  every entry.
+
+The only rounding between a certified truth and the number graded is the one
+that made it a :class:`DDTruth`: with ``hi = fl(m)``, ``lo = fl(m - hi)`` of a
+certified value ``m``, ``|m - (hi + lo)| <= 2**-106 |m|`` (``|m| > 2**-960``),
+i.e. below ``10**-31`` relative, ``2**-53`` ulp of float64 and ``2**-82`` ulp of
+float32 -- far below anything a grade reports, and within the certificate's
+radius for a truth certified to 32 digits or fewer.  The grade is then exactly
+that of the number ``hi + lo``; a truth that *is* ``hi + lo`` (the vectorised
+engine's) grades identically in either form.
+
 References
 ----------
 N. J. Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed.,
@@ -139,7 +179,7 @@ Examples
 """
 
 from verigrad.grading.classic import classic_check, relative_difference
-from verigrad.grading.exact import ulp
+from verigrad.grading.exact import DDTruth, ulp
 from verigrad.grading.grader import grade
 from verigrad.grading.metrics import ErrorSummary
 from verigrad.grading.records import (
@@ -156,6 +196,7 @@ from verigrad.grading.records import (
 
 __all__ = [
     "BugShape",
+    "DDTruth",
     "Diagnosis",
     "EntryError",
     "ErrorSummary",

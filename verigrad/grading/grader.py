@@ -5,6 +5,11 @@ Validates the caller's truth and baseline (ValueError), reads the untrusted cand
 tolerance ``tau_k`` from the baseline, marks the wrong entries, diagnoses the failing
 variables (:mod:`verigrad.grading.shapes`) and writes the verdict and its breadcrumbs.  The
 rule is specified in the Notes of :mod:`verigrad.grading`.
+
+The per-entry work is done on numpy arrays (:mod:`verigrad.grading.entries`): every figure and
+decision equals its exact definition (:func:`verigrad.grading.metrics._exact_entry`), which is
+evaluated in mpmath only for the entries the float64 bounds cannot decide and for the wrong
+entries' breadcrumbs.
 """
 
 from __future__ import annotations
@@ -16,18 +21,17 @@ import mpmath
 import numpy as np
 from mpmath import libmp
 
+from verigrad.grading.entries import EntryErrors, TruthVar, Values, truth_var
 from verigrad.grading.exact import (
     _FZERO,
     _PREC,
-    _convert_array,
-    _floor_log2,
+    _RN,
     _fmt_of,
-    _from_number,
     _raw_max,
     _to_float,
     _ulp_exp,
 )
-from verigrad.grading.metrics import ErrorSummary, _entry_errors, _zero_sums
+from verigrad.grading.metrics import ErrorSummary, _Sums
 from verigrad.grading.records import (
     BugShape,
     Diagnosis,
@@ -48,29 +52,15 @@ __all__ = ["grade"]
 # ---------------------------------------------------------------------------
 
 
-def _validated_truth(truth: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], list[tuple]]]:
+def _validated_truth(truth: Mapping[str, Any]) -> dict[str, TruthVar]:
     if not isinstance(truth, Mapping) or not truth:
         raise ValueError(f"truth must be a non-empty mapping of variable name to array, "
                          f"got {type(truth).__name__}")
-    out = {}
-    for name, arr in truth.items():
-        a = np.asarray(arr, dtype=object) if not isinstance(arr, np.ndarray) else arr
-        try:
-            raw = [_from_number(x) for x in a.reshape(-1)]
-        except TypeError as exc:
-            raise ValueError(f"truth[{name!r}] has an entry of type {exc.args[0]}; "
-                             "entries must be mpmath.mpf (or exact ints/floats)") from None
-        bad = [i for i, t in enumerate(raw) if t is None]
-        if bad:
-            raise ValueError(f"truth[{name!r}] is not finite at "
-                             f"{name}{_idx_str(_unravel(bad[0], a.shape))}; "
-                             "a certified truth must be finite")
-        out[name] = (tuple(a.shape), raw)
-    return out
+    return {name: truth_var(name, arr) for name, arr in truth.items()}
 
 
 def _validated_baseline(baseline: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]
-                        ) -> dict[str, tuple[list[tuple | None], np.ndarray]]:
+                        ) -> dict[str, Values]:
     if not isinstance(baseline, Mapping):
         raise ValueError(f"baseline must be a mapping of variable name to array, "
                          f"got {type(baseline).__name__}")
@@ -86,22 +76,19 @@ def _validated_baseline(baseline: Mapping[str, Any], shapes: Mapping[str, tuple[
             raise ValueError(f"baseline[{name!r}] has shape {b.shape}, "
                              f"the truth has {shape}")
         try:
-            raw, disp = _convert_array(b)
+            out[name] = Values(b)
         except TypeError as exc:
             raise ValueError(f"baseline[{name!r}]: {exc.args[0]}") from None
-        out[name] = (raw, np.isnan(disp))
     return out
 
 
 def _read_candidate(value: Any, shapes: Mapping[str, tuple[int, ...]]
-                    ) -> tuple[dict[str, tuple[list[tuple | None], np.ndarray, np.ndarray, str]],
-                               dict[str, str], list[str], dict[str, str]]:
+                    ) -> tuple[dict[str, Values], dict[str, str], list[str], dict[str, str]]:
     """Read the untrusted return: (usable variables, per-variable errors, all error
-    messages in order, returned dtype names).  Usable variables map to (exact raw
-    entries, float64 view, NaN mask, dtype name)."""
+    messages in order, returned dtype names)."""
     names = list(shapes)
     errors_msgs: list[str] = []
-    cand: dict[str, tuple[list[tuple | None], np.ndarray, np.ndarray, str]] = {}
+    cand: dict[str, Values] = {}
     var_error: dict[str, str] = {}
     returned: dict[str, str] = {}
     if not isinstance(value, Mapping):
@@ -126,11 +113,10 @@ def _read_candidate(value: Any, shapes: Mapping[str, tuple[int, ...]]
             var_error[name] = f"{name}: expected shape {shapes[name]}, got {arr.shape}"
             continue
         try:
-            raw, disp = _convert_array(arr)
+            cand[name] = Values(arr)
         except TypeError as exc:
             var_error[name] = f"{name}: {exc.args[0]}"
             continue
-        cand[name] = (raw, disp, np.isnan(disp), arr.dtype.name)
     errors_msgs.extend(var_error[n] for n in names if n in var_error)
     return cand, var_error, errors_msgs, returned
 
@@ -149,10 +135,12 @@ def grade(
 
     Parameters
     ----------
-    truth : mapping of str to ndarray of mpmath.mpf
+    truth : mapping of str to ndarray of mpmath.mpf, or to DDTruth
         Per variable, the exact gradient at the dtype's point, in the
-        variable's shape (0-d for scalars).  The mapping order is the variable
-        order of the report.  Must be finite.
+        variable's shape (0-d for scalars): an object array of exact numbers
+        (mpmath.mpf, ints, floats), or a :class:`~verigrad.grading.exact.DDTruth`
+        whose entries are exactly ``hi + lo`` (no Python object per entry).
+        The mapping order is the variable order of the report.  Must be finite.
     value : mapping of str to array_like
         What the candidate returned.  Not trusted: a missing or extra variable,
         a wrong shape, complex, boolean or non-numeric data give
@@ -202,7 +190,7 @@ def grade(
     if not isinstance(tolerances, Tolerances):
         raise ValueError(f"tolerances={tolerances!r} must be a verigrad Tolerances record")
     tv = _validated_truth(truth)
-    shapes = {k: s for k, (s, _) in tv.items()}
+    shapes = {k: t.shape for k, t in tv.items()}
     bv = _validated_baseline(baseline, shapes)
     case, candidate = str(case), str(candidate)
     names = list(tv)
@@ -221,8 +209,7 @@ def grade(
                         f"({fmt.name} not exercised; graded as returned)")
 
     # --- scales and tolerances ----------------------------------------------
-    gabs = {k: [libmp.mpf_abs(t) for t in raw] for k, (_, raw) in tv.items()}
-    s_k = {k: _raw_max(gabs[k]) for k in names}
+    s_k = {k: tv[k].max_abs() for k in names}
     s_all = _raw_max(s_k.values())
     tol = tolerances
     f_factor = libmp.from_float(tol.factor)
@@ -234,7 +221,7 @@ def grade(
     variables: list[VariableGrade] = []
     wrong: list[EntryError] = []
     entry_msgs: list[str] = []
-    cand_sums, base_sums = _zero_sums(), _zero_sums()
+    cand_sums, base_sums = _Sums.zero(), _Sums.zero()
     cand_sum_ok = True
     pending: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]] = []
     g64s: dict[str, np.ndarray] = {}
@@ -242,42 +229,44 @@ def grade(
     var_parts: dict[str, dict[str, Any]] = {}
 
     for name in names:
-        shape, graw = tv[name]
-        ga = gabs[name]
-        kulp = [_ulp_exp(t, fmt) for t in ga]
+        tr = tv[name]
+        shape, n = tr.shape, tr.n
         zero_ref = s_k[name] if s_k[name] != _FZERO else s_all
         zero_kulp = _ulp_exp(zero_ref, fmt)
-        g64 = np.array([_to_float(t) for t in graw], dtype=np.float64)
+        # ulp_p(|g_i|) = 2**kulp_i (the exact zeros of the truth use the reference's)
+        kulp_nz = np.maximum(tr.kexp, fmt.emin) - fmt.bits + 1
+        kulp = np.where(tr.zero, zero_kulp, kulp_nz)
+        g64 = tr.g64
         g64s[name] = g64
-        braw, b_nan = bv[name]
-        base = _entry_errors(braw, b_nan, graw, ga, kulp, zero_ref, zero_kulp)
-        base_sums += base.sums
-        bad_base = [i for i, t in enumerate(braw) if t is None]
-        if bad_base:
+        braw = bv[name]
+        base = EntryErrors(tr, braw, kulp=kulp, zero_ref=zero_ref, zero_kulp=zero_kulp)
+        g_sums = tr.sumsq()
+        b_sums = base.sums(g_sums)
+        base_sums += b_sums
+        bad_base = np.flatnonzero(~braw.finite)
+        if bad_base.size:
             warnings.append(f"{case} › {name} › {fmt.name}: the float baseline is not finite "
-                            f"at {len(bad_base)} entr{'y' if len(bad_base) == 1 else 'ies'} "
-                            f"(first {name}{_idx_str(_unravel(bad_base[0], shape))}); "
+                            f"at {bad_base.size} entr{'y' if bad_base.size == 1 else 'ies'} "
+                            f"(first {name}{_idx_str(_unravel(int(bad_base[0]), shape))}); "
                             "they give no allowance")
         # entries where the baseline itself has no correct digit: the expression is ill-conditioned
         # as written in this dtype there, and a candidate as poor as the baseline still passes
-        lost = []
-        for i, t in enumerate(braw):
-            if t is not None and g64[i] != 0:
-                rel_b = abs(_to_float(t) - g64[i]) / abs(g64[i])
-                if rel_b >= 0.5:
-                    lost.append((rel_b, i))
-        if lost:
-            rel_b, i = max(lost)
+        with np.errstate(all="ignore"):
+            rel_b = np.abs(braw.rounded - g64) / np.abs(g64)
+        lost_mask = braw.finite & (g64 != 0) & (rel_b >= 0.5)
+        lost = np.flatnonzero(lost_mask)
+        if lost.size:
+            worst = rel_b[lost].max()
+            i = int(lost[rel_b[lost] == worst][-1])
             warnings.append(f"{case} › {name} › {fmt.name}: the float baseline has no correct digit at "
-                            f"{len(lost)} entr{'y' if len(lost) == 1 else 'ies'} (worst "
-                            f"{name}{_idx_str(_unravel(i, shape))}: relative error {rel_b:.2g}): the gradient "
+                            f"{lost.size} entr{'y' if lost.size == 1 else 'ies'} (worst "
+                            f"{name}{_idx_str(_unravel(i, shape))}: relative error {float(worst):.2g}): the gradient "
                             f"expression is ill-conditioned as written in {fmt.name}; only at those entries is "
                             "the tolerance that poor, and a stable formulation does far better")
         # the variable's tolerance comes from the entries where the baseline has correct digits, so
         # one ill-conditioned entry cannot loosen the others; the lost entries get their own below
-        lost_set = {i for _, i in lost}
-        kept = [d for j, d in enumerate(base.diff) if d is not None and j not in lost_set]
-        a_k = _raw_max(kept) if kept else _raw_max(d for d in base.diff if d is not None)
+        kept = braw.finite & ~lost_mask
+        a_k = base.max_diff(kept if kept.any() else braw.finite)
         base_part = libmp.mpf_mul(f_factor, a_k)
         cap = libmp.mpf_mul(libmp.from_float(tol.cap), s_k[name])
         source = ToleranceSource.BASELINE
@@ -289,12 +278,17 @@ def grade(
             tau, source = floor, ToleranceSource.FLOOR
         tau_f = _to_float(tau)
         taus[name] = tau_f
-        tau_at: dict[int, tuple] = {}
-        for i in lost_set:
-            t_i = libmp.mpf_mul(f_factor, base.diff[i])
+
+        def tau_at(i: int, base: EntryErrors = base, lost_mask: np.ndarray = lost_mask,
+                   tau: tuple = tau, cap: tuple = cap) -> tuple:
+            """The exact tolerance of entry i: its own at a lost entry, tau_k elsewhere."""
+            if not lost_mask[i]:
+                return tau
+            t_i = libmp.mpf_mul(f_factor, base.diff(i))
             if libmp.mpf_gt(t_i, cap):
                 t_i = cap
-            tau_at[i] = t_i if libmp.mpf_gt(t_i, tau) else tau
+            return t_i if libmp.mpf_gt(t_i, tau) else tau
+
         if poor:
             warnings.append(f"{case} › {name} › {fmt.name}: the float baseline is poor (max "
                             f"error {_num(_to_float(a_k))} vs scale "
@@ -305,41 +299,65 @@ def grade(
             variables.append(VariableGrade(
                 variable=name, shape=shape, verdict=Verdict.ERROR,
                 returned_dtype=returned.get(name, "?"), errors=ErrorSummary.unknown(),
-                baseline=base.summary(), scale=_to_float(s_k[name]), tolerance=tau_f,
-                tolerance_source=source, n_entries=len(graw), n_wrong=0, diagnosis=None,
-                message=var_error.get(name, "")))
+                baseline=_summary(base, b_sums), scale=_to_float(s_k[name]),
+                tolerance=tau_f, tolerance_source=source, n_entries=n, n_wrong=0,
+                diagnosis=None, message=var_error.get(name, "")))
             cand_sum_ok = False
             continue
 
-        vraw, vdisp, vnan, vdt = cand[name]
-        ce = _entry_errors(vraw, vnan, graw, ga, kulp, zero_ref, zero_kulp)
-        cand_sums += ce.sums
-        wmask = np.zeros(len(graw), dtype=bool)
-        finite = np.array([t is not None for t in vraw], dtype=bool)
-        for i, d in enumerate(ce.diff):
-            reason = None
-            if d is None:
+        vals = cand[name]
+        ce = EntryErrors(tr, vals, kulp=kulp, zero_ref=zero_ref, zero_kulp=zero_kulp)
+        c_sums = ce.sums(g_sums)
+        cand_sums += c_sums
+        finite = vals.finite
+        # |v - g| > tau_i (tau_k, or a lost entry's own tolerance)
+        thr = np.full(n, tau_f)
+        thr_ok = np.full(n, tau == _FZERO or abs(tau_f) >= 2.0 ** -1000)
+        if lost.size:
+            cap_f = _to_float(cap)
+            with np.errstate(all="ignore"):
+                own = np.maximum(np.minimum(tol.factor * base.a, cap_f), tau_f)
+                sure = ~base.resolved & ((np.abs(base.al) + base.eps) * 2.0 ** 45 <= base.a)
+            thr[lost] = own[lost]
+            thr_ok[lost] = sure[lost]
+        tol_wrong = ce.gt(thr, tau_at, finite, thr_ok)
+        # the relative guard: a nonzero true entry, normal in the dtype, that the baseline gets
+        # within guard_ulps ulps, and on which the candidate is off by more than guard_relative
+        guarded = finite & ~tol_wrong & ~tr.zero & (tr.kexp >= fmt.emin) & braw.finite
+        with np.errstate(all="ignore"):
+            rel_thr = tol.guard_relative * np.abs(tr.g0)
+            ulp_thr = np.ldexp(tol.guard_ulps, kulp_nz)
+        far = ce.gt(rel_thr, lambda i: libmp.mpf_mul(guard_rel, tr.gabs(i)), guarded,
+                    tr.fast & (rel_thr >= 2.0 ** -1000))
+        base_off = base.gt(ulp_thr, lambda i: libmp.mpf_shift(guard_ulps, int(kulp_nz[i])), far,
+                           ulp_thr >= 2.0 ** -1000)
+        rel_wrong = far & ~base_off
+        wmask = ~finite | tol_wrong | rel_wrong
+        vdisp = vals.disp
+        at = np.flatnonzero(wmask)
+        figs = ce.figures_of(at)
+        where = (list(zip(*(c.tolist() for c in np.unravel_index(at, shape)))) if shape
+                 else [()] * at.size)
+        for j, i in enumerate(at.tolist()):
+            if not finite[i]:
                 reason = WrongReason.NONFINITE
-            elif libmp.mpf_gt(d, tau_at.get(i, tau)):
+            elif tol_wrong[i]:
                 reason = WrongReason.TOLERANCE
-            elif graw[i] != _FZERO and _floor_log2(ga[i]) >= fmt.emin and braw[i] is not None \
-                    and libmp.mpf_gt(d, libmp.mpf_mul(guard_rel, ga[i])):
-                eb = base.diff[i]
-                if libmp.mpf_le(libmp.mpf_shift(eb, -kulp[i]), guard_ulps):
-                    reason = WrongReason.RELATIVE
-            if reason is None:
-                continue
-            wmask[i] = True
-            idx = _unravel(i, shape)
-            tstr = mpmath.nstr(mpmath.mp.make_mpf(graw[i]), 17)
+            else:
+                reason = WrongReason.RELATIVE
+            abs_e, rel_e, ulps_e = figs[j]
+            idx = where[j]
+            graw = tr.raw(i)
+            tstr = mpmath.nstr(mpmath.mp.make_mpf(graw), 17)
+            value_i = float(vdisp[i])
             wrong.append(EntryError(
-                variable=name, index=idx, truth=tstr, value=float(vdisp[i]),
-                abs_error=ce.abs[i], rel_error=ce.rel[i], ulps=ce.ulps[i], tolerance=tau_f,
+                variable=name, index=idx, truth=tstr, value=value_i,
+                abs_error=abs_e, rel_error=rel_e, ulps=ulps_e, tolerance=tau_f,
                 reason=reason))
             entry_msgs.append(_entry_message(
                 case=case, where=f"{name}{_idx_str(idx)}", dtype=fmt.name, reason=reason,
-                truth=graw[i], value=float(vdisp[i]), abs_err=ce.abs[i], rel_err=ce.rel[i],
-                tau=tau_f, gabs=ga[i], tol=tol))
+                truth=graw, value=value_i, abs_err=abs_e, rel_err=rel_e,
+                tau=tau_f, gabs=libmp.mpf_abs(graw), tol=tol))
         n_wrong = int(wmask.sum())
         if not finite.all():
             verdict = Verdict.NONFINITE
@@ -348,9 +366,10 @@ def grade(
         else:
             verdict = Verdict.PASS
         var_parts[name] = dict(
-            variable=name, shape=shape, verdict=verdict, returned_dtype=vdt,
-            errors=ce.summary(), baseline=base.summary(), scale=_to_float(s_k[name]),
-            tolerance=tau_f, tolerance_source=source, n_entries=len(graw), n_wrong=n_wrong)
+            variable=name, shape=shape, verdict=verdict, returned_dtype=vals.dtype_name,
+            errors=_summary(ce, c_sums), baseline=_summary(base, b_sums),
+            scale=_to_float(s_k[name]), tolerance=tau_f, tolerance_source=source,
+            n_entries=n, n_wrong=n_wrong)
         if verdict is not Verdict.PASS:
             pending.append((name, vdisp, wmask, finite, tau_f))
         variables.append(None)  # type: ignore[arg-type]  # filled below
@@ -359,9 +378,9 @@ def grade(
     diagnoses: dict[str, Diagnosis] = {}
     for name, vdisp, wmask, finite, tau_f in pending:
         others = {o: (g64s[o], taus[o]) for o in names
-                  if o != name and tv[o][0] == tv[name][0]}
+                  if o != name and tv[o].shape == tv[name].shape}
         diagnoses[name] = _diagnose(
-            name=name, shape=tv[name][0], g=g64s[name], v=vdisp, wrong=wmask,
+            name=name, shape=tv[name].shape, g=g64s[name], v=vdisp, wrong=wmask,
             finite=finite, tau=tau_f, others=others, dtype=fmt.name, case=case)
     for j, name in enumerate(names):
         if variables[j] is None:
@@ -371,7 +390,7 @@ def grade(
             variables[j] = VariableGrade(**parts, diagnosis=diag, message=msg)
 
     # --- verdict ---------------------------------------------------------------
-    n_entries = sum(len(tv[n][1]) for n in names)
+    n_entries = sum(tv[n].n for n in names)
     if errors_msgs:
         verdict = Verdict.ERROR
         reason = "; ".join(errors_msgs)
@@ -413,6 +432,11 @@ def grade(
         entry_messages=tuple(entry_msgs))
 
 
+def _summary(errs: EntryErrors, sums: _Sums) -> ErrorSummary:
+    return ErrorSummary(normwise_relative=sums.normwise(), symmetric=sums.symmetric(),
+                        max_ulps=errs.max("ulps"), max_abs=errs.max("abs"), max_rel=errs.max("rel"))
+
+
 def _shape_phrase(d: Diagnosis | None) -> str:
     if d is None:
         return "?"
@@ -439,6 +463,6 @@ def _entry_message(*, case: str, where: str, dtype: str, reason: WrongReason, tr
                        f"(truth {ts}, got {got})")
     if gabs == _FZERO:
         return head + f"abs err {abs_err:.1e} > tol {tau:.1e} (truth 0, got {got})"
-    with mpmath.workprec(_PREC):
-        rtol = float(mpmath.mpf(tau) / mpmath.mp.make_mpf(gabs))
+    # tau / |g| at _PREC bits, rounded to float (libmp directly: it is per wrong entry)
+    rtol = _to_float(libmp.mpf_div(libmp.from_float(tau), gabs, _PREC, _RN))
     return head + f"rel err {rel_err:.1e} > tol {rtol:.1e} (truth {ts}, got {got})"

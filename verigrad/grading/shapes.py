@@ -72,8 +72,8 @@ def _factor_candidates(c: float) -> list[Fraction]:
         for n in (math.floor(c), math.ceil(c)):
             if abs(n) < 2**62:
                 cands.add(Fraction(n))
-    if c != 0 and abs(c) <= 2:
-        r = 1 / c
+    r = 1 / c if c != 0 and abs(c) <= 2 else math.inf
+    if math.isfinite(r):  # (1 / c overflows for a subnormal c)
         for n in (math.floor(r), math.ceil(r)):
             if n != 0 and abs(n) < 2**62:
                 cands.add(Fraction(1, n))

@@ -22,7 +22,7 @@ from verigrad.engine.model import Model
 from verigrad.errors import DomainError
 from verigrad.fd.directions import Direction
 from verigrad.fd.nodes import batched_leaves
-from verigrad.kinks.conditions import DEFAULT_PREC, _conditions, _mp_base, _sgn, _signs, _violates
+from verigrad.kinks.conditions import DEFAULT_PREC, _conditions, _gap, _mp_base, _sgn, _signs, _violates
 from verigrad.kinks.sites import Site, SiteKind, SiteRule, find_sites
 from verigrad.spec import Dtype
 
@@ -70,16 +70,217 @@ class SiteDistance:
         return idx, float(self.distance.reshape(-1)[flat])
 
 
-def _direction_rows(base: Mapping[str, np.ndarray], entries: Sequence[tuple[str, int, Fraction]],
-                    ts: Sequence[Any]) -> list[dict]:
+def _direction_rows(line, entries: Sequence[tuple[str, int, Fraction]], ts: Sequence[Any]) -> list[dict]:
+    """The points x + t e as rows {(name, i): value}; ``line`` is a site line or exact leaves (a dict)."""
+    x = line.x if hasattr(line, "x") else (lambda name, i: line[name].reshape(-1)[i])
     rows = []
     for t in ts:
         row = {}
         for name, i, e in entries:
-            x = base[name].reshape(-1)[i]
-            row[(name, i)] = x + t * (mpmath.mpf(e.numerator) / e.denominator)
+            row[(name, i)] = x(name, i) + t * (mpmath.mpf(e.numerator) / e.denominator)
         rows.append(row)
     return rows
+
+
+class _FullSites:
+    """Condition values of sites at points along a direction: the sites' arguments evaluated
+    everywhere, in mpmath at the ambient precision (any direction)."""
+
+    prec = math.inf  # evaluates at the ambient precision, whatever it is
+
+    def __init__(self, model: Model | None, point: Mapping[str, np.ndarray], sites: Sequence[Site], *,
+                 base: Mapping[str, np.ndarray] | None = None):
+        self.sites = list(sites)
+        self._base = base if base is not None else _mp_base(model, point)
+        self.index = [list(np.ndindex(*s.shape)) for s in self.sites]
+
+    def x(self, name: str, i: int):
+        return self._base[name].reshape(-1)[i]
+
+    def base(self) -> list[np.ndarray]:
+        """Condition values at the point, flat per site (raises DomainError outside the domain)."""
+        v0 = _conditions(self.sites, self._base, MPBackend(), 1)[0]
+        return [np.asarray(v[0], dtype=object).reshape(-1) for v in v0]
+
+    def at(self, rows: list[dict]) -> tuple[list[np.ndarray], dict[int, str]]:
+        """(B, entries) condition values per site at the points ``rows`` ({(name, i): value}), and
+        the rows whose evaluation left a domain (with the message)."""
+        if not rows:
+            return [np.empty((0, len(ix)), dtype=object) for ix in self.index], {}
+        vals, failed = _conditions(self.sites, batched_leaves(self._base, rows), MPBackend(), len(rows))
+        return [np.asarray(v, dtype=object).reshape(len(rows), -1) for v in vals], failed
+
+
+class _ConeSites:
+    """The same along a coordinate, from the line's cone (:class:`verigrad.engine.cone.Cone`):
+    only the condition entries whose arguments the cone reaches can change, and only they are
+    evaluated (in Arb at ``prec`` bits, then as mpmath numbers at the ambient precision).
+    ``index`` lists those entries per site."""
+
+    def __init__(self, model: Model, point: Mapping[str, np.ndarray], direction: Direction,
+                 sites: Sequence[Site], prec: int):
+        from verigrad.engine.cone import Cone, forward_cone
+        from verigrad.expr.graph import topological
+
+        self.model, self.sites, self.prec, self.point = model, list(sites), int(prec), point
+        self.var = direction.variable
+        shape = model.shape(self.var)
+        self.i = int(np.ravel_multi_index(direction.index, shape)) if direction.index else 0
+        self.x0 = float(np.asarray(point[self.var], dtype=np.float64).reshape(-1)[self.i])
+        args = {a.id: a for s in self.sites for a in s.arguments}
+        moving = [a for a in args.values() if self.var in a.variables]
+        C = forward_cone(model, topological(moving), self.var, self.i) if moving else {}
+        self.cp, self.maps, self.groups = [], [], []
+        want: dict[int, list] = {}
+        for s in self.sites:
+            if s.rule is SiteRule.MAX:
+                from verigrad.engine.cone import _groups
+
+                red, members = _groups(model, s.node)
+                x = s.arguments[0]
+                touched = np.unique(red[C[x.id]]) if x.id in C else np.zeros(0, dtype=np.int64)
+                mem = members[touched]
+                cp = np.unique(mem.reshape(-1))
+                self.groups.append(mem)
+                self.maps.append(None)
+                want.setdefault(x.id, []).append(mem.reshape(-1))
+            else:
+                nd = len(s.shape)
+                maps = []
+                hit = np.zeros(int(np.prod(s.shape, dtype=np.int64)), dtype=bool)
+                for a in s.arguments:
+                    ar = np.arange(a.size, dtype=np.int64).reshape((1,) * (nd - len(a.shape)) + a.shape)
+                    m = np.ascontiguousarray(np.broadcast_to(ar, s.shape)).reshape(-1)
+                    maps.append(m)
+                    if a.id in C:
+                        hit |= np.isin(m, C[a.id])
+                cp = np.flatnonzero(hit)
+                for a, m in zip(s.arguments, maps):
+                    want.setdefault(a.id, []).append(m[cp])
+                self.groups.append(None)
+                self.maps.append(maps)
+            self.cp.append(cp)
+        self.index = [[tuple(int(v) for v in np.unravel_index(p, s.shape)) if s.shape else () for p in cp]
+                      for s, cp in zip(self.sites, self.cp)]
+        base = {args[a]: np.unique(np.concatenate(ps)) for a, ps in want.items() if sum(len(p) for p in ps)}
+        self.cone = Cone(model, point, self.var, self.i, prec=self.prec, values=moving, base=base)
+
+    def x(self, name: str, i: int):
+        return mpmath.mpf(self.x0)
+
+    def _arg_values(self, a, q: np.ndarray, run) -> np.ndarray:
+        """Values (B or 1, |q|) of argument node ``a`` at flat entries ``q`` (balls)."""
+        base = self.cone.base(a, q)[None, :]
+        if run is None:
+            return base
+        c = self.cone.positions(a)
+        out = np.repeat(base, run.B, axis=0)
+        if c.size:
+            pos = np.searchsorted(c, q)
+            pos = np.minimum(pos, c.size - 1)
+            hit = c[pos] == q
+            if hit.any():
+                new = run.values(a)
+                out[:, hit] = new[:, pos[hit]]
+        return out
+
+    def _conditions(self, run) -> list[np.ndarray]:
+        """Condition values per site at its entries ``cp``: at the point (``run`` None) or per row."""
+        from verigrad.engine.arb import to_mpf
+
+        conv = np.frompyfunc(lambda v: mpmath.mpf(0) if v is None else to_mpf(v), 1, 1)  # failed rows: None later
+        out = []
+        for s, cp, maps, mem in zip(self.sites, self.cp, self.maps, self.groups):
+            if not cp.size:
+                out.append(np.empty((1 if run is None else run.B, 0), dtype=object))
+                continue
+            if s.rule is SiteRule.MAX:
+                x = conv(self._arg_values(s.arguments[0], mem.reshape(-1), run)).astype(object)
+                x = x.reshape(x.shape[0], mem.shape[0], mem.shape[1])
+                gap = _gap(x, (1,)).reshape(x.shape[0], -1)
+                flat = mem.reshape(-1)
+                order = np.argsort(flat, kind="stable")
+                out.append(gap[:, order[np.searchsorted(flat[order], cp)]])
+                continue
+            vals = [conv(self._arg_values(a, m[cp], run)).astype(object) for a, m in zip(s.arguments, maps)]
+            out.append(_compact_condition(s, vals))
+        return out
+
+    def base(self) -> list[np.ndarray]:
+        return [v[0] for v in self._conditions(None)]
+
+    def at(self, rows: list[dict]) -> tuple[list[np.ndarray], dict[int, str]]:
+        from verigrad.engine import arb as ab
+        from verigrad.engine.cone import Cone
+
+        if not rows:
+            return [np.empty((0, len(ix)), dtype=object) for ix in self.index], {}
+        cone = self.cone
+        for _ in range(3):
+            new = [_exact_arb(row[(self.var, self.i)], cone.prec) for row in rows]
+            try:
+                with ab.arb_precision(cone.prec):
+                    run = cone.run(new)
+                break
+            except ab.Undecided:  # a node next to a kink upstream of a site: more bits, then mpmath
+                cone = Cone(self.model, self.point, self.var, self.i, prec=2 * cone.prec, values=self.cone.value_nodes,
+                            base={n: self.cone.need[n.id] for n in self.cone.order if n.id in self.cone.need})
+        else:
+            vals, failed = _FullSites(self.model, self.point, self.sites).at(rows)
+            return [v[:, cp] for v, cp in zip(vals, self.cp)], failed
+        vals = self._conditions(run)
+        for r in run.failed:
+            for v in vals:
+                v[r] = None
+        return vals, dict(run.failed)
+
+
+def _exact_arb(v, prec: int):
+    """The exact Arb ball of an mpmath number."""
+    from verigrad.engine import arb as ab
+
+    sign, man, exp, _ = v._mpf_
+    if not man:
+        return ab.arb(0)
+    m = -int(man) if sign else int(man)
+    with ab.arb_precision(max(prec, int(man).bit_length() + 16)):
+        return ab.arb(m) * ab.arb(2) ** int(exp)
+
+
+def _compact_condition(site: Site, args: Sequence[np.ndarray]) -> np.ndarray:
+    """:func:`verigrad.kinks.conditions._condition` on arguments already gathered per entry
+    ((B, n) arrays of the condition's entries), for the elementwise rules."""
+    r = site.rule
+    if r in (SiteRule.RELU, SiteRule.ABS, SiteRule.PRODUCT):
+        return args[0]
+    if r is SiteRule.MAXIMUM:
+        return args[0] - args[1] if site.name == "maximum" else args[1] - args[0]
+    if r is SiteRule.FUNCTION_DOMAIN:
+        x = args[0]
+        if site.name == "log1p":
+            return x + 1
+        if site.name in ("arcsin", "arccos"):
+            return 1 - x * x
+        if site.name == "tan":
+            return np.frompyfunc(mpmath.cos, 1, 1)(x).astype(object)
+        return x
+    return args[0]  # DIVISION, POWER
+
+
+def _site_line(model: Model, point: Mapping[str, np.ndarray], direction: Direction, sites: Sequence[Site],
+               prec: int):
+    """The cheapest evaluator of the sites' conditions along ``direction`` (see :class:`_ConeSites`)."""
+    if direction.variable is not None:
+        from verigrad.engine import arb as ab
+
+        if ab.available():
+            from verigrad.engine.cone import ConeUnsupported
+
+            try:
+                return _ConeSites(model, point, direction, sites, prec)
+            except (ConeUnsupported, ArithmeticError):  # Undecided or a domain edge at the point: evaluate fully
+                pass
+    return _FullSites(model, point, sites)
 
 
 def distance_along(model: Model, point: Mapping[str, np.ndarray], direction: Direction,
@@ -116,34 +317,51 @@ def distance_along(model: Model, point: Mapping[str, np.ndarray], direction: Dir
     ``v(t*(1 - 2^-12))`` has the sign of ``v(0)`` and ``v(t*(1 + 2^-12))`` does not.
     """
     sites = find_sites(model) if sites is None else list(sites)
+    if not sites:
+        return []
+    return _distances(model, point, direction, sites, prec=prec, verify=verify, full=True)
+
+
+def _distances(model: Model, point: Mapping[str, np.ndarray], direction: Direction, sites: Sequence[Site], *,
+               prec: int, verify: bool, line=None, full: bool = False) -> list[SiteDistance]:
+    """:func:`distance_along` on the entries that ``line`` evaluates (along a coordinate: those the
+    direction moves; the others keep slope 0 and distance inf). With ``full`` the values of the
+    entries a coordinate line does not reach are evaluated too (whole graphs)."""
     entries = direction.entries()
     out: list[SiteDistance] = []
-    if not sites:
-        return out
     with mpmath.workprec(prec):
-        base = _mp_base(model, point)
+        line = line if line is not None else _site_line(model, point, direction, sites, prec)
         scale = max([1.0] + [abs(float(point[n].reshape(-1)[i])) for n, i, _ in entries])
         tau = mpmath.ldexp(1, -(prec // 4) + int(math.ceil(math.log2(scale))))
-        rows = _direction_rows(base, entries, [mpmath.mpf(0), tau, -tau])
-        conds, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), 3)
+        rows = _direction_rows(line, entries, [mpmath.mpf(0), tau, -tau])
+        conds, failed = line.at(rows)
         if failed:
             raise DomainError(f"cannot evaluate the sites next to the point: {next(iter(failed.values()))}")
+        v_full = None
+        if full and isinstance(line, _ConeSites):
+            v_full = _FullSites(model, point, sites).base()
         results = []
-        for site, c in zip(sites, conds):
-            v0, vp, vm = c[0, ...], c[1, ...], c[2, ...]
-            slope = np.asarray((vp - vm) / (2 * tau), dtype=object)
+        for k, (site, c) in enumerate(zip(sites, conds)):
+            v0, vp, vm = c[0], c[1], c[2]
+            slope = np.asarray((vp - vm) / (2 * tau), dtype=object) if c.shape[1] else np.empty(0, dtype=object)
             crossing = np.full(site.shape, math.inf)
             sl = np.zeros(site.shape)
-            for idx in np.ndindex(*site.shape):
-                d = slope[idx]
+            value = np.empty(site.shape, dtype=object)
+            if v_full is not None:
+                value.reshape(-1)[:] = v_full[k]
+            elif not isinstance(line, _ConeSites):
+                value.reshape(-1)[:] = v0
+            for j, idx in enumerate(line.index[k]):
+                value[idx] = v0[j]
+                d = slope[j]
                 sl[idx] = float(d)
                 if not d:
                     continue
-                crossing[idx] = 0.0 if not v0[idx] else float(-v0[idx] / d)
-            results.append((site, np.asarray(v0, dtype=object), sl, crossing))
+                crossing[idx] = 0.0 if not v0[j] else float(-v0[j] / d)
+            results.append((site, value, sl, crossing))
         verified = [np.asarray(cr == 0.0, dtype=bool) for _, _, _, cr in results]
         if verify:
-            items = [(k, idx) for k, (_, _, _, cr) in enumerate(results) for idx in np.ndindex(*cr.shape)
+            items = [(k, idx) for k, (_, _, _, cr) in enumerate(results) for idx in line.index[k]
                      if math.isfinite(cr[idx]) and cr[idx] != 0.0]
             if items:
                 delta = mpmath.ldexp(1, -12)
@@ -151,13 +369,12 @@ def distance_along(model: Model, point: Mapping[str, np.ndarray], direction: Dir
                 for k, idx in items:
                     t = mpmath.mpf(results[k][3][idx])
                     ts.extend([t * (1 - delta), t * (1 + delta)])
-                rows = _direction_rows(base, entries, ts)
-                vals, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), len(rows))
+                vals, failed = line.at(_direction_rows(line, entries, ts))
+                pos = [{idx: j for j, idx in enumerate(ix)} for ix in line.index]
                 for j, (k, idx) in enumerate(items):
-                    site = results[k][0]
                     s0 = _sgn(results[k][1][idx])
-                    before = None if 2 * j in failed else vals[k][(2 * j,) + idx]
-                    after = None if 2 * j + 1 in failed else vals[k][(2 * j + 1,) + idx]
+                    before = None if 2 * j in failed else vals[k][2 * j, pos[k][idx]]
+                    after = None if 2 * j + 1 in failed else vals[k][2 * j + 1, pos[k][idx]]
                     ok_before = before is not None and _sgn(before) == s0
                     ok_after = (2 * j + 1 in failed) or (after is not None and _sgn(after) != s0)
                     verified[k][idx] = bool(ok_before and ok_after)
@@ -235,14 +452,16 @@ def _round_fraction(q: Fraction, dtype: np.dtype) -> Fraction:
     return Fraction(float(np.float32(float(v))))
 
 
-def _locate(sites: Sequence[Site], base: Mapping[str, np.ndarray], entries,
-            items: list[tuple[int, tuple, Any, Any, Any]], *, iterations: int = 48,
-            rtol: float = 2.0**-30) -> list[float]:
+def _locate(sites: Sequence[Site], line, entries, items: list[tuple[int, tuple, Any, Any, Any]], *,
+            iterations: int = 48, rtol: float = 2.0**-30) -> list[float]:
     """Exact sign-change location of each item (site k, entry, v0, t_hi, v_hi) on [0, t_hi].
 
-    Illinois (modified regula falsi) on the exact condition along the line;
-    call inside a precision scope.  Returns |t| of the located change.
+    Illinois (modified regula falsi) on the exact condition along the line (``line``: a
+    :class:`_FullSites` or :class:`_ConeSites`); call inside a precision scope.  Returns |t| of
+    the located change.
     """
+    if not hasattr(line, "at"):  # exact leaves with a batch axis (the callers of the whole-graph form)
+        line = _FullSites(None, {}, sites, base=line)
     n = len(items)
     a = [mpmath.mpf(0)] * n
     fa = [it[2] for it in items]
@@ -250,6 +469,7 @@ def _locate(sites: Sequence[Site], base: Mapping[str, np.ndarray], entries,
     fb = [it[4] for it in items]
     side = [0] * n
     root: list[Any] = [None] * n
+    pos = [{idx: j for j, idx in enumerate(ix)} for ix in line.index]
     for j in range(n):
         if fb[j] is not None and not fb[j]:
             root[j] = b[j]
@@ -263,11 +483,10 @@ def _locate(sites: Sequence[Site], base: Mapping[str, np.ndarray], entries,
                 cs.append((a[j] + b[j]) / 2)
             else:
                 cs.append((a[j] * fb[j] - b[j] * fa[j]) / (fb[j] - fa[j]))
-        rows = _direction_rows(base, entries, cs)
-        vals, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), len(rows))
+        vals, failed = line.at(_direction_rows(line, entries, cs))
         for r, (j, c) in enumerate(zip(active, cs)):
             k, idx = items[j][0], items[j][1]
-            fc = None if r in failed else vals[k][(r,) + idx]
+            fc = None if r in failed else vals[k][r, pos[k][idx]]
             if fc is not None and not fc:
                 root[j] = c
                 continue
@@ -283,6 +502,26 @@ def _locate(sites: Sequence[Site], base: Mapping[str, np.ndarray], entries,
                     fb[j] = fb[j] / 2
                 side[j] = 1
     return [float(abs(root[j])) if root[j] is not None else float(abs((a[j] + b[j]) / 2)) for j in range(n)]
+
+
+def _point_scale(point: Mapping[str, np.ndarray], direction: Direction) -> float:
+    return max([1.0] + [abs(float(point[n].reshape(-1)[i])) for n, i, _ in direction.entries()])
+
+
+#: a failure message is re-derived by a whole evaluation (naming the entry) up to this many graph entries
+_MESSAGE_ENTRIES = 200_000
+
+
+def _failure_messages(model: Model, point, sites, rows, failed: dict[int, str]) -> dict[int, str]:
+    """Messages of rows that left a domain, naming the entry as a whole evaluation does (the
+    cone's own messages count entries of its compact arrays); kept as they are for large graphs."""
+    from verigrad.expr.graph import topological
+
+    if sum(n.size for n in topological([a for s in sites for a in s.arguments])) > _MESSAGE_ENTRIES:
+        return failed
+    full = _FullSites(model, point, sites)
+    _, again = full.at([rows[r] for r in failed])
+    return {r: again.get(j, msg) for j, (r, msg) in enumerate(failed.items())}
 
 
 def _prec_for(ts: Sequence[Fraction], point_scale: float) -> int:
@@ -336,14 +575,21 @@ def stencil_crossings(model: Model, point: Mapping[str, np.ndarray], direction: 
     if not sites or not nodes_t:
         return []
     ts = [t if isinstance(t, Fraction) else Fraction(float(t)) for t in nodes_t]
+    prec = prec or _prec_for(ts, _point_scale(point, direction))
+    return _crossings(model, point, direction, ts, sites, label=label, dtype=dtype, prec=prec, locate=locate)
+
+
+def _crossings(model: Model, point: Mapping[str, np.ndarray], direction: Direction, ts: Sequence[Fraction],
+               sites: Sequence[Site], *, label: str, dtype: Dtype | None, prec: int, locate: bool,
+               line=None) -> list[Crossing]:
+    """:func:`stencil_crossings` with the offsets as Fractions and a precision, on ``line`` (the
+    sites' conditions along the direction; built here when not given)."""
     entries = direction.entries()
-    pscale = max([1.0] + [abs(float(point[n].reshape(-1)[i])) for n, i, _ in entries])
-    prec = prec or _prec_for(ts, pscale)
     prefix = f"stencil of {label}" if label else "stencil"
     out: list[Crossing] = []
     with mpmath.workprec(prec):
-        base = _mp_base(model, point)
-        v0 = _conditions(sites, base, MPBackend(), 1)[0]
+        line = line if line is not None else _site_line(model, point, direction, sites, prec)
+        v0 = line.base()
         rows = []
         for t in ts:
             row = {}
@@ -353,34 +599,35 @@ def stencil_crossings(model: Model, point: Mapping[str, np.ndarray], direction: 
                     q = _round_fraction(q, dtype.numpy)
                 row[(name, i)] = mpmath.mpf(q.numerator) / q.denominator
             rows.append(row)
-        vals, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), len(rows))
+        vals, failed = line.at(rows)
+        if failed and isinstance(line, _ConeSites):
+            failed = _failure_messages(model, point, sites, rows, failed)
         pending: list[tuple[int, tuple, Any, Any, Any]] = []
         found: list[tuple[int, tuple, tuple[float, ...], bool, bool]] = []
         for k, site in enumerate(sites):
-            s0 = _signs(np.asarray(v0[k][0, ...], dtype=object))
-            hit = np.zeros((len(ts),) + site.shape, dtype=bool)
+            s0 = _signs(np.asarray(v0[k], dtype=object))
+            hit = np.zeros((len(ts), len(line.index[k])), dtype=bool)
             for r in range(len(ts)):
                 if r in failed:
                     continue
-                hit[r] = _violates(site, s0, _signs(np.asarray(vals[k][r, ...], dtype=object)))
-            for idx in zip(*np.nonzero(np.any(hit, axis=0))) if site.shape else ([()] if np.any(hit) else []):
-                idx = tuple(int(i) for i in idx)
-                rs = [r for r in range(len(ts)) if hit[(r,) + idx]]
-                on_kink = site.kind is SiteKind.KINK and int(s0[idx]) == 0
+                hit[r] = _violates(site, s0, _signs(np.asarray(vals[k][r], dtype=object)))
+            for j in np.flatnonzero(np.any(hit, axis=0)):
+                idx = line.index[k][j]
+                rs = [r for r in range(len(ts)) if hit[r, j]]
+                on_kink = site.kind is SiteKind.KINK and int(s0[j]) == 0
                 leaves = site.kind is SiteKind.DOMAIN
                 found.append((k, idx, tuple(float(ts[r]) for r in rs), on_kink, leaves))
                 if not on_kink:
                     r = min(rs, key=lambda r: abs(ts[r]))
-                    pending.append((len(found) - 1, idx, r, None, None))
+                    pending.append((len(found) - 1, int(j), r, None, None))
         # exact location of each sign change between the point and its nearest crossing node
         loc_items = []
-        for fi, idx, r, _, _ in pending:
-            k = found[fi][0]
+        for fi, j, r, _, _ in pending:
+            k, idx = found[fi][0], found[fi][1]
             t = ts[r]
-            loc_items.append((k, idx, v0[k][(0,) + idx], mpmath.mpf(t.numerator) / t.denominator,
-                              vals[k][(r,) + idx]))
+            loc_items.append((k, idx, v0[k][j], mpmath.mpf(t.numerator) / t.denominator, vals[k][r, j]))
         if locate:
-            dist = _locate(sites, base, entries, loc_items) if loc_items else []
+            dist = _locate(sites, line, entries, loc_items) if loc_items else []
         else:
             dist = [float(abs(t) * abs(f0) / abs(f0 - ft)) if ft is not None and f0 != ft else float(abs(t))
                     for _, _, f0, t, ft in loc_items]

@@ -21,7 +21,7 @@ from verigrad.engine.model import Model
 from verigrad.fd.directions import Direction, coordinate_direction
 from verigrad.fd.steps import entry_steps, recommended_step
 from verigrad.kinks.conditions import DEFAULT_PREC
-from verigrad.kinks.crossings import _sci, distance_along, stencil_crossings
+from verigrad.kinks.crossings import _crossings, _distances, _point_scale, _prec_for, _sci, _site_line
 from verigrad.kinks.fdgradient import fd_crossings
 from verigrad.kinks.onesided import directional_one_sided, kink_limit
 from verigrad.kinks.sites import Site, find_sites
@@ -97,7 +97,8 @@ def safe_steps(model: Model, point: Mapping[str, np.ndarray], direction: Directi
     cneg = max([-c for c in offsets if c < 0], default=None)
     limit, which, entry = math.inf, None, None
     on_kink = False
-    for sd in distance_along(model, point, direction, sites) if (sites and offsets) else []:
+    line = _site_line(model, point, direction, sites, 256) if (sites and offsets) else None
+    for sd in _distances(model, point, direction, sites, prec=256, verify=True, line=line) if line else []:
         for idx in np.ndindex(*sd.site.shape):
             t = sd.crossing[idx]
             if not math.isfinite(t):
@@ -125,9 +126,14 @@ def safe_steps(model: Model, point: Mapping[str, np.ndarray], direction: Directi
                         f"{direction.label} straddles it; compare {label} with its limit "
                         f"{kink_limit(scheme)[2]}")
     step = limit * (1 - 2.0**-8)
+    pscale = _point_scale(point, direction)
     for _ in range(60):
         ts = [Fraction(c) * Fraction(step) for c in offsets]
-        if not stencil_crossings(model, point, direction, ts, sites, dtype=dtype):
+        prec = _prec_for(ts, pscale)
+        if prec > line.prec:
+            line = _site_line(model, point, direction, sites, prec)
+        if not _crossings(model, point, direction, ts, sites, label="", dtype=dtype, prec=prec, locate=False,
+                          line=line):
             break
         step /= 2
     else:  # pragma: no cover - a site closer than 2^-60 of the linearised one
@@ -186,8 +192,9 @@ def study_kinks(model: Model, point: Mapping[str, np.ndarray], direction: Direct
         The steps actually used (h_p).
     dtype : Dtype, optional
         Round the nodes to this dtype, as the study does.
-    scale : mpf, optional
-        Scale of the gradient, for the agreement test of the one-sided derivatives.
+    scale : mpf or callable, optional
+        Scale of the gradient, for the agreement test of the one-sided derivatives (a callable
+        is asked only when the point is on a kink).
 
     Returns
     -------
@@ -201,14 +208,22 @@ def study_kinks(model: Model, point: Mapping[str, np.ndarray], direction: Direct
     if not sites or scheme.kind is SchemeKind.COMPLEX_STEP:
         return StudyKinks(None, None, None, crossing, leaves, ())
     notes: list[str] = []
-    on = [(sd.site, idx) for sd in distance_along(model, point, direction, sites, verify=False)
+    # one evaluator of the sites along the direction for every step (along a coordinate: the cone
+    # of the line, so that each step costs the entries it moves), at the precision of the smallest
+    pscale = _point_scale(point, direction)
+    positive = [float(h) for h in steps if h > 0 and math.isfinite(h)]
+    precs = [_prec_for([c * Fraction(h) for c in scheme.offsets], pscale) for h in positive]
+    prec = max([256] + precs)
+    line = _site_line(model, point, direction, sites, prec)
+    on = [(sd.site, idx) for sd in _distances(model, point, direction, sites, prec=256, verify=False, line=line)
           for idx in np.ndindex(*sd.site.shape) if sd.crossing[idx] == 0.0]
     first = None
     for r, h in enumerate(steps):
         if not h > 0 or not math.isfinite(h):
             continue
         ts = [c * Fraction(float(h)) for c in scheme.offsets]
-        crs = stencil_crossings(model, point, direction, ts, sites, dtype=dtype, locate=False)
+        crs = _crossings(model, point, direction, ts, sites, label="", dtype=dtype, prec=_prec_for(ts, pscale),
+                         locate=False, line=line)
         crossing[r] = any(not c.on_kink for c in crs)
         leaves[r] = any(c.leaves_domain for c in crs)
         if crossing[r] and (first is None or h < steps[first]):
@@ -216,14 +231,15 @@ def study_kinks(model: Model, point: Mapping[str, np.ndarray], direction: Direct
     if first is not None:
         h = float(steps[first])
         ts = [c * Fraction(h) for c in scheme.offsets]
-        msg = next(c.message for c in stencil_crossings(model, point, direction, ts, sites, dtype=dtype,
-                                                        label=f"{scheme.name} h={_sci(h)}") if not c.on_kink)
+        msg = next(c.message for c in _crossings(model, point, direction, ts, sites, label=f"{scheme.name} h={_sci(h)}",
+                                                 dtype=dtype, prec=_prec_for(ts, pscale), locate=True, line=line)
+                   if not c.on_kink)
         notes.append(f"{int(crossing.sum())} of {n} steps put a node across a kink or domain boundary "
                      f"(from h = {_sci(h)}: {msg}); their errors are not truncation or round-off and they are "
                      f"excluded from fits")
     ref = dp = dm = None
     if on:
-        dp, dm = directional_one_sided(model, point, direction, scale=scale)
+        dp, dm = directional_one_sided(model, point, direction, scale=scale() if callable(scale) else scale)
         alpha, beta, text = kink_limit(scheme)
         with mpmath.workprec(DEFAULT_PREC + 128):
             ref = (mpmath.mpf(alpha.numerator) / alpha.denominator) * dp + (mpmath.mpf(beta.numerator)

@@ -22,8 +22,10 @@ from typing import Any, Iterable, Sequence
 
 from verigrad.report import plots
 from verigrad.report.runjson import result_record
+from verigrad.report.words import plural
 
-__all__ = ["run_html", "study_html", "MAX_HEATMAPS", "MAX_WRONG_ROWS"]
+__all__ = ["run_html", "run_fragment", "case_fragment", "study_html", "study_section", "CSS", "MAX_HEATMAPS",
+           "MAX_WRONG_ROWS"]
 
 #: Heatmaps drawn per report at most (each costs a matplotlib figure).
 MAX_HEATMAPS = 60
@@ -32,7 +34,7 @@ MAX_WRONG_ROWS = 20
 _MAX_HEATMAP_ENTRIES = 20_000
 _MAX_STDOUT = 4_000
 
-_CSS = """
+CSS = """
 :root { --pass: #1a7f37; --fail: #cf222e; --warn: #9a6700; --info: #57606a; --line: #d0d7de; }
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1100px;
@@ -97,7 +99,7 @@ def _page(title: str, body: str, *, version: str) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<meta name=\"generator\" content=\"verigrad {_e(version)}\">\n"
-            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n"
+            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n"
             f"<footer class=\"meta\"><p>verigrad {_e(version)} · every error is measured against the certified "
             "exact gradient; see docs/report-schema.md for the definitions.</p></footer>\n</body>\n</html>\n")
 
@@ -156,6 +158,13 @@ def run_html(run, *, version: str) -> str:
     >>> "0 cases" in run_html(RunReport((), 0.0), version="0.1")
     True
     """
+    status = "INTERRUPTED" if run.interrupted else ("OK" if run.ok else "FAILED")
+    return _page("verigrad report" + ("" if run.ok else f" — {status}"), run_fragment(run, version=version),
+                 version=version)
+
+
+def run_fragment(run, *, version: str) -> str:
+    """The body of :func:`run_html` (no ``<html>`` page around it), e.g. for a notebook cell."""
     summary = run.summary()
     ok = summary["ok"]
     budget = _Budget(MAX_HEATMAPS)
@@ -163,7 +172,8 @@ def run_html(run, *, version: str) -> str:
     status = "INTERRUPTED" if run.interrupted else ("OK" if ok else "FAILED")
     parts = [f"<header><h1>verigrad report <span class=\"status {'ok' if ok else 'failed'}\">"
              f"{status}</span></h1>"
-             f"<p class=\"meta\">verigrad {_e(version)} · {summary['cases']} cases · {summary['results']} grades · "
+             f"<p class=\"meta\">verigrad {_e(version)} · {plural(summary['cases'], 'case')} · "
+             f"{plural(summary['results'], 'grade')} · "
              f"{run.seconds:.1f} s</p>"
              + ("<p class=\"meta\">The run was interrupted: only the finished cases are reported, and the run "
                 "is not ok.</p>" if run.interrupted else "") + "</header>"]
@@ -173,7 +183,12 @@ def run_html(run, *, version: str) -> str:
     if budget.skipped:
         parts.append(f"<p class=\"meta\">{budget.skipped} heatmaps were not drawn (limit {MAX_HEATMAPS} per "
                      "report); the JSON report lists every wrong entry.</p>")
-    return _page("verigrad report" + ("" if ok else f" — {status}"), "\n".join(parts), version=version)
+    return "\n".join(parts)
+
+
+def case_fragment(case) -> str:
+    """One case as HTML (its grades, plot, diagnoses and finite differences), e.g. for a notebook cell."""
+    return _case_section(0, case, [_record(r) for r in case.results], _Budget(MAX_HEATMAPS))
 
 
 def _record(result) -> dict:
@@ -222,7 +237,7 @@ def _first_message(rec: dict) -> str:
 
 def _case_section(i: int, case, recs: list[dict], budget: _Budget) -> str:
     head = (f"<section class=\"case\" id=\"case-{i}\"><h2>{_e(case.name)}</h2>"
-            f"<p class=\"meta\">{_e(case.path)} · {case.parameters} parameters · {case.seconds:.2f} s</p>")
+            f"<p class=\"meta\">{_e(case.path)} · {plural(case.parameters, 'parameter')} · {case.seconds:.2f} s</p>")
     if case.description:
         head += f"<p class=\"description\">{_e(case.description.strip())}</p>"
     body = []
@@ -252,12 +267,23 @@ def _case_section(i: int, case, recs: list[dict], budget: _Budget) -> str:
         rows = []
         for r in fd:
             e = r.get("errors") or {}
+            split = (r.get("fd") or {}).get("split") or {}
+            parts = {k: plots.to_float(split.get(k)) for k in ("truncation", "step", "roundoff")}
+            known = {k: v for k, v in parts.items() if math.isfinite(v)}
+            dominant = _PART_NAMES.get(max(known, key=known.get), "") if known else "—"
             rows.append([_e(r.get("scheme")), _num(r.get("step"), ".1e"), _e(r["dtype"]), _verdict_cell(r["verdict"]),
-                         _num(e.get("max_ulps")), _num(e.get("normwise_relative"), ".2e"),
-                         _e(_first_message(r))])
-        body.append("<h3>Finite differences (informational)</h3>" + _table(
-            ["scheme", "step", "dtype", "verdict", "max ulps", "norm-wise rel", "first message"], rows,
-            cls="fd-verdicts", numeric=(1, 4, 5)))
+                         _num(e.get("normwise_relative"), ".2e"), _num((r.get("fd") or {}).get("tolerance"), ".1e"),
+                         _num(parts["truncation"], ".1e"), _num(parts["step"], ".1e"), _num(parts["roundoff"], ".1e"),
+                         _e(dominant)])
+        body.append("<h3>Finite differences (informational)</h3>"
+                    "<p class=\"meta\">pass: the norm-wise relative error is within 1000× of what the scheme can "
+                    "reach in the dtype; ‖T‖, ‖S‖, ‖R‖: the exact truncation, step and round-off parts of the error "
+                    "(norms over every entry).</p>" + _table(
+            ["scheme", "step", "dtype", "verdict", "norm-wise rel", "reachable", "‖T‖", "‖S‖", "‖R‖", "dominant"],
+            rows, cls="fd-verdicts", numeric=(1, 4, 5, 6, 7, 8)))
+        for r in fd:
+            if r["verdict"] != "pass" and r.get("message"):
+                body.append(f"<ul class=\"crumbs\"><li class=\"warning\">{_e(r['message'])}</li></ul>")
     if not code and not fd and not case.error:
         body.append("<p class=\"meta\">No candidates.</p>")
     return head + "".join(body) + "</section>"
@@ -280,7 +306,7 @@ def _grade_details(rec: dict, budget: _Budget) -> str:
         rows = [[_e(f"{w['variable']}{_index(w.get('index'))}"), _e(w.get("truth")), _num(w.get("value"), ".9g"),
                  _num(w.get("ulps")), _num(w.get("rel_error"), ".2e"), _e(w.get("reason", ""))]
                 for w in wrong[:MAX_WRONG_ROWS]]
-        more = (f"<p class=\"meta\">… and {len(wrong) - MAX_WRONG_ROWS} more wrong entries (all are in the JSON "
+        more = (f"<p class=\"meta\">… and {plural(len(wrong) - MAX_WRONG_ROWS, 'more wrong entry', 'more wrong entries')} (all are in the JSON "
                 "report).</p>" if len(wrong) > MAX_WRONG_ROWS else "")
         parts.append(_table(["entry", "truth", "got", "ulps", "rel err", "reason"], rows, cls="wrong",
                             numeric=(2, 3, 4)) + more)
@@ -379,19 +405,47 @@ def study_html(doc: dict, *, version: str) -> str:
     for i, st in enumerate(doc.get("studies") or []):
         label = f"{st.get('scheme')} · {st.get('dtype')}"
         parts.append(f"<section class=\"study\" id=\"study-{i}\"><h2>{_e(label)}</h2>")
-        parts.append(_img(plots.study_figure(st, title=label), f"error against step for {label}"))
-        model, observed = st.get("model") or {}, st.get("observed") or {}
-        slopes = observed.get("slopes")
-        slope_text = (", ".join(f"{k}: {_num(v)}" for k, v in slopes.items()) if isinstance(slopes, dict)
-                      else ", ".join(_num(v) for v in slopes) if isinstance(slopes, list) else "—")
-        parts.append(_table(["", "optimal step", "minimum error", "noise / slopes"], [
-            ["model", _num(model.get("optimal_step"), ".2e"), _num(model.get("min_error"), ".2e"),
-             _num(model.get("noise"), ".2e")],
-            ["observed", _num(observed.get("optimal_step"), ".2e"), _num(observed.get("min_error"), ".2e"),
-             _e(slope_text)]], cls="study-model", numeric=(1, 2)))
-        rows = [[_num(r.get(k), ".3e") for k in ("h", "estimate", "error", "truncation", "step", "roundoff")]
-                for r in st.get("rows") or []]
-        parts.append("<details><summary>rows</summary>" + _table(
-            ["h", "estimate", "error E", "truncation T", "step S", "round-off R"], rows, cls="study-rows",
-            numeric=range(6)) + "</details></section>")
+        parts.append(study_section(st, label=label))
+        parts.append("</section>")
     return _page(f"verigrad study: {doc.get('case')}", "\n".join(parts), version=version)
+
+
+_REGIME_NAMES = {"roundoff": "small steps", "truncation": "large steps"}
+_PART_NAMES = {"truncation": "truncation", "step": "step (nodes)", "roundoff": "round-off"}
+
+
+def study_section(st: dict, *, label: str = "") -> str:
+    """One study record as HTML: its figure, the optima, the regimes, the notes and (folded) every step.
+
+    Shared by :func:`study_html` and the notebook view (:mod:`verigrad.report.notebook`).
+    """
+    label = label or f"{st.get('scheme')} · {st.get('dtype')}"
+    parts = [_img(plots.study_figure(st, title=label), f"error against step for {label}")]
+    model, observed = st.get("model") or {}, st.get("observed") or {}
+    note = model.get("optimal_step_note") or ""
+    parts.append(_table(["", "step h", "|error|"], [
+        ["measured optimum", _num(observed.get("optimal_step"), ".2e"), _num(observed.get("min_error"), ".2e")],
+        ["model optimum" + (" (not usable here)" if note else ""), _num(model.get("optimal_step"), ".2e"),
+         _num(model.get("min_error"), ".2e")]], cls="study-model", numeric=(1, 2)))
+    regimes = st.get("regimes")
+    if regimes:
+        rows = [[_e(_REGIME_NAMES.get(r.get("kind"), r.get("kind"))),
+                 f"{_num(r.get('h_min'), '.1e')} … {_num(r.get('h_max'), '.1e')} ({_e(r.get('count'))})",
+                 _num(r.get("slope"), "+.2f"), _num(r.get("model_slope"), "+.0f"),
+                 _e(_PART_NAMES.get(r.get("dominant"), r.get("dominant")))] for r in regimes]
+        parts.append(_table(["regime", "steps", "slope", "model slope", "dominant part"], rows, cls="study-regimes",
+                            numeric=(2, 3)))
+    else:
+        slopes = observed.get("slopes")
+        if isinstance(slopes, dict) and slopes:
+            parts.append(f"<p class=\"meta\">slopes: {_e(', '.join(f'{k} {_num(v)}' for k, v in slopes.items()))}</p>")
+    notes = ([f"model optimum not marked: {note}"] if note else []) + list(st.get("notes") or [])
+    if notes:
+        parts.append("<ul class=\"crumbs\">" + "".join(f"<li class=\"warning\">{_e(n)}</li>" for n in notes)
+                     + "</ul>")
+    rows = [[_num(r.get(k), ".3e") for k in ("h", "estimate", "error", "truncation", "step", "roundoff")]
+            for r in st.get("rows") or []]
+    parts.append("<details><summary>every step</summary>" + _table(
+        ["h", "estimate", "error E", "truncation T", "step S", "round-off R"], rows, cls="study-rows",
+        numeric=range(6)) + "</details>")
+    return "".join(parts)

@@ -12,8 +12,9 @@ Functions
     Max error in ulps per candidate × dtype of one case (log scale).
 :func:`wrong_entries_figure`
     Heatmap of the ulp errors of the wrong entries of one variable.
-:func:`study_figure`
-    Error against step of a finite-difference study, split into its parts.
+:func:`draw_study`, :func:`study_figure`, :func:`study_grid_figure`
+    Error against step of a finite-difference study, split into its parts: one drawing for
+    ``verigrad study --plot``, the HTML page and the notebook view.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullLocator
 
-__all__ = ["png_bytes", "ulps_figure", "wrong_entries_figure", "study_figure", "to_float"]
+__all__ = ["png_bytes", "ulps_figure", "wrong_entries_figure", "draw_study", "study_figure", "study_grid_figure",
+           "to_float", "FIGURE_FORMATS"]
 
 _DTYPE_COLOURS = {"float32": "#d95f02", "float64": "#1b9e77"}
 _VERDICT_MARKERS = {"pass": "o", "fail": "X", "nonfinite": "^", "error": "s"}
-_PART_STYLES = (("truncation", "--", "#7570b3"), ("step", ":", "#e7298a"), ("roundoff", "-.", "#66a61e"))
 
 
 def to_float(value: Any) -> float:
@@ -50,6 +51,9 @@ def to_float(value: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
 
+
+#: the image formats :func:`png_bytes` writes (``verigrad study --plot FILE`` picks one from the suffix)
+FIGURE_FORMATS = ("png", "svg", "pdf")
 
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
              "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
@@ -185,56 +189,182 @@ def wrong_entries_figure(shape: Sequence[int], entries: Sequence[tuple[Sequence[
     return png_bytes(fig)
 
 
+# -- studies ------------------------------------------------------------------------------
+
+#: one style for every study figure (PNG, SVG, PDF, HTML, notebook): colour per part of the error
+STUDY_COLOURS = {"error": "#1f1f1f", "truncation": "#1f77b4", "step": "#2ca02c", "roundoff": "#d62728"}
+_STUDY_LABELS = {"error": "|E| total", "truncation": "|T| truncation", "step": "|S| step (nodes)",
+                 "roundoff": "|R| round-off"}
+_DOMINANT = {"truncation": "truncation", "step": "step error", "roundoff": "round-off"}
+#: the y axis starts this many decades below the smallest measured total error
+STUDY_DECADES_BELOW = 3
+
+
+def _positive(values) -> np.ndarray:
+    v = np.abs(np.array([to_float(x) for x in values], dtype=np.float64))
+    v[~np.isfinite(v) | (v <= 0)] = np.nan
+    return v
+
+
+def draw_study(ax, study: dict, *, legend: bool = True, title: str = "") -> dict:
+    """Draw one study (a record of the study document) on a matplotlib Axes.
+
+    What a reader needs at a glance: where each part of the error dominates (shaded bands with
+    their name), the measured |E| and its parts |T|, |S|, |R| (solid), the model's curves
+    (dashed), the best measured step (open circle) and the model's optimal step h* (dotted
+    line) — the latter only when the record says it is usable (``model.optimal_step_note`` is
+    empty); otherwise the title says why it is not drawn.  The y axis runs from
+    :data:`STUDY_DECADES_BELOW` decades below the smallest measured total error to just above
+    the largest measured value: exact truncation errors of 1e-70 at tiny steps stay out of
+    frame.  Nothing is computed: every figure is read from the record.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+    study : dict
+        One entry of the study document's ``"studies"`` (docs/report-schema.md).
+    legend : bool
+        Put the legend outside the axes, on their right.
+    title : str
+        Default ``"SCHEME · DTYPE"``.
+
+    Returns
+    -------
+    dict
+        Legend label -> artist, for a figure-wide legend.
+    """
+    import textwrap
+
+    rows = [r for r in study.get("rows", []) if r.get("finite", True)]
+    h = np.array([to_float(r.get("h")) for r in rows], dtype=np.float64)
+    handles: dict = {}
+    measured = {key: _positive(r.get(key) for r in rows) for key in ("error", "truncation", "step", "roundoff")}
+    total = measured["error"]
+    lo = np.nanmin(total) / 10 ** STUDY_DECADES_BELOW if np.isfinite(total).any() else None
+    top = max((np.nanmax(v) for v in measured.values() if np.isfinite(v).any()), default=None)
+    for rg in study.get("regimes") or []:
+        a, b = to_float(rg.get("h_min")), to_float(rg.get("h_max"))
+        part = rg.get("dominant", "")
+        if not (a > 0 and b >= a) or part not in STUDY_COLOURS:
+            continue
+        ax.axvspan(a / 1.15, b * 1.15, color=STUDY_COLOURS[part], alpha=0.07, lw=0, zorder=0)
+        ax.text(math.sqrt(a * b), 0.98, _DOMINANT[part] + "\ndominates", transform=ax.get_xaxis_transform(),
+                ha="center", va="top", fontsize=6, color=STUDY_COLOURS[part], zorder=1, clip_on=True,
+                linespacing=0.95)
+    for key in ("error", "truncation", "step", "roundoff"):
+        v = measured[key]
+        ok = np.isfinite(v) & (h > 0)
+        if not ok.any():
+            continue
+        main = key == "error"
+        (line,) = ax.plot(h[ok], v[ok], "-", color=STUDY_COLOURS[key], lw=1.8 if main else 1.0,
+                          marker="o" if main else ".", ms=3.2 if main else 2.5, alpha=1.0 if main else 0.85,
+                          zorder=4 if main else 3)
+        handles[_STUDY_LABELS[key]] = line
+    model_rows = [r.get("model") or {} for r in rows]
+    for key in ("truncation", "roundoff"):
+        v = _positive(m.get(key) for m in model_rows)
+        ok = np.isfinite(v) & (h > 0)
+        if ok.sum() >= 2:
+            (line,) = ax.plot(h[ok], v[ok], "--", color=STUDY_COLOURS[key], lw=0.8, zorder=2)
+            handles[f"model {_STUDY_LABELS[key].split()[0]}"] = line
+    model, observed = study.get("model") or {}, study.get("observed") or {}
+    h_obs, e_obs = to_float(observed.get("optimal_step")), to_float(observed.get("min_error"))
+    if h_obs > 0 and e_obs > 0:
+        (mark,) = ax.plot([h_obs], [e_obs], "o", mfc="none", mec="#ff7f0e", mew=1.6, ms=10, zorder=5)
+        handles["best measured step"] = mark
+    h_star, e_star = to_float(model.get("optimal_step")), to_float(model.get("min_error"))
+    note = model.get("optimal_step_note") or ""
+    if h_star > 0 and not note:
+        line = ax.axvline(h_star, color="#7f7f7f", ls=":", lw=1.2, zorder=2)
+        handles["model optimum h*"] = line
+        if e_star > 0:
+            ax.plot([h_star], [e_star], "x", color="#7f7f7f", ms=7, mew=1.6, zorder=5)
+    ax.set_xscale("log")
+    if handles:
+        ax.set_yscale("log")
+        if lo is not None and top is not None and top > lo:
+            ax.set_ylim(lo, top * 4)
+    if len(h):
+        ax.set_xlim(np.nanmin(np.array([to_float(r.get("h")) for r in study.get("rows", [])])) / 2,
+                    np.nanmax(np.array([to_float(r.get("h")) for r in study.get("rows", [])])) * 2)
+    ax.set_xlabel("step h (as used, h_p)", fontsize=8)
+    ax.set_ylabel("absolute error", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(which="major", alpha=0.3)
+    head = title or f"{study.get('scheme', '?')} · {study.get('dtype', '?')}"
+    sub = []
+    if h_obs > 0:
+        sub.append(f"best measured h = {h_obs:.2g} (|E| = {e_obs:.2g})")
+    if h_star > 0 and not note:
+        sub.append(f"model h* = {h_star:.2g}")
+    sub = textwrap.wrap(" · ".join(sub), 64)
+    if note:
+        sub += textwrap.wrap(f"h* not marked: {note}", 64)
+    ax.set_title(head, fontsize=9, loc="left", pad=4 + 9 * len(sub))
+    if sub:
+        ax.text(0.0, 1.01, "\n".join(sub), transform=ax.transAxes, fontsize=6.5, va="bottom", ha="left",
+                color="#444444", linespacing=1.1)
+    if legend and handles:
+        ax.legend(list(handles.values()), list(handles), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0.0, frameon=False)
+    return handles
+
+
 def study_figure(study: dict, *, title: str = "", format: str = "png") -> bytes:
-    """Error against step of one scheme in one dtype: |E| and its parts |T|, |S|, |R|.
+    """One study as an image: :func:`draw_study` with its legend beside the axes.
 
     Parameters
     ----------
     study : dict
-        One entry of the study document's ``"studies"`` (docs/report-schema.md):
-        ``rows`` with ``h, error, truncation, step, roundoff``; ``model`` and
-        ``observed`` with ``optimal_step`` and ``min_error``.
+        One entry of the study document's ``"studies"`` (docs/report-schema.md).
     title : str
     format : {"png", "svg", "pdf"}
-        Image format (``verigrad study --plot FILE`` picks it from the suffix).
 
     Returns
     -------
     bytes
-        The image.  The V of the total error is the solid line; the model's
-        optimal step is a dotted vertical line and its minimum error a cross;
-        the observed optimum is a circle.
     """
-    rows = study.get("rows", [])
-    h = np.array([to_float(r.get("h")) for r in rows])
-    fig = _new_figure(6.4, 4.0, left=0.85, bottom=0.6)
-    ax = fig.add_subplot()
+    if format not in _METADATA:
+        raise ValueError(f"format={format!r} is not supported; use one of {', '.join(_METADATA)}")
+    fig = _new_figure(7.6, 4.2, left=0.75, right=2.0, bottom=0.55, top=0.85)
+    draw_study(fig.add_subplot(), study, title=title)
+    return png_bytes(fig, format=format)
 
-    def draw(key: str, style: str, colour: str, label: str, width: float) -> None:
-        y = np.abs(np.array([to_float(r.get(key)) for r in rows]))
-        ok = np.isfinite(h) & (h > 0) & np.isfinite(y) & (y > 0)
-        if ok.any():
-            ax.plot(h[ok], y[ok], style, color=colour, label=label, lw=width, marker="." if key == "error" else None)
 
-    draw("error", "-", "#1f1f1f", "|total error| E", 2.0)
-    for key, style, colour in _PART_STYLES:
-        draw(key, style, colour, f"|{key}|", 1.2)
-    model = study.get("model") or {}
-    observed = study.get("observed") or {}
-    h_model, e_model = to_float(model.get("optimal_step")), to_float(model.get("min_error"))
-    if math.isfinite(h_model) and h_model > 0:
-        ax.axvline(h_model, color="#888888", ls=":", lw=1, label=f"model h* = {h_model:.2g}")
-        if math.isfinite(e_model) and e_model > 0:
-            ax.plot([h_model], [e_model], "x", color="#888888", ms=9, mew=2, label=f"model min = {e_model:.2g}")
-    h_obs, e_obs = to_float(observed.get("optimal_step")), to_float(observed.get("min_error"))
-    if math.isfinite(h_obs) and h_obs > 0 and math.isfinite(e_obs) and e_obs > 0:
-        ax.plot([h_obs], [e_obs], "o", mfc="none", color="#d62728", ms=10, label=f"observed min = {e_obs:.2g}")
-    ax.set_xscale("log")
-    if ax.lines:
-        ax.set_yscale("log")
-        ax.legend(fontsize=7, loc="best")
-    ax.set_xlabel("step h")
-    ax.set_ylabel("absolute error")
-    ax.grid(which="major", alpha=0.3)
-    ax.set_title(title or f"{study.get('scheme', '?')} · {study.get('dtype', '?')}", fontsize=10, loc="left")
+def study_grid_figure(studies: Sequence[dict], *, title: str = "", format: str = "png") -> bytes:
+    """Several studies on one image: a row per scheme, a column per dtype, one legend below them all.
+
+    Parameters
+    ----------
+    studies : sequence of dict
+        Records of the study document's ``"studies"``.
+    title : str
+        The figure's title (e.g. the case and the direction).
+    format : {"png", "svg", "pdf"}
+    """
+    if format not in _METADATA:
+        raise ValueError(f"format={format!r} is not supported; use one of {', '.join(_METADATA)}")
+    schemes = list(dict.fromkeys(s.get("scheme") for s in studies))
+    dtypes = list(dict.fromkeys(s.get("dtype") for s in studies))
+    width, panel_h, top = 4.4 * len(dtypes) + 0.4, 3.2, 0.6
+    ncol = max(2, min(5, int(width / 1.6)))
+    legend_h = 0.2 + 0.2 * math.ceil(9 / ncol)
+    fig = _new_figure(width, panel_h * len(schemes) + legend_h + top, left=0.7, right=0.25,
+                      bottom=legend_h + 0.5, top=top + 0.35)
+    fig.subplots_adjust(hspace=0.7, wspace=0.28)
+    axes = fig.subplots(len(schemes), len(dtypes), squeeze=False)
+    handles: dict = {}
+    for st in studies:
+        ax = axes[schemes.index(st.get("scheme"))][dtypes.index(st.get("dtype"))]
+        handles.update(draw_study(ax, st, legend=False))
+    for row in axes:
+        for ax in row:
+            if not ax.has_data():
+                ax.set_visible(False)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(ncol, len(handles)),
+                   fontsize=7.5, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    if title:
+        fig.suptitle(title, fontsize=10, y=1 - 0.15 / fig.get_figheight(), va="top")
     return png_bytes(fig, format=format)

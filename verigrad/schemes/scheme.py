@@ -1,12 +1,13 @@
 """Finite-difference schemes as immutable values with exact coefficients.
 
-A *linear* scheme for the first derivative is a set of offsets ``c_k`` and
-weights ``w_k`` (exact :class:`fractions.Fraction`), and estimates
+A *linear* scheme for the q-th derivative (q = 1 unless said otherwise) is a set of
+offsets ``c_k`` and weights ``w_k`` (exact :class:`fractions.Fraction`), and estimates
 
-.. math:: D(h) = \\frac{1}{h} \\sum_k w_k f(x + c_k h) .
+.. math:: D(h) = \\frac{1}{h^q} \\sum_k w_k f(x + c_k h) .
 
 Its order and leading truncation coefficient come from the moments
-``m_j = sum_k w_k c_k**j`` (see :mod:`verigrad.schemes.weights`).
+``m_j = sum_k w_k c_k**j`` (see :mod:`verigrad.schemes.weights`): ``m_j = 0`` for
+``j < q``, ``m_q = q!``, and ``D(h) - f^(q)(x) = sum_{j > q} f^(j)(x) m_j / j! h^(j - q)``.
 
 The *complex step* ``Im f(x + i h) / h`` is not linear in real function values;
 it is represented with ``kind=SchemeKind.COMPLEX_STEP``, no offsets, and the
@@ -47,6 +48,7 @@ __all__ = [
     "SchemeKind",
     "apply_scheme",
     "richardson_scheme",
+    "scaled_scheme",
     "scheme_from_offsets",
     "scheme_from_weights",
 ]
@@ -70,7 +72,7 @@ class SchemeKind(enum.Enum):
 
 @dataclass(frozen=True, repr=False)
 class Scheme:
-    """A finite-difference scheme for the first derivative, as an immutable value.
+    """A finite-difference scheme for the first (or the q-th) derivative, as an immutable value.
 
     Build schemes with :func:`~verigrad.schemes.registry.get_scheme`, :func:`scheme_from_offsets`,
     :func:`scheme_from_weights` or :func:`richardson_scheme`; the direct
@@ -89,15 +91,21 @@ class Scheme:
     weights : tuple of Fraction
         Exact weights ``w_k`` aligned with ``offsets`` (empty for the complex step).
     order : int
-        Order of accuracy ``p``: ``T(h) ~ C f^(p+1)(x) h^p``.
+        Order of accuracy ``p``: ``T(h) ~ C f^(p+q)(x) h^p``.
     leading_coefficient : Fraction
-        ``C`` in ``T(h) = C f^(p+1)(x) h^p + O(h^(p+1))``.
+        ``C`` in ``T(h) = C f^(p+q)(x) h^p + O(h^(p+1))``.
     leading_derivative : int
-        ``p + 1`` (3 for the complex step).
+        ``p + q`` (3 for the complex step).
     requires_analytic : bool
         True only for the complex step.
     description : str
         One line for humans.
+    derivative : int, default 1
+        Order ``q`` of the derivative estimated: ``D(h) = sum_k w_k f(x + c_k h) / h**q``.
+    error_reference : Scheme or None, default None
+        A scheme of lower order on a subset of this scheme's nodes whose difference from
+        this one is the method's *error estimate* ``|D(h) - D_ref(h)|`` (multi-level Richardson:
+        the previous level on the finest steps, as in a Richardson tableau). None: no estimate.
 
     Notes
     -----
@@ -125,6 +133,8 @@ class Scheme:
     leading_derivative: int
     requires_analytic: bool
     description: str
+    derivative: int = 1
+    error_reference: "Scheme | None" = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -135,7 +145,12 @@ class Scheme:
             value = getattr(self, field)
             if not isinstance(value, tuple) or not all(isinstance(q, Fraction) for q in value):
                 raise TypeError(f"Scheme {field} must be a tuple of Fraction, got {field}={value!r}")
+        q = self.derivative
+        if isinstance(q, bool) or not isinstance(q, int) or q < 1:
+            raise ValueError(f"Scheme derivative must be an int >= 1, got derivative={q!r}")
         if self.kind is SchemeKind.COMPLEX_STEP:
+            if q != 1:
+                raise ValueError(f"the complex step estimates the first derivative only, got derivative={q}")
             if self.offsets or self.weights:
                 raise ValueError("a complex-step scheme has no offsets or weights")
             if not self.requires_analytic:
@@ -146,22 +161,18 @@ class Scheme:
                 raise ValueError(
                     f"offsets and weights differ in length: {len(self.offsets)} != {len(self.weights)}"
                 )
-            if len(self.offsets) < 2:
-                raise ValueError(f"a linear scheme needs at least 2 nodes, got {len(self.offsets)}")
+            if len(self.offsets) < q + 1:
+                raise ValueError(f"a linear scheme for derivative {q} needs at least {q + 1} nodes, "
+                                 f"got {len(self.offsets)}")
             if list(self.offsets) != sorted(set(self.offsets)):
                 raise ValueError(f"offsets must be distinct and ascending, got {self._fmt_list(self.offsets)}")
             if any(w == 0 for w in self.weights):
                 raise ValueError(f"zero weights must be dropped, got weights={self._fmt_list(self.weights)}")
             if self.requires_analytic:
                 raise ValueError("a linear scheme has requires_analytic=False")
-            m0, m1 = self.moment(0), self.moment(1)
-            if m0 != 0 or m1 != 1:
-                raise ValueError(
-                    "weights are not a first-derivative scheme: need sum(w) = 0 and "
-                    f"sum(w*c) = 1, got {_fmt(m0)} and {_fmt(m1)}"
-                )
-            max_j = len(self.offsets) + 2
-        p, c, j = _leading_term(self.moment, max_j)
+            _check_consistent(self.offsets, self.weights, q, what="weights")
+            max_j = len(self.offsets) + q + 1
+        p, c, j = _leading_term(self.moment, max_j, q)
         if (self.order, self.leading_coefficient, self.leading_derivative) != (p, c, j):
             raise ValueError(
                 f"scheme {self.name!r}: the moments give order={p}, leading_coefficient={_fmt(c)}, "
@@ -169,6 +180,13 @@ class Scheme:
                 f"leading_coefficient={self.leading_coefficient}, "
                 f"leading_derivative={self.leading_derivative}"
             )
+        ref = self.error_reference
+        if ref is not None:
+            if not isinstance(ref, Scheme) or ref.kind is not SchemeKind.LINEAR or ref.derivative != q:
+                raise ValueError(f"error_reference must be a linear scheme for derivative {q}, got {ref!r}")
+            if not set(ref.offsets) <= set(self.offsets):
+                raise ValueError("error_reference must use a subset of the scheme's nodes, got offsets "
+                                 f"{self._fmt_list(ref.offsets)} not all in {self._fmt_list(self.offsets)}")
 
     # -- exact properties ---------------------------------------------------
 
@@ -205,13 +223,13 @@ class Scheme:
         Parameters
         ----------
         max_order : int
-            Highest derivative order ``j`` to include (``>= 2``).
+            Highest derivative order ``j`` to include (``>= q + 1``; 2 for first derivatives).
 
         Returns
         -------
         list of TruncationTerm
-            ``(j, m_j / j!)`` for each ``2 <= j <= max_order`` with ``m_j != 0``,
-            ascending in ``j``; the term is ``m_j/j! * f^(j)(x) * h^(j-1)``.
+            ``(j, m_j / j!)`` for each ``q < j <= max_order`` with ``m_j != 0``,
+            ascending in ``j``; the term is ``m_j/j! * f^(j)(x) * h^(j-q)``.
 
         Notes
         -----
@@ -225,10 +243,11 @@ class Scheme:
         """
         if isinstance(max_order, bool) or not isinstance(max_order, (int, np.integer)):
             raise TypeError(f"max_order must be an int, got {type(max_order).__name__} {max_order!r}")
-        if max_order < 2:
-            raise ValueError(f"max_order must be >= 2 (the first possible error term), got max_order={max_order}")
+        q = self.derivative
+        if max_order < q + 1:
+            raise ValueError(f"max_order must be >= {q + 1} (the first possible error term), got max_order={max_order}")
         terms = []
-        for j in range(2, int(max_order) + 1):
+        for j in range(q + 1, int(max_order) + 1):
             m = self.moment(j)
             if m != 0:
                 terms.append(TruncationTerm(j, m / math.factorial(j)))
@@ -280,6 +299,9 @@ class Scheme:
         """
         if self.kind is SchemeKind.COMPLEX_STEP:
             return "f'(x) ~ Im f(x+ih) / h"
+        q = self.derivative
+        lhs = "f" + "'" * q + "(x)" if q <= 3 else f"f^({q})(x)"
+        hq = "h" if q == 1 else f"h^{q}"
         parts = []
         for i, (c, w) in enumerate(zip(self.offsets, self.weights)):
             if c == 0:
@@ -295,7 +317,7 @@ class Scheme:
             else:
                 sign = " - " if w < 0 else " + "
             parts.append(f"{sign}{coef}f({node})")
-        return "f'(x) ~ [" + "".join(parts) + "] / h"
+        return f"{lhs} ~ [" + "".join(parts) + f"] / {hq}"
 
     def __str__(self) -> str:
         c = self.leading_coefficient
@@ -312,8 +334,30 @@ class Scheme:
 # --------------------------------------------------------------------------
 
 
+def _derivative_name(q: int) -> str:
+    return {1: "first", 2: "second", 3: "third"}.get(q, f"{q}-th")
+
+
+def _check_consistent(offs, wts, q: int, *, what: str, name: str | None = None) -> None:
+    """Raise unless ``m_j = 0`` for ``j < q`` and ``m_q = q!`` (a consistent scheme for ``f^(q)``)."""
+    moments = [_linear_moment(offs, wts, j) for j in range(q + 1)]
+    if all(m == 0 for m in moments[:q]) and moments[q] == math.factorial(q):
+        return
+    head = f"scheme {name!r}: the {what} do not estimate" if name is not None else f"{what} are not"
+    if q == 1:
+        if name is not None:
+            raise ValueError(f"{head} a first derivative: need sum(w) = 0 and sum(w*c) = 1, got "
+                             f"sum(w) = {_fmt(moments[0])} and sum(w*c) = {_fmt(moments[1])}")
+        raise ValueError("weights are not a first-derivative scheme: need sum(w) = 0 and "
+                         f"sum(w*c) = 1, got {_fmt(moments[0])} and {_fmt(moments[1])}")
+    got = ", ".join(f"sum(w*c^{j}) = {_fmt(m)}" for j, m in enumerate(moments))
+    raise ValueError(f"{head} a {_derivative_name(q)} derivative: need sum(w*c^j) = 0 for j < {q} and "
+                     f"sum(w*c^{q}) = {q}! = {math.factorial(q)}, got {got}")
+
+
 def _build_linear(
-    offsets: tuple[Fraction, ...], weights: tuple[Fraction, ...], *, name: str, description: str
+    offsets: tuple[Fraction, ...], weights: tuple[Fraction, ...], *, name: str, description: str,
+    derivative: int = 1, error_reference: Scheme | None = None,
 ) -> Scheme:
     """Merge equal offsets, drop zero weights, sort, compute order from moments."""
     merged: dict[Fraction, Fraction] = {}
@@ -322,14 +366,8 @@ def _build_linear(
     nodes = sorted((c, w) for c, w in merged.items() if w != 0)
     offs = tuple(c for c, _ in nodes)
     wts = tuple(w for _, w in nodes)
-    m0 = _linear_moment(offs, wts, 0)
-    m1 = _linear_moment(offs, wts, 1)
-    if m0 != 0 or m1 != 1:
-        raise ValueError(
-            f"scheme {name!r}: the weights do not estimate a first derivative: need "
-            f"sum(w) = 0 and sum(w*c) = 1, got sum(w) = {_fmt(m0)} and sum(w*c) = {_fmt(m1)}"
-        )
-    p, c_lead, j = _leading_term(lambda k: _linear_moment(offs, wts, k), len(offs) + 2)
+    _check_consistent(offs, wts, derivative, what="weights", name=name)
+    p, c_lead, j = _leading_term(lambda k: _linear_moment(offs, wts, k), len(offs) + derivative + 1, derivative)
     return Scheme(
         name=name,
         kind=SchemeKind.LINEAR,
@@ -340,6 +378,8 @@ def _build_linear(
         leading_derivative=j,
         requires_analytic=False,
         description=description,
+        derivative=derivative,
+        error_reference=error_reference,
     )
 
 
@@ -348,17 +388,20 @@ def _default_name(offsets: tuple[Fraction, ...]) -> str:
 
 
 def scheme_from_offsets(
-    offsets: Iterable[object], *, name: str | None = None, description: str | None = None
+    offsets: Iterable[object], *, name: str | None = None, description: str | None = None, derivative: int = 1
 ) -> Scheme:
-    """First-derivative scheme of maximal order on the given stencil.
+    """Scheme of maximal order for the first (or the q-th) derivative on the given stencil.
 
     Parameters
     ----------
     offsets : sequence of int, Fraction, float or str
-        At least two distinct offsets ``c_k`` (in units of ``h``).
+        At least ``q + 1`` distinct offsets ``c_k`` (in units of ``h``).
     name : str, optional
-        Defaults to ``'stencil[c_0,c_1,...]'``.
+        Defaults to ``'stencil[c_0,c_1,...]'`` (``'stencil[...]''`` with a prime per
+        derivative above the first, e.g. ``stencil[-1,0,1]''``).
     description : str, optional
+    derivative : int, default 1
+        Order ``q`` of the derivative.
 
     Returns
     -------
@@ -367,24 +410,52 @@ def scheme_from_offsets(
 
     Notes
     -----
-    With ``n`` nodes the order is at least ``n - 1`` (one more for symmetric
-    stencils); the error is ``sum_{j >= 2} f^(j)(x)/j! * m_j * h^(j-1)``.
+    With ``n`` nodes the order is at least ``n - q`` (one more for symmetric
+    stencils); the error is ``sum_{j > q} f^(j)(x)/j! * m_j * h^(j-q)``.
 
     Examples
     --------
     >>> scheme_from_offsets([-1, 0, 2])
     Scheme('stencil[-1,0,2]', order=2, offsets=[-1,0,2], weights=[-2/3,1/2,1/6])
+    >>> scheme_from_offsets([-1, 0, 1], derivative=2).weights
+    (Fraction(1, 1), Fraction(-2, 1), Fraction(1, 1))
     """
-    fr = _validate_offsets(offsets, minimum=2)
-    weights = fornberg_weights(fr, 1)
-    name = _default_name(fr) if name is None else name
+    if isinstance(derivative, bool) or not isinstance(derivative, (int, np.integer)) or derivative < 1:
+        raise ValueError(f"derivative must be an int >= 1, got derivative={derivative!r}")
+    derivative = int(derivative)
+    fr = _validate_offsets(offsets, minimum=derivative + 1)
+    weights = fornberg_weights(fr, derivative)
+    default = _default_name(fr) + ("" if derivative == 1 else f"^({derivative})")
+    name = default if name is None else name
     if description is None:
-        description = f"maximal-order first derivative on offsets {_default_name(fr)[7:]}"
-    return _build_linear(fr, weights, name=name, description=description)
+        what = "first derivative" if derivative == 1 else f"{_derivative_name(derivative)} derivative"
+        description = f"maximal-order {what} on offsets {_default_name(fr)[7:]}"
+    return _build_linear(fr, weights, name=name, description=description, derivative=derivative)
+
+
+def scaled_scheme(scheme: Scheme, factor: object, *, name: str | None = None) -> Scheme:
+    """The scheme at step ``factor * h`` written as a scheme in ``h``.
+
+    ``D(factor h) = sum_k w_k f(x + c_k factor h) / (factor h)^q``: offsets ``factor c_k``,
+    weights ``w_k / factor^q``; same order, leading coefficient times ``factor^p``.
+
+    Examples
+    --------
+    >>> scaled_scheme(get_scheme("central"), "1/2").offsets
+    (Fraction(-1, 2), Fraction(1, 2))
+    """
+    if not isinstance(scheme, Scheme) or scheme.kind is not SchemeKind.LINEAR:
+        raise ValueError(f"only a linear scheme can be rescaled, got scheme={scheme!r}")
+    r = _as_fraction(factor, what="factor")
+    if r <= 0:
+        raise ValueError(f"factor must be > 0, got factor={_fmt(r)}")
+    q = scheme.derivative
+    return _build_linear(tuple(c * r for c in scheme.offsets), tuple(w / r**q for w in scheme.weights),
+                         name=name or f"{scheme.name}(h*{_fmt(r)})", description=scheme.description, derivative=q)
 
 
 def scheme_from_weights(
-    offsets: Iterable[object], weights: Iterable[object], *, name: str, description: str = ""
+    offsets: Iterable[object], weights: Iterable[object], *, name: str, description: str = "", derivative: int = 1
 ) -> Scheme:
     """Scheme from explicit offsets and weights; order computed from the moments.
 
@@ -418,55 +489,81 @@ def scheme_from_weights(
     wts = [_as_fraction(v, what=f"weights[{i}]") for i, v in enumerate(weights)]
     if len(offs) != len(wts):
         raise ValueError(f"offsets and weights differ in length: {len(offs)} != {len(wts)}")
-    return _build_linear(tuple(offs), tuple(wts), name=name, description=description)
+    return _build_linear(tuple(offs), tuple(wts), name=name, description=description, derivative=int(derivative))
 
 
 def richardson_scheme(
-    base: Scheme, *, ratio: int | Fraction = 2, name: str | None = None, description: str | None = None
+    base: Scheme, *, ratio: int | Fraction = 2, name: str | None = None, description: str | None = None,
+    terms: int = 2, error_estimate: bool = False,
 ) -> Scheme:
-    """One step of Richardson extrapolation of a linear scheme, as a linear scheme.
+    """Richardson extrapolation of a linear scheme over ``terms`` steps, as a linear scheme.
 
     Parameters
     ----------
     base : Scheme
-        A linear scheme of order ``p``.
-    ratio : int or Fraction, default 2
-        Step ratio ``r > 1``: combines ``D(h)`` and ``D(h/r)``.
+        A linear scheme of order ``p`` (for any derivative ``q``).
+    ratio : int, Fraction or str, default 2
+        Step ratio ``r > 1``: combines ``D(h), D(h/r), ..., D(h/r^(terms-1))``.
     name, description : str, optional
+    terms : int, default 2
+        Number of steps combined (``terms - 1`` error terms eliminated): 2 is one
+        extrapolation, 3 eliminates two terms of the base's truncation series.
+    error_estimate : bool, default False
+        Attach the Richardson tableau's error estimate (:attr:`Scheme.error_reference`): the
+        previous level on the ``terms - 1`` finest steps, ``R_{n-1}(h/r)``; the estimate is
+        ``|R_n(h) - R_{n-1}(h/r)|``, the size of the last correction.
 
     Returns
     -------
     Scheme
-        ``D_R(h) = (r**p D(h/r) - D(h)) / (r**p - 1)`` with merged offsets
-        ``{c_k / r} U {c_k}`` and weights ``r**(p+1) w_k / (r**p - 1)`` and
-        ``-w_k / (r**p - 1)``.
+        With ``terms = 2``, ``D_R(h) = (r**p D(h/r) - D(h)) / (r**p - 1)``: merged offsets
+        ``{c_k / r} U {c_k}`` and weights ``r**(p+q) w_k / (r**p - 1)`` and ``-w_k / (r**p - 1)``.
+        More terms repeat this on the result (the Richardson tableau: each level eliminates the
+        current leading power, read from the exact moments), so every weight is exact.
 
     Notes
     -----
-    The ``h**p`` term cancels; the order of the result (computed from its
-    moments) is at least ``p + 1``, and ``p + 2`` for symmetric ``base``.
+    Each level cancels the current ``h**p`` term; the order of the result (computed from its
+    moments) is at least ``p + terms - 1``, and ``p + 2 (terms - 1)`` for symmetric ``base``.
+
+    References
+    ----------
+    L. F. Richardson, "The deferred approach to the limit", Phil. Trans. R. Soc. A 226 (1927);
+    the tableau as in Numerical Recipes, 3rd ed., section 5.7.
 
     Examples
     --------
     >>> richardson_scheme(get_scheme("central"))
     Scheme('richardson-central', order=4, offsets=[-1,-1/2,1/2,1], weights=[1/6,-4/3,4/3,-1/6])
+    >>> richardson_scheme(get_scheme("central"), terms=3).order
+    6
     """
     if not isinstance(base, Scheme) or base.kind is not SchemeKind.LINEAR:
         raise ValueError(f"Richardson extrapolation needs a linear scheme, got base={base!r}")
     r = _as_fraction(ratio, what="ratio")
     if r <= 1:
         raise ValueError(f"ratio must be > 1, got ratio={_fmt(r)}")
-    p = base.order
-    denom = r**p - 1
-    offs = tuple(c / r for c in base.offsets) + base.offsets
-    wts = tuple(r ** (p + 1) * w / denom for w in base.weights) + tuple(-w / denom for w in base.weights)
+    if isinstance(terms, bool) or not isinstance(terms, (int, np.integer)) or not 2 <= terms <= 8:
+        raise ValueError(f"terms must be an int from 2 to 8, got terms={terms!r}")
+    q = base.derivative
+    level, previous = base, base
+    steps = []
+    for _ in range(int(terms) - 1):
+        p = level.order
+        denom = r**p - 1
+        offs = tuple(c / r for c in level.offsets) + level.offsets
+        wts = tuple(r ** (p + q) * w / denom for w in level.weights) + tuple(-w / denom for w in level.weights)
+        steps.append(f"({_fmt(r**p)} D(h/{_fmt(r)}) - D(h))/{_fmt(denom)}")
+        previous = level
+        level = _build_linear(offs, wts, name=f"{base.name}-level", description="", derivative=q)
     name = f"richardson-{base.name}" if name is None else name
     if description is None:
-        description = (
-            f"Richardson extrapolation (ratio {_fmt(r)}) of {base.name}: "
-            f"({_fmt(r**p)} D(h/{_fmt(r)}) - D(h))/{_fmt(denom)}"
-        )
-    return _build_linear(offs, wts, name=name, description=description)
+        description = f"Richardson extrapolation (ratio {_fmt(r)}) of {base.name}: " + "; then ".join(steps)
+    reference = None
+    if error_estimate:
+        reference = scaled_scheme(previous, 1 / r, name=f"{name} (previous level at h/{_fmt(r)})")
+    return _build_linear(level.offsets, level.weights, name=name, description=description, derivative=q,
+                         error_reference=reference)
 
 
 def apply_scheme(scheme: Scheme, f: Callable[[float], float], x: float, h: float) -> float:
@@ -507,4 +604,4 @@ def apply_scheme(scheme: Scheme, f: Callable[[float], float], x: float, h: float
     total = 0.0
     for c, w in zip(scheme.offsets, scheme.weights):
         total += float(w) * f(x + float(c) * h)
-    return total / h
+    return total / h**scheme.derivative

@@ -37,7 +37,8 @@ __all__ = ["TruncationTerm", "fornberg_weights"]
 
 
 class TruncationTerm(NamedTuple):
-    """One term ``coefficient * f^(derivative)(x) * h^(derivative - 1)``.
+    """One term ``coefficient * f^(derivative)(x) * h^(derivative - q)`` of a scheme for ``f^(q)``
+    (``q = 1``: ``h^(derivative - 1)``).
 
     Attributes
     ----------
@@ -98,15 +99,15 @@ def _linear_moment(offsets: tuple[Fraction, ...], weights: tuple[Fraction, ...],
     return sum((w * c**j for c, w in zip(offsets, weights)), Fraction(0))
 
 
-def _leading_term(moment: Callable[[int], Fraction], max_j: int) -> tuple[int, Fraction, int]:
-    """First ``j >= 2`` with ``moment(j) != 0``: return ``(p, C, j)``."""
-    for j in range(2, max_j + 1):
+def _leading_term(moment: Callable[[int], Fraction], max_j: int, derivative: int = 1) -> tuple[int, Fraction, int]:
+    """First ``j > q`` (``q = derivative``) with ``moment(j) != 0``: return ``(p, C, j)``, ``p = j - q``."""
+    for j in range(derivative + 1, max_j + 1):
         m = moment(j)
         if m != 0:
-            return j - 1, m / math.factorial(j), j
+            return j - derivative, m / math.factorial(j), j
     # Unreachable for a finite stencil with distinct offsets and nonzero weights:
-    # moments 2..n+1 vanishing would force every weight at a nonzero offset to 0.
-    raise ValueError(f"all moments 2..{max_j} vanish; the stencil is degenerate")
+    # moments q+1..n+q vanishing would force every weight at a nonzero offset to 0.
+    raise ValueError(f"all moments {derivative + 1}..{max_j} vanish; the stencil is degenerate")
 
 
 # --------------------------------------------------------------------------

@@ -2,10 +2,17 @@
 
 The loss at the exact nodes x_p + c_k h_p e and at the rounded nodes y_k, in Arb ball
 arithmetic (:func:`_arb_losses`) or in mpmath (:func:`_mp_losses`, :func:`_mp_loss`),
-which also marks nodes outside the loss's domain (None).
+which also marks nodes outside the loss's domain (None); along a coordinate, their
+changes from the line's cone (:class:`verigrad.studies.coordinate.CoordinateLine`).
+:func:`_exact_values` picks one and turns the values of a sweep's rows into their parts
+(:class:`_Absolute`, :class:`_Changes`); :func:`_float_values` evaluates the loss in the
+dtype at the rounded nodes, in batches of bounded size.
 """
 
 from __future__ import annotations
+
+import math
+from fractions import Fraction
 
 import mpmath
 import numpy as np
@@ -90,3 +97,154 @@ def _arb_losses(model, point, exact_nodes, float_nodes, prec):
                 return None
             out.append(np.array([ab.to_mpf(v) for v in f.ravel()], dtype=object))
     return out[0], out[1]
+
+
+#: floats of the perturbed variables one batch of the float evaluation holds (32 MB in float64)
+_FLOAT_BATCH = 4_000_000
+
+
+def _float_values(model: Model, point: dict, float_nodes: list[dict], dtype, is_cs: bool, loss_values):
+    """F_k = f_p(y_k) at every rounded node (the loss expression, or the case's ``loss_code``),
+    in batches whose perturbed leaves hold at most :data:`_FLOAT_BATCH` floats."""
+    np_dt = dtype.numpy
+    B = len(float_nodes)
+    touched = {name for d in float_nodes for (name, _) in d}
+    width = max(1, sum(int(np.asarray(point[n]).size) for n in touched))
+    per = max(1, _FLOAT_BATCH // width)
+    if is_cs:
+        cdt = dtype.complex
+        base_point = {n: v.astype(cdt) for n, v in point.items()}
+        vals = [{k: np.asarray(complex(re, im), dtype=cdt) for k, (re, im) in d.items()} for d in float_nodes]
+        out_dt = cdt
+    else:
+        base_point = point
+        vals = [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes]
+        out_dt = np_dt
+    parts = []
+    for start in range(0, B, per):
+        chunk = vals[start:start + per]
+        leaves = _line_leaves(model, base_point, chunk, as_object=False)
+        if loss_values is not None:
+            # the case's own forward pass (called with complex arrays for the complex step: it must be complex-safe)
+            calls = [{n: np.array(leaves[n][b if leaves[n].shape[0] > 1 else 0]) for n in model.leaves}
+                     for b in range(len(chunk))]
+            v = np.asarray(loss_values(calls))
+            parts.append(v.astype(out_dt) if is_cs else np.asarray(v, dtype=out_dt))
+        else:
+            parts.append(model.float_eval([model.loss], leaves, out_dt, batched=True)[0])
+    return np.concatenate([np.asarray(p).reshape(-1) for p in parts]) if parts else np.empty(0, dtype=out_dt)
+
+
+def _exact_values(model, point, line, exact_nodes, float_nodes, prec, is_cs):
+    """The exact values of a sweep's nodes: changes along a coordinate line, or whole losses."""
+    if line is not None:
+        from verigrad.studies.coordinate import LineUnavailable
+
+        try:
+            return _Changes(line, exact_nodes, float_nodes, prec, is_cs)
+        except LineUnavailable:
+            pass
+    arb_vals = None if is_cs else _arb_losses(model, point, exact_nodes, float_nodes, prec)
+    if arb_vals is not None:
+        return _Absolute(*arb_vals, prec, is_cs)
+    return _Absolute(*_mp_losses(model, point, exact_nodes, float_nodes, prec, is_cs), prec, is_cs)
+
+
+class _Absolute:
+    """Rows' parts from the loss itself at the exact and rounded nodes (mpmath at ``prec``)."""
+
+    def __init__(self, f_exact, f_nodes, prec, is_cs):
+        self.f_exact, self.f_nodes, self.prec, self.is_cs = f_exact, f_nodes, prec, is_cs
+
+    def in_domain(self, r: int, S: int) -> bool:
+        return all(self.f_exact[r * S + k] is not None and self.f_nodes[r * S + k] is not None for k in range(S))
+
+    def parts(self, r, S, h, weights, F, d_float, gstar, g_ball):
+        """((E, T, S, R), noise) of row ``r`` as floats."""
+        fe, fn = self.f_exact, self.f_nodes
+        with mpmath.workprec(self.prec):
+            wq = [mpmath.mpf(w.numerator) / w.denominator for w in weights]
+            hm = mpmath.mpf(h)
+            if self.is_cs:
+                de = mpmath.im(fe[r * S]) / hm
+                dn = mpmath.im(fn[r * S]) / hm
+                nz = [abs(float(F[0].imag) - mpmath.im(fn[r * S]))]
+            else:
+                de = sum(w * fe[r * S + k] for k, w in enumerate(wq)) / hm
+                dn = sum(w * fn[r * S + k] for k, w in enumerate(wq)) / hm
+                nz = [abs(mpmath.mpf(float(F[k])) - fn[r * S + k]) for k in range(S)]
+            df = mpmath.mpf(d_float)
+            noise = float(mpmath.sqrt(sum(v * v for v in nz) / len(nz)))
+            return (float(df - gstar), float(de - gstar), float(dn - de), float(df - dn)), noise
+
+
+class _Changes:
+    """Rows' parts from the changes f(z) - f(x_p) along a coordinate line (Arb balls; mpmath
+    complex numbers for the complex step), with f(x_p) for the noise."""
+
+    def __init__(self, line, exact_nodes, float_nodes, prec, is_cs):
+        self.line, self.prec, self.is_cs = line, prec, is_cs
+        (key,) = exact_nodes[0].keys()
+        if is_cs:
+            ex = [Fraction(d[key][1]) for d in exact_nodes]
+            fl = [Fraction(d[key][1]) for d in float_nodes]
+            vals = line.complex_deltas(list(dict.fromkeys(ex + fl)))
+            found = dict(zip(dict.fromkeys(ex + fl), vals))
+        else:
+            ex = [Fraction(d[key]) for d in exact_nodes]
+            fl = [Fraction(d[key]) for d in float_nodes]
+            uniq = list(dict.fromkeys(ex + fl))
+            found = dict(zip(uniq, line.deltas(uniq)))
+        self.d_exact = [found[q] for q in ex]
+        self.d_nodes = [found[q] for q in fl]
+
+    def in_domain(self, r: int, S: int) -> bool:
+        return all(self.d_exact[r * S + k] is not None and self.d_nodes[r * S + k] is not None for k in range(S))
+
+    def parts(self, r, S, h, weights, F, d_float, gstar, g_ball):
+        """((E, T, S, R), noise) of row ``r`` as floats."""
+        de_, dn_ = self.d_exact[r * S:(r + 1) * S], self.d_nodes[r * S:(r + 1) * S]
+        if self.is_cs:
+            with mpmath.workprec(self.prec):
+                hm = mpmath.mpf(h)
+                de = mpmath.im(de_[0]) / hm
+                dn = mpmath.im(dn_[0]) / hm
+                df = mpmath.mpf(d_float)
+                noise = float(abs(float(F[0].imag) - mpmath.im(dn_[0])))
+                return (float(df - gstar), float(de - gstar), float(dn - de), float(df - dn)), noise
+        from verigrad.engine import arb as ab
+        from verigrad.engine.arb import to_mpf
+
+        with ab.arb_precision(self.prec + 64):
+            # integer weights over a common denominator: exact changes combine exactly
+            den = math.lcm(*(w.denominator for w in weights))
+            scale = ab.arb(h) * den
+            de = sum(ab.arb(int(w * den)) * v for w, v in zip(weights, de_)) / scale
+            dn = sum(ab.arb(int(w * den)) * v for w, v in zip(weights, dn_)) / scale
+            g = g_ball if g_ball is not None else _arb_of(gstar)
+            df = ab.arb(d_float)
+            # a part whose ball contains 0 is not distinguishable from 0 at this precision
+            parts = tuple(0.0 if v.contains(0) else float(to_mpf(v)) for v in (df - g, de - g, dn - de, df - dn))
+        with mpmath.workprec(self.prec):
+            f0 = self.line.loss_value
+            nz = [abs(mpmath.mpf(float(F[k])) - (f0 + to_mpf(dn_[k]))) for k in range(S)]
+            noise = float(mpmath.sqrt(sum(v * v for v in nz) / len(nz)))
+        return parts, noise
+
+
+def _ball(q):
+    from verigrad.engine import arb as ab
+
+    return ab.arb(q.numerator) / q.denominator if q.denominator != 1 else ab.arb(q.numerator)
+
+
+def _arb_of(v):
+    """The exact ball of an mpmath number."""
+    from verigrad.engine import arb as ab
+
+    sign, man, exp, _ = v._mpf_
+    if not man:
+        return ab.arb(0) if exp == 0 else ab.arb(float(v))
+    m = -int(man) if sign else int(man)
+    with ab.arb_precision(max(64, int(man).bit_length() + 8)):
+        return ab.arb(m) * ab.arb(2) ** int(exp)

@@ -252,6 +252,7 @@ class _Line:
         self.hps, self.y_nodes, self.scheme, self.ests = hps, y_nodes, scheme, ests
         self.offsets, self.weights = list(scheme.offsets), list(scheme.weights)
         self.prec_used = 0
+        self.max_batch_objects = 400_000
         self._evaluators: dict[int, object] = {}
         self._ab = ab
         g_true = truth.gradient[name].ravel()
@@ -415,7 +416,8 @@ class _Line:
             prec = min(groups)
             us = groups.pop(prec)
             self.prec_used = max(self.prec_used, prec)
-            per = max(1, max_batch_objects // max(1, self.x.size * len(self.offsets) * 2))
+            self.max_batch_objects = max_batch_objects
+            per = self._units_per_chunk(prec, max_batch_objects)
             for start in range(0, len(us), per):
                 for unit, (res, short) in self._direct_chunk(us[start:start + per], prec).items():
                     if short <= 0 or prec >= _MAX_DIRECT_PREC:
@@ -424,6 +426,22 @@ class _Line:
                         more = min(_MAX_DIRECT_PREC, prec + 64 * -(-(short + 16) // 64))
                         groups.setdefault(more, []).append(unit)
         return out
+
+    def _units_per_chunk(self, prec: int, max_batch_objects: int) -> int:
+        """Units per batch of exact losses: a whole-graph evaluation holds the perturbed variable once
+        per node (``max_batch_objects`` bounds that); the incremental line evaluator only the
+        entries each node changes, and bounds its own batches."""
+        from verigrad.engine.lines import LineEvaluator, Unsupported
+
+        if self._ab.available():
+            try:
+                if prec not in self._evaluators:
+                    with self._ab.arb_precision(prec):
+                        self._evaluators[prec] = LineEvaluator(self.model, self.point, self.name, prec=prec)
+                return 4096
+            except (Unsupported, self._ab.Undecided, ArithmeticError):
+                pass
+        return max(1, max_batch_objects // max(1, self.x.size * len(self.offsets) * 2))
 
     def _direct_chunk(self, chunk, prec):
         """{unit: (result, bits short of resolving it)} for units whose nodes are all in the domain."""
@@ -501,9 +519,14 @@ class _Line:
                     f = ev.losses(idx, vals)
                 except Unsupported:
                     base = {m: ab.from_float(np.asarray(self.point[m])) for m in self.model.leaves}
+                    # whole-graph batches hold the perturbed variable once per row: bounded
+                    per = max(1, self.max_batch_objects // max(1, self.x.size))
                     try:
-                        f = evaluate([self.model.loss], _rows_leaves(self.model, base, self.name, list(zip(idx, vals)),
+                        f = np.concatenate([
+                            evaluate([self.model.loss], _rows_leaves(self.model, base, self.name,
+                                                                     list(zip(idx[s:s + per], vals[s:s + per])),
                                                                      lambda v: v), ab.ArbBackend())[0].ravel()
+                            for s in range(0, idx.size, per)])
                     except (ab.Undecided, ArithmeticError):
                         f = None
                 except (ab.Undecided, ArithmeticError):

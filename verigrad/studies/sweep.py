@@ -30,9 +30,9 @@ from verigrad.fd.steps import _effective_steps
 from verigrad.kinks import study_kinks
 from verigrad.schemes import Scheme, SchemeKind, StepMode, default_step_grid
 from verigrad.spec import Dtype
-from verigrad.studies.exact import _arb_losses, _line_leaves, _mp_losses, _obj
+from verigrad.studies.exact import _exact_values, _float_values, _obj
 
-__all__ = ["StudyRow", "StudyModel", "Observed", "Study", "run_study"]
+__all__ = ["StudyRow", "StudyModel", "Observed", "Regime", "Study", "run_study"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,103 @@ class Study:
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    # -- reading aids: views of the fields above for tables, plots and notebooks --------------
+
+    @property
+    def usable_steps(self) -> tuple[float, float]:
+        """Smallest and largest step of the rows that count (``finite``: no node across a kink or
+        outside the domain, every value finite); ``(nan, nan)`` when there is none."""
+        hs = [r.h for r in self.rows if r.finite]
+        return (min(hs), max(hs)) if hs else (math.nan, math.nan)
+
+    @property
+    def optimum_note(self) -> str:
+        """Why the model's optimal step is not a step to use on this sweep; ``""`` when it is.
+
+        The model's h* is usable when it is finite and lies within :attr:`usable_steps`: outside
+        them it extrapolates the model past the steps measured (and, on a piecewise loss, past
+        its kinks).
+        """
+        h, (lo, hi) = self.model.optimal_step, self.usable_steps
+        if self.model.truncation_vanishes:
+            return ("no optimal step: the truncation error vanishes along "
+                    f"{self.direction.label}, so the error falls as h grows")
+        if not (math.isfinite(h) and h > 0):
+            return "the model has no optimal step (no round-off or step error to balance the truncation)"
+        if not math.isfinite(lo):
+            return f"the model's h* = {h:.2g}, but no step of the sweep gives a usable estimate"
+        excluded = any(not r.finite for r in self.rows)
+        why = " (the steps beyond it are excluded: see the notes)" if excluded else ""
+        if h > hi:
+            return f"the model's h* = {h:.2g} is larger than every usable step of the sweep (the largest is {hi:.2g}){why}"
+        if h < lo:
+            return f"the model's h* = {h:.2g} is smaller than every usable step of the sweep (the smallest is {lo:.2g}){why}"
+        return ""
+
+    @property
+    def regimes(self) -> tuple["Regime", ...]:
+        """The steps where truncation dominates and those where round-off and step error do.
+
+        A row belongs to the truncation regime when ``|T| >= 10 (|R| + |S|)`` and to the
+        round-off regime when ``|R| + |S| >= 10 |T|`` (the rows :attr:`Observed.slopes` are
+        fitted on); rows in between belong to neither.
+        """
+        ok = [r for r in self.rows if r.finite]
+        t = np.abs(np.array([r.truncation for r in ok]))
+        parts = {"truncation": t, "step": np.abs(np.array([r.step for r in ok])),
+                 "roundoff": np.abs(np.array([r.roundoff for r in ok]))}
+        rs = parts["step"] + parts["roundoff"]
+        model_slope = {"truncation": (math.nan if self.model.truncation_vanishes
+                                      else float(self.model.truncation_power)),
+                       "roundoff": 0.0 if self.model.flat_roundoff else -1.0}
+        out = []
+        for kind, mask in (("roundoff", rs >= 10 * t), ("truncation", t >= 10 * rs)):
+            if not mask.any():
+                continue
+            h = np.array([r.h for r in ok])[mask]
+            dominant = max(parts, key=lambda k: float(np.median(parts[k][mask])))
+            out.append(Regime(kind, float(h.min()), float(h.max()), int(mask.sum()),
+                              self.observed.slopes.get(kind, math.nan), model_slope[kind], dominant))
+        return tuple(out)
+
+    def __repr__(self) -> str:
+        h, e = self.observed.optimal_step, self.observed.min_error
+        return (f"<Study {self.case} › {self.direction.label} › {self.dtype.value} › {self.scheme.name}: "
+                f"best h = {h:.2g} (|E| = {e:.2g}), model h* = {self.model.optimal_step:.2g}; steps {len(self.rows)}>")
+
+    def _repr_html_(self) -> str:
+        """The study's table and figure, inline in Jupyter (rendered by :mod:`verigrad.report.notebook`)."""
+        import verigrad
+
+        return verigrad.repr_html(self)
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A range of steps where one kind of error dominates (:attr:`Study.regimes`).
+
+    Attributes
+    ----------
+    kind : str
+        ``"truncation"`` (large steps) or ``"roundoff"`` (small steps: round-off and step error).
+    h_min, h_max : float
+        The smallest and largest step of the regime; ``count`` steps lie in it.
+    count : int
+    slope, model_slope : float
+        The fitted slope of log|E| against log h (:attr:`Observed.slopes`), and the model's
+        (the scheme's order; -1 for round-off, 0 for the complex step's flat round-off).
+    dominant : str
+        The part with the largest median magnitude there: ``"truncation"``, ``"step"`` or ``"roundoff"``.
+    """
+
+    kind: str
+    h_min: float
+    h_max: float
+    count: int
+    slope: float
+    model_slope: float
+    dominant: str
+
 
 def _directional_truth(truth, direction: Direction):
     with mpmath.workprec(truth.precision):
@@ -144,6 +241,52 @@ def _directional_derivative(model: Model, point: dict, direction: Direction, ord
         return mpmath.diff(phi, mpmath.mpf(0), order)
 
 
+def _coordinate_line(model: Model, point: dict, direction: Direction, prec: int, *, need_loss: bool):
+    """The cone of a coordinate direction (:class:`CoordinateLine`), or None (evaluate whole graphs)."""
+    if direction.variable is None:
+        return None
+    from verigrad.studies.coordinate import CoordinateLine, LineUnavailable
+
+    index = int(np.ravel_multi_index(direction.index, model.shape(direction.variable))) if direction.index else 0
+    try:
+        return CoordinateLine(model, point, direction.variable, index, prec=prec, need_loss=need_loss)
+    except LineUnavailable:
+        return None
+
+
+class _LazyScale:
+    """The gradient's scale (max |g|), certified only when asked for (a point on a kink)."""
+
+    def __init__(self, model, point, dtype, truth):
+        self.model, self.point, self.dtype, self.truth = model, point, dtype, truth
+
+    def __call__(self):
+        if self.truth is None:
+            self.truth = certify(self.model, self.point, self.dtype)
+        return self.truth.scale
+
+
+def _derivatives(model: Model, point: dict, direction: Direction, line, scheme: Scheme, gstar):
+    """``order -> d^order/dt^order f(x_p + t e)`` at 0: from the line's Taylor series when there
+    is a line (cached, one series for every order), else by :func:`mpmath.diff` of whole evaluations."""
+    cache: dict[int, object] = {}
+
+    def derivative(order: int):
+        if order not in cache and line is not None:
+            from verigrad.studies.coordinate import LineUnavailable
+
+            top = scheme.leading_derivative if order <= scheme.leading_derivative else scheme.leading_derivative + 4
+            try:
+                cache.update(enumerate(line.derivatives(max(top, order), scale=abs(float(gstar)) + 1.0)))
+            except LineUnavailable:
+                pass
+        if order not in cache:
+            cache[order] = _directional_derivative(model, point, direction, order, 120)
+        return cache[order]
+
+    return derivative
+
+
 # -- the study ------------------------------------------------------------------------------
 
 
@@ -167,7 +310,7 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
         ``list of {symbol: array} -> array of F_k``: the case's own ``loss_code``
         evaluated at float nodes (default: the loss expression in ``dtype``).
     truth : Truth, optional
-        The certified truth at ``dtype``'s point (computed if absent).
+        The certified truth at ``dtype``'s point (computed if absent and needed).
 
     Returns
     -------
@@ -176,31 +319,42 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     Notes
     -----
     E = T + S + R holds exactly (to the working precision, reported as ``precision``).
+
+    Along a coordinate the exact values come from the line's cone
+    (:class:`verigrad.studies.coordinate.CoordinateLine`): the partial derivative, the changes
+    of the loss at the nodes and the Taylor coefficients of the model, at O(steps x cone)
+    cost and without evaluating the whole gradient. Other directions, and graphs the cone
+    does not handle, evaluate the whole loss at every node.
     """
     t0 = time.perf_counter()
     scheme, is_cs, np_dt, point = _prepare(model, scheme, dtype)
     nominal = np.asarray(default_step_grid(scheme, np_dt) if steps is None else steps, dtype=np.float64)
     hp = _effective_steps(nominal, direction, point, np_dt, step_mode, representable)
-    # T ~ h^p must be resolved below g*: certify g* to enough digits for the smallest step
-    tiny = float(hp[hp > 0].min()) if np.any(hp > 0) else 1.0
-    study_prec = min(128 + 70 + int(math.ceil(-math.log2(tiny))) * (scheme.leading_derivative + 2), 6000)
-    # g* to the study's own working precision: T = D_exact - g* is then resolved down to what D_exact
-    # itself resolves (exactly 0 shows as ~1e-(digits) |g*|, e.g. central differences of a quadratic)
-    digits = int(min(1000, max(24, (study_prec - 64) * math.log10(2))))
-    if truth is None or truth.digits < digits:
-        truth = certify(model, point, dtype, digits=digits)
-    gstar = _directional_truth(truth, direction)
+    positive = hp[hp > 0]
+    h_min = float(positive.min()) if positive.size else 1.0
+    # T ~ h^p must be resolved below g*: the exact values (and g*) to a precision that grows with
+    # |log2 h|, so that differences of exact values keep their digits (exactly 0 shows as
+    # ~2^-prec |g*|, e.g. central differences of a quadratic)
+    prec = min(128 + 70 + int(math.ceil(-math.log2(h_min))) * (scheme.leading_derivative + 2), 6000)
+    digits = int(min(1000, max(24, (prec - 64) * math.log10(2))))
+    line = _coordinate_line(model, point, direction, prec, need_loss=not is_cs)
+    if line is not None:
+        from verigrad.engine.arb import to_mpf
+
+        gstar, g_ball = to_mpf(line.gstar), line.gstar
+        scale = _LazyScale(model, point, dtype, truth)
+    else:
+        if truth is None or truth.digits < digits:
+            truth = certify(model, point, dtype, digits=digits)
+        gstar, g_ball, scale = _directional_truth(truth, direction), None, truth.scale
     # on a kink: measure against the scheme's limit; flag steps across kinks
-    kinks = study_kinks(model, point, direction, scheme, hp, dtype=dtype, scale=truth.scale)
+    kinks = study_kinks(model, point, direction, scheme, hp, dtype=dtype, scale=scale)
     if kinks.reference is not None:
-        gstar = kinks.reference
+        gstar, g_ball = kinks.reference, None
     entries = direction.entries()
     offsets = [Fraction(1)] if is_cs else list(scheme.offsets)
     weights = [Fraction(1)] if is_cs else list(scheme.weights)
     K, S = len(hp), len(offsets)
-    positive = hp[hp > 0]
-    h_min = float(positive.min()) if positive.size else 1.0
-    prec = min(128 + 70 + int(math.ceil(-math.log2(h_min))) * (scheme.leading_derivative + 2), 6000)
 
     # exact (unrounded) and rounded node values of the perturbed entries
     exact_nodes: list[dict] = []
@@ -221,36 +375,8 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
             float_nodes.append(fl)
 
     notes: list[str] = list(kinks.notes)
-    arb_vals = None if is_cs else _arb_losses(model, point, exact_nodes, float_nodes, prec)
-    if arb_vals is not None:
-        f_exact, f_nodes = arb_vals
-    else:
-        f_exact, f_nodes = _mp_losses(model, point, exact_nodes, float_nodes, prec, is_cs)
-
-    # the float evaluation, batched over every node of the sweep
-    if is_cs:
-        cdt = dtype.complex
-        cpoint = {n: v.astype(cdt) for n, v in point.items()}
-        cvals = [{k: np.asarray(complex(re, im), dtype=cdt) for k, (re, im) in d.items()} for d in float_nodes]
-        leaves = _line_leaves(model, cpoint, cvals, as_object=False)
-        if loss_values is not None:
-            # the case's own forward pass, called with complex arrays (it must be complex-safe)
-            B = K * S
-            calls = [{n: np.array(leaves[n][b if leaves[n].shape[0] > 1 else 0]) for n in model.leaves}
-                     for b in range(B)]
-            F = np.asarray(loss_values(calls)).astype(cdt).reshape(K, S)
-        else:
-            F = model.float_eval([model.loss], leaves, cdt, batched=True)[0].reshape(K, S)
-    elif loss_values is not None:
-        leaves = _line_leaves(model, point, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
-                              as_object=False)
-        B = K * S
-        calls = [{n: np.array(leaves[n][b if leaves[n].shape[0] > 1 else 0]) for n in model.leaves} for b in range(B)]
-        F = np.asarray(loss_values(calls), dtype=np_dt).reshape(K, S)
-    else:
-        leaves = _line_leaves(model, point, [{k: np_dt.type(v) for k, v in d.items()} for d in float_nodes],
-                              as_object=False)
-        F = model.float_eval([model.loss], leaves, np_dt, batched=True)[0].reshape(K, S)
+    exact = _exact_values(model, point, line, exact_nodes, float_nodes, prec, is_cs)
+    F = _float_values(model, point, float_nodes, dtype, is_cs, loss_values).reshape(K, S)
     with np.errstate(all="ignore"):
         if is_cs:
             d_float = (F.imag[:, 0] / hp.astype(np_dt)).astype(np_dt)
@@ -262,35 +388,24 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
 
     rows: list[StudyRow] = []
     noise_all: list[float] = []
-    with mpmath.workprec(prec):
-        wq = [mpmath.mpf(w.numerator) / w.denominator for w in weights]
-        for r in range(K):
-            h = hp[r]
-            in_domain = all(f_exact[r * S + k] is not None and f_nodes[r * S + k] is not None for k in range(S))
-            finite = (bool(np.all(np.isfinite(F[r]))) and h > 0 and bool(np.isfinite(d_float[r])) and in_domain
-                      and not kinks.crossing[r])
-            if not in_domain and "domain" not in " ".join(notes):
-                notes.append("some steps put a node outside the loss's domain; those rows are excluded")
-            if not finite:
-                nan = float("nan")
-                rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), nan, nan, nan, nan, nan, False))
-                continue
-            hm = mpmath.mpf(float(h))
-            if is_cs:
-                de = mpmath.im(f_exact[r * S]) / hm
-                dn = mpmath.im(f_nodes[r * S]) / hm
-                nz = [abs(float(F[r, 0].imag) - mpmath.im(f_nodes[r * S]))]
-            else:
-                de = sum(w * f_exact[r * S + k] for k, w in enumerate(wq)) / hm
-                dn = sum(w * f_nodes[r * S + k] for k, w in enumerate(wq)) / hm
-                nz = [abs(mpmath.mpf(float(F[r, k])) - f_nodes[r * S + k]) for k in range(S)]
-            df = mpmath.mpf(float(d_float[r]))
-            noise = float(mpmath.sqrt(sum(v * v for v in nz) / len(nz)))
-            noise_all.append(noise / float(h) if is_cs else noise)
-            rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), float(df - gstar), float(de - gstar),
-                                 float(dn - de), float(df - dn), noise, True))
+    for r in range(K):
+        h = hp[r]
+        in_domain = exact.in_domain(r, S)
+        finite = (bool(np.all(np.isfinite(F[r]))) and h > 0 and bool(np.isfinite(d_float[r])) and in_domain
+                  and not kinks.crossing[r])
+        if not in_domain and "domain" not in " ".join(notes):
+            notes.append("some steps put a node outside the loss's domain; those rows are excluded")
+        if not finite:
+            nan = float("nan")
+            rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), nan, nan, nan, nan, nan, False))
+            continue
+        (e, t, s, rr), noise = exact.parts(r, S, float(h), weights, F[r], float(d_float[r]), gstar, g_ball)
+        noise_all.append(noise / float(h) if is_cs else noise)
+        rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), e, t, s, rr, noise, True))
 
-    model_ = _model(model, point, direction, scheme, dtype, gstar, rows, noise_all, prec, representable, notes)
+    derivative = _derivatives(model, point, direction, line, scheme, gstar)
+    model_ = _model(model, point, direction, scheme, dtype, gstar, rows, noise_all, prec, representable, notes,
+                    derivative)
     if model_.truncation_vanishes:
         # every term of the truncation series vanishes: what is left in T is working-precision residue
         floor = 1e-22 * (abs(float(gstar)) + 1e-300)
@@ -307,7 +422,7 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
 
 
 def _model(model, point, direction, scheme: Scheme, dtype: Dtype, gstar, rows, noise_all, prec, representable,
-           notes) -> StudyModel:
+           notes, derivative) -> StudyModel:
     is_cs = scheme.kind is SchemeKind.COMPLEX_STEP
     p = scheme.order
     sw = float(scheme.sum_abs_weights())
@@ -318,7 +433,7 @@ def _model(model, point, direction, scheme: Scheme, dtype: Dtype, gstar, rows, n
     coef, power, vanishes, note = 0.0, p, True, ""
     scale = abs(float(gstar)) + 1.0
     for term in scheme.truncation_series(scheme.leading_derivative + 4):
-        d = _directional_derivative(model, point, direction, term.derivative, 120)
+        d = derivative(term.derivative)
         value = float(term.coefficient) * float(d)
         if abs(float(d)) > 1e-25 * scale:
             coef, power, vanishes = value, term.derivative - 1, False
