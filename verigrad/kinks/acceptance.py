@@ -13,6 +13,7 @@ import math
 import weakref
 from dataclasses import dataclass
 from fractions import Fraction
+from collections import abc
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import mpmath
@@ -173,6 +174,31 @@ def _group_conventions(pairs: Sequence[tuple[Choice, tuple[Fraction, ...]]]) -> 
     return out
 
 
+class _TruthGradient(abc.Mapping):
+    """``truth.gradient`` as a mapping that builds the mpf arrays only when an entry is read.
+
+    Off kinks the effective truth is the point-value truth itself; a grader that reads the
+    double-double form (``truth.gradient_hi/lo``) never needs an object per entry.
+    """
+
+    def __init__(self, truth) -> None:
+        self._truth = truth
+
+    @property
+    def source(self):
+        """The :class:`~verigrad.engine.truth.Truth` whose gradient this is."""
+        return self._truth
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._truth.gradient[name]
+
+    def __iter__(self):
+        return iter(self._truth.exact_zero)
+
+    def __len__(self) -> int:
+        return len(self._truth.exact_zero)
+
+
 @dataclass(frozen=True, eq=False)
 class KinkAcceptance:
     """How a candidate is graded at a point on kinks.
@@ -248,7 +274,7 @@ class KinkAnalysis:
         truth = self.truth
         lower = self.one_sided.lower if self.one_sided is not None else None
         upper = self.one_sided.upper if self.one_sided is not None else None
-        plain = KinkAcceptance(dict(truth.gradient), dict(baseline) if baseline is not None else None,
+        plain = KinkAcceptance(_TruthGradient(truth), dict(baseline) if baseline is not None else None,
                                notes=self.notes, lower=lower, upper=upper)
         sset = self.selection
         if sset is None or not sset.choices:
