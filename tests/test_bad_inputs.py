@@ -189,6 +189,8 @@ CATALOGUE = [
         BASE + '[[candidate]]\nname = "bp"\ncode = "impl/bp.txt:grad"\n'),
     Bad("code-bad-function", CaseError, "[[candidate]] bp.code", r"'1grad' is not a function name$",
         BASE + '[[candidate]]\nname = "bp"\ncode = "impl/bp.py:1grad"\n'),
+    Bad("allow-upcast-not-boolean", CaseError, "[[candidate]] bp.allow_upcast", r"^expected true or false, got string 'yes'$",
+        BASE + '[[candidate]]\nname = "bp"\ncode = "bp.py:grad"\nallow_upcast = "yes"\n'),
     Bad("candidate-unknown-key", CaseError, "[[candidate]] #1.expected", r"^unknown key 'expected'$",
         BASE + '[[candidate]]\nname = "bp"\ncode = "bp.py:g"\nexpected = "pass"\n', hint=r"did you mean 'expect'\?"),
     # -- [check] and [limits] ----------------------------------------------------------------

@@ -41,6 +41,14 @@ expect = "fail"
 [[candidate]]
 name = "upcast"
 code = "impl/g.py:upcast"
+[[candidate]]
+name = "upcast-ok"
+code = "impl/g.py:upcast"
+allow_upcast = true
+[[candidate]]
+name = "upcast-wrong"
+code = "impl/g.py:upcast_wrong"
+expect = "fail"
 """
 
 IMPL = """
@@ -66,6 +74,11 @@ def transposed(X, y, b, W, c):
 def upcast(X, y, b, W, c):
     g = good(X, y, b, W, c)
     return {k: v.astype(np.float64) for k, v in g.items()}
+
+def upcast_wrong(X, y, b, W, c):
+    g = upcast(X, y, b, W, c)
+    g["W"] = 2 * g["W"]
+    return g
 """
 
 
@@ -89,8 +102,16 @@ def test_run_case_verdicts(case_dir):
         assert "RuntimeError: boom" in by[("crashes", dt)].message
         assert by[("transposed", dt)].verdict == "fail"
         assert "transposed" in by[("transposed", dt)].message
+    # float64 returned for float32 inputs: float32 never ran, a verdict of its own
     up = by[("upcast", "float32")]
-    assert up.grade.dtype_mismatch and up.verdict == "pass"
+    assert up.grade.dtype_mismatch and up.verdict == "not exercised" and up.met is False
+    assert up.grade.reason == ("float32 not exercised: returned b as float64, W as float64 "
+                                      "for float32 inputs; all 9 entries within tolerance (max 1.54 ulps, norm-wise relative 3.45e-08)")
+    assert by[("upcast-ok", "float32")].verdict == "not exercised" and by[("upcast-ok", "float32")].met is True
+    # in float64 the same code is exercised and passes
+    assert by[("upcast", "float64")].verdict == "pass" and by[("upcast", "float64")].met is True
+    # a wrong gradient returned as float64 is still a failure, caught
+    assert by[("upcast-wrong", "float32")].verdict == "fail" and by[("upcast-wrong", "float32")].met is True
     assert by[("crashes", "float32")].met is False  # crashed, not caught
 
 
@@ -99,7 +120,9 @@ def test_run_cli_exit_codes_and_json(case_dir, tmp_path, capsys):
     code = main(["run", str(case_dir), "--json", str(out), "--no-color"])
     assert code == 1  # the crashing fail-candidate is an unmet expectation
     doc = json.loads(out.read_text())
-    assert doc["summary"]["expectations_not_met"] == 2
+    assert doc["summary"]["expectations_not_met"] == 3  # crashes x 2, upcast in float32
+    up = [r for r in doc["results"] if r["candidate"] == "upcast" and r["dtype"] == "float32"][0]
+    assert up["verdict"] == "not exercised" and up["met"] is False
     keys = {"case", "candidate", "dtype", "verdict", "expect", "met", "errors", "wrong", "diagnosis"}
     assert all(keys <= set(r) for r in doc["results"])
     wrong = [r for r in doc["results"] if r["candidate"] == "double-b" and r["dtype"] == "float64"][0]["wrong"]

@@ -320,13 +320,17 @@ def shipped_grades():
 
 def _regrade(model, truth, r, as_dd: bool):
     from verigrad.kinks import kink_acceptance
-    from verigrad.runner.case import _tolerances, baseline_gradient
+    from verigrad.runner.case import _tolerances, baseline_gradient, loss_terms, term_gradients
 
     base = baseline_gradient(model, truth.point, truth.dtype)
     kinks = kink_acceptance(model, truth, r.value, base)
     t = {n: _pair(np.asarray(g, dtype=object)) for n, g in kinks.truth.items()} if as_dd else kinks.truth
+    # as the runner does: the terms' gradients for a failing candidate of a loss that is a sum of terms
+    terms = (term_gradients(model, truth.point)
+             if r.grade.verdict is Verdict.FAIL and len(loss_terms(model)) > 1 else None)
     return grade(truth=t, value=r.value, baseline=kinks.baseline, dtype=truth.dtype.numpy,
-                 case=model.case.name, candidate=r.candidate, tolerances=_tolerances(model.case))
+                 case=model.case.name, candidate=r.candidate, tolerances=_tolerances(model.case),
+                 term_gradients=terms or None)
 
 
 def _close(a, b, path=""):

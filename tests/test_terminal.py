@@ -99,11 +99,14 @@ candidate      dtype     verdict   max ulps    rel err   expect
 ───────────────────────────────────────────────────────────────
 correct        float64   pass             0   0.00e+00   ✓ pass
 doubled        float64   fail       4.5e+15   1.00e+00   ✓ fail
+  demo › correct › float64
+    would catch relative errors above 2.8e-14 (w) here
   demo › doubled › float64
     w: scaled by 2 (truth 2, got 4)
     w[0]: truth 0.5, got 1 (err 5.0e-01 > tol 5.7e-14)
     w[1]: truth -0.25, got -0.5 (err 2.5e-01 > tol 5.7e-14)
-    w[2]: truth 2, got 4 (err 2.0e+00 > tol 5.7e-14)"""
+    w[2]: truth 2, got 4 (err 2.0e+00 > tol 5.7e-14)
+    would catch relative errors above 2.8e-14 (w) here"""
 
 
 def test_default_output_is_a_line_per_case_and_a_block_per_unmet_expectation(run):

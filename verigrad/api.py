@@ -303,7 +303,13 @@ def study(loss, *, variable: str | None = None, index: Sequence[int] | None = No
     if schemes is None:
         schemes = [s for s in DEFAULT_STUDY_SCHEMES if s != "complex-step" or not non_analytic_sites(model)]
     for name in schemes:
-        get_scheme(name)  # raises with the list of valid names
+        try:
+            method = get_scheme(name)  # raises with the list of valid names
+        except ValueError as exc:
+            raise UsageError(f"study: {exc}") from None
+        if not hasattr(method, "offsets"):
+            raise UsageError(f"study: {name} is an adaptive method: sweep it with "
+                             "verigrad.studies.run_adaptive_study (or `verigrad study --scheme`)")
     direction = coordinate_direction(model, variable, index)
     case = model.case
     loss_values = loss_code_evaluator(case) if case.loss_code is not None else None

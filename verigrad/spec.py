@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Dtype", "Expect", "RngKind", "StepMode", "Init", "Symbol", "CodeRef", "CandidateSpec",
-           "CheckSpec", "ExprLimits", "Limits", "Case"]
+           "CheckSpec", "DirectionSpec", "ExprLimits", "Limits", "Case"]
 
 
 class Dtype(enum.Enum):
@@ -108,12 +108,15 @@ class CandidateSpec:
 
     ``expect`` applies to every dtype unless ``expect_by_dtype`` names the dtype
     (``expect = { float32 = "fail", float64 = "pass" }`` in the case file).
+    ``allow_upcast`` (``allow_upcast = true``): a float64 return for float32 inputs (verdict
+    ``not exercised``) meets ``expect = "pass"``; by default it does not.
     """
 
     name: str
     code: CodeRef
     expect: Expect
     expect_by_dtype: tuple[tuple[Dtype, Expect], ...] = ()
+    allow_upcast: bool = False
 
     def expectation(self, dtype: Dtype) -> Expect:
         return dict(self.expect_by_dtype).get(dtype, self.expect)
@@ -141,6 +144,13 @@ class CheckSpec:
     classic : bool
         Whether ``verigrad run`` adds the classic-check note (what a central difference
         with eps = 1e-7 would conclude) to each hand-written candidate's grade.
+    scheme_steps : tuple of (str, tuple of float)
+        Steps per scheme (``steps`` written as a table keyed by the scheme strings); a scheme
+        not in it uses ``coordinate_steps``, else the recommended step.
+    coordinate_steps : tuple of (str, tuple of float)
+        ``[check.coordinate_steps]``: a nominal step per entry of a variable (flat, C order), as
+        SciPy's ``approx_fprime`` takes a step per coordinate; variables not named use the
+        recommended step.
     """
 
     dtypes: tuple[Dtype, ...] = (Dtype.FLOAT32, Dtype.FLOAT64)
@@ -151,6 +161,28 @@ class CheckSpec:
     floor_ulps: float | None = None
     digits: int = 24
     classic: bool = True
+    scheme_steps: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    coordinate_steps: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    def steps_for(self, scheme: str) -> tuple[float, ...] | None:
+        """The explicit steps of ``scheme`` (its entry of ``scheme_steps``, else ``steps``), or None."""
+        for name, steps in self.scheme_steps:
+            if name == scheme:
+                return steps
+        return self.steps
+
+
+@dataclass(frozen=True)
+class DirectionSpec:
+    """A named direction of the case file's ``[directions]`` table.
+
+    ``vectors`` holds, per variable named, its entries (flat, C order, float64 values);
+    ``normalize`` divides by the 2-norm when the direction is built.
+    """
+
+    name: str
+    vectors: tuple[tuple[str, tuple[float, ...]], ...]
+    normalize: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,6 +240,7 @@ class Case:
     check: CheckSpec = field(default_factory=CheckSpec)
     loss_code: CodeRef | None = None
     limits: Limits = field(default_factory=Limits)
+    directions: tuple[DirectionSpec, ...] = ()
 
     @property
     def variables(self) -> tuple[Symbol, ...]:

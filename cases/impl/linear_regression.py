@@ -23,3 +23,10 @@ def backward_sign_flipped(X, y, beta):
     r = y - X @ beta
     # BUG: d/dbeta of (y - X beta)^2 is -2 X^T r; the minus sign got lost.
     return {"beta": (X.T @ r) / n}
+
+
+def backward_offset(X, y, beta):
+    n = X.shape[0]
+    r = y - X @ beta
+    # BUG: a penalty 0.1 * sum(beta) that is not in the loss: its gradient 0.1 is added to every entry.
+    return {"beta": -(X.T @ r) / n + beta.dtype.type(0.1)}

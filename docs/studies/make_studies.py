@@ -3,7 +3,7 @@
 
 Usage::
 
-    python docs/studies/make_studies.py                 # all six studies
+    python docs/studies/make_studies.py                 # all seven studies
     python docs/studies/make_studies.py --only v-curve  # one study
     python docs/studies/make_studies.py --quick         # coarse grids (seconds; used by the tests)
     python docs/studies/make_studies.py --out /tmp/d    # write somewhere else than docs/
@@ -59,7 +59,7 @@ DTYPES = (Dtype.FLOAT32, Dtype.FLOAT64)
 DPI = 110
 
 STUDY_NAMES = ("v-curve", "why-eps-1e-7", "float32-false-alarms", "representable-steps",
-               "complex-step-richardson", "quadratic-loss")
+               "complex-step-richardson", "quadratic-loss", "ridders")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1543,7 +1543,21 @@ STUDIES = {
     "representable-steps": lambda ctx: study_representable(ctx),
     "complex-step-richardson": lambda ctx: study_complex_richardson(ctx),
     "quadratic-loss": lambda ctx: study_quadratic(ctx),
+    "ridders": lambda ctx: _study_ridders(ctx),
 }
+
+
+def _study_ridders(ctx: Ctx) -> dict:
+    """Ridders against central differences and the truth (its code: ``ridders_study.py`` beside this file)."""
+    import importlib.util
+
+    name = "verigrad_docs_ridders_study"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("ridders_study.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name].study_ridders(ctx, sys.modules[__name__])
 
 
 def run(names=None, *, out: Path | None = None, quick: bool = False, strict: bool = False) -> dict:
@@ -2305,12 +2319,12 @@ $t_grade
 INDEX_PAGE = r"""
 # Error-analysis studies
 
-Six studies of finite differences, each measured with verigrad against the
+Seven studies of finite differences, each measured with verigrad against the
 exact gradient, with the error split exactly into truncation T, step S and
 round-off R (E = T + S + R). Every number, table and figure is produced by one
 script:
 
-    python docs/studies/make_studies.py                  # all six (about a minute)
+    python docs/studies/make_studies.py                  # all seven (about a minute)
     python docs/studies/make_studies.py --only v-curve   # one of them
     python docs/studies/make_studies.py --quick          # coarse grids, fewer cases (the tests' path)
 
@@ -2336,8 +2350,11 @@ The tables are also written to `docs/studies/tables/*.md`, the key numbers to
    cannot be used (non-analytic losses, kinks).
 6. [A quadratic loss](quadratic-loss.md) — linear regression, where central
    differences have no truncation error at all, and what that means for eps.
+7. [Ridders' method](ridders.md) — Ridders (Numerical Recipes `dfridr`), numDeriv
+   and three-term Richardson against central differences and the exact truth;
+   how far each method's error estimate can be trusted, and a tableau across a pole.
 
-Reading order for a course: 1, 4, 6, 5, 2, 3.
+Reading order for a course: 1, 4, 6, 5, 7, 2, 3.
 """
 
 if __name__ == "__main__":

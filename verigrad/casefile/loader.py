@@ -22,7 +22,8 @@ import numpy as np
 
 from verigrad.errors import CaseError, LimitError
 from verigrad.expr.parser import MAX_DEPTH_CEILING, RESERVED_NAMES, ExprLimits
-from verigrad.schemes import SCHEME_NAMES, StepMode
+from verigrad.casefile import fdkeys
+from verigrad.schemes import StepMode
 from verigrad.spec import (CandidateSpec, Case, CheckSpec, CodeRef, Dtype, Expect, Init, Limits, RngKind, Symbol)
 
 if sys.version_info >= (3, 11):
@@ -33,10 +34,11 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = ["load_case", "load_case_text", "find_case_files", "draw_point", "point_in_dtype"]
 
 TOP_KEYS = ("name", "description", "seed", "rng", "loss", "loss_code", "symbols", "define", "candidate",
-            "check", "limits")
+            "check", "limits", "directions")
 SYMBOL_KEYS = ("constant", "shape", "init", "value", "file")
-CANDIDATE_KEYS = ("name", "code", "expect")
-CHECK_KEYS = ("dtypes", "schemes", "steps", "step_mode", "tolerance_factor", "floor_ulps", "digits", "classic")
+CANDIDATE_KEYS = ("name", "code", "expect", "allow_upcast")
+CHECK_KEYS = ("dtypes", "schemes", "steps", "step_mode", "tolerance_factor", "floor_ulps", "digits", "classic",
+              "coordinate_steps")
 LIMIT_KEYS = ("max_elements", "max_symbol_elements", "max_intermediate_elements", "max_precision_bits",
               "symbolic_seconds", "candidate_seconds", "max_expression_length", "max_expression_depth",
               "max_expression_nodes")
@@ -280,12 +282,13 @@ def _validate(doc: dict, path: Path, ctx: _Ctx) -> Case:
         _typed(ctx, value, str, field, "an expression string")
         defines.append((key, value))
     candidates = _candidates(ctx, doc.get("candidate", []), path)
-    check = _check(ctx, doc.get("check", {}))
+    check = _check(ctx, doc.get("check", {}), symbols, path, limits)
     _check_dtype_range(ctx, symbols, check)
     loss_code = _coderef(ctx, doc["loss_code"], "loss_code", path) if "loss_code" in doc else None
+    directions = fdkeys.directions(ctx, doc["directions"], symbols, path, limits, _helpers()) if "directions" in doc else ()
     return Case(name=name, path=path, description=description, seed=seed, rng=rng, loss=loss,
                 symbols=symbols, defines=tuple(defines), candidates=candidates, check=check,
-                loss_code=loss_code, limits=limits)
+                loss_code=loss_code, limits=limits, directions=directions)
 
 
 def _identifier(ctx: _Ctx, key: str, field: str) -> None:
@@ -578,8 +581,10 @@ def _candidates(ctx: _Ctx, raw: Any, path: Path) -> tuple[CandidateSpec, ...]:
             expect = Expect.PASS
         else:
             expect = _expect_value(ctx, raw_expect, _sub(field, "expect"))
+        allow_upcast = _typed(ctx, item.get("allow_upcast", False), bool, _sub(field, "allow_upcast"),
+                              "true or false")
         out.append(CandidateSpec(name, _coderef(ctx, item["code"], _sub(field, "code"), path), expect,
-                                 tuple(by_dtype)))
+                                 tuple(by_dtype), allow_upcast))
     return tuple(out)
 
 
@@ -592,7 +597,12 @@ def _expect_value(ctx: _Ctx, raw: Any, field: str) -> Expect:
                         hint=_suggest(text, ("pass", "fail")) + 'use "pass" or "fail"') from None
 
 
-def _check(ctx: _Ctx, raw: Any) -> CheckSpec:
+def _helpers():
+    """This module, whose field helpers :mod:`verigrad.casefile.fdkeys` uses (passed, not imported)."""
+    return sys.modules[__name__]
+
+
+def _check(ctx: _Ctx, raw: Any, symbols=(), path: Path = Path("."), limits: Limits = Limits()) -> CheckSpec:
     _typed(ctx, raw, dict, "[check]", "a table")
     _check_keys(ctx, raw, CHECK_KEYS, "[check]")
     kw: dict[str, Any] = {}
@@ -610,24 +620,13 @@ def _check(ctx: _Ctx, raw: Any) -> CheckSpec:
             raise ctx.error("[check] dtypes", "the list is empty", hint='e.g. dtypes = ["float64"]')
         kw["dtypes"] = tuple(dict.fromkeys(dtypes))
     if "schemes" in raw:
-        items = _typed(ctx, raw["schemes"], list, "[check] schemes", "a list of scheme names")
-        for s in items:
-            if not isinstance(s, str) or s not in SCHEME_NAMES:
-                raise ctx.error("[check] schemes", f"unknown scheme {_show(s)}",
-                                hint=_suggest(str(s), SCHEME_NAMES) + "allowed: " + ", ".join(SCHEME_NAMES))
-        kw["schemes"] = tuple(dict.fromkeys(items))
+        kw["schemes"] = fdkeys.check_schemes(ctx, raw["schemes"], _helpers())
     if "steps" in raw:
-        items = _typed(ctx, raw["steps"], list, "[check] steps", "a list of positive numbers")
-        for h in items:
-            if isinstance(h, bool) or not isinstance(h, (int, float)) or not (0 < h < math.inf):
-                raise ctx.error("[check] steps", f"step {_show(h)} must be a positive finite number",
-                                hint="e.g. steps = [1e-3, 1e-6]")
-            if h > MAX_STEP:
-                raise ctx.error("[check] steps", f"step {_show(h)} is too large",
-                                hint=f"use steps up to {MAX_STEP:g} (the nodes x + c*h must stay finite)")
-        if not items:
-            raise ctx.error("[check] steps", "the list is empty", hint="omit steps for the recommended step")
-        kw["steps"] = tuple(float(h) for h in items)
+        steps, scheme_steps = fdkeys.check_steps(ctx, raw["steps"], kw.get("schemes", ()), _helpers())
+        kw.update({"steps": steps} if steps is not None else {"scheme_steps": scheme_steps})
+    if "coordinate_steps" in raw:
+        kw["coordinate_steps"] = fdkeys.coordinate_steps(ctx, raw["coordinate_steps"], symbols, path, limits,
+                                                       _helpers())
     if "step_mode" in raw:
         try:
             kw["step_mode"] = StepMode(raw["step_mode"])

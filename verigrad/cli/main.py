@@ -3,7 +3,7 @@
 Only :mod:`verigrad.cli` reads argv, prints, or sets an exit code.  Each command is a
 module with ``add_arguments(parser)`` and ``command(args, console, err) -> int``
 (:mod:`~verigrad.cli.truth`, :mod:`~verigrad.cli.show`, :mod:`~verigrad.cli.run`,
-:mod:`~verigrad.cli.study`, :mod:`~verigrad.cli.new`); they import the machinery they
+:mod:`~verigrad.cli.study`, :mod:`~verigrad.cli.scheme`, :mod:`~verigrad.cli.new`); they import the machinery they
 need when they run, so that ``verigrad --help`` starts fast.
 
 Exit codes (docs/errors.md):
@@ -36,7 +36,18 @@ COMMANDS = {
     "show": "Print the loss and its symbolic gradient.",
     "run": "Grade every candidate of every case, at float32 and float64.",
     "study": "Sweep finite-difference steps: error split into truncation, step and round-off.",
+    "scheme": "Print a scheme's exact weights and leading truncation term (or a method's tableau).",
     "new": "Scaffold a commented case file and a candidate stub.",
+}
+
+
+#: what to do when a command runs out of memory (the message of exit 2)
+_MEMORY_HINTS = {
+    "study": "study one coordinate (--variable/--index) rather than a random direction, fewer schemes or "
+             "dtypes, or fewer steps (--steps FROM:TO:COUNT); or raise the memory limit",
+    "run": "run the large cases one at a time (--jobs 1), leave the finite-difference schemes out of their "
+           "[check], or raise the memory limit",
+    "truth": "ask for fewer digits (--digits) or one dtype (--dtype), or raise the memory limit",
 }
 
 
@@ -52,6 +63,8 @@ _EPILOGS = {
     "study": "examples:\n  verigrad study cases/squire-trapp.toml\n"
              "  verigrad study cases/gradient-checking-3layer.toml --variable W1 --index 1,2 --scheme central --scheme forward "
              "--steps 1e-12:1e-1:30 --plot v.png --json v.json",
+    "scheme": "examples:\n  verigrad scheme central4\n  verigrad scheme \"stencil(offsets=[-1, 0, 1], deriv=2)\"\n"
+              "  verigrad scheme 'richardson(base=\"central\", terms=3)' \"ridders(h0=0.1)\" \"numderiv()\"",
     "new": "examples:\n  verigrad new my-loss            # writes my-loss.toml and impl/my_loss.py",
 }
 
@@ -83,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="verigrad",
         description="Grade gradients against the exact, certified gradient of a symbolically declared loss.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands: truth, show, run, study, new; `verigrad COMMAND --help` for each.\n"
+        epilog="commands: truth, show, run, study, scheme, new; `verigrad COMMAND --help` for each.\n"
                "exit codes: 0 ok, 1 an expectation did not hold, 2 bad input or usage, 130 interrupted,\n"
                "143 terminated (SIGTERM)",
     )
@@ -120,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             err.print("verigrad: terminated (SIGTERM)" if term.received else "verigrad: interrupted", markup=False)
             code = EXIT_INTERRUPTED
+        except MemoryError:
+            err.print(f"verigrad: error: out of memory: `verigrad {args.command}` needed more memory than this "
+                      f"machine (or its memory limit) could give; "
+                      f"{_MEMORY_HINTS.get(args.command, 'run fewer or smaller cases at a time')}", markup=False)
+            code = EXIT_BAD_INPUT
     # a run stopped by SIGTERM says so in its exit code, after writing its reports
     return EXIT_TERMINATED if term.received and code == EXIT_INTERRUPTED else code
 

@@ -11,16 +11,25 @@ from verigrad.errors import UsageError
 __all__ = ["add_arguments", "command", "parse_steps"]
 
 DEFAULT_SCHEMES = ("forward", "central", "central4", "complex-step")
+#: the schemes of --one-sided: each tends to one one-sided derivative at a kink
+ONE_SIDED_SCHEMES = ("forward", "backward", "forward2", "stencil(offsets=[-2, -1, 0])")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("case", help="a case file (.toml)")
     p.add_argument("--dtype", action="append", choices=["float32", "float64"], help="repeatable (default both)")
     p.add_argument("--scheme", action="append", help="finite-difference scheme, repeatable (default: forward, "
-                   "central, central4, complex-step when analytic)")
+                   "central, central4, complex-step when analytic); any scheme string: \"central(deriv=2)\", "
+                   "\"stencil(offsets=[-2,-1,0,1,2])\", \"richardson(base=central, terms=3)\", \"ridders(h0=0.1)\", "
+                   "\"numderiv()\" (verigrad scheme SPEC prints one)")
     p.add_argument("--variable", help="variable to perturb (default: the first)")
     p.add_argument("--index", help="entry of the variable, e.g. 1,2 (default: the first entry)")
-    p.add_argument("--direction", choices=["random"], help="a seeded random unit direction instead of one entry")
+    from verigrad.cli.directions import add_direction_arguments
+
+    add_direction_arguments(p)
+    p.add_argument("--one-sided", action="store_true", help="the certified one-sided derivatives d+ and d- along "
+                   "the direction, and one-sided schemes measured against each (default: forward, backward, "
+                   "forward2 and its mirror)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random direction (default 0)")
     p.add_argument("--steps", help="FROM:TO:COUNT (log-spaced, both ends included; a decade grid such as "
                    "1e-9:1e-1:9 gives exactly 1e-9, 1e-8, ...) or a list 1e-3,1e-5 (default: per dtype)")
@@ -127,7 +136,7 @@ def command(args, console, err) -> int:
     from verigrad.runner.candidates import loss_code_evaluator
     from verigrad.schemes import StepMode, get_scheme
     from verigrad.spec import Dtype
-    from verigrad.fd import coordinate_direction, non_analytic_sites, random_direction
+    from verigrad.fd import non_analytic_sites
     from verigrad.studies import run_study
     from verigrad.report.jsonio import dumps, write_atomic
     from verigrad.report.plots import FIGURE_FORMATS
@@ -144,28 +153,39 @@ def command(args, console, err) -> int:
     dtypes = [Dtype(d) for d in dict.fromkeys(args.dtype or ["float32", "float64"])]
     if args.scheme:
         for s in args.scheme:
-            get_scheme(s)  # raises with the list of valid names
+            try:
+                get_scheme(s)  # raises with the list of valid names
+            except ValueError as exc:
+                raise UsageError(f"--scheme: {exc}") from None
         schemes = list(dict.fromkeys(args.scheme))
+    elif args.one_sided:
+        schemes = list(ONE_SIDED_SCHEMES)
     else:
         schemes = [s for s in DEFAULT_SCHEMES if s != "complex-step" or not non_analytic_sites(model)]
-    if args.direction == "random":
-        if args.variable or args.index:
-            raise UsageError("--direction random cannot be combined with --variable/--index")
-        direction = random_direction(model, args.seed)
-    else:
-        index = None
-        if args.index:
-            try:
-                index = tuple(int(i) for i in args.index.split(","))
-            except ValueError:
-                raise UsageError(f"--index {args.index!r} must be integers separated by commas, e.g. 1,2") from None
-        direction = coordinate_direction(model, args.variable, index)
+    from verigrad.cli.directions import resolve_direction
+
+    direction = resolve_direction(args, model, case)
+    if args.one_sided:
+        from verigrad.casefile.loader import point_in_dtype
+        from verigrad.engine.truth import format_mp
+        from verigrad.kinks.onesided import directional_one_sided
+
+        for dt in dtypes:
+            plus, minus = directional_one_sided(model, point_in_dtype(model.point, dt), direction)
+            console.print(f"{case.name} › {direction.label} › {dt.value}: one-sided derivatives "
+                          f"d- = {format_mp(minus, 20)}, d+ = {format_mp(plus, 20)}"
+                          + (" (equal: no kink along the direction)" if plus == minus else ""),
+                          markup=False, highlight=False, soft_wrap=True)
     steps = parse_steps(args.steps) if args.steps else None
     mode = StepMode(args.step_mode)
     loss_values = loss_code_evaluator(case) if case.loss_code is not None else None
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    studies = []
+    from verigrad.report.adaptivereport import adaptive_document, adaptive_summary, adaptive_table
+    from verigrad.schemes import Scheme
+    from verigrad.studies.adaptive import run_adaptive_study
+
+    studies, adaptive = [], []
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), console=err, transient=True, disable=not console.is_terminal)
     with progress:
@@ -173,6 +193,14 @@ def command(args, console, err) -> int:
         for dt in dtypes:
             for name in schemes:
                 progress.update(task, description=f"{case.name} › {dt.value} › {name}")
+                if not isinstance(get_scheme(name), Scheme):  # Ridders, numDeriv: a sweep of first steps
+                    adaptive.append(run_adaptive_study(model, dtype=dt, method=get_scheme(name), direction=direction,
+                                                       steps=steps, step_mode=mode, loss_values=loss_values))
+                    progress.advance(task)
+                    if args.verbose:
+                        console.print(adaptive_table(adaptive[-1]))
+                    console.print(adaptive_summary(adaptive[-1]), markup=False, highlight=False, soft_wrap=True)
+                    continue
                 st = run_study(model, dtype=dt, scheme=name, direction=direction, steps=steps, step_mode=mode,
                                representable=args.representable, loss_values=loss_values)
                 studies.append(st)
@@ -188,13 +216,21 @@ def command(args, console, err) -> int:
         records = [grade_loss_code(model, certify(model, point_in_dtype(model.point, dt), dt, digits=20))
                    for dt in dtypes]
         console.print(loss_code_line(str(case.loss_code), records))
-    if args.plot:
+    if args.plot and studies:
         from verigrad.report.studyplot import study_figure
 
         study_figure(studies, args.plot)
         console.print(f"figure written to {args.plot}")
-    if args.json or args.html:
+    if adaptive and (args.plot or args.html):
+        console.print("note: the figure and the HTML page show the linear schemes; Ridders and numDeriv sweeps "
+                      "are in the printed tables and in --json")
+    if not studies:  # only Ridders / numDeriv: their JSON document; no figure or HTML page to draw
+        if args.json:
+            write_atomic(args.json, dumps(adaptive_document(adaptive, version=__version__)))
+    elif args.json or args.html:
         doc = study_document(studies, version=__version__)
+        if adaptive:
+            doc["adaptive_studies"] = adaptive_document(adaptive, version=__version__)["adaptive_studies"]
         if args.json:
             write_atomic(args.json, dumps(doc))
         if args.html:

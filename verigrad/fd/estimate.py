@@ -50,6 +50,10 @@ def _refuse_complex(model: Model) -> None:
 def _prepare(model: Model, scheme: Scheme | str, dtype: Dtype):
     """(scheme, is complex step, numpy dtype, point in dtype); the complex step refused for non-analytic losses."""
     scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    if not isinstance(scheme, Scheme):
+        raise UsageError(f"{scheme.name} is an adaptive method, not a linear scheme: use "
+                         "verigrad.fd.adaptive_gradient / adaptive_directional (the split: "
+                         "verigrad.studies.run_adaptive_study)")
     is_cs = scheme.kind is SchemeKind.COMPLEX_STEP
     if is_cs:
         _refuse_complex(model)
@@ -82,6 +86,9 @@ def fd_gradient(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float
         Estimates of ``dtype`` per variable.
     """
     scheme, is_cs, np_dt, point = _prepare(model, scheme, dtype)
+    if scheme.derivative != 1:
+        raise UsageError(f"{scheme.name} estimates derivative {scheme.derivative}, not the gradient",
+                         hint="study it along a line: verigrad study CASE --scheme \"central(deriv=2)\"")
     out: dict[str, np.ndarray] = {}
     workspace = shared_workspace()
     offsets = [Fraction(1)] if is_cs else list(scheme.offsets)

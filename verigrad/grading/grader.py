@@ -130,6 +130,9 @@ def grade(
     case: str,
     candidate: str,
     tolerances: Tolerances = Tolerances(),
+    entry_tolerance: float | None = None,
+    label: str | None = None,
+    term_gradients: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> Grade:
     """Grade a candidate gradient against the certified truth.
 
@@ -156,6 +159,19 @@ def grade(
         Names, for breadcrumbs.
     tolerances : Tolerances
         Parameters of the rule (the Notes of :mod:`verigrad.grading`).
+    entry_tolerance : float, optional
+        An absolute tolerance for every entry, replacing ``tau_k`` (source
+        :attr:`ToleranceSource.GIVEN`), with the relative guard off: an entry is
+        wrong exactly when ``|v_i - g_i| > entry_tolerance`` or it is not finite.
+        The finite-difference rows use it so that their wrong entries follow the
+        row's own rule.
+    term_gradients : mapping of str to mapping of str to ndarray, optional
+        Per term of the loss (keyed by its text, e.g. ``"0.01*sum(W1**2)"``), the gradient of
+        that signed term per variable (float64).  Failing variables are then also tested for a
+        missing term (``v = g - d``) and a term with its sign flipped (``v = g - 2 d``).
+    label : str, optional
+        Named in every breadcrumb after the case (``case › label › W[0] ›
+        float32``); the finite-difference rows pass ``"central h=1.0e-03"``.
 
     Returns
     -------
@@ -193,6 +209,11 @@ def grade(
     shapes = {k: t.shape for k, t in tv.items()}
     bv = _validated_baseline(baseline, shapes)
     case, candidate = str(case), str(candidate)
+    crumb = case if label is None else f"{case} › {label}"
+    if entry_tolerance is not None:
+        entry_tolerance = float(entry_tolerance)
+        if not entry_tolerance >= 0:
+            raise ValueError(f"entry_tolerance={entry_tolerance!r} must be a number >= 0 (or inf)")
     names = list(tv)
 
     cand, var_error, errors_msgs, returned = _read_candidate(value, shapes)
@@ -201,10 +222,11 @@ def grade(
     returned_dtype = rdt[0] if len(rdt) == 1 else ("?" if not rdt else
                                                     f"mixed({','.join(rdt)})")
     dtype_mismatch = any(d != fmt.name for d in returned.values())
+    upcast = [n for n, d in returned.items() if _wider(d, fmt.bits)]
     warnings: list[str] = []
     if dtype_mismatch:
         odd = [f"{n} as {d}" for n, d in returned.items() if d != fmt.name]
-        warnings.append(f"{case} › {candidate} › {fmt.name}: dtype mismatch, returned "
+        warnings.append(f"{case} › {label or candidate} › {fmt.name}: dtype mismatch, returned "
                         f"{', '.join(odd)} for {fmt.name} inputs "
                         f"({fmt.name} not exercised; graded as returned)")
 
@@ -244,8 +266,8 @@ def grade(
         b_sums = base.sums(g_sums)
         base_sums += b_sums
         bad_base = np.flatnonzero(~braw.finite)
-        if bad_base.size:
-            warnings.append(f"{case} › {name} › {fmt.name}: the float baseline is not finite "
+        if bad_base.size and entry_tolerance is None:
+            warnings.append(f"{crumb} › {name} › {fmt.name}: the float baseline is not finite "
                             f"at {bad_base.size} entr{'y' if bad_base.size == 1 else 'ies'} "
                             f"(first {name}{_idx_str(_unravel(int(bad_base[0]), shape))}); "
                             "they give no allowance")
@@ -255,10 +277,10 @@ def grade(
             rel_b = np.abs(braw.rounded - g64) / np.abs(g64)
         lost_mask = braw.finite & (g64 != 0) & (rel_b >= 0.5)
         lost = np.flatnonzero(lost_mask)
-        if lost.size:
+        if lost.size and entry_tolerance is None:
             worst = rel_b[lost].max()
             i = int(lost[rel_b[lost] == worst][-1])
-            warnings.append(f"{case} › {name} › {fmt.name}: the float baseline has no correct digit at "
+            warnings.append(f"{crumb} › {name} › {fmt.name}: the float baseline has no correct digit at "
                             f"{lost.size} entr{'y' if lost.size == 1 else 'ies'} (worst "
                             f"{name}{_idx_str(_unravel(i, shape))}: relative error {float(worst):.2g}): the gradient "
                             f"expression is ill-conditioned as written in {fmt.name}; only at those entries is "
@@ -276,6 +298,12 @@ def grade(
         tau = base_part
         if libmp.mpf_ge(floor, tau):
             tau, source = floor, ToleranceSource.FLOOR
+        if entry_tolerance is not None:
+            # the caller's own rule (finite-difference rows): one absolute tolerance, nothing lost
+            tau = libmp.finf if math.isinf(entry_tolerance) else libmp.from_float(entry_tolerance)
+            source, poor = ToleranceSource.GIVEN, False
+            lost_mask = np.zeros_like(lost_mask)
+            lost = lost[:0]
         tau_f = _to_float(tau)
         taus[name] = tau_f
 
@@ -290,7 +318,7 @@ def grade(
             return t_i if libmp.mpf_gt(t_i, tau) else tau
 
         if poor:
-            warnings.append(f"{case} › {name} › {fmt.name}: the float baseline is poor (max "
+            warnings.append(f"{crumb} › {name} › {fmt.name}: the float baseline is poor (max "
                             f"error {_num(_to_float(a_k))} vs scale "
                             f"{_num(_to_float(s_k[name]))}): ill-conditioned in {fmt.name}; "
                             f"tolerance limited to {tau_f:.2g} (cap {tol.cap:g} x scale)")
@@ -324,6 +352,8 @@ def grade(
         # the relative guard: a nonzero true entry, normal in the dtype, that the baseline gets
         # within guard_ulps ulps, and on which the candidate is off by more than guard_relative
         guarded = finite & ~tol_wrong & ~tr.zero & (tr.kexp >= fmt.emin) & braw.finite
+        if entry_tolerance is not None:
+            guarded &= False
         with np.errstate(all="ignore"):
             rel_thr = tol.guard_relative * np.abs(tr.g0)
             ulp_thr = np.ldexp(tol.guard_ulps, kulp_nz)
@@ -355,7 +385,7 @@ def grade(
                 abs_error=abs_e, rel_error=rel_e, ulps=ulps_e, tolerance=tau_f,
                 reason=reason))
             entry_msgs.append(_entry_message(
-                case=case, where=f"{name}{_idx_str(idx)}", dtype=fmt.name, reason=reason,
+                case=crumb, where=f"{name}{_idx_str(idx)}", dtype=fmt.name, reason=reason,
                 truth=graw, value=value_i, abs_err=abs_e, rel_err=rel_e,
                 tau=tau_f, gabs=libmp.mpf_abs(graw), tol=tol))
         n_wrong = int(wmask.sum())
@@ -379,9 +409,11 @@ def grade(
     for name, vdisp, wmask, finite, tau_f in pending:
         others = {o: (g64s[o], taus[o]) for o in names
                   if o != name and tv[o].shape == tv[name].shape}
+        terms = [(text, np.asarray(d[name], dtype=np.float64).reshape(-1))
+                 for text, d in (term_gradients or {}).items() if name in d]
         diagnoses[name] = _diagnose(
             name=name, shape=tv[name].shape, g=g64s[name], v=vdisp, wrong=wmask,
-            finite=finite, tau=tau_f, others=others, dtype=fmt.name, case=case)
+            finite=finite, tau=tau_f, others=others, dtype=fmt.name, case=crumb, terms=terms)
     for j, name in enumerate(names):
         if variables[j] is None:
             parts = var_parts[name]
@@ -418,6 +450,12 @@ def grade(
     if verdict is Verdict.PASS:
         reason += (f" (max {_num(errors.max_ulps)} ulps, norm-wise relative "
                    f"{errors.normwise_relative:.2e})")
+        if upcast:
+            # within tolerance, but computed in a wider type: the dtype under test never ran
+            verdict = Verdict.NOT_EXERCISED
+            reason = (f"{fmt.name} not exercised: returned "
+                      f"{', '.join(f'{n} as {returned[n]}' for n in upcast)} for {fmt.name} inputs; "
+                      + reason)
     base_summary = ErrorSummary(
         normwise_relative=base_sums.normwise(), symmetric=base_sums.symmetric(),
         max_ulps=max((v.baseline.max_ulps for v in variables), default=0.0),
@@ -430,6 +468,15 @@ def grade(
         wrong=tuple(wrong), diagnosis=tuple(diagnoses[n] for n in names if n in diagnoses),
         reason=reason, warnings=tuple(warnings), tolerances=tolerances,
         entry_messages=tuple(entry_msgs))
+
+
+def _wider(dtype_name: str, bits: int) -> bool:
+    """A real float type with more significand bits than the dtype under test (an upcast)."""
+    try:
+        dt = np.dtype(dtype_name)
+    except TypeError:
+        return False
+    return dt.kind == "f" and np.finfo(dt).nmant + 1 > bits
 
 
 def _summary(errs: EntryErrors, sums: _Sums) -> ErrorSummary:
@@ -446,6 +493,14 @@ def _shape_phrase(d: Diagnosis | None) -> str:
         return f"swapped with {d.other}"
     if d.shape is BugShape.BLOCK:
         return f"block {d.region}"
+    if d.shape is BugShape.MISSING_TERM:
+        return f"missing the gradient of {d.term}"
+    if d.shape is BugShape.TERM_SIGN:
+        return f"sign of the gradient of {d.term} flipped"
+    if d.shape is BugShape.REVERSED:
+        return f"reversed: {d.region}"
+    if d.shape is BugShape.OFFSET:
+        return f"offset by {d.factor_text}"
     return d.shape.value.replace("_", " ")
 
 

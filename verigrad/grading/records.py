@@ -42,13 +42,20 @@ class Verdict(enum.Enum):
     NONFINITE: the candidate returned NaN or an infinity somewhere (the
     entries are listed in :attr:`Grade.wrong`).  ERROR: the candidate's
     return could not be graded (wrong shape, missing variable, non-numeric or
-    complex data); :attr:`Grade.reason` says what.
+    complex data); :attr:`Grade.reason` says what.  NOT_EXERCISED: every entry is
+    within tolerance, but some variable came back in a wider float type than the dtype
+    under test (float64 for float32 inputs): the computation in that dtype never ran, so
+    nothing was shown about it (a case meets ``expect = "pass"`` with it only when the
+    candidate says ``allow_upcast = true``).  NO_ESTIMATE: a finite-difference row with
+    nothing left to grade (every entry excluded); never returned by :func:`grade`.
     """
 
     PASS = "pass"
     FAIL = "fail"
     NONFINITE = "nonfinite"
     ERROR = "error"
+    NOT_EXERCISED = "not exercised"
+    NO_ESTIMATE = "no estimate"
 
 
 class BugShape(enum.Enum):
@@ -63,6 +70,14 @@ class BugShape(enum.Enum):
     BLOCK: the wrong entries fill a sub-block (some rows, some columns, a
     contiguous region); :attr:`Diagnosis.region`, and the block's factor if
     the block itself is scaled.
+    MISSING_TERM: ``v = g - d_j``, ``d_j`` the gradient of one term of the loss (a sum of
+    terms), named in :attr:`Diagnosis.term` ("missing the gradient of 0.01*sum(W1**2)").
+    TERM_SIGN: ``v = g - 2 d_j``: the gradient of that term with its sign flipped.
+    REVERSED: ``v`` is the truth reversed along some axes (a flipped convolution kernel);
+    :attr:`Diagnosis.region` spells it, e.g. ``"k[::-1, ::-1]"``.
+    OFFSET: ``v = g + c`` for a constant ``c != 0`` (:attr:`Diagnosis.factor`).
+    BROADCAST: ``v`` is one value ``c`` in every entry (a reduction broadcast where the
+    entries were meant); :attr:`Diagnosis.factor` is ``c``.
     SCATTERED: wrong entries with no recognised pattern.
     UNKNOWN: no diagnosis attempted (non-finite values).
     """
@@ -75,6 +90,11 @@ class BugShape(enum.Enum):
     BLOCK = "block"
     SCATTERED = "scattered"
     UNKNOWN = "unknown"
+    MISSING_TERM = "missing_term"
+    TERM_SIGN = "term_sign_flipped"
+    REVERSED = "reversed"
+    OFFSET = "offset"
+    BROADCAST = "broadcast"
 
 
 class WrongReason(enum.Enum):
@@ -91,6 +111,7 @@ class ToleranceSource(enum.Enum):
     BASELINE = "baseline"  # factor * A_k
     CAP = "cap"  # cap * S_k
     FLOOR = "floor"  # factor * floor_ulps * ulp_p(S)
+    GIVEN = "given"  # the caller's entry_tolerance (finite-difference rows)
 
 
 @dataclass(frozen=True)
@@ -223,6 +244,8 @@ class Diagnosis:
     message : str
         Breadcrumb, e.g. ``"net › W2[2, :] › float64: scaled by 2 (truth
         0.4579, got 0.9158)"``.
+    term : str or None
+        For MISSING_TERM and TERM_SIGN, the term of the loss, as written in the case file.
     """
 
     variable: str
@@ -234,13 +257,17 @@ class Diagnosis:
     region: str | None
     other: str | None
     message: str
+    term: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"variable": self.variable, "shape": self.shape.value,
-                "factor": None if self.factor is None else _json_float(self.factor),
-                "factor_text": self.factor_text, "rows": self.rows, "cols": self.cols,
-                "region": self.region, "other": self.other, "message": self.message}
+        """JSON-ready dict (``term`` only for the shapes that name one)."""
+        out = {"variable": self.variable, "shape": self.shape.value,
+               "factor": None if self.factor is None else _json_float(self.factor),
+               "factor_text": self.factor_text, "rows": self.rows, "cols": self.cols,
+               "region": self.region, "other": self.other, "message": self.message}
+        if self.term is not None:
+            out["term"] = self.term
+        return out
 
 
 @dataclass(frozen=True)
@@ -301,6 +328,19 @@ class VariableGrade:
         """Shortcut for ``errors.max_ulps``."""
         return self.errors.max_ulps
 
+    @property
+    def detection_threshold(self) -> float:
+        """The detection power of this grade: ``tolerance / scale``.
+
+        An error of more than this fraction of the variable's largest true entry, at that
+        entry, is caught ("would catch relative errors above 3e-7 here"); smaller entries need
+        a larger relative error (the tolerance is absolute).  ``inf`` for an all-zero truth,
+        NaN when the variable could not be graded.
+        """
+        if not (self.tolerance == self.tolerance):
+            return math.nan
+        return self.tolerance / self.scale if self.scale > 0 else math.inf
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"variable": self.variable, "shape": list(self.shape),
@@ -310,6 +350,7 @@ class VariableGrade:
                 "tolerance_source": (None if self.tolerance_source is None
                                      else self.tolerance_source.value),
                 "n_entries": self.n_entries, "n_wrong": self.n_wrong,
+                "detects_relative": _json_float(self.detection_threshold),
                 "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
                 "message": self.message}
 

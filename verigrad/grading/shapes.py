@@ -2,13 +2,16 @@
 
 ``_diagnose`` turns the wrong entries of one variable into a
 :class:`~verigrad.grading.records.Diagnosis`: zero, swapped with another variable,
-transposed, sign flipped, scaled by a recognisable constant (2, 1/2, -1, m, 1/m), wrong in a
-sub-block (rows, columns, a contiguous region), or scattered.  The helpers spell indices,
+transposed, sign flipped, scaled by a recognisable constant (2, 1/2, -1, m, 1/m), missing one
+term's gradient or with that term's sign flipped (given the terms' gradients), reversed along
+some axes, one value broadcast to every entry, offset by a constant, wrong in a sub-block (rows,
+columns, a contiguous region), or scattered.  The helpers spell indices,
 ranges (``"0:4"``, ``":"``, ``"{1, 3, 5:8}"``) and factors for the breadcrumbs.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 from typing import Mapping, Sequence
@@ -117,8 +120,13 @@ def _largest(g: np.ndarray, mask: np.ndarray | None = None) -> int:
 def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray,
               wrong: np.ndarray, finite: np.ndarray, tau: float,
               others: Mapping[str, tuple[np.ndarray, float]], dtype: str,
-              case: str) -> Diagnosis:
-    """Recognise the bug shape of one failing variable (flat float64 arrays)."""
+              case: str, terms: Sequence[tuple[str, np.ndarray]] = ()) -> Diagnosis:
+    """Recognise the bug shape of one failing variable (flat float64 arrays).
+
+    ``terms``: ``(text, d_j)`` per term of the loss, ``d_j`` (flat float64) the gradient of that
+    signed term with respect to this variable; tested for a missing term (``v = g - d_j``) and
+    a term whose sign is flipped (``v = g - 2 d_j``).
+    """
 
     def crumb(loc: str, text: str) -> str:
         return f"{case} › {loc} › {dtype}: {text}"
@@ -133,9 +141,9 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
     def make(shape_: BugShape, text: str, *, factor: float | None = None,
              ftext: str | None = None, loc: str = name, rows: str | None = None,
              cols: str | None = None, region: str | None = None,
-             other: str | None = None) -> Diagnosis:
+             other: str | None = None, term: str | None = None) -> Diagnosis:
         return Diagnosis(name, shape_, factor, ftext, rows, cols, region, other,
-                         crumb(loc, text))
+                         crumb(loc, text), term)
 
     if not finite.all():
         bad = np.flatnonzero(~finite)
@@ -150,6 +158,21 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
 
     n_nonzero = int(np.count_nonzero(g))
     imax = _largest(g)
+    # MISSING_TERM / TERM_SIGN: the truth without one term's gradient, or with its sign flipped.
+    # Only a term that is part, not all, of this variable's gradient (else ZERO / SIGN_FLIP say it)
+    for k, shape_, verb in ((1, BugShape.MISSING_TERM, "missing the gradient of"),
+                            (2, BugShape.TERM_SIGN, "the gradient of")):
+        for text, d in terms:
+            if d.shape != g.shape or not np.all(np.isfinite(d)):
+                continue
+            if not np.any(np.abs(d) > tau) or not np.any(np.abs(g - d) > tau):
+                continue
+            if np.all(np.abs(v - (g - k * d)) <= tau):
+                iw = worst()
+                what = (f"missing the gradient of {text}" if k == 1
+                        else f"the gradient of {text} has its sign flipped")
+                return make(shape_, f"{what} ({name}{_idx_str(_unravel(iw, shape))}: {at(iw)}, "
+                                    f"that term's gradient {_num(d[iw])})", term=text)
     # ZERO
     if np.all(np.abs(v) <= tau) and n_nonzero:
         return make(BugShape.ZERO,
@@ -193,6 +216,38 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
             return make(BugShape.SCALED,
                         f"scaled by {_num(c)} (least squares; not a simple fraction; "
                         f"{at(imax)})", factor=c)
+    # REVERSED: the truth flipped along some axes (a reversed convolution kernel, a reversed block)
+    if len(shape) >= 1 and n_nonzero and v.size > 1:
+        gs = g.reshape(shape)
+        for r in range(1, len(shape) + 1):
+            for axes in itertools.combinations(range(len(shape)), r):
+                if any(shape[a] < 2 for a in axes):
+                    continue
+                flipped = np.flip(gs, axis=axes).reshape(-1)
+                if np.array_equal(flipped, g) or not np.all(np.abs(v - flipped) <= tau):
+                    continue
+                spec = ", ".join("::-1" if a in axes else ":" for a in range(len(shape)))
+                iw = worst()
+                return make(BugShape.REVERSED,
+                            f"reversed along axis {', '.join(str(a) for a in axes)}: got {name}[{spec}] "
+                            f"({name}{_idx_str(_unravel(iw, shape))}: {at(iw)})", region=f"{name}[{spec}]")
+    # BROADCAST: one value everywhere where the truth varies
+    if v.size > 1 and n_nonzero and np.ptp(g) > 2 * tau and np.ptp(v) <= tau:
+        c = float(v[0])
+        total = float(np.sum(g))
+        how = (" = the sum of every true entry: a reduction over every axis broadcast back"
+               if abs(c - total) <= tau else
+               " = the mean of the true entries" if abs(c - total / g.size) <= tau else "")
+        return make(BugShape.BROADCAST, f"the same value {_num(c)} in every entry{how} (truth from "
+                                        f"{_num(float(np.min(g)))} to {_num(float(np.max(g)))})",
+                    factor=c, ftext=_num(c))
+    # OFFSET: the truth plus a constant
+    if v.size > 1 and n_nonzero >= 2 and np.ptp(g) > 2 * tau:
+        off = v - g
+        c = float(np.median(off))
+        if abs(c) > tau and np.all(np.abs(off - c) <= tau):
+            return make(BugShape.OFFSET, f"offset by {_num(c)} in every entry ({at(imax)})", factor=c,
+                        ftext=_num(c))
     # BLOCK
     if len(shape) >= 1 and wrong.any():
         w = wrong.reshape(shape)

@@ -17,12 +17,11 @@ from typing import Any, Mapping, Sequence
 import mpmath
 import numpy as np
 
-from verigrad.engine.backends import MPBackend
 from verigrad.engine.model import Model
 from verigrad.errors import DomainError
 from verigrad.fd.directions import Direction
-from verigrad.fd.nodes import batched_leaves
-from verigrad.kinks.conditions import DEFAULT_PREC, _conditions, _gap, _mp_base, _sgn, _signs, _violates
+from verigrad.kinks.conditions import DEFAULT_PREC, _sgn, _signs, _violates
+from verigrad.kinks.sitelines import _ConeSites, _DenseSites, _FullSites, _site_line
 from verigrad.kinks.sites import Site, SiteKind, SiteRule, find_sites
 from verigrad.spec import Dtype
 
@@ -72,6 +71,8 @@ class SiteDistance:
 
 def _direction_rows(line, entries: Sequence[tuple[str, int, Fraction]], ts: Sequence[Any]) -> list[dict]:
     """The points x + t e as rows {(name, i): value}; ``line`` is a site line or exact leaves (a dict)."""
+    if hasattr(line, "line_rows"):
+        return line.line_rows(ts)
     x = line.x if hasattr(line, "x") else (lambda name, i: line[name].reshape(-1)[i])
     rows = []
     for t in ts:
@@ -80,207 +81,6 @@ def _direction_rows(line, entries: Sequence[tuple[str, int, Fraction]], ts: Sequ
             row[(name, i)] = x(name, i) + t * (mpmath.mpf(e.numerator) / e.denominator)
         rows.append(row)
     return rows
-
-
-class _FullSites:
-    """Condition values of sites at points along a direction: the sites' arguments evaluated
-    everywhere, in mpmath at the ambient precision (any direction)."""
-
-    prec = math.inf  # evaluates at the ambient precision, whatever it is
-
-    def __init__(self, model: Model | None, point: Mapping[str, np.ndarray], sites: Sequence[Site], *,
-                 base: Mapping[str, np.ndarray] | None = None):
-        self.sites = list(sites)
-        self._base = base if base is not None else _mp_base(model, point)
-        self.index = [list(np.ndindex(*s.shape)) for s in self.sites]
-
-    def x(self, name: str, i: int):
-        return self._base[name].reshape(-1)[i]
-
-    def base(self) -> list[np.ndarray]:
-        """Condition values at the point, flat per site (raises DomainError outside the domain)."""
-        v0 = _conditions(self.sites, self._base, MPBackend(), 1)[0]
-        return [np.asarray(v[0], dtype=object).reshape(-1) for v in v0]
-
-    def at(self, rows: list[dict]) -> tuple[list[np.ndarray], dict[int, str]]:
-        """(B, entries) condition values per site at the points ``rows`` ({(name, i): value}), and
-        the rows whose evaluation left a domain (with the message)."""
-        if not rows:
-            return [np.empty((0, len(ix)), dtype=object) for ix in self.index], {}
-        vals, failed = _conditions(self.sites, batched_leaves(self._base, rows), MPBackend(), len(rows))
-        return [np.asarray(v, dtype=object).reshape(len(rows), -1) for v in vals], failed
-
-
-class _ConeSites:
-    """The same along a coordinate, from the line's cone (:class:`verigrad.engine.cone.Cone`):
-    only the condition entries whose arguments the cone reaches can change, and only they are
-    evaluated (in Arb at ``prec`` bits, then as mpmath numbers at the ambient precision).
-    ``index`` lists those entries per site."""
-
-    def __init__(self, model: Model, point: Mapping[str, np.ndarray], direction: Direction,
-                 sites: Sequence[Site], prec: int):
-        from verigrad.engine.cone import Cone, forward_cone
-        from verigrad.expr.graph import topological
-
-        self.model, self.sites, self.prec, self.point = model, list(sites), int(prec), point
-        self.var = direction.variable
-        shape = model.shape(self.var)
-        self.i = int(np.ravel_multi_index(direction.index, shape)) if direction.index else 0
-        self.x0 = float(np.asarray(point[self.var], dtype=np.float64).reshape(-1)[self.i])
-        args = {a.id: a for s in self.sites for a in s.arguments}
-        moving = [a for a in args.values() if self.var in a.variables]
-        C = forward_cone(model, topological(moving), self.var, self.i) if moving else {}
-        self.cp, self.maps, self.groups = [], [], []
-        want: dict[int, list] = {}
-        for s in self.sites:
-            if s.rule is SiteRule.MAX:
-                from verigrad.engine.cone import _groups
-
-                red, members = _groups(model, s.node)
-                x = s.arguments[0]
-                touched = np.unique(red[C[x.id]]) if x.id in C else np.zeros(0, dtype=np.int64)
-                mem = members[touched]
-                cp = np.unique(mem.reshape(-1))
-                self.groups.append(mem)
-                self.maps.append(None)
-                want.setdefault(x.id, []).append(mem.reshape(-1))
-            else:
-                nd = len(s.shape)
-                maps = []
-                hit = np.zeros(int(np.prod(s.shape, dtype=np.int64)), dtype=bool)
-                for a in s.arguments:
-                    ar = np.arange(a.size, dtype=np.int64).reshape((1,) * (nd - len(a.shape)) + a.shape)
-                    m = np.ascontiguousarray(np.broadcast_to(ar, s.shape)).reshape(-1)
-                    maps.append(m)
-                    if a.id in C:
-                        hit |= np.isin(m, C[a.id])
-                cp = np.flatnonzero(hit)
-                for a, m in zip(s.arguments, maps):
-                    want.setdefault(a.id, []).append(m[cp])
-                self.groups.append(None)
-                self.maps.append(maps)
-            self.cp.append(cp)
-        self.index = [[tuple(int(v) for v in np.unravel_index(p, s.shape)) if s.shape else () for p in cp]
-                      for s, cp in zip(self.sites, self.cp)]
-        base = {args[a]: np.unique(np.concatenate(ps)) for a, ps in want.items() if sum(len(p) for p in ps)}
-        self.cone = Cone(model, point, self.var, self.i, prec=self.prec, values=moving, base=base)
-
-    def x(self, name: str, i: int):
-        return mpmath.mpf(self.x0)
-
-    def _arg_values(self, a, q: np.ndarray, run) -> np.ndarray:
-        """Values (B or 1, |q|) of argument node ``a`` at flat entries ``q`` (balls)."""
-        base = self.cone.base(a, q)[None, :]
-        if run is None:
-            return base
-        c = self.cone.positions(a)
-        out = np.repeat(base, run.B, axis=0)
-        if c.size:
-            pos = np.searchsorted(c, q)
-            pos = np.minimum(pos, c.size - 1)
-            hit = c[pos] == q
-            if hit.any():
-                new = run.values(a)
-                out[:, hit] = new[:, pos[hit]]
-        return out
-
-    def _conditions(self, run) -> list[np.ndarray]:
-        """Condition values per site at its entries ``cp``: at the point (``run`` None) or per row."""
-        from verigrad.engine.arb import to_mpf
-
-        conv = np.frompyfunc(lambda v: mpmath.mpf(0) if v is None else to_mpf(v), 1, 1)  # failed rows: None later
-        out = []
-        for s, cp, maps, mem in zip(self.sites, self.cp, self.maps, self.groups):
-            if not cp.size:
-                out.append(np.empty((1 if run is None else run.B, 0), dtype=object))
-                continue
-            if s.rule is SiteRule.MAX:
-                x = conv(self._arg_values(s.arguments[0], mem.reshape(-1), run)).astype(object)
-                x = x.reshape(x.shape[0], mem.shape[0], mem.shape[1])
-                gap = _gap(x, (1,)).reshape(x.shape[0], -1)
-                flat = mem.reshape(-1)
-                order = np.argsort(flat, kind="stable")
-                out.append(gap[:, order[np.searchsorted(flat[order], cp)]])
-                continue
-            vals = [conv(self._arg_values(a, m[cp], run)).astype(object) for a, m in zip(s.arguments, maps)]
-            out.append(_compact_condition(s, vals))
-        return out
-
-    def base(self) -> list[np.ndarray]:
-        return [v[0] for v in self._conditions(None)]
-
-    def at(self, rows: list[dict]) -> tuple[list[np.ndarray], dict[int, str]]:
-        from verigrad.engine import arb as ab
-        from verigrad.engine.cone import Cone
-
-        if not rows:
-            return [np.empty((0, len(ix)), dtype=object) for ix in self.index], {}
-        cone = self.cone
-        for _ in range(3):
-            new = [_exact_arb(row[(self.var, self.i)], cone.prec) for row in rows]
-            try:
-                with ab.arb_precision(cone.prec):
-                    run = cone.run(new)
-                break
-            except ab.Undecided:  # a node next to a kink upstream of a site: more bits, then mpmath
-                cone = Cone(self.model, self.point, self.var, self.i, prec=2 * cone.prec, values=self.cone.value_nodes,
-                            base={n: self.cone.need[n.id] for n in self.cone.order if n.id in self.cone.need})
-        else:
-            vals, failed = _FullSites(self.model, self.point, self.sites).at(rows)
-            return [v[:, cp] for v, cp in zip(vals, self.cp)], failed
-        vals = self._conditions(run)
-        for r in run.failed:
-            for v in vals:
-                v[r] = None
-        return vals, dict(run.failed)
-
-
-def _exact_arb(v, prec: int):
-    """The exact Arb ball of an mpmath number."""
-    from verigrad.engine import arb as ab
-
-    sign, man, exp, _ = v._mpf_
-    if not man:
-        return ab.arb(0)
-    m = -int(man) if sign else int(man)
-    with ab.arb_precision(max(prec, int(man).bit_length() + 16)):
-        return ab.arb(m) * ab.arb(2) ** int(exp)
-
-
-def _compact_condition(site: Site, args: Sequence[np.ndarray]) -> np.ndarray:
-    """:func:`verigrad.kinks.conditions._condition` on arguments already gathered per entry
-    ((B, n) arrays of the condition's entries), for the elementwise rules."""
-    r = site.rule
-    if r in (SiteRule.RELU, SiteRule.ABS, SiteRule.PRODUCT):
-        return args[0]
-    if r is SiteRule.MAXIMUM:
-        return args[0] - args[1] if site.name == "maximum" else args[1] - args[0]
-    if r is SiteRule.FUNCTION_DOMAIN:
-        x = args[0]
-        if site.name == "log1p":
-            return x + 1
-        if site.name in ("arcsin", "arccos"):
-            return 1 - x * x
-        if site.name == "tan":
-            return np.frompyfunc(mpmath.cos, 1, 1)(x).astype(object)
-        return x
-    return args[0]  # DIVISION, POWER
-
-
-def _site_line(model: Model, point: Mapping[str, np.ndarray], direction: Direction, sites: Sequence[Site],
-               prec: int):
-    """The cheapest evaluator of the sites' conditions along ``direction`` (see :class:`_ConeSites`)."""
-    if direction.variable is not None:
-        from verigrad.engine import arb as ab
-
-        if ab.available():
-            from verigrad.engine.cone import ConeUnsupported
-
-            try:
-                return _ConeSites(model, point, direction, sites, prec)
-            except (ConeUnsupported, ArithmeticError):  # Undecided or a domain edge at the point: evaluate fully
-                pass
-    return _FullSites(model, point, sites)
 
 
 def distance_along(model: Model, point: Mapping[str, np.ndarray], direction: Direction,
@@ -331,8 +131,11 @@ def _distances(model: Model, point: Mapping[str, np.ndarray], direction: Directi
     out: list[SiteDistance] = []
     with mpmath.workprec(prec):
         line = line if line is not None else _site_line(model, point, direction, sites, prec)
-        scale = max([1.0] + [abs(float(point[n].reshape(-1)[i])) for n, i, _ in entries])
-        tau = mpmath.ldexp(1, -(prec // 4) + int(math.ceil(math.log2(scale))))
+        scale = _point_scale(point, direction)
+        # the slope's step: tiny for exact values; for double-double midpoints (a dense line) as
+        # large as keeps the central difference's truncation below its rounding
+        tau = mpmath.ldexp(1, -(prec // 4 if not isinstance(line, _DenseSites) else 26)
+                           + int(math.ceil(math.log2(scale))))
         rows = _direction_rows(line, entries, [mpmath.mpf(0), tau, -tau])
         conds, failed = line.at(rows)
         if failed:
@@ -505,7 +308,13 @@ def _locate(sites: Sequence[Site], line, entries, items: list[tuple[int, tuple, 
 
 
 def _point_scale(point: Mapping[str, np.ndarray], direction: Direction) -> float:
-    return max([1.0] + [abs(float(point[n].reshape(-1)[i])) for n, i, _ in direction.entries()])
+    """max(1, |x_i|) over the entries the direction moves."""
+    out = 1.0
+    for n, v in direction.vector.items():
+        moved = np.asarray(v).reshape(-1) != 0
+        if moved.any():
+            out = max(out, float(np.max(np.abs(np.asarray(point[n], dtype=np.float64).reshape(-1)[moved]))))
+    return out
 
 
 #: a failure message is re-derived by a whole evaluation (naming the entry) up to this many graph entries
@@ -590,18 +399,23 @@ def _crossings(model: Model, point: Mapping[str, np.ndarray], direction: Directi
     with mpmath.workprec(prec):
         line = line if line is not None else _site_line(model, point, direction, sites, prec)
         v0 = line.base()
-        rows = []
-        for t in ts:
-            row = {}
-            for name, i, e in entries:
-                q = Fraction(float(point[name].reshape(-1)[i])) + t * e
-                if dtype is not None:
-                    q = _round_fraction(q, dtype.numpy)
-                row[(name, i)] = mpmath.mpf(q.numerator) / q.denominator
-            rows.append(row)
+        if hasattr(line, "stencil_rows"):
+            rows = line.stencil_rows(ts, dtype)
+        else:
+            rows = []
+            for t in ts:
+                row = {}
+                for name, i, e in entries:
+                    q = Fraction(float(point[name].reshape(-1)[i])) + t * e
+                    if dtype is not None:
+                        q = _round_fraction(q, dtype.numpy)
+                    row[(name, i)] = mpmath.mpf(q.numerator) / q.denominator
+                rows.append(row)
         vals, failed = line.at(rows)
         if failed and isinstance(line, _ConeSites):
             failed = _failure_messages(model, point, sites, rows, failed)
+        elif failed and isinstance(line, _DenseSites):
+            failed = line.messages(rows, failed)
         pending: list[tuple[int, tuple, Any, Any, Any]] = []
         found: list[tuple[int, tuple, tuple[float, ...], bool, bool]] = []
         for k, site in enumerate(sites):

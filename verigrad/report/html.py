@@ -48,6 +48,7 @@ th { background: #f6f8fa; }
 td.num { text-align: right; font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; }
 .verdict-pass { color: var(--pass); font-weight: 600; }
 .verdict-fail, .verdict-error, .verdict-nonfinite { color: var(--fail); font-weight: 600; }
+.verdict-not-exercised, .verdict-no-estimate { color: var(--warn, #b58900); font-weight: 600; }
 .met-true { color: var(--pass); } .met-false { color: var(--fail); font-weight: 600; } .met-none { color: var(--info); }
 .status { display: inline-block; padding: .1em .6em; border-radius: 1em; color: white; font-weight: 600; }
 .status.ok { background: var(--pass); } .status.failed { background: var(--fail); }
@@ -116,7 +117,7 @@ def _expect_cell(rec: dict) -> str:
 
 def _verdict_cell(verdict: Any) -> str:
     v = str(verdict)
-    return f'<span class="verdict-{_e(v)}">{_e(v)}</span>'
+    return f'<span class="verdict-{_e(v.replace(" ", "-"))}">{_e(v)}</span>'
 
 
 def _label(rec: dict) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["SCHEMA_VERSION", "dumps", "write_atomic", "jsonable", "truth_record"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def jsonable(value: Any) -> Any:

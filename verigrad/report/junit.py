@@ -102,7 +102,8 @@ def _add_testcase(suite: ET.Element, result, rec: dict) -> tuple[int, int]:
             el = ET.SubElement(tc, "error", {"message": _clean(headline, 2000), "type": "verigrad.CandidateError"})
             errors = 1
         else:
-            kind = "verigrad.NotCaught" if rec["verdict"] == "pass" else f"verigrad.{rec['verdict'].capitalize()}"
+            kind = ("verigrad.NotCaught" if rec["verdict"] == "pass"
+                    else "verigrad." + rec["verdict"].title().replace(" ", ""))
             el = ET.SubElement(tc, "failure", {"message": _clean(headline, 2000), "type": kind})
             failures = 1
         el.text = _clean(body)
@@ -149,6 +150,16 @@ def junit_xml(run) -> str:
             tests += 1
             failures += f
             errors += e
+        for dt, lc in (case.loss_code or {}).items():
+            if lc.get("verdict") in ("fail", "nonfinite"):
+                # loss_code disagrees with the declared loss: the case fails (a failure of its own)
+                tc = ET.SubElement(suite, "testcase", {"classname": f"verigrad.{case.name}",
+                                                       "name": f"loss_code › {dt}", "time": "0.000"})
+                el = ET.SubElement(tc, "failure", {"message": _clean(lc.get("message", ""), 2000),
+                                                   "type": "verigrad.LossCodeMismatch"})
+                el.text = _clean(lc.get("message", ""))
+                tests += 1
+                failures += 1
         if case.error:
             tc = ET.SubElement(suite, "testcase", {"classname": f"verigrad.{case.name}", "name": "(case)",
                                                    "time": _seconds(case.seconds)})

@@ -33,7 +33,8 @@ __all__ = ["png_bytes", "ulps_figure", "wrong_entries_figure", "draw_study", "st
            "to_float", "FIGURE_FORMATS"]
 
 _DTYPE_COLOURS = {"float32": "#d95f02", "float64": "#1b9e77"}
-_VERDICT_MARKERS = {"pass": "o", "fail": "X", "nonfinite": "^", "error": "s"}
+_VERDICT_MARKERS = {"pass": "o", "fail": "X", "nonfinite": "^", "error": "s", "not exercised": "D",
+                    "no estimate": "s"}
 
 
 def to_float(value: Any) -> float:

@@ -298,6 +298,8 @@ def _fd_reach(r) -> str:
     tol = (r.extra or {}).get("tolerance")
     if r.verdict == "nonfinite":
         return "non-finite estimate"
+    if r.verdict == "no estimate":
+        return _strip_crumb(r.message, r.case, r.dtype).split(": ", 1)[-1].split("; use a smaller step")[0]
     if r.verdict == "error":
         return r.message or "could not be computed"
     if tol is None:
@@ -313,6 +315,9 @@ def _expectation_text(r) -> str:
                 "bug was not caught (or the candidate is correct and its expectation is wrong)")
     if r.verdict == "error":
         return f"expected {r.expect}, but it could not be graded"
+    if r.verdict == "not exercised":
+        return (f"expected {r.expect}, got not exercised: it returned float64 for {r.dtype} inputs, so {r.dtype} "
+                "never ran (add allow_upcast = true to the candidate if that is intended)")
     return f"expected {r.expect}, got {r.verdict}"
 
 
@@ -357,6 +362,9 @@ def _loss_code_notes(rep, *, verbose: bool) -> list:
         if "error_message" in lc:
             out.append(Para(f"! {rep.name} › loss_code › {dt}: {lc['error_message']}", indent=2, hang=6,
                             style="red"))
+        elif lc.get("verdict") in ("fail", "nonfinite"):
+            # the declared loss is not what the user's forward pass computes: the case fails
+            out.append(Para(f"✗ {lc['message']}", indent=2, hang=4, style="red bold"))
         elif verbose or lc.get("ulps", 0) > 64:
             warn = lc.get("ulps", 0) > 64
             out.append(Para(f"{'! ' if warn else ''}{rep.name} › loss_code › {dt}: {lc['value']:.9g}, "
@@ -375,7 +383,9 @@ def _classic_text(r) -> str:
              if cov.get("mode") == "sample" else "")
     return (f"the classic check (central, eps={classic['eps']:g}{where}: relative difference "
             f"{classic['relative_difference']:.1e} vs {classic['threshold']:g}) would say "
-            f"{'pass' if classic['classic_pass'] else 'fail'}: {classic['outcome']}")
+            f"{'pass' if classic['classic_pass'] else 'fail'}: "
+            + ("not comparable: it differenced loss_code, which is not the declared loss"
+               if classic["outcome"] == "other loss" else classic["outcome"]))
 
 
 def grade_table(rep) -> Table:
@@ -392,7 +402,8 @@ def grade_table(rep) -> Table:
     t.add_column("max ulps", justify="right", no_wrap=True)
     t.add_column("rel err", justify="right", no_wrap=True)
     t.add_column("expect", no_wrap=True)
-    style = {"pass": "green", "fail": "red", "nonfinite": "magenta", "error": "red bold"}
+    style = {"pass": "green", "fail": "red", "nonfinite": "magenta", "error": "red bold",
+             "not exercised": "yellow", "no estimate": "yellow"}
     for r in rep.results:
         errors = getattr(r.grade, "errors", None)
         name = r.candidate if r.kind == "code" else f"{r.scheme} h={_fmt(r.step, '.1e')}"
@@ -412,6 +423,11 @@ def _verbose_details(r) -> list:
         lines.extend(_strip_crumb(w, r.case, r.dtype) for w in getattr(g, "warnings", ()) or ())
         lines.extend(diagnosis_text(r))
         lines.extend(_worst_entries(r, VERBOSE_ENTRIES))
+        # detection power: tolerance / scale per variable (an error of that fraction of its largest entry)
+        power = [f"{v.detection_threshold:.1e} ({v.variable})" for v in getattr(g, "variables", ()) or ()
+                 if math.isfinite(getattr(v, "detection_threshold", math.nan))]
+        if power:
+            lines.append(f"would catch relative errors above {', '.join(power)} here")
     elif g is None and r.message:
         lines.append(r.message)
     if r.kind != "code":
@@ -472,6 +488,8 @@ def run_summary(run, *, quiet: bool = False):
              f"{s['expectations_not_met']:,} not met"
              + (f", {s['informational']:,} informational" if s["informational"] else "")
              + (f", {plural(s['case_errors'], 'case error')}" if s["case_errors"] else "")
+             + (f", {plural(s['loss_code_mismatches'], 'loss_code mismatch', 'loss_code mismatches')}"
+                if s.get("loss_code_mismatches") else "")
              + f" ({run.seconds:.1f} s)")
     parts: list = [Para(words, indent=0, hang=4, style=style)]
     classic = _classic_counts(run)

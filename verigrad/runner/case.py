@@ -202,8 +202,13 @@ def classic_sample(model: Model, dtype: Dtype, value: dict[str, np.ndarray], gra
 
 def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: dict[str, np.ndarray],
                     *, timeout: float, classic_fd: dict[str, np.ndarray] | None = None,
-                    classic: ClassicPlan | None = None) -> Result:
-    """Call one candidate in isolation at ``truth``'s point and grade it."""
+                    classic: ClassicPlan | None = None, other_loss: bool = False) -> Result:
+    """Call one candidate in isolation at ``truth``'s point and grade it.
+
+    ``other_loss``: the case's ``loss_code`` disagrees with the declared loss, so the classic
+    check (which differences ``loss_code``) differenced another function: its note then says so
+    (outcome ``other loss``) instead of calling the verdict a false alarm or a missed bug.
+    """
     from verigrad.grading import grade
 
     case = model.case
@@ -214,9 +219,11 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
 
     def result(verdict: str, message: str, g=None) -> Result:
         expect = cand.expectation(dtype)
-        met = (verdict == "pass") == (expect is Expect.PASS)
-        if verdict == "error" and expect is Expect.FAIL:
-            met = False  # a buggy candidate must be *caught*, not crash
+        if expect is Expect.PASS:
+            # an upcast (float32 never ran) passes only where the case allows it
+            met = verdict == "pass" or (verdict == "not exercised" and cand.allow_upcast)
+        else:
+            met = verdict in ("fail", "nonfinite")  # a buggy candidate must be *caught*, not crash
         return Result(case.name, cand.name, "code", dtype.value, expect.value, verdict, met, g, message,
                       call.stdout, call.seconds)
 
@@ -241,6 +248,12 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
         graded = {n: DDTruth(truth.gradient_hi[n], truth.gradient_lo[n]) for n in kinks.truth}
     g = grade(truth=graded, value=value, baseline=kinks.baseline, dtype=dtype.numpy, case=case.name,
               candidate=cand.name, tolerances=_tolerances(case))
+    if g.verdict.value == "fail" and len(loss_terms(model)) > 1:
+        # the loss is a sum of terms: is the candidate missing one term's gradient, or its sign?
+        terms = term_gradients(model, truth.point)
+        if terms:
+            g = grade(truth=graded, value=value, baseline=kinks.baseline, dtype=dtype.numpy, case=case.name,
+                      candidate=cand.name, tolerances=_tolerances(case), term_gradients=terms)
     verdict = g.verdict.value.lower()
     msgs = g.messages() if hasattr(g, "messages") else []
     res = result(verdict, msgs[0] if msgs else "", g)
@@ -250,7 +263,7 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
             "conventions": list(kinks.conventions), "notes": list(kinks.notes)}}})
     if classic is not None and classic.full is not None:
         classic_fd = classic.full
-    if verdict in ("pass", "fail") and (classic_fd is not None or (classic is not None and classic.sampled)):
+    if verdict in ("pass", "fail", "not exercised") and (classic_fd is not None or (classic is not None and classic.sampled)):
         from verigrad.runner.fdcheck import classic_verdict
 
         coverage = {"mode": "full", "coordinates": truth_size(truth), "of": truth_size(truth), "flagged": 0,
@@ -262,8 +275,12 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
             coverage = None if sample is None else sample[1]
         if pair is not None:
             with np.errstate(all="ignore"):
-                note = classic_verdict(*pair, truth_verdict_pass=(verdict == "pass"))
+                note = classic_verdict(*pair, truth_verdict_pass=(verdict != "fail"))
             note.update(scheme=CLASSIC_SCHEME, eps=CLASSIC_EPS, coverage=coverage)
+            if other_loss and case.loss_code is not None:
+                from verigrad.runner.fdcheck import ClassicOutcome
+
+                note["outcome"] = ClassicOutcome.OTHER_LOSS
             res = Result(**{**res.__dict__, "extra": {**res.extra, "classic": note}})
     return res
 
@@ -293,12 +310,23 @@ def _transposed_returns(value, shapes, truth, label) -> list[str]:
 
 
 def grade_loss_code(model: Model, truth: Truth) -> dict:
-    """The case's own forward pass at x_p against the exact loss: value, absolute error, error in ulps.
+    """The case's own forward pass at x_p, graded against the declared loss like a candidate.
 
-    Returns ``{"value", "error", "ulps", "dtype", "returned_dtype"}`` or ``{"error_message"}``.
+    The reference is the *float baseline of the loss* (the declared loss expression evaluated
+    naively in the dtype): with ``A = |b - L|`` its error, the forward pass passes when
+    ``|loss_code - L| <= max(factor A, factor floor_ulps ulp_p(L))`` (the rule of
+    :mod:`verigrad.grading`, same ``[check]`` factor and floor).  Beyond it the case fails:
+    every other verdict assumes that ``loss_code`` and ``loss`` are the same function.  Where
+    the loss is a sum of terms (an ADD/SUB tree at the top), each term is evaluated exactly and
+    the message names the term whose absence (``loss_code = L - term``) or flipped sign
+    (``L - 2 term``) explains the difference.
+
+    Returns ``{"dtype", "value", "returned_dtype", "error", "ulps", "verdict", "tolerance",
+    "baseline_error", "message", "explained_by"}`` or ``{"error_message"}``.
     """
     import mpmath
 
+    from verigrad.grading import grade
     from verigrad.runner.candidates import loss_code_evaluator
 
     try:
@@ -310,8 +338,133 @@ def grade_loss_code(model: Model, truth: Truth) -> dict:
     ulp = float(np.spacing(dt.type(abs(float(exact))))) or float(np.finfo(dt).tiny)
     with mpmath.workprec(256):
         err = float(abs(mpmath.mpf(float(got)) - exact)) if np.isfinite(got) else float("inf")
-    return {"dtype": truth.dtype.value, "value": float(got), "returned_dtype": str(np.asarray(got).dtype),
-            "error": err, "ulps": err / ulp}
+    rec = {"dtype": truth.dtype.value, "value": float(got), "returned_dtype": str(np.asarray(got).dtype),
+           "error": err, "ulps": err / ulp}
+    if np.iscomplexobj(got):
+        return rec
+    base = np.asarray(model.float_eval([model.loss], truth.point, dt)[0], dtype=dt)
+    truth_arr = np.empty((), dtype=object)
+    truth_arr[()] = exact
+    g = grade(truth={"loss": truth_arr}, value={"loss": np.asarray(got)}, baseline={"loss": base}, dtype=dt,
+              case=model.case.name, candidate="loss_code", tolerances=_tolerances(model.case))
+    vg = g.variables[0]
+    verdict = g.verdict.value
+    rec.update(verdict=verdict, tolerance=vg.tolerance, baseline_error=vg.baseline.max_abs)
+    label = f"{model.case.name} › loss_code › {truth.dtype.value}"
+    if verdict in ("pass", "not exercised"):
+        rec.update(message="", explained_by=None)
+        return rec
+    if verdict == "nonfinite":
+        rec.update(message=f"{label}: the forward pass returned {float(got)} where the declared loss is "
+                           f"{mpmath.nstr(exact, 10)}", explained_by=None)
+        return rec
+    explained = _explain_loss_difference(model, truth, float(got), exact, vg.tolerance)
+    msg = (f"{label}: loss_code disagrees with the declared loss: it returned {float(got):.9g}, the exact "
+           f"loss is {mpmath.nstr(exact, 10)}, off by {err:.3g} ({err / ulp:.3g} ulps of {truth.dtype.value}), "
+           f"beyond the tolerance {vg.tolerance:.2g} (the float baseline of the loss is off by "
+           f"{vg.baseline.max_abs:.2g})")
+    if explained is not None:
+        msg += f"; {explained['text']}"
+    msg += ("; every other verdict of this case assumes loss_code and loss are the same function: fix one of "
+            "them")
+    rec.update(message=msg, explained_by=explained)
+    return rec
+
+
+def loss_terms(model: Model) -> list[tuple[int, object]]:
+    """The top-level terms of the declared loss with their signs: ``[(+1, t1), (-1, t2), ...]``.
+
+    The loss is read as the sum its ADD/SUB/NEG tree at the top spells; a loss that is not a sum
+    is one term.
+    """
+    from verigrad.expr.graph import Op
+
+    out: list[tuple[int, object]] = []
+
+    def walk(node, sign):
+        if node.op is Op.ADD:
+            walk(node.args[0], sign)
+            walk(node.args[1], sign)
+        elif node.op is Op.SUB:
+            walk(node.args[0], sign)
+            walk(node.args[1], -sign)
+        elif node.op is Op.NEG:
+            walk(node.args[0], -sign)
+        else:
+            out.append((sign, node))
+
+    walk(model.loss, 1)
+    return out
+
+
+def term_gradients(model: Model, point: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Per top-level term of the loss (by its text), the gradient of the signed term, as float64.
+
+    Built with :func:`verigrad.expr.reverse.gradient_graph` on the model's graph and evaluated
+    with the certified double-double engine (rounded once to float64), or at 128 bits in mpmath
+    where that engine declines.  Terms that do not depend on any variable are left out.
+    """
+    from verigrad.expr.reverse import gradient_graph
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for sign, node in loss_terms(model):
+        if node.shape != () or not node.variables:
+            continue
+        variables = {v: model.leaves[v] for v in model.gradient if v in node.variables}
+        try:
+            grads = gradient_graph(model.builder, node, variables)
+        except VerigradError:
+            continue
+        names = list(grads)
+        try:
+            vals = [np.asarray(b.hi, dtype=np.float64) for b in model.fast_eval([grads[n] for n in names], point)]
+        except Exception:  # noqa: BLE001 - the fast engine declines: mpmath at 128 bits
+            try:
+                vals = [np.array([float(x) for x in np.asarray(a, dtype=object).ravel()]).reshape(a.shape)
+                        for a in model.mp_eval([grads[n] for n in names], point, prec=128)]
+            except VerigradError:
+                continue
+        text = term_text(node)
+        out[text if sign > 0 else f"-({text})"] = {n: sign * v for n, v in zip(names, vals)}
+    return out
+
+
+def term_text(node) -> str:
+    """The expression text of a term, as written in the case file (its label without the field)."""
+    label = node.label or ""
+    head, sep, rest = label.partition(": ")
+    return rest if sep and " " not in head.strip().replace("define ", "") else (label or f"node {node.id}")
+
+
+def _explain_loss_difference(model: Model, truth: Truth, got: float, exact, tol: float) -> dict | None:
+    """The term whose absence or flipped sign makes the declared loss equal ``got`` (within ``tol``)."""
+    import mpmath
+
+    terms = loss_terms(model)
+    if len(terms) < 2:
+        return None
+    try:
+        vals = model.mp_eval([t for _, t in terms], truth.point, prec=192)
+    except VerigradError:
+        return None
+    best = None
+    with mpmath.workprec(192):
+        gap = abs(mpmath.mpf(got) - exact)
+        allow = max(mpmath.mpf(tol), gap * mpmath.mpf(2) ** -12)
+        for (sign, node), v in zip(terms, vals):
+            value = sign * v[()]
+            for k, how in ((1, "missing"), (2, "sign flipped")):
+                resid = abs(mpmath.mpf(got) - (exact - k * value))
+                if resid <= allow and (best is None or resid < best[0]):
+                    best = (resid, how, node, value)
+    if best is None:
+        return None
+    resid, how, node, value = best
+    text = term_text(node)
+    words = (f"it equals the declared loss without the term {text} (= {mpmath.nstr(value, 6)}): loss_code leaves "
+             f"it out" if how == "missing" else
+             f"it equals the declared loss with the sign of the term {text} (= {mpmath.nstr(value, 6)}) flipped")
+    return {"term": text, "how": how, "term_value": float(value), "residual": float(resid), "text": words}
 
 
 def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_fd: bool = True,
@@ -339,12 +492,13 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
                 baseline = baseline_gradient(model, point, dt)
                 if case.loss_code is not None:
                     loss_code[dt.value] = grade_loss_code(model, truth)
+                other_loss = loss_code.get(dt.value, {}).get("verdict") in ("fail", "nonfinite")
                 plan = (classic_plan(model, point, dt) if case.candidates and with_fd and case.check.classic
                         else None)
                 for cand in case.candidates:
                     note(f"{case.name} › {cand.name} › {dt.value}")
                     results.append(grade_candidate(model, cand, truth, baseline, timeout=case.limits.candidate_seconds,
-                                                   classic=plan))
+                                                   classic=plan, other_loss=other_loss))
                 if with_fd and case.check.schemes:
                     from verigrad.runner.fdcheck import grade_schemes
 

@@ -86,8 +86,14 @@ class CaseReport:
     loss_code: dict = field(default_factory=dict)
 
     @property
+    def loss_code_mismatch(self) -> bool:
+        """``loss_code`` disagrees with the declared loss beyond its dtype's baseline in some dtype."""
+        return any(lc.get("verdict") in ("fail", "nonfinite") for lc in (self.loss_code or {}).values())
+
+    @property
     def ok(self) -> bool:
-        return not self.error and all(r.met is not False for r in self.results)
+        return (not self.error and all(r.met is not False for r in self.results)
+                and not self.loss_code_mismatch)
 
     def __repr__(self) -> str:
         if self.error:
@@ -152,6 +158,7 @@ class RunReport:
             "expectations_met": sum(1 for r in res if r.met is True),
             "expectations_not_met": sum(1 for r in res if r.met is False),
             "informational": sum(1 for r in res if r.met is None),
+            "loss_code_mismatches": sum(1 for c in self.cases if c.loss_code_mismatch),
             "interrupted": self.interrupted,
             "ok": self.ok,
         }

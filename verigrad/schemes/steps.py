@@ -153,7 +153,8 @@ def default_step(scheme: Scheme, dtype: object) -> float:
     Returns
     -------
     float
-        ``eps**(1/(p+1))`` for a linear scheme of order ``p``; ``eps`` for the
+        ``eps**(1/(p+1))`` for a linear scheme of order ``p`` (``eps**(1/(p+q))`` for the
+        q-th derivative: the total ``|C| h^p + eps/h^q`` is smallest there); ``eps`` for the
         complex step. Use it as a nominal (ideally relative) step.
 
     Notes
@@ -180,7 +181,7 @@ def default_step(scheme: Scheme, dtype: object) -> float:
     eps = float(np.finfo(dt).eps)
     if scheme.kind is SchemeKind.COMPLEX_STEP:
         return eps
-    return eps ** (1.0 / (scheme.order + 1))
+    return eps ** (1.0 / (scheme.order + scheme.derivative))
 
 
 def default_step_grid(scheme: Scheme, dtype: object, count: int = 30) -> np.ndarray:
@@ -196,8 +197,9 @@ def default_step_grid(scheme: Scheme, dtype: object, count: int = 30) -> np.ndar
     Returns
     -------
     ndarray of float64, shape ``(count,)``
-        Ascending, from ``100 * eps`` to ``1`` for linear schemes; from
-        ``eps**2`` to ``1`` for the complex step.
+        Ascending, from ``100 * eps`` to ``1`` for linear schemes (``(100 eps)**(1/q)`` for the
+        q-th derivative, whose round-off grows as ``1/h**q``); from ``eps**2`` to ``1`` for the
+        complex step.
 
     Notes
     -----
@@ -221,7 +223,7 @@ def default_step_grid(scheme: Scheme, dtype: object, count: int = 30) -> np.ndar
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 2:
         raise ValueError(f"count must be an int >= 2, got count={count!r}")
     eps = float(np.finfo(dt).eps)
-    lo = eps**2 if scheme.kind is SchemeKind.COMPLEX_STEP else 100.0 * eps
+    lo = eps**2 if scheme.kind is SchemeKind.COMPLEX_STEP else (100.0 * eps) ** (1.0 / scheme.derivative)
     grid = np.logspace(math.log10(lo), 0.0, int(count), dtype=np.float64)
     grid[0], grid[-1] = lo, 1.0
     return grid

@@ -211,7 +211,12 @@ def format_value(v: object) -> str:
             with localcontext() as ctx:
                 ctx.prec = 200
                 dec = (Decimal(v.numerator) / Decimal(v.denominator)).normalize()
-            text = format(dec, "g") if abs(dec) < Decimal("1e-3") or abs(dec) >= Decimal("1e6") else format(dec, "f")
-            return text.replace("E", "e").replace("e-0", "e-").replace("e+", "e")
+            sign, digits, exp = dec.as_tuple()
+            if abs(dec) < Decimal("1e-3") or abs(dec) >= Decimal("1e6"):
+                mant = "".join(map(str, digits))
+                e10 = exp + len(digits) - 1
+                mant = mant[0] + ("." + mant[1:] if len(mant) > 1 else "")
+                return f"{'-' if sign else ''}{mant}e{e10}"
+            return format(dec, "f")
         return f"{v.numerator}/{v.denominator}"
     return str(v)

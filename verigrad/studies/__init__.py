@@ -22,7 +22,9 @@ Modules:
   their models, the optimal step and the slopes;
 * ``split``: the full-gradient split, every coordinate at one or several steps
   (:func:`fd_split`, :func:`fd_sweep_split`);
-* ``exact``: the exact losses at the nodes, shared by both.
+* ``exact``: the exact losses at the nodes, shared by both;
+* ``adaptive``: Ridders and numDeriv swept over their first step, the exact split of the entry
+  each returns, and how far their error estimates can be trusted (:func:`run_adaptive_study`).
 
 The float estimates themselves (directions, steps, nodes, :func:`verigrad.fd.fd_gradient`)
 are in :mod:`verigrad.fd`; kinks and domain boundaries that a stencil crosses in
@@ -33,5 +35,8 @@ from __future__ import annotations
 
 from verigrad.studies.split import FDSplit, fd_split, fd_sweep_split
 from verigrad.studies.sweep import Observed, Study, StudyModel, StudyRow, run_study
+from verigrad.studies.adaptive import AdaptiveStudy, run_adaptive_study
+from verigrad.studies.estimates import EstimateGrade, grade_error_estimates
 
-__all__ = ["StudyRow", "StudyModel", "Observed", "Study", "run_study", "FDSplit", "fd_split", "fd_sweep_split"]
+__all__ = ["StudyRow", "StudyModel", "Observed", "Study", "run_study", "FDSplit", "fd_split", "fd_sweep_split",
+           "AdaptiveStudy", "EstimateGrade", "grade_error_estimates", "run_adaptive_study"]

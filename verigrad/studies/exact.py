@@ -248,3 +248,198 @@ def _arb_of(v):
     m = -int(man) if sign else int(man)
     with ab.arb_precision(max(64, int(man).bit_length() + 8)):
         return ab.arb(m) * ab.arb(2) ** int(exp)
+
+
+def _dense_values(model, point, dense, hp, offsets, weights, dtype, loss_values, prec, exact_gstar, crossing):
+    """A dense direction on the fast engine: the parts of every row (:class:`_DenseParts`) and F."""
+    np_dt = dtype.numpy
+    K, S = len(hp), len(offsets)
+    ts = [c * Fraction(float(h)) for h in hp for c in offsets]
+    ys = []
+    cache: dict = {}
+    for t in ts:
+        if t not in cache:
+            cache[t] = dense.float_nodes(t, np_dt)
+        ys.append(cache[t])
+    # F_k = f_p(y_k): the float loss at the rounded nodes, in batches of bounded size
+    width = max(1, sum(int(np.asarray(point[n]).size) for n in dense.e))
+    per = max(1, _FLOAT_BATCH // width)
+    parts = []
+    for s in range(0, len(ys), per):
+        chunk = ys[s:s + per]
+        leaves = {}
+        for n in model.leaves:
+            if n in dense.e:
+                leaves[n] = np.stack([y[n] for y in chunk]).astype(np_dt)
+            else:
+                leaves[n] = np.asarray(point[n])[None, ...]
+        if loss_values is not None:
+            calls = [{n: np.array(leaves[n][b if leaves[n].shape[0] > 1 else 0]) for n in model.leaves}
+                     for b in range(len(chunk))]
+            parts.append(np.asarray(loss_values(calls), dtype=np_dt).reshape(-1))
+        else:
+            parts.append(np.asarray(model.float_eval([model.loss], leaves, np_dt, batched=True)[0]).reshape(-1))
+    F = np.concatenate(parts)
+    uniq_t = list(dict.fromkeys(ts))
+    # f(z) - f(x), z = x + c h e: the series itself where it has ended (a polynomial along the line),
+    # else from change pairs
+    dz = dict(zip(uniq_t, dense.polynomial_changes(uniq_t) or dense.changes(uniq_t)))
+    dyz = dense.changes(ts, ys)  # f(y) - f(z), y = fl(z)
+    return _DenseParts(model, point, dense, hp, offsets, weights, [dz[t] for t in ts], dyz, F.reshape(K, S), prec,
+                       dtype, ys, exact_gstar, crossing), F
+
+
+class _DenseParts:
+    """Rows' parts along a dense direction from double-double balls of f (and the line's power
+    series for T at small steps), each part used when its ball resolves it
+    (:func:`verigrad.studies.dense.resolved`); rows left unresolved are evaluated exactly in Arb
+    when that is affordable, else reported as not finite (``notes`` says so)."""
+
+    def __init__(self, model, point, dense, hp, offsets, weights, dz, dyz, F, prec, dtype, ys, exact_gstar, crossing):
+        from verigrad.engine import arb as ab
+        from verigrad.studies.dense import moments, resolved, series_truncation
+
+        self.notes: list[str] = []
+        K, S = len(hp), len(offsets)
+        mom = moments(offsets, weights, dense.length)
+        f0 = _arb_ball(dense.f0)
+        g = dense.gstar
+        den = math.lcm(*(w.denominator for w in weights))
+        self.rows: list = [None] * K
+        self.missing = [any(v is None for v in dz[r * S:(r + 1) * S] + dyz[r * S:(r + 1) * S]) for r in range(K)]
+        series_ok = True
+        pending = []
+        with ab.arb_precision(256):
+            for r in range(K):
+                if self.missing[r] or not hp[r] > 0:
+                    continue
+                h = float(hp[r])
+                scale = ab.arb(h) * den
+                z_r = dz[r * S:(r + 1) * S]
+                yz_r = dyz[r * S:(r + 1) * S]
+                de = sum(ab.arb(int(w * den)) * v for w, v in zip(weights, z_r)) / scale
+                S_ = sum(ab.arb(int(w * den)) * v for w, v in zip(weights, yz_r)) / scale
+                dn = de + S_
+                T_dir = de - g
+                ser = series_truncation(dense, h, mom)
+                pending.append((r, h, T_dir, S_, dn, ser))
+            # the series is trusted only if it agrees with the direct value at the largest step where
+            # both are resolved (and no node crosses a kink, where the loss is not its series)
+            for r, h, T_dir, S_, dn, ser in sorted(pending, key=lambda p: -p[1]):
+                if ser is None or crossing[r]:
+                    continue
+                Ts, err_s = ser
+                t_dir, e_dir = float(T_dir.mid()), float(T_dir.rad())
+                if resolved(t_dir, e_dir, abs(t_dir)) and resolved(float(Ts.mid()), err_s, abs(t_dir)):
+                    series_ok = abs(float((Ts - T_dir).mid())) <= 2 * (err_s + e_dir) + float((Ts - T_dir).rad())
+                    break
+            unresolved = []
+            for r, h, T_dir, S_, dn, ser in pending:
+                if crossing[r]:
+                    continue  # excluded from the study (its row is not finite)
+                d_float = self._d_float(F[r], weights, h, dtype)
+                E = ab.arb(d_float) - g
+                t_dir, e_dir = float(T_dir.mid()), float(T_dir.rad())
+                row_scale = max(abs(float(E.mid())), abs(t_dir), abs(float(S_.mid())))
+                T, e_T = T_dir, e_dir
+                if not resolved(t_dir, e_dir, row_scale) and series_ok and ser is not None:
+                    T, e_T = ser
+                R = E - T - S_
+                e_R = e_T + float(S_.rad()) + float(E.rad())
+                vals = [(float(E.mid()), float(E.rad())), (float(T.mid()), e_T), (float(S_.mid()), float(S_.rad())),
+                        (float(R.mid()), e_R)]
+                if all(resolved(v, e, row_scale) for v, e in vals):
+                    fy = [f0 + dz[r * S + k] + dyz[r * S + k] for k in range(S)]
+                    nz = [abs(mpmath.mpf(float(F[r, k])) - to_mpf_ball(fy[k])) for k in range(S)]
+                    with mpmath.workprec(prec):
+                        noise = float(mpmath.sqrt(sum(v * v for v in nz) / len(nz)))
+                    self.rows[r] = (tuple(0.0 if abs(v) <= e else v for v, e in vals), noise)
+                else:
+                    unresolved.append(r)
+        if unresolved:
+            self._exact_rows(model, point, dense, hp, offsets, weights, F, prec, dtype, unresolved, ys, exact_gstar)
+
+    @staticmethod
+    def _d_float(Fr, weights, h, dtype):
+        np_dt = dtype.numpy
+        with np.errstate(all="ignore"):
+            acc = np_dt.type(0)
+            for k, w in enumerate(weights):
+                acc = acc + np_dt.type(float(w)) * Fr[k]
+            return float(acc / np_dt.type(h))
+
+    def _exact_rows(self, model, point, dense, hp, offsets, weights, F, prec, dtype, rows, ys, exact_gstar):
+        """Rows the double-double balls do not resolve: whole exact evaluations in Arb (and g* to
+        the working precision, ``exact_gstar()``) when the work is affordable, else left out with
+        a note."""
+
+        S = len(offsets)
+        work = 2 * len(rows) * S * _arb_cost(model)
+        if work > _DENSE_ARB_WORK:
+            h_max = max(float(hp[r]) for r in rows)
+            self.notes.append(
+                f"{len(rows)} of {len(hp)} steps (up to h = {h_max:.1e}) need more than double-double precision "
+                f"for their exact parts, which along a dense direction costs a whole Arb evaluation of the loss "
+                f"per node ({work:,} ball operations here): they are left out; a coordinate direction "
+                f"(--variable/--index) shows them")
+            return
+        point_np = {n: np.asarray(v) for n, v in point.items()}
+        entries = [(n, i) for n, e in dense.e.items() for i in np.flatnonzero(e.reshape(-1))]
+        ex, fl = [], []
+        for r in rows:
+            h = Fraction(float(hp[r]))
+            for k, c in enumerate(offsets):
+                ex.append({(n, int(i)): Fraction(float(point_np[n].reshape(-1)[i]))
+                           + c * h * Fraction(float(dense.e[n].reshape(-1)[i])) for n, i in entries})
+                fl.append({(n, int(i)): float(ys[r * S + k][n].reshape(-1)[i]) for n, i in entries})
+        vals = _arb_losses(model, point, ex, fl, prec)
+        if vals is None:
+            vals = _mp_losses(model, point, ex, fl, prec, False)
+        sub = _Absolute(*vals, prec, False)
+        gstar = exact_gstar()
+        for j, r in enumerate(rows):
+            if not sub.in_domain(j, S):
+                self.missing[r] = True
+                continue
+            d_float = self._d_float(F[r], weights, float(hp[r]), dtype)
+            self.rows[r] = sub.parts(j, S, float(hp[r]), weights, F[r], d_float, gstar, None)
+
+    def in_domain(self, r: int, S: int) -> bool:
+        return not self.missing[r]
+
+    def available(self, r: int) -> bool:
+        return self.rows[r] is not None
+
+    def parts(self, r, S, h, weights, F, d_float, gstar, g_ball):
+        return self.rows[r]
+
+
+def _arb_cost(model) -> int:
+    """Ball operations of one whole Arb evaluation of the loss (entries, and m k p per matrix product)."""
+    from verigrad.expr.graph import Op, topological
+
+    total = 0
+    for n in topological([model.loss]):
+        total += n.size
+        if n.op is Op.MATMUL:
+            a = n.args[0]
+            total += n.size * (a.shape[-1] if a.shape else 1)
+    return total
+
+#: whole Arb evaluations (rows x nodes x graph entries) the unresolved rows of a dense sweep may cost
+_DENSE_ARB_WORK = 4_000_000
+
+
+def _arb_ball(parts):
+    from verigrad.engine import arb as ab
+
+    hi, lo, rad = parts
+    with ab.arb_precision(256):
+        v = ab.arb(hi) + ab.arb(lo)
+        return v + ab.arb(0, rad) if rad else v
+
+
+def to_mpf_ball(v):
+    from verigrad.engine.arb import to_mpf
+
+    return to_mpf(v)

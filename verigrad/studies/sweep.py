@@ -30,7 +30,7 @@ from verigrad.fd.steps import _effective_steps
 from verigrad.kinks import study_kinks
 from verigrad.schemes import Scheme, SchemeKind, StepMode, default_step_grid
 from verigrad.spec import Dtype
-from verigrad.studies.exact import _exact_values, _float_values, _obj
+from verigrad.studies.exact import _dense_values, _exact_values, _float_values, _obj
 
 __all__ = ["StudyRow", "StudyModel", "Observed", "Regime", "Study", "run_study"]
 
@@ -53,6 +53,7 @@ class StudyRow:
     roundoff: float
     noise: float
     finite: bool = True
+    error_estimate: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,15 @@ class StudyModel:
     truncation_vanishes: bool
     note: str = ""
     flat_roundoff: bool = False
+    roundoff_power: int = 1
 
     def predict(self, h: np.ndarray) -> dict[str, np.ndarray]:
-        """Model curves |T|, |R|, |S| and their sum at the steps ``h``."""
+        """Model curves |T|, |R|, |S| and their sum at the steps ``h`` (``/h^q`` for the q-th derivative)."""
         h = np.asarray(h, dtype=np.float64)
+        q = self.roundoff_power
         t = abs(self.truncation_coefficient) * h ** self.truncation_power
-        r = np.full_like(h, self.roundoff_coefficient) if self.flat_roundoff else self.roundoff_coefficient / h
-        s = self.step_coefficient / h
+        r = np.full_like(h, self.roundoff_coefficient) if self.flat_roundoff else self.roundoff_coefficient / h**q
+        s = self.step_coefficient / h**q
         return {"truncation": t, "roundoff": r, "step": s, "total": t + r + s}
 
 
@@ -153,7 +156,7 @@ class Study:
         rs = parts["step"] + parts["roundoff"]
         model_slope = {"truncation": (math.nan if self.model.truncation_vanishes
                                       else float(self.model.truncation_power)),
-                       "roundoff": 0.0 if self.model.flat_roundoff else -1.0}
+                       "roundoff": 0.0 if self.model.flat_roundoff else -float(self.model.roundoff_power)}
         out = []
         for kind, mask in (("roundoff", rs >= 10 * t), ("truncation", t >= 10 * rs)):
             if not mask.any():
@@ -163,6 +166,16 @@ class Study:
             out.append(Regime(kind, float(h.min()), float(h.max()), int(mask.sum()),
                               self.observed.slopes.get(kind, math.nan), model_slope[kind], dominant))
         return tuple(out)
+
+    @property
+    def estimate_grade(self):
+        """How the scheme's error estimate (:attr:`StudyRow.error_estimate`, for schemes with an
+        :attr:`~verigrad.schemes.Scheme.error_reference`) compares with the true error over the
+        sweep (:class:`verigrad.studies.estimates.EstimateGrade`)."""
+        from verigrad.studies.estimates import grade_error_estimates
+
+        ok = [r for r in self.rows if r.finite]
+        return grade_error_estimates([r.h for r in ok], [r.error for r in ok], [r.error_estimate for r in ok])
 
     def __repr__(self) -> str:
         h, e = self.observed.optimal_step, self.observed.min_error
@@ -254,6 +267,77 @@ def _coordinate_line(model: Model, point: dict, direction: Direction, prec: int,
         return None
 
 
+def _node_values(point: dict, direction: Direction, hp, offsets, np_dt, is_cs: bool):
+    """The exact (unrounded) and rounded node values of the perturbed entries, per (step, offset)."""
+    entries = direction.entries()
+    exact_nodes: list[dict] = []
+    float_nodes: list[dict] = []
+    for h in hp:
+        hq = Fraction(float(h))
+        for c in offsets:
+            ex, fl = {}, {}
+            for name, i, e in entries:
+                x = Fraction(float(point[name].ravel()[i]))
+                if is_cs:
+                    ex[(name, i)] = (x, c * hq * e)
+                    fl[(name, i)] = (x, round_fraction(c * hq * e, np_dt))
+                else:
+                    ex[(name, i)] = x + c * hq * e
+                    fl[(name, i)] = round_fraction(x + c * hq * e, np_dt)
+            exact_nodes.append(ex)
+            float_nodes.append(fl)
+    return exact_nodes, float_nodes
+
+
+#: whole-graph exact evaluations (rows x graph entries) a dense direction may cost before the
+#: sweep switches to the double-double engine (the shipped cases stay below it)
+_DENSE_EXACT_WORK = 4_000_000
+
+
+def _graph_entries(model: Model) -> int:
+    from verigrad.expr.graph import topological
+
+    return sum(n.size for n in topological([model.loss]))
+
+
+def _too_dense(model: Model, direction: Direction, rows: int) -> bool:
+    return direction.variable is None and rows * _graph_entries(model) > _DENSE_EXACT_WORK
+
+
+def _unaffordable_study(model, dtype, scheme, direction, hp, nominal, step_mode, representable, prec, loss_values,
+                        t0, truth, point) -> Study:
+    """A complex-step sweep along a dense direction of a large graph: its exact parts need an exact
+    complex evaluation of the whole loss per node, which is not afforded; every row is left out."""
+    if truth is None:
+        truth = certify(model, point, dtype)
+    gstar = _directional_truth(truth, direction)
+    nan = float("nan")
+    rows = tuple(StudyRow(float(h), float(n), nan, nan, nan, nan, nan, nan, False) for h, n in zip(hp, nominal))
+    note = (f"the exact parts of the complex step along {direction.label} need an exact complex evaluation of the "
+            f"whole loss ({_graph_entries(model):,} entries) at every step, which is not afforded for a dense "
+            f"direction this large; study a coordinate (--variable/--index)")
+    model_ = StudyModel(truncation_coefficient=nan, truncation_power=scheme.order, roundoff_coefficient=nan,
+                        step_coefficient=0.0, noise=nan, optimal_step=nan, min_error=nan, truncation_vanishes=False,
+                        note=note, flat_roundoff=True)
+    return Study(case=model.case.name, direction=direction, dtype=dtype, scheme=scheme, truth=gstar, rows=rows,
+                 model=model_, observed=_observed(rows, scheme),
+                 source="loss_code" if loss_values is not None else "expression", step_mode=step_mode,
+                 representable=representable, precision=prec, seconds=time.perf_counter() - t0, notes=(note,))
+
+
+def _dense_line(model: Model, point: dict, direction: Direction, scheme: Scheme, rows: int, is_cs: bool):
+    """The fast engine's line along a dense direction (:class:`DenseLine`) when whole exact
+    evaluations of every node would cost more than :data:`_DENSE_EXACT_WORK`, else None."""
+    if direction.variable is not None or is_cs or rows * _graph_entries(model) <= _DENSE_EXACT_WORK:
+        return None
+    from verigrad.studies.dense import DenseLine, DenseUnavailable
+
+    try:
+        return DenseLine(model, point, direction, length=scheme.leading_derivative + 5)
+    except DenseUnavailable:
+        return None
+
+
 class _LazyScale:
     """The gradient's scale (max |g|), certified only when asked for (a point on a kink)."""
 
@@ -266,7 +350,7 @@ class _LazyScale:
         return self.truth.scale
 
 
-def _derivatives(model: Model, point: dict, direction: Direction, line, scheme: Scheme, gstar):
+def _derivatives(model: Model, point: dict, direction: Direction, line, scheme: Scheme, gstar, prec: int = 120):
     """``order -> d^order/dt^order f(x_p + t e)`` at 0: from the line's Taylor series when there
     is a line (cached, one series for every order), else by :func:`mpmath.diff` of whole evaluations."""
     cache: dict[int, object] = {}
@@ -277,11 +361,14 @@ def _derivatives(model: Model, point: dict, direction: Direction, line, scheme: 
 
             top = scheme.leading_derivative if order <= scheme.leading_derivative else scheme.leading_derivative + 4
             try:
-                cache.update(enumerate(line.derivatives(max(top, order), scale=abs(float(gstar)) + 1.0)))
+                if hasattr(line, "derivatives"):
+                    cache.update(enumerate(line.derivatives(max(top, order), scale=abs(float(gstar)) + 1.0)))
+                elif order < line.length:
+                    cache[order] = line.derivative(order)
             except LineUnavailable:
                 pass
         if order not in cache:
-            cache[order] = _directional_derivative(model, point, direction, order, 120)
+            cache[order] = _directional_derivative(model, point, direction, order, prec)
         return cache[order]
 
     return derivative
@@ -328,6 +415,7 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     """
     t0 = time.perf_counter()
     scheme, is_cs, np_dt, point = _prepare(model, scheme, dtype)
+    q = scheme.derivative  # D(h) = sum_k w_k f(x + c_k h e) / h^q
     nominal = np.asarray(default_step_grid(scheme, np_dt) if steps is None else steps, dtype=np.float64)
     hp = _effective_steps(nominal, direction, point, np_dt, step_mode, representable)
     positive = hp[hp > 0]
@@ -337,11 +425,19 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     # ~2^-prec |g*|, e.g. central differences of a quadratic)
     prec = min(128 + 70 + int(math.ceil(-math.log2(h_min))) * (scheme.leading_derivative + 2), 6000)
     digits = int(min(1000, max(24, (prec - 64) * math.log10(2))))
+    offsets = [Fraction(1)] if is_cs else list(scheme.offsets)
+    weights = [Fraction(1)] if is_cs else list(scheme.weights)
+    K, S = len(hp), len(offsets)
     line = _coordinate_line(model, point, direction, prec, need_loss=not is_cs)
-    if line is not None:
+    dense = None if line is not None or q > 1 else _dense_line(model, point, direction, scheme, 2 * K * S, is_cs)
+    if dense is None and is_cs and _too_dense(model, direction, 2 * K * S):
+        return _unaffordable_study(model, dtype, scheme, direction, hp, nominal, step_mode, representable, prec,
+                                   loss_values, t0, truth, point)
+    if line is not None or dense is not None:
         from verigrad.engine.arb import to_mpf
 
-        gstar, g_ball = to_mpf(line.gstar), line.gstar
+        g_ball = (line or dense).gstar
+        gstar = to_mpf(g_ball)
         scale = _LazyScale(model, point, dtype, truth)
     else:
         if truth is None or truth.digits < digits:
@@ -350,33 +446,29 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     # on a kink: measure against the scheme's limit; flag steps across kinks
     kinks = study_kinks(model, point, direction, scheme, hp, dtype=dtype, scale=scale)
     if kinks.reference is not None:
+        if q > 1:
+            from verigrad.errors import UsageError
+
+            raise UsageError(f"the point is on a kink along {direction.label}: the loss has no derivative of "
+                             f"order {q} there", hint="study it at a smooth point, or study first derivatives "
+                             "(--one-sided gives d+ and d-)")
         gstar, g_ball = kinks.reference, None
-    entries = direction.entries()
-    offsets = [Fraction(1)] if is_cs else list(scheme.offsets)
-    weights = [Fraction(1)] if is_cs else list(scheme.weights)
-    K, S = len(hp), len(offsets)
-
-    # exact (unrounded) and rounded node values of the perturbed entries
-    exact_nodes: list[dict] = []
-    float_nodes: list[dict] = []
-    for h in hp:
-        hq = Fraction(float(h))
-        for c in offsets:
-            ex, fl = {}, {}
-            for name, i, e in entries:
-                x = Fraction(float(point[name].ravel()[i]))
-                if is_cs:
-                    ex[(name, i)] = (x, c * hq * e)
-                    fl[(name, i)] = (x, round_fraction(c * hq * e, np_dt))
-                else:
-                    ex[(name, i)] = x + c * hq * e
-                    fl[(name, i)] = round_fraction(x + c * hq * e, np_dt)
-            exact_nodes.append(ex)
-            float_nodes.append(fl)
-
+    first = gstar  # the first directional derivative (the step model's |f'|)
+    if q > 1:  # the truth is the q-th directional derivative, exact from the graph
+        gstar, g_ball = _derivatives(model, point, direction, line, scheme, first, prec=prec)(q), None
     notes: list[str] = list(kinks.notes)
-    exact = _exact_values(model, point, line, exact_nodes, float_nodes, prec, is_cs)
-    F = _float_values(model, point, float_nodes, dtype, is_cs, loss_values).reshape(K, S)
+    if dense is not None:
+        def exact_gstar():  # g* to the working precision, for rows evaluated exactly
+            t = truth if truth is not None and truth.digits >= digits else certify(model, point, dtype, digits=digits)
+            return _directional_truth(t, direction)
+
+        exact, F = _dense_values(model, point, dense, hp, offsets, weights, dtype, loss_values, prec, exact_gstar,
+                                 kinks.crossing)
+        F = F.reshape(K, S)
+    else:
+        exact_nodes, float_nodes = _node_values(point, direction, hp, offsets, np_dt, is_cs)
+        exact = _exact_values(model, point, line, exact_nodes, float_nodes, prec, is_cs)
+        F = _float_values(model, point, float_nodes, dtype, is_cs, loss_values).reshape(K, S)
     with np.errstate(all="ignore"):
         if is_cs:
             d_float = (F.imag[:, 0] / hp.astype(np_dt)).astype(np_dt)
@@ -385,6 +477,18 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
             for k, w in enumerate(weights):
                 acc = acc + np_dt.type(float(w)) * F[:, k]
             d_float = acc / hp.astype(np_dt)
+            for _ in range(q - 1):  # / h^q, one rounding per division
+                d_float = d_float / hp.astype(np_dt)
+            d_ref = None
+            if scheme.error_reference is not None:  # the tableau's error estimate, from the same values
+                ref = scheme.error_reference
+                at = {c: k for k, c in enumerate(offsets)}
+                acc = np.zeros(K, dtype=np_dt)
+                for c, w in zip(ref.offsets, ref.weights):
+                    acc = acc + np_dt.type(float(w)) * F[:, at[c]]
+                d_ref = acc / hp.astype(np_dt)
+                for _ in range(q - 1):
+                    d_ref = d_ref / hp.astype(np_dt)
 
     rows: list[StudyRow] = []
     noise_all: list[float] = []
@@ -392,19 +496,23 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
         h = hp[r]
         in_domain = exact.in_domain(r, S)
         finite = (bool(np.all(np.isfinite(F[r]))) and h > 0 and bool(np.isfinite(d_float[r])) and in_domain
-                  and not kinks.crossing[r])
+                  and not kinks.crossing[r] and getattr(exact, "available", lambda r: True)(r))
         if not in_domain and "domain" not in " ".join(notes):
             notes.append("some steps put a node outside the loss's domain; those rows are excluded")
         if not finite:
             nan = float("nan")
             rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), nan, nan, nan, nan, nan, False))
             continue
-        (e, t, s, rr), noise = exact.parts(r, S, float(h), weights, F[r], float(d_float[r]), gstar, g_ball)
+        row_weights = weights if q == 1 else [w / Fraction(float(h)) ** (q - 1) for w in weights]
+        (e, t, s, rr), noise = exact.parts(r, S, float(h), row_weights, F[r], float(d_float[r]), gstar, g_ball)
         noise_all.append(noise / float(h) if is_cs else noise)
-        rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), e, t, s, rr, noise, True))
+        est = float(abs(np.float64(d_float[r]) - np.float64(d_ref[r]))) if not is_cs and d_ref is not None \
+            else float("nan")
+        rows.append(StudyRow(float(h), float(nominal[r]), float(d_float[r]), e, t, s, rr, noise, True, est))
 
-    derivative = _derivatives(model, point, direction, line, scheme, gstar)
-    model_ = _model(model, point, direction, scheme, dtype, gstar, rows, noise_all, prec, representable, notes,
+    notes.extend(getattr(exact, "notes", ()))
+    derivative = _derivatives(model, point, direction, line or dense, scheme, first)
+    model_ = _model(model, point, direction, scheme, dtype, first, rows, noise_all, prec, representable, notes,
                     derivative)
     if model_.truncation_vanishes:
         # every term of the truncation series vanishes: what is left in T is working-precision residue
@@ -415,6 +523,12 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     if model_.truncation_vanishes and not is_cs:
         notes.append(model_.note)
     notes.extend(_contradictions(model_, observed, scheme))
+    if scheme.error_reference is not None:  # how far the tableau's error estimate can be trusted
+        from verigrad.studies.estimates import grade_error_estimates
+
+        ok = [r for r in rows if r.finite]
+        notes.append(str(grade_error_estimates([r.h for r in ok], [r.error for r in ok],
+                                               [r.error_estimate for r in ok])))
     return Study(case=model.case.name, direction=direction, dtype=dtype, scheme=scheme, truth=gstar,
                  rows=tuple(rows), model=model_, observed=observed,
                  source="loss_code" if loss_values is not None else "expression", step_mode=step_mode,
@@ -436,7 +550,7 @@ def _model(model, point, direction, scheme: Scheme, dtype: Dtype, gstar, rows, n
         d = derivative(term.derivative)
         value = float(term.coefficient) * float(d)
         if abs(float(d)) > 1e-25 * scale:
-            coef, power, vanishes = value, term.derivative - 1, False
+            coef, power, vanishes = value, term.derivative - scheme.derivative, False
             if term.derivative != scheme.leading_derivative:
                 note = (f"the leading truncation term (f^({scheme.leading_derivative})) vanishes along "
                         f"{direction.label}; the model uses the next one, f^({term.derivative})")
@@ -463,11 +577,13 @@ def _model(model, point, direction, scheme: Scheme, dtype: Dtype, gstar, rows, n
         e_opt = br
     else:
         b = br + bs
-        h_opt = (b / (power * abs(coef))) ** (1.0 / (power + 1)) if b > 0 else float("nan")
-        e_opt = abs(coef) * h_opt**power + b / h_opt if b > 0 else float("nan")
+        q = scheme.derivative  # minimise |A| h^p + B / h^q
+        h_opt = (q * b / (power * abs(coef))) ** (1.0 / (power + q)) if b > 0 else float("nan")
+        e_opt = abs(coef) * h_opt**power + b / h_opt**q if b > 0 else float("nan")
     return StudyModel(truncation_coefficient=coef, truncation_power=power, roundoff_coefficient=br,
                       step_coefficient=bs, noise=nu, optimal_step=h_opt, min_error=e_opt,
-                      truncation_vanishes=vanishes, note=note, flat_roundoff=is_cs)
+                      truncation_vanishes=vanishes, note=note, flat_roundoff=is_cs,
+                      roundoff_power=scheme.derivative)
 
 
 def _contradictions(model_: StudyModel, observed: Observed, scheme: Scheme) -> list[str]:
@@ -478,8 +594,10 @@ def _contradictions(model_: StudyModel, observed: Observed, scheme: Scheme) -> l
         out.append(f"the measured truncation slope {st:.2f} contradicts the model's order "
                    f"{model_.truncation_power}: the leading term does not dominate over these steps")
     sr = observed.slopes.get("roundoff", float("nan"))
-    if math.isfinite(sr) and scheme.kind is SchemeKind.LINEAR and abs(sr + 1) > 0.5:
-        out.append(f"the measured round-off slope {sr:.2f} contradicts the 1/h model (slope -1)")
+    q = scheme.derivative
+    if math.isfinite(sr) and scheme.kind is SchemeKind.LINEAR and abs(sr + q) > 0.5:
+        model_text = "1/h model (slope -1)" if q == 1 else f"1/h^{q} model (slope -{q})"
+        out.append(f"the measured round-off slope {sr:.2f} contradicts the {model_text}")
     if (math.isfinite(model_.min_error) and math.isfinite(observed.min_error) and model_.min_error > 0
             and observed.min_error > 10 * model_.min_error):
         out.append(f"the smallest measured error {observed.min_error:.1e} is more than 10x the model's "
