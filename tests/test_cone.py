@@ -189,3 +189,19 @@ def test_site_line_along_a_coordinate_is_the_cone():
     assert isinstance(line, crossings._ConeSites)
     # W1[0, 0] moves row 0 of Z1 and everything after the first relu
     assert [len(ix) for ix in line.index][0] == m.leaves["X"].shape[1]
+
+
+def test_the_full_split_is_bounded_by_the_cones_it_would_touch():
+    """fd_split refuses, before any exact evaluation, a split whose coordinates' cones exceed its
+    work bound (each coordinate of X @ w moves a whole column); the runner then reports no split."""
+    from verigrad.errors import LimitError
+    from verigrad.studies import fd_split
+    from verigrad.studies.split import _split_work
+
+    m = compile_case(load_case(CASES / "logistic-regression-l2.toml"))
+    work = _split_work(m, None)
+    assert work > m.point["w"].size * m.leaves["X"].shape[0]  # a column of X w per coordinate
+    with pytest.raises(LimitError, match="cones"):
+        fd_split(m, dtype=F64, scheme="central", step=1e-5, max_work=work - 1)
+    sp = fd_split(m, dtype=F64, scheme="central", step=1e-5, max_work=work)
+    assert np.all(np.isfinite(sp.error["w"]))

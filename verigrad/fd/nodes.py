@@ -1,8 +1,9 @@
 """The nodes of a stencil and the batches that carry them.
 
 A node is y_k = fl_p(x_p + c_k h_p e), rounded *once* from the exact value
-(:func:`_nodes`); :func:`batched_leaves` puts many points that differ from a base
-point in a few entries into one batched evaluation of the graph.
+(:func:`_nodes` per coordinate, :func:`rounded_line_nodes` for a whole dense direction);
+:func:`batched_leaves` puts many points that differ from a base point in a few entries into
+one batched evaluation of the graph.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from verigrad.engine.backends import round_fraction
 
-__all__ = ["batched_leaves"]
+__all__ = ["batched_leaves", "rounded_line_nodes"]
 
 
 def _is_power_of_two(q: Fraction) -> bool:
@@ -56,3 +57,40 @@ def batched_leaves(base: Mapping[str, np.ndarray], rows: Sequence[Mapping[tuple[
                     flat[b, i] = v
         out[name] = a
     return out
+
+
+def rounded_line_nodes(x: np.ndarray, e: np.ndarray, t: Fraction, dtype) -> np.ndarray:
+    """fl_p(x + t e) entrywise, rounded once from the exact value, for a whole direction at once.
+
+    x + t e is enclosed in double-double balls (:mod:`verigrad.engine.fastball`); where a ball
+    cannot straddle a rounding boundary of ``dtype`` its midpoint's nearest value is the node,
+    and the few other entries are rounded exactly from rationals. Returns float64 arrays
+    holding ``dtype`` values.
+    """
+    from verigrad.engine import fastball as fb
+
+    tb = fb.from_fraction(t)
+    prod = fb.ball_mul(tb.map(lambda a: np.broadcast_to(np.asarray(a, dtype=np.float64), x.shape)), fb.from_float(e))
+    z = fb.ball_add(fb.from_float(x), prod)
+    hi, lo, rad = (np.broadcast_to(a, x.shape) for a in (z.hi, z.lo, z.rad))
+    np_dt = np.dtype(dtype)
+    with np.errstate(all="ignore"):
+        if np_dt == np.float64:
+            y = np.array(hi, dtype=np.float64)
+            half = np.minimum(np.spacing(np.abs(hi)), np.spacing(np.nextafter(np.abs(hi), 0))) / 2
+            ok = (np.abs(lo) + rad) * (1 + 2.0 ** -20) < half * (1 - 2.0 ** -20)
+        else:
+            y32 = hi.astype(np_dt)
+            y = y32.astype(np.float64)
+            up = np.nextafter(y32, np.array(np.inf, dtype=np_dt)).astype(np.float64)
+            down = np.nextafter(y32, np.array(-np.inf, dtype=np_dt)).astype(np.float64)
+            margin = (np.abs(lo) + rad) * (1 + 2.0 ** -20) + np.spacing(np.abs(hi)) * 2.0 ** -30
+            ok = (((y + up) / 2 - hi) > margin) & ((hi - (y + down) / 2) > margin) & np.isfinite(y)
+    bad = np.flatnonzero(~ok.reshape(-1))
+    if bad.size:
+        y = y.reshape(-1).copy()
+        xf, ef = x.reshape(-1), e.reshape(-1)
+        for i in bad.tolist():
+            y[i] = float(round_fraction(Fraction(float(xf[i])) + t * Fraction(float(ef[i])), np_dt))
+        y = y.reshape(x.shape)
+    return y

@@ -28,7 +28,7 @@ import numpy as np
 from verigrad.engine.backends import MPBackend
 from verigrad.engine.model import Model
 from verigrad.fd.directions import Direction
-from verigrad.fd.nodes import batched_leaves
+from verigrad.fd.nodes import batched_leaves, rounded_line_nodes
 from verigrad.kinks.conditions import _conditions, _gap, _mp_base
 from verigrad.kinks.sites import Site, SiteRule
 
@@ -295,7 +295,7 @@ class _DenseSites:
             y = {}
             for name, e in self.e.items():
                 x = np.asarray(self.point[name], dtype=np.float64)
-                y[name] = _dense_round(x, e, Fraction(t), dtype.numpy)
+                y[name] = rounded_line_nodes(x, e, Fraction(t), dtype.numpy)
             rows.append({"y": y, "t": t})
         return rows
 
@@ -421,35 +421,3 @@ def _ball_condition(site: Site, args):
             return fb.ball_sub(fb.from_float(np.ones((1,) * x.ndim)), fb.ball_mul(x, x))
         return x
     return args[0]
-
-
-def _dense_round(x: np.ndarray, e: np.ndarray, t: Fraction, dtype) -> np.ndarray:
-    """fl_p(x + t e) entrywise, rounded once from the exact value (vectorised, exact where needed)."""
-    from verigrad.engine import fastball as fb
-    from verigrad.engine.backends import round_fraction
-
-    tb = fb.from_fraction(t)
-    prod = fb.ball_mul(tb.map(lambda a: np.broadcast_to(np.asarray(a, dtype=np.float64), x.shape)), fb.from_float(e))
-    z = fb.ball_add(fb.from_float(x), prod)
-    hi, lo, rad = (np.broadcast_to(a, x.shape) for a in (z.hi, z.lo, z.rad))
-    np_dt = np.dtype(dtype)
-    with np.errstate(all="ignore"):
-        if np_dt == np.float64:
-            y = np.array(hi, dtype=np.float64)
-            half = np.minimum(np.spacing(np.abs(hi)), np.spacing(np.nextafter(np.abs(hi), 0))) / 2
-            ok = (np.abs(lo) + rad) * (1 + 2.0 ** -20) < half * (1 - 2.0 ** -20)
-        else:
-            y32 = hi.astype(np_dt)
-            y = y32.astype(np.float64)
-            up = np.nextafter(y32, np.array(np.inf, dtype=np_dt)).astype(np.float64)
-            down = np.nextafter(y32, np.array(-np.inf, dtype=np_dt)).astype(np.float64)
-            margin = (np.abs(lo) + rad) * (1 + 2.0 ** -20) + np.spacing(np.abs(hi)) * 2.0 ** -30
-            ok = (((y + up) / 2 - hi) > margin) & ((hi - (y + down) / 2) > margin) & np.isfinite(y)
-    bad = np.flatnonzero(~ok.reshape(-1))
-    if bad.size:
-        y = y.reshape(-1).copy()
-        xf, ef = x.reshape(-1), e.reshape(-1)
-        for i in bad.tolist():
-            y[i] = float(round_fraction(Fraction(float(xf[i])) + t * Fraction(float(ef[i])), np_dt))
-        y = y.reshape(x.shape)
-    return y

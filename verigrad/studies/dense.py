@@ -10,8 +10,10 @@ what double-double differences cannot resolve:
 * T at small steps, sum_(j>=2) a_j m_j h^(j-1) (m_j = sum_k w_k c_k^j), without the
   cancellation of f(x + c h e) - f(x) (the omitted terms are estimated from the last ones, and
   the series is dropped if it disagrees with the direct value where both are resolved);
-* T at large steps, S and R from the balls of f at the exact nodes x + c h e (dd leaves that
-  contain them) and at the rounded nodes y = fl(x + c h e) (floats, rounded once, exactly).
+* T at large steps, S and R from the changes f(x + c h e) - f(x) and f(y) - f(x + c h e) at
+  the rounded nodes y = fl(x + c h e) (floats, rounded once, exactly), propagated as pairs
+  (value, change) so that they are resolved relative to themselves, not to f
+  (:mod:`verigrad.studies.delta`); for a polynomial along the line the first from the series.
 
 A part is used when its ball resolves it to :data:`RESOLUTION` of itself (or of the row's
 scale when it is negligible); rows left unresolved are evaluated in Arb by the caller when
@@ -55,40 +57,6 @@ def _arb_of_parts(hi: float, lo: float, rad: float):
     with ab.arb_precision(256):
         v = ab.arb(hi) + ab.arb(lo)
         return v + ab.arb(0, rad) if rad else v
-
-
-def _round_nodes(zb, dtype, exact) -> np.ndarray:
-    """fl_p(z) for the exact values z inside the balls ``zb`` (rounded once, as the float
-    finite difference rounds x + c h e): the nearest float of the midpoint where the ball
-    cannot straddle a rounding boundary, exact rational rounding of ``exact(i)`` (a Fraction)
-    for the other flat entries ``i``."""
-    from verigrad.engine.backends import round_fraction
-
-    hi = np.broadcast_to(zb.hi, zb.shape)
-    lo = np.broadcast_to(zb.lo, zb.shape)
-    rad = np.broadcast_to(zb.rad, zb.shape)
-    np_dt = np.dtype(dtype)
-    with np.errstate(all="ignore"):
-        if np_dt == np.float64:
-            y = hi.copy()
-            half = np.minimum(np.spacing(np.abs(hi)), np.spacing(np.nextafter(np.abs(hi), 0))) / 2
-            ok = (np.abs(lo) + rad) * (1 + 2.0 ** -20) < half * (1 - 2.0 ** -20)
-        else:
-            y = hi.astype(np_dt)
-            y64 = y.astype(np.float64)
-            up = np.nextafter(y, np.array(np.inf, dtype=np_dt)).astype(np.float64)
-            down = np.nextafter(y, np.array(-np.inf, dtype=np_dt)).astype(np.float64)
-            m_hi, m_lo = (y64 + up) / 2, (y64 + down) / 2  # exact in float64
-            margin = (np.abs(lo) + rad) * (1 + 2.0 ** -20) + np.spacing(np.abs(hi)) * 2.0 ** -30
-            ok = ((m_hi - hi) > margin) & ((hi - m_lo) > margin) & np.isfinite(y64)
-            y = y64
-    bad = np.flatnonzero(~ok.reshape(-1))
-    if bad.size:
-        y = y.reshape(-1).copy()
-        for i in bad.tolist():
-            y[i] = float(round_fraction(exact(i), np_dt))
-        y = y.reshape(zb.shape)
-    return np.asarray(y, dtype=np.float64)
 
 
 class DenseLine:
@@ -175,16 +143,10 @@ class DenseLine:
 
     def float_nodes(self, t: Fraction, dtype) -> dict[str, np.ndarray]:
         """y = fl_p(x + t e) per variable (float64 arrays holding dtype values)."""
-        out = {}
-        for name, e in self.e.items():
-            x = np.asarray(self.point[name], dtype=np.float64)
-            xf, ef = x.reshape(-1), e.reshape(-1)
+        from verigrad.fd.nodes import rounded_line_nodes
 
-            def exact(i, xf=xf, ef=ef):
-                return Fraction(float(xf[i])) + Fraction(t) * Fraction(float(ef[i]))
-
-            out[name] = _round_nodes(self._node_ball(name, t), dtype, exact).reshape(x.shape)
-        return out
+        return {name: rounded_line_nodes(np.asarray(self.point[name], dtype=np.float64), e, Fraction(t), dtype)
+                for name, e in self.e.items()}
 
     def _evaluate(self, rows: list[dict]) -> list:
         """f at each row as (hi, lo, rad), in batches of bounded size."""

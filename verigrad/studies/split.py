@@ -30,6 +30,9 @@ from verigrad.studies.exact import _mp_loss
 
 __all__ = ["FDSplit", "fd_split", "fd_sweep_split"]
 
+#: Default bound of :func:`fd_sweep_split`'s exact work (cone entries x coordinates x steps).
+MAX_SPLIT_WORK = 2_000_000
+
 
 @dataclass(frozen=True, eq=False)
 class FDSplit:
@@ -78,7 +81,7 @@ def _rows_leaves(model: Model, base: dict, name: str, rows, convert) -> dict[str
 def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | Mapping[str, np.ndarray],
              step_mode: StepMode = StepMode.RELATIVE, truth=None, loss_values=None,
              reference: Mapping[str, np.ndarray] | None = None, entries: Mapping[str, Sequence[int]] | None = None,
-             max_batch_objects: int = 400_000) -> FDSplit:
+             max_batch_objects: int = 400_000, max_work: int | None = MAX_SPLIT_WORK) -> FDSplit:
     """Full-gradient finite differences at one step, each entry split exactly into T, S and R.
 
     Parameters
@@ -100,6 +103,8 @@ def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | 
         Split only these flat entries per variable (others: NaN parts); default all.
     max_batch_objects : int
         Bound on (nodes in one exact batch) x (entries of the perturbed variable).
+    max_work : int or None
+        Bound on the exact work (see :func:`fd_sweep_split`; LimitError beyond it).
 
     Returns
     -------
@@ -114,20 +119,34 @@ def fd_split(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | 
     """
     return fd_sweep_split(model, dtype=dtype, scheme=scheme, steps=[step], step_mode=step_mode, truth=truth,
                           loss_values=loss_values, reference=reference, entries=entries,
-                          max_batch_objects=max_batch_objects)[0]
+                          max_batch_objects=max_batch_objects, max_work=max_work)[0]
 
 
 def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
                    steps: Sequence[float | Mapping[str, np.ndarray]], step_mode: StepMode = StepMode.RELATIVE,
                    truth=None, loss_values=None, reference: Mapping[str, np.ndarray] | None = None,
                    entries: Mapping[str, Sequence[int]] | None = None,
-                   max_batch_objects: int = 400_000) -> tuple[FDSplit, ...]:
+                   max_batch_objects: int = 400_000, max_work: int | None = MAX_SPLIT_WORK) -> tuple[FDSplit, ...]:
     """:func:`fd_split` at several steps at once, for the whole gradient.
+
+    Parameters
+    ----------
+    max_work : int or None
+        Bound on the exact work: the entries of the cones of the coordinates to split (estimated
+        from one coordinate per variable), times the steps. Beyond it a :class:`LimitError` says
+        so before any exact evaluation (each coordinate of a wide layer moves a whole column of
+        it: 1,000 coordinates of ``X @ w`` with 1,000 rows are 10^6 ball operations per step and
+        node kind). None: no bound.
 
     Returns
     -------
     tuple of FDSplit
         One per step, in order.
+
+    Raises
+    ------
+    LimitError
+        The split would exceed ``max_work``.
 
     Notes
     -----
@@ -157,6 +176,12 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
     scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
     if scheme.kind is SchemeKind.COMPLEX_STEP:
         raise UsageError("fd_split takes linear schemes; study the complex step with run_study")
+    if max_work is not None:
+        work = _split_work(model, entries) * len(steps)
+        if work > max_work:
+            raise LimitErrorType(f"the exact split of every coordinate would touch about {work:,} entries of the "
+                                 f"coordinates' cones, over the bound of {max_work:,}",
+                                 hint="split fewer coordinates (entries=...), or study one (verigrad study --variable)")
     np_dt = dtype.numpy
     point = point_in_dtype(model.point, dtype)
     truth = truth or certify(model, point, dtype, digits=30)
@@ -210,6 +235,27 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
     return tuple(FDSplit(scheme=scheme, dtype=dtype, step=steps[m], h=h_all[m], estimate=ests[m],
                          error=parts[m]["error"], truncation=parts[m]["truncation"], step_error=parts[m]["step"],
                          roundoff=parts[m]["roundoff"], precision=prec_used) for m in range(M))
+
+
+def _split_work(model: Model, entries: Mapping[str, Sequence[int]] | None) -> int:
+    """Entries of the coordinates' cones to split, from the cone of each variable's first entry."""
+    from verigrad.engine.cone import ConeUnsupported, forward_cone
+    from verigrad.expr.graph import topological
+
+    order = topological([model.loss])
+    total = 0
+    for name, leaf in model.leaves.items():
+        if name not in model.gradient:
+            continue
+        n = leaf.size if entries is None else len(entries.get(name, ()))
+        if not n:
+            continue
+        try:
+            width = sum(c.size for c in forward_cone(model, order, name, 0).values())
+        except ConeUnsupported:
+            width = sum(node.size for node in order)
+        total += n * width
+    return total
 
 
 #: Taylor values are used where the first omitted terms are below this fraction of the parts.
