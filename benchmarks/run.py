@@ -430,9 +430,16 @@ def _worker_main(argv: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def _warm_imports() -> None:
+    """Import (not run) every module a measurement uses: imports are process start, excluded from every row."""
+    import verigrad.engine.arb  # noqa: F401  (python-flint: about 50 ms to import)
+    import verigrad.engine.ddfunctions  # noqa: F401
+    import verigrad.engine.ddmatmul  # noqa: F401
+    import verigrad.engine.fastball  # noqa: F401
     import verigrad.engine.model  # noqa: F401
-    import verigrad.studies  # noqa: F401
     import verigrad.engine.truth  # noqa: F401
+    import verigrad.grading  # noqa: F401
+    import verigrad.kinks  # noqa: F401
+    import verigrad.studies  # noqa: F401
 
 
 def _stat(pid: int | str) -> list[bytes] | None:
