@@ -91,16 +91,13 @@ class Truth:
     scale: object
     seconds: float
     backend: str
-    gradient_hi: dict[str, np.ndarray]
-    gradient_lo: dict[str, np.ndarray]
-    gradient_rad: dict[str, np.ndarray]
 
     def __init__(self, case: str, dtype: Dtype, point: dict[str, np.ndarray], loss: object,
                  gradient: dict[str, np.ndarray] | None = None, digits: int = 24,
                  absolute: dict[str, np.ndarray] | None = None, exact_zero: dict[str, np.ndarray] | None = None,
                  precision: int = 0, scale: object = None, seconds: float = 0.0, backend: str = "mpmath", *,
                  gradient_hi: dict[str, np.ndarray] | None = None, gradient_lo: dict[str, np.ndarray] | None = None,
-                 gradient_rad: dict[str, np.ndarray] | None = None) -> None:
+                 gradient_rad: dict[str, np.ndarray] | None = None, dd_parts=None) -> None:
         put = object.__setattr__
         for k, v in (("case", case), ("dtype", dtype), ("point", point), ("loss", loss), ("digits", digits),
                      ("absolute", absolute if absolute is not None else {}),
@@ -111,11 +108,43 @@ class Truth:
             raise TypeError("Truth needs gradient or gradient_hi/gradient_lo/gradient_rad")
         if gradient is not None:
             put(self, "gradient", gradient)  # the cached_property's slot in __dict__
-            if gradient_hi is None:
-                gradient_hi, gradient_lo, gradient_rad = _dd_of_mpf(gradient)
-        put(self, "gradient_hi", gradient_hi)
-        put(self, "gradient_lo", gradient_lo)
-        put(self, "gradient_rad", gradient_rad)
+        if gradient_hi is not None:  # the double-double parts given: the cached_properties' slots
+            put(self, "gradient_hi", gradient_hi)
+            put(self, "gradient_lo", gradient_lo)
+            put(self, "gradient_rad", gradient_rad)
+        else:  # computed from the mpf gradient on first access (an exact conversion per entry)
+            put(self, "_dd_parts", dd_parts if dd_parts is not None else (lambda: _dd_of_mpf(gradient)))
+
+    @functools.cached_property
+    def _dd(self) -> tuple[dict, dict, dict]:
+        return self.__dict__["_dd_parts"]()
+
+    def __getstate__(self) -> dict:
+        # a pickled truth (sent back from a --jobs worker) carries the float64 parts, not the closure
+        state = dict(self.__dict__)
+        if "_dd_parts" in state:
+            state.update(gradient_hi=self.gradient_hi, gradient_lo=self.gradient_lo, gradient_rad=self.gradient_rad)
+            state.pop("_dd_parts")
+            state.pop("_dd", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    @functools.cached_property
+    def gradient_hi(self) -> dict[str, np.ndarray]:
+        """float64 leading words of the certified midpoints (see the class Attributes)."""
+        return self._dd[0]
+
+    @functools.cached_property
+    def gradient_lo(self) -> dict[str, np.ndarray]:
+        """float64 trailing words: ``gradient_hi + gradient_lo`` is the midpoint to about 2^-106."""
+        return self._dd[1]
+
+    @functools.cached_property
+    def gradient_rad(self) -> dict[str, np.ndarray]:
+        """float64 radii (rounded up) containing the exact value around ``gradient_hi + gradient_lo``."""
+        return self._dd[2]
 
     @functools.cached_property
     def gradient(self) -> dict[str, np.ndarray]:
@@ -608,14 +637,17 @@ def _certify_arb(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
     with mpmath.workprec(prec + _GUARD_BITS):
         scale = _scale(mp_vals[1:])
     grad = dict(zip(names, mp_vals[1:]))
-    radii = {n: np.array([_float_up(_man_exp_fraction(*b.rad().man_exp())) for b in v.ravel()],
-                         dtype=np.float64).reshape(v.shape)
-             for n, v in zip(names, vals[1:])}
-    his, los, rads = _dd_of_mpf(grad, radii)
+    balls = dict(zip(names, vals[1:]))
+
+    def dd_parts():  # on first use of the float64 form: one exact conversion per entry
+        radii = {n: np.array([_float_up(_man_exp_fraction(*b.rad().man_exp())) for b in v.ravel()],
+                             dtype=np.float64).reshape(v.shape) for n, v in balls.items()}
+        return _dd_of_mpf(grad, radii)
+
     return Truth(case=model.case.name, dtype=dtype, point=dict(point), loss=mp_vals[0],
                  gradient=grad, digits=digits, absolute=absolute, exact_zero=exact_zero,
                  precision=prec, scale=scale, seconds=time.perf_counter() - t0, backend="arb",
-                 gradient_hi=his, gradient_lo=los, gradient_rad=rads)
+                 dd_parts=dd_parts)
 
 
 def _certify_mpmath(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *, digits: int,
@@ -666,12 +698,15 @@ def _certify_mpmath(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype,
                 hint="raise [limits] max_precision_bits, or request fewer digits with --digits")
         prec *= 2
     grad = dict(zip(names, hi[1:]))
-    with mpmath.workprec(hi_prec):
+    pairs = list(zip(names, lo[1:], hi[1:]))
+
+    def dd_parts():  # on first use of the float64 form (exact rationals: no working precision involved)
         diffs = {n: np.array([_float_up(abs(_mpf_fraction(x) - _mpf_fraction(y))) if x != y else 0.0
                               for x, y in zip(a.ravel(), b.ravel())], dtype=np.float64).reshape(b.shape)
-                 for n, a, b in zip(names, lo[1:], hi[1:])}
-    his, los, rads = _dd_of_mpf(grad, diffs)
+                 for n, a, b in pairs}
+        return _dd_of_mpf(grad, diffs)
+
     return Truth(case=model.case.name, dtype=dtype, point=dict(point), loss=hi[0],
                  gradient=grad, digits=digits, absolute=absolute, exact_zero=exact_zero,
                  precision=hi_prec, scale=scale, seconds=time.perf_counter() - t0, backend="mpmath",
-                 gradient_hi=his, gradient_lo=los, gradient_rad=rads)
+                 dd_parts=dd_parts)
