@@ -52,7 +52,8 @@ class _ArrayExpr(sympy.Expr):
     is_commutative = True
 
     def __new__(cls, *args):
-        return sympy.Expr.__new__(cls, *[sympy.sympify(a) if not isinstance(a, sympy.Basic) else a for a in args])
+        # strict: numbers and sympy objects only; a string is refused, never parsed
+        return sympy.Expr.__new__(cls, *[sympy.sympify(a, strict=True) if not isinstance(a, sympy.Basic) else a for a in args])
 
 
 class MatProd(_ArrayExpr):
@@ -60,7 +61,7 @@ class MatProd(_ArrayExpr):
 
     def __new__(cls, *args):
         flat, coeff = [], sympy.Integer(1)
-        for a in (sympy.sympify(x) for x in args):
+        for a in (sympy.sympify(x, strict=True) for x in args):
             c, rest = a.as_coeff_Mul() if isinstance(a, sympy.Mul) else (sympy.Integer(1), a)
             coeff *= c  # numbers commute with the matrix product: -2 A B, not (-2 A) B
             flat.extend(rest.args if isinstance(rest, MatProd) else (rest,))
@@ -73,7 +74,7 @@ class Transposed(_ArrayExpr):
     """The transpose of a matrix (or of a column vector: a row); (Aᵀ)ᵀ is A, a number is its own."""
 
     def __new__(cls, arg):
-        arg = sympy.sympify(arg)
+        arg = sympy.sympify(arg, strict=True)
         if isinstance(arg, Transposed):
             return arg.args[0]
         if arg.is_number:
