@@ -65,7 +65,7 @@ try:  # the graph helpers moved to verigrad.expr.evaluate
 except ImportError:  # pragma: no cover
     from verigrad.expr.graph import _align, _batched_axes
 
-__all__ = ["Ball", "FastPathUnavailable", "evaluate", "from_float", "from_fraction", "from_arb", "to_arb",
+__all__ = ["Ball", "FastPathUnavailable", "evaluate", "evaluate_releasing", "from_float", "from_fraction", "from_arb", "to_arb",
            "ball_add", "ball_sub", "ball_mul", "ball_div", "ball_sqrt", "ball_pow_int", "LOW", "HIGH", "ARB_PREC"]
 
 #: Arb precision (bits) for the functions evaluated through Arb
@@ -586,17 +586,27 @@ def evaluate(outputs: Sequence[Node], leaves: Mapping[str, Ball]) -> list[Ball]:
     DomainError
         The expression is certainly undefined at the point.
     """
+    return evaluate_releasing(outputs, lambda n, args: eval_ball(n, args, leaves))
+
+
+def evaluate_releasing(outputs: Sequence[Node], step) -> list:
+    """Values of ``outputs``, each node computed by ``step(node, argument values)`` in topological order.
+
+    Every intermediate value is dropped right after its last use, and the whole evaluation
+    runs in the allocator scope (freed temporaries are reused instead of returned to the
+    system), so peak memory is the live set, not the graph. Numpy warnings are silenced:
+    non-finite values are checked by the steps themselves.
+    """
     order = topological(outputs)
     last: dict[int, int] = {}
     for pos, n in enumerate(order):
         for a in n.args:
             last[a.id] = pos
     keep = {o.id for o in outputs}
-    values: dict[int, Ball] = {}
+    values: dict[int, object] = {}
     with np.errstate(all="ignore"), _allocator():
         for pos, n in enumerate(order):
-            v = eval_ball(n, [values[a.id] for a in n.args], leaves)
-            values[n.id] = v
+            values[n.id] = step(n, [values[a.id] for a in n.args])
             for a in n.args:
                 if last.get(a.id) == pos and a.id not in keep:
                     values.pop(a.id, None)

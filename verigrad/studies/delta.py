@@ -23,7 +23,8 @@ from typing import Mapping
 
 import numpy as np
 
-from verigrad.expr.graph import Node, Op, topological
+from verigrad.engine.fastball import evaluate_releasing
+from verigrad.expr.graph import Node, Op
 from verigrad.studies.series import _FnNode, _align, _full
 
 __all__ = ["loss_changes"]
@@ -221,30 +222,9 @@ def loss_changes(model, leaves_b: Mapping, leaves_d: Mapping) -> tuple[np.ndarra
         What the fast engine cannot prove.
     """
     ev = _Delta(leaves_b, leaves_d)
-    order = topological([model.loss])
-    last: dict[int, int] = {}
-    for pos, n in enumerate(order):
-        for a in n.args:
-            last[a.id] = pos
-    values: dict[int, tuple] = {}
-    with np.errstate(all="ignore"), _heap():
-        for pos, n in enumerate(order):
-            values[n.id] = ev.node(n, [values[a.id] for a in n.args])
-            for a in n.args:
-                if last.get(a.id) == pos and a.id != model.loss.id:
-                    values.pop(a.id, None)
-    _, d = values[model.loss.id]
+    (loss_value,) = evaluate_releasing([model.loss], ev.node)
+    _, d = loss_value
     if d is None:
         z = np.zeros(1)
         return z, z, z
     return tuple(np.broadcast_to(a, d.shape).reshape(-1).copy() for a in (d.hi, d.lo, d.rad))
-
-
-def _heap():
-    """The fast engine's allocator scope (freed temporaries stay in the heap during the evaluation)."""
-    import contextlib
-
-    from verigrad.engine import fastball as fb
-
-    scope = getattr(fb, "_allocator", None)
-    return scope() if scope is not None else contextlib.nullcontext()

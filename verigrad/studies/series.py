@@ -23,7 +23,8 @@ from typing import Mapping
 
 import numpy as np
 
-from verigrad.expr.graph import Node, Op, topological
+from verigrad.engine.fastball import evaluate_releasing
+from verigrad.expr.graph import Node, Op
 
 __all__ = ["SeriesUnsupported", "line_series"]
 
@@ -412,19 +413,8 @@ def line_series(model, point: Mapping[str, np.ndarray], direction: Mapping[str, 
         The caller evaluates otherwise.
     """
     ev = _Series(model, point, direction, length)
-    order = topological([model.loss])
-    last: dict[int, int] = {}
-    for pos, n in enumerate(order):
-        for a in n.args:
-            last[a.id] = pos
-    values: dict[int, object] = {}
-    with np.errstate(all="ignore"), _heap():
-        for pos, n in enumerate(order):
-            values[n.id] = ev.node(n, [values[a.id] for a in n.args])
-            for a in n.args:
-                if last.get(a.id) == pos and a.id != model.loss.id:
-                    values.pop(a.id, None)
-    s = _full(values[model.loss.id])
+    (loss_value,) = evaluate_releasing([model.loss], ev.node)
+    s = _full(loss_value)
     degree = s.shape[0] - 1 if s.shape[0] < length and not ev.truncated else None
     out = []
     for j in range(length):
@@ -434,13 +424,3 @@ def line_series(model, point: Mapping[str, np.ndarray], direction: Mapping[str, 
         else:
             out.append((0.0, 0.0, 0.0))
     return (out, degree) if with_degree else out
-
-
-def _heap():
-    """The fast engine's allocator scope (freed temporaries stay in the heap during the evaluation)."""
-    import contextlib
-
-    from verigrad.engine import fastball as fb
-
-    scope = getattr(fb, "_allocator", None)
-    return scope() if scope is not None else contextlib.nullcontext()
