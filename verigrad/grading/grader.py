@@ -431,16 +431,16 @@ def grade(
         bad = [w for w in wrong if w.reason is WrongReason.NONFINITE]
         listed = ", ".join(f"{w.variable}{_idx_str(w.index)}={w.value}" for w in bad[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        reason = f"non-finite values at {len(bad)} of {n_entries} entries: {listed}{more}"
+        reason = f"non-finite values at {len(bad)} of {n_entries} entr{'y' if n_entries == 1 else 'ies'}: {listed}{more}"
     elif wrong:
         verdict = Verdict.FAIL
         failing = [v for v in variables if v.verdict is Verdict.FAIL]
         parts_s = ", ".join(f"{v.variable} ({_shape_phrase(v.diagnosis)})" for v in failing)
-        reason = (f"{len(wrong)} of {n_entries} entries wrong in {len(failing)} "
+        reason = (f"{len(wrong)} of {n_entries} entr{'y' if n_entries == 1 else 'ies'} wrong in {len(failing)} "
                   f"variable{'s' if len(failing) != 1 else ''}: {parts_s}")
     else:
         verdict = Verdict.PASS
-        reason = f"all {n_entries} entries within tolerance"
+        reason = ("the only entry is within tolerance" if n_entries == 1 else f"all {n_entries} entries within tolerance")
     errors = (ErrorSummary(
         normwise_relative=cand_sums.normwise(), symmetric=cand_sums.symmetric(),
         max_ulps=max((v.errors.max_ulps for v in variables), default=0.0),

@@ -463,7 +463,7 @@ class Grade:
         entries = list(self.entry_messages)
         if max_entries is not None and len(entries) > max_entries:
             rest = len(entries) - max_entries
-            entries = entries[:max_entries] + [f"… and {rest} more wrong entries"]
+            entries = entries[:max_entries] + [f"… and {rest} more wrong entr{'y' if rest == 1 else 'ies'}"]
         out.extend(entries)
         return out
 

@@ -283,7 +283,7 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
     iw = worst()
     n_w = int(wrong.sum())
     return make(BugShape.SCATTERED,
-                f"{n_w} of {v.size} entries wrong, no recognised pattern (worst "
+                f"{n_w} of {v.size} entr{'y' if v.size == 1 else 'ies'} wrong, no recognised pattern (worst "
                 f"{name}{_idx_str(_unravel(iw, shape))}: {at_precise(iw)})")
 
 

@@ -176,7 +176,7 @@ def _row_grade(graded_truth, value, baseline, dtype, case: str, label: str, tol:
         return g, "pass", ""
     n = sum(a.size for a in g64)
     if g.wrong:
-        note = (f"; {len(g.wrong)} of {n} entries beyond {thr:.1e} (= {tol:.1e} x ‖g‖₂, "
+        note = (f"; {len(g.wrong)} of {n} entr{'y' if n == 1 else 'ies'} beyond {thr:.1e} (= {tol:.1e} x ‖g‖₂, "
                 "each alone beyond what the scheme can reach)")
     else:
         note = f"; no single entry beyond {thr:.1e} (= {tol:.1e} x ‖g‖₂): the error is spread over the entries"
