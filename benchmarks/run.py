@@ -11,7 +11,9 @@ issue 16: realistic sizes, 10^3 to 10^6 parameters).
 Every measurement runs in a fresh process: either a worker (``run.py --worker ...``)
 that imports verigrad first and only then starts the clock, so process start and
 imports are excluded (they are measured on their own by timing
-``python -c "import verigrad.engine.model, verigrad.engine.truth"`` in a subprocess),
+``python -c "import verigrad.engine.model, verigrad.engine.truth, verigrad.engine.fastball"`` in a
+subprocess; the fast engine's modules, which ``certify`` imports on first use, are imported
+by the workers before their clocks too),
 or a ``python -m verigrad ...`` command timed whole, as a user runs it.  Processes
 run one after another (never in parallel), so the two cores do not compete.  The
 wall time, the CPU time (user + system, the process and every descendant it waited
@@ -79,6 +81,11 @@ SCALING = [("rosenbrock-10.toml", 10), ("rosenbrock-100.toml", 100), ("rosenbroc
            ("logistic-200x10.toml", 10), ("logistic-200x100.toml", 100), ("logistic-200x1000.toml", 1000)]
 
 K_STEPS = 30
+
+#: the modules every worker imports before its clock starts (the import row times them on their own);
+#: the fast engine's modules are imported lazily by the first ``certify`` and belong here
+ENGINE_IMPORTS = ("verigrad.engine.model, verigrad.engine.truth, verigrad.engine.fastball, "
+                  "verigrad.engine.ballsum")
 SCHEME = "central"
 
 # issue 16: realistic sizes, each case with one correct hand-written numpy gradient (cases/impl/)
@@ -104,16 +111,24 @@ BIG_LABEL = dict(BIG)
 PARAMS = {CONV: 1980, MLP32: 25_450, MLP128: 101_770, LOG1K: 1001, LOG10K: 10_001, ROS4: 10**4, ROS5: 10**5,
           ROS6: 10**6}
 CERT_RATIO_TARGET = 100.0     # certified truth / one float64 numpy gradient, CPU, for N >= 10^4
+CERT_REPEATS = 5              # certify again at this many nearby points: the steady-state figure of the ratio
 RUN_RATIO_TARGET = 1.0        # verigrad run (both dtypes) / 2N-call central-difference loop, CPU, N >= 10^4
 TARGET_MIN_PARAMS = 10_000
 RUN_WALL_TARGETS = {MLP128: 15.0}   # verigrad run both dtypes, one correct candidate, wall seconds
 # `verigrad truth CASE` (both dtypes, default digits): (case file, CPU-seconds target, peak-RSS target bytes)
+# the Rosenbrock 10^6 row also writes the JSON (every entry as a decimal string), as `--json FILE` does
 CLI_TRUTH = [(ROS4, None, None), (MLP32, None, None), (ROS6, 30.0, 1e9)]
+CLI_TRUTH_JSON = {ROS6}
 # `verigrad study CASE --variable V --index I --dtype float64`: (file, variable, index, CPU s target, RSS target)
 # The issue's "MLP 784-128-10 / Rosenbrock 10^6: <= 10 s / <= 2 GB" is read pairwise: the MLP study's time,
 # the Rosenbrock 10^6 study's peak memory; the other number of each row is shown without a target.
 STUDY = [(ROS4, "x", "0", None, None), (MLP128, "W1", "0,0", 10.0, None), (ROS6, "x", "0", None, 2e9)]
 GB = 1e9
+# issue 22: one certified Hessian-vector product / one certified gradient, CPU (same point, float64, 24 digits)
+HVP_TARGETS = [(NET3, "3-layer ReLU net, 47 params"), (SOFTMAX, "softmax CE, 500 params"),
+               (ROSEN, "Rosenbrock, 1000 dims"), (LOGISTIC, "L2 logistic, 200 x 1000"),
+               (MLP32, "MLP 784-32-10, batch 64 (25,450 params)")]
+HVP_RATIO_TARGET = 4.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,6 +195,7 @@ def worker_truth(path: str, repeats: int) -> dict:
     from verigrad.engine.model import compile_case
     from verigrad.spec import Dtype
     from verigrad.engine.truth import certify
+    import verigrad.engine.fastball, verigrad.engine.ballsum  # noqa: F401,E401 - imports are not timed
 
     c0, t0 = time.process_time(), time.perf_counter()
     case = load_case(path)
@@ -262,10 +278,16 @@ def worker_fd(path: str, parts: list[str]) -> dict:
             truth = certify(model, point, dtype, digits=30)
             out[f"split_truth_{d}"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            fd_sweep_split(model, dtype=dtype, scheme=scheme, steps=[float(h) for h in grid], truth=truth)
-            out[f"split_per_step_{d}"] = (time.perf_counter() - t1) / K_STEPS
-            out[f"split_full_{d}"] = time.perf_counter() - t0
-            out[f"split_full_{d}_cpu"] = time.process_time() - c0
+            from verigrad.errors import LimitError
+
+            try:
+                fd_sweep_split(model, dtype=dtype, scheme=scheme, steps=[float(h) for h in grid], truth=truth)
+            except LimitError as exc:  # refused by a work bound: a row of its own (a MISS), not a crash
+                out["split_refused"] = str(exc).splitlines()[0]
+            else:
+                out[f"split_per_step_{d}"] = (time.perf_counter() - t1) / K_STEPS
+                out[f"split_full_{d}"] = time.perf_counter() - t0
+                out[f"split_full_{d}_cpu"] = time.process_time() - c0
         if "float" in parts:
             fd_gradient(model, dtype=dtype, scheme=scheme, step=float(grid[K_STEPS // 2]))  # warm-up
             c0, t0 = time.process_time(), time.perf_counter()
@@ -311,6 +333,7 @@ def worker_certgrad(path: str) -> dict:
     from verigrad.engine.model import compile_case
     from verigrad.engine.truth import certify
     from verigrad.spec import Dtype
+    import verigrad.engine.fastball, verigrad.engine.ballsum  # noqa: F401,E401 - imports are not timed
 
     grad, grad_name = _case_function(path, "")
     c0, t0 = time.process_time(), time.perf_counter()
@@ -331,9 +354,21 @@ def worker_certgrad(path: str) -> dict:
            "load_compile": t1 - t0, "load_compile_cpu": c1 - c0, "certify": t2 - t1, "certify_cpu": c2 - c1,
            "precision": getattr(truth, "precision", None), "backend": getattr(truth, "backend", None),
            "numpy_grad": statistics.median(walls), "numpy_grad_cpu": statistics.median(cpus),
-           "numpy_grad_calls": len(walls)}
+           "numpy_grad_calls": len(walls), "numpy_grad_first": walls[0], "numpy_grad_first_cpu": cpus[0]}
     out["ratio"] = out["certify"] / out["numpy_grad"]
     out["ratio_cpu"] = out["certify_cpu"] / max(out["numpy_grad_cpu"], 1e-9)
+    # steady state, like the numpy side (a median of repeated calls): certify at nearby points
+    again, again_cpu = [], []
+    for rep in range(CERT_REPEATS):
+        p = _other_point(model, point, rep)
+        c, s = time.process_time(), time.perf_counter()
+        certify(model, p, Dtype.FLOAT64)
+        again.append(time.perf_counter() - s)
+        again_cpu.append(time.process_time() - c)
+    out["certify_again"] = statistics.median(again)
+    out["certify_again_cpu"] = statistics.median(again_cpu)
+    out["ratio_again"] = out["certify_again"] / out["numpy_grad"]
+    out["ratio_again_cpu"] = out["certify_again_cpu"] / max(out["numpy_grad_cpu"], 1e-9)
     try:  # sanity: the candidate is the gradient of the case (outside every clock)
         exact = truth.as_float64()
         scale = max(float(np.max(np.abs(v))) for v in exact.values()) or 1.0
@@ -410,9 +445,42 @@ def worker_rawfd(path: str, budget: float, sample: float) -> dict:
     return out
 
 
+def worker_hvp(path: str, repeats: int) -> dict:
+    """CPU seconds of one certified gradient and one certified HVP (median of ``repeats``, after a warm-up)."""
+    import numpy as np
+
+    from verigrad.casefile.loader import load_case, point_in_dtype
+    from verigrad.engine.hessian import certify_hvp, hvp_model
+    from verigrad.engine.model import compile_case
+    from verigrad.engine.truth import certify
+    from verigrad.spec import Dtype
+
+    model = compile_case(load_case(path))
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    c = time.process_time()
+    hvp_model(model)
+    build = time.process_time() - c
+    rng = np.random.default_rng(0)
+    v = {n: rng.standard_normal(model.shape(n)) for n in model.gradient}
+    g, h = certify(model, point, Dtype.FLOAT64), certify_hvp(model, point, v, Dtype.FLOAT64)  # warm-up
+    tg, th = [], []
+    for _ in range(repeats):
+        c = time.process_time()
+        g = certify(model, point, Dtype.FLOAT64)
+        tg.append(time.process_time() - c)
+        c = time.process_time()
+        h = certify_hvp(model, point, v, Dtype.FLOAT64)
+        th.append(time.process_time() - c)
+    return {"case": model.case.name, "params": model.case.parameter_count, "gradient_cpu": statistics.median(tg),
+            "hvp_cpu": statistics.median(th), "build_cpu": build, "gradient_backend": g.backend,
+            "hvp_backend": h.backend}
+
+
 def _worker_main(argv: list[str]) -> None:
     kind = argv[0]
-    if kind == "truth":
+    if kind == "hvp":
+        res = worker_hvp(argv[1], int(argv[2]))
+    elif kind == "truth":
         res = worker_truth(argv[1], int(argv[2]))
     elif kind == "fd":
         res = worker_fd(argv[1], argv[2].split(","))
@@ -584,6 +652,14 @@ def _cli(args: list[str], timeout: float, mem_limit: float) -> dict:
     return out
 
 
+def _precompile() -> str:
+    """Write the .pyc files of verigrad and of the benchmark candidates (``compileall``; an up-to-date file
+    is left alone); the measured processes then import from bytecode, as from an installed package."""
+    proc = subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "verigrad"), str(CASES / "impl")],
+                          cwd=ROOT, env=_ENV, capture_output=True, text=True)
+    return "precompiled" if proc.returncode == 0 else f"compileall failed ({proc.returncode})"
+
+
 def _import_time(repeats: int) -> dict:
     def run(code):
         ts = []
@@ -593,8 +669,8 @@ def _import_time(repeats: int) -> dict:
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts)
 
-    return {"bare": run("pass"), "model_truth": run("import verigrad.engine.model, verigrad.engine.truth"),
-            "with_studies": run("import verigrad.engine.model, verigrad.engine.truth, verigrad.studies")}
+    return {"bare": run("pass"), "model_truth": run(f"import {ENGINE_IMPORTS}"),
+            "with_studies": run(f"import {ENGINE_IMPORTS}, verigrad.studies")}
 
 
 def _s(x: float) -> str:
@@ -651,6 +727,9 @@ def _job_list(quick: bool) -> list[tuple[str, str, tuple]]:
     for f, var, idx, *_ in STUDY:
         if not quick or f == ROS4:
             jobs.append((f"study/{f}", "study", (f, var, idx)))
+    for f, _ in HVP_TARGETS:
+        if not quick or f in (NET3, ROSEN):
+            jobs.append((f"hvp/{f}", "hvp", (f, 3 if quick else 5)))
     return jobs
 
 
@@ -705,10 +784,15 @@ def main(argv: list[str] | None = None) -> int:
                      "only": a.only, "blas": blas, "timeout": timeout, "mem_limit": mem, "raw_budget": budget,
                      "python": sys.version.split()[0], "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                      "date": time.strftime("%Y-%m-%d %H:%M"), "truth": {}, "fd": {}, "cert": {}, "run": {},
-                     "cli_truth": {}, "study": {}}
+                     "cli_truth": {}, "study": {}, "hvp": {}}
     errors: list[str] = []
     progress = lambda msg: print(f"[{time.perf_counter() - wall0:6.1f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
 
+    # Bytecode: an installed package has its .pyc files (pip compiles them); a source tree run with
+    # PYTHONDONTWRITEBYTECODE=1 (as on the development machine) would recompile every module in every
+    # measured process, about 0.4-0.8 s of CPU per `verigrad` command that no user pays.  Compile once, here.
+    progress("compile bytecode")
+    results["bytecode"] = _precompile()
     progress("import time")
     results["imports"] = _import_time(3 if quick else 5)
 
@@ -716,7 +800,9 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"({n}/{len(jobs)}) {job}")
         f = args[0]
         path = str(CASES / f)
-        if section == "truth":
+        if section == "hvp":
+            r = _spawn(["hvp", path, str(args[1])], timeout, mem)
+        elif section == "truth":
             r = _spawn(["truth", path, str(args[1])], timeout, mem)
         elif section == "fd":
             r = _spawn(["fd", path, ",".join(args[1])], timeout, mem)
@@ -729,7 +815,14 @@ def main(argv: list[str] | None = None) -> int:
             if "error" in r["raw"]:
                 errors.append(r["raw"]["error"])
         elif section == "cli_truth":
-            r = _cli(["truth", path, "--no-color"], timeout, mem)
+            if f in CLI_TRUTH_JSON:
+                out_json = Path(tempfile.gettempdir()) / f"verigrad-bench-{os.getpid()}-truth.json"
+                r = _cli(["truth", path, "--no-color", "--json", str(out_json)], timeout, mem)
+                r["command"] = r["command"].replace(str(out_json), "FILE.json")
+                r["json_bytes"] = out_json.stat().st_size if out_json.exists() else None
+                out_json.unlink(missing_ok=True)
+            else:
+                r = _cli(["truth", path, "--no-color"], timeout, mem)
         else:  # study
             r = _cli(["study", path, "--variable", args[1], "--index", args[2], "--dtype", "float64",
                       "--no-color"], timeout, mem)
@@ -778,8 +871,9 @@ def _proc(r: dict) -> str:
 def _report_issue16(res: dict, out: list[str], notes: list[str]) -> None:
     if res.get("cert"):
         out.append("Issue 16 - certified truth vs one float64 numpy gradient of the same loss (one worker: "
-                   "certify at the float64 point, default digits, first call after load + compile; the case's "
-                   "hand-written numpy gradient, median of repeated calls)")
+                   "certify at the float64 point, default digits, first call after load + compile, then again at "
+                   f"{CERT_REPEATS} nearby points (median); the case's hand-written numpy gradient, median of "
+                   "repeated calls; the verdict compares the two medians, the steady state of both sides)")
         rows = []
         for f, label in BIG:
             r = res["cert"].get(f)
@@ -789,7 +883,7 @@ def _report_issue16(res: dict, out: list[str], notes: list[str]) -> None:
             target = f"<= {CERT_RATIO_TARGET:.0f}x cpu" if n >= TARGET_MIN_PARAMS else "- (N < 10^4)"
             if "killed" in r or "error" in r:
                 why = r.get("killed") or "worker failed (error below)"
-                rows.append([label, why, "", "", "", _b(r.get("process_maxrss")), target,
+                rows.append([label, why, "", "", "", "", "", _b(r.get("process_maxrss")), target,
                              "MISS" if target.startswith("<=") else "-"])
                 continue
             check = r.get("candidate_max_error")
@@ -797,13 +891,22 @@ def _report_issue16(res: dict, out: list[str], notes: list[str]) -> None:
                 notes.append(f"{f}: candidate {r.get('candidate_check', 'not checked')}")
             elif check > 1e-10:
                 notes.append(f"{f}: the candidate differs from the truth by {check:.1e} of the gradient's scale")
+            steady = "ratio_again_cpu" in r
+            ratio = r["ratio_again_cpu"] if steady else r["ratio_cpu"]
             rows.append([label, f"{_s(r['load_compile'])} (cpu {_s(r['load_compile_cpu'])})",
                          f"{_s(r['certify'])} (cpu {_s(r['certify_cpu'])})",
-                         f"{_s(r['numpy_grad'])} (cpu {_s(r['numpy_grad_cpu'])}, median of {r['numpy_grad_calls']})",
-                         f"{_x(r['ratio_cpu'])} cpu ({_x(r['ratio'])} wall)", _b(r["process_maxrss"]),
-                         target, _verdict(r["ratio_cpu"], CERT_RATIO_TARGET) if target.startswith("<=") else "-"])
-        out.append(_table(["case", "load + compile", "certify", "numpy gradient", "ratio certify / numpy",
-                           "worker peak RSS", "target", "result"], rows))
+                         (f"{_s(r['certify_again'])} (cpu {_s(r['certify_again_cpu'])}, median of {CERT_REPEATS})"
+                          if steady else "n/a"),
+                         f"{_s(r['numpy_grad'])} (cpu {_s(r['numpy_grad_cpu'])}, median of {r['numpy_grad_calls']})"
+                         + (f"; first call cpu {_s(r['numpy_grad_first_cpu'])}" if "numpy_grad_first_cpu" in r else ""),
+                         (f"{_x(ratio)} cpu ({_x(r['ratio_again'])} wall)" if steady else "n/a"),
+                         f"{_x(r['ratio_cpu'])} cpu ({_x(r['ratio'])} wall)"
+                         + (f"; first/first {_x(r['certify_cpu'] / max(r['numpy_grad_first_cpu'], 1e-9))} cpu"
+                            if "numpy_grad_first_cpu" in r else ""), _b(r["process_maxrss"]),
+                         target, _verdict(ratio, CERT_RATIO_TARGET) if target.startswith("<=") else "-"])
+        out.append(_table(["case", "load + compile", "certify, first call", "certify again", "numpy gradient",
+                           "ratio again / numpy (verdict)", "ratio first call / numpy", "worker peak RSS", "target",
+                           "result"], rows))
         out.append("")
 
     if res.get("run"):
@@ -888,7 +991,8 @@ def report(res: dict) -> str:
     only = f"; only {', '.join(res['only'])}" if res.get("only") else ""
     out.append(f"verigrad benchmarks ({res['mode']}{only}; {res.get('date', '')}; Python {res['python']}; "
                f"{res['machine']}; harness wall time {res['wall_seconds']:.0f} s; per-process limits "
-               f"{res['timeout']:.0f} s, {_b(res['mem_limit'])}; {res.get('blas', '')})")
+               f"{res['timeout']:.0f} s, {_b(res['mem_limit'])}; {res.get('blas', '')}; "
+               f"bytecode {res.get('bytecode', 'as found')})")
     out.append("Load average (1/5/15 min) at start {:.2f}/{:.2f}/{:.2f}, at end {:.2f}/{:.2f}/{:.2f} "
                "(other processes on the machine inflate every number)".format(*res["loadavg_start"],
                                                                                *res["loadavg_end"]))
@@ -897,7 +1001,7 @@ def report(res: dict) -> str:
                "other load on the machine inflates less. Issue 16 verdicts use CPU time, as its targets do, "
                "except where the target says wall.")
     out.append("Process start and imports (excluded from every worker number below; subprocess wall time, median):")
-    out.append(f"  python -c pass: {_s(imp['bare'])};  python -c \"import verigrad.engine.model, verigrad.engine.truth\": "
+    out.append(f"  python -c pass: {_s(imp['bare'])};  python -c \"import {ENGINE_IMPORTS}\": "
                f"{_s(imp['model_truth'])};  + verigrad.studies: {_s(imp['with_studies'])}")
     out.append("")
 
@@ -980,7 +1084,10 @@ def report(res: dict) -> str:
                              f"{_s(t)} (cpu {_s(r[f'study_{key}_float32_cpu'] + r[f'study_{key}_float64_cpu'])})",
                              "< " + _s(t_sweep), _verdict(t, t_sweep)])
                 first = False
-            if "split_full_float32" in r:
+            if "split_refused" in r:
+                rows.append(["", f"full split, all {r['params']} coords x {K_STEPS} steps: refused by a work bound "
+                             f"({r['split_refused']})", "not run", "< " + _s(t_sweep), "MISS"])
+            elif "split_full_float32" in r:
                 t = r["split_full_float32"] + r["split_full_float64"]
                 cpu = r["split_full_float32_cpu"] + r["split_full_float64_cpu"]
                 rows.append(["", f"full split, all {r['params']} coords x {K_STEPS} steps: truth + fd_sweep_split "
@@ -996,6 +1103,7 @@ def report(res: dict) -> str:
         out.append("")
 
     _report_issue16(res, out, notes)
+    _report_issue22(res, out)
     for note in notes:
         out.append("NOTE: " + note.replace("\n", "\n    "))
     if notes:
@@ -1005,6 +1113,27 @@ def report(res: dict) -> str:
     n_pass, n_miss = cells.count("PASS"), cells.count("MISS")
     out.append(f"{n_pass} PASS, {n_miss} MISS")
     return "\n".join(out)
+
+
+def _report_issue22(res: dict, out: list[str]) -> None:
+    """Issue 22: one certified HVP within a small constant of one certified gradient (CPU, same point)."""
+    rows = []
+    for f, label in HVP_TARGETS:
+        r = res.get("hvp", {}).get(f)
+        if r is None:
+            continue
+        if "killed" in r or "error" in r:
+            rows.append([label, r.get("killed", "ERROR (below)"), "", "", f"<= {HVP_RATIO_TARGET:.0f}x", "MISS"])
+            continue
+        ratio = r["hvp_cpu"] / r["gradient_cpu"]
+        rows.append([label, f"{_s(r['gradient_cpu'])} ({r['gradient_backend']})",
+                     f"{_s(r['hvp_cpu'])} ({r['hvp_backend']})", f"{ratio:.2f}x", f"<= {HVP_RATIO_TARGET:.0f}x",
+                     _verdict(ratio, HVP_RATIO_TARGET)])
+    if rows:
+        out.append("Issue 22 - certified Hessian-vector product vs certified gradient (float64 point, 24 digits, "
+                   "CPU, median; the HVP graph is built once, not timed)")
+        out.append(_table(["case", "certified gradient", "certified H v", "ratio", "target", "result"], rows))
+        out.append("")
 
 
 if __name__ == "__main__":

@@ -194,7 +194,8 @@ CATALOGUE = [
     Bad("candidate-unknown-key", CaseError, "[[candidate]] #1.expected", r"^unknown key 'expected'$",
         BASE + '[[candidate]]\nname = "bp"\ncode = "bp.py:g"\nexpected = "pass"\n', hint=r"did you mean 'expect'\?"),
     # -- [check] and [limits] ----------------------------------------------------------------
-    Bad("bad-dtype", CaseError, "[check] dtypes", r"^unknown dtype 'float16'$", hint=r"allowed: float32, float64"),
+    Bad("bad-dtype", CaseError, "[check] dtypes", r"^unknown dtype 'float8'$",
+        hint=r"allowed: float16, bfloat16, float32, float64"),
     Bad("empty-dtypes", CaseError, "[check] dtypes", r"^the list is empty$", BASE + "[check]\ndtypes = []\n"),
     Bad("bad-scheme", CaseError, "[check] schemes", r"^unknown scheme 'centre'$",
         BASE + '[check]\nschemes = ["centre"]\n', hint=r"did you mean 'central'\? allowed: "),
@@ -258,7 +259,8 @@ CATALOGUE = [
     Bad("f-string", ExpressionError, "loss", r"^an f-string is not allowed in an expression", loss("f'{W}'")),
     Bad("walrus", ExpressionError, "loss", r"^an assignment expression \(:=\) is not allowed", loss("sum((V := W))")),
     Bad("starred", ExpressionError, "loss", r"^a starred argument \(\*\) is not allowed", loss("sum(*W)")),
-    Bad("comparison", ExpressionError, "loss", r"^a comparison is not allowed in an expression", loss("sum(W > 0)")),
+    Bad("chained-comparison", ExpressionError, "loss", r"^a chained comparison \(a < b < c\) is not allowed at column 5$",
+        loss("sum(0 < W < 1)")),
     Bad("string", ExpressionError, "loss", r"^a string is not allowed in an expression at column 10$",
         loss("sum(W) + 'W'")),
     Bad("boolean-number", ExpressionError, "loss", r"^True is a boolean, not a number at column 10$",
@@ -282,8 +284,27 @@ CATALOGUE = [
         r"^W\[:, :, None\] \* W\[:, None, :\] would have shape \[2, 3, 3\] = 18 entries, over the limit of 10",
         loss("sum(W[:, :, None] * W[:, None, :])", "[limits]\nmax_intermediate_elements = 10\n"),
         hint=r"raise \[limits\] max_intermediate_elements"),
-    Bad("symbolic-seconds", LimitError, None, r"^symbolic work took \d+\.\d s, over the limit of 1e-09 s$",
+    Bad("symbolic-seconds", LimitError, None, r"^symbolic work (took \d+\.\d s, over the limit of 1e-09 s|\(parsing and "
+        r"differentiating the case\) was stopped at the time limit of 1e-09 s \(\[limits\] symbolic_seconds = 1e-09\))$",
         BASE + "[limits]\nsymbolic_seconds = 1e-9\n", hint=r"raise \[limits\] symbolic_seconds"),
+    # -- domain messages name the user's expression and plain indices (issue 19, item 8) ------------
+    Bad("derivative-power-at-zero", DomainError, "", r"derivative-power-at-zero\.toml::cat: 0 to a non-positive "
+        r"power in the derivative of loss: x \*\* 0\.5 at entry \[1\]$",
+        'name = "cat"\nloss = "sum(x ** 0.5)"\n[symbols]\nx = { value = [1.0, 0.0] }\n'),
+    Bad("derivative-log-of-base", DomainError, "", r"log is undefined at 0(\.0)? \(it needs argument > 0\) in log\(y\) "
+        r"\(the derivative of loss: y \*\* x by its exponent\) at entry \[1\]$",
+        'name = "cat"\nloss = "sum(y ** x)"\n[symbols]\nx = { value = [1.0, 2.0] }\ny = { value = [1.0, 0.0] }\n'),
+    Bad("precision-cap-entries", CertificationError, "", r"fewer than 24 digits of <loss>, w\[0, 0\], w\[0, 1\] are proved at "
+        r"288 bits", 'name = "cat"\nloss = "sum(w * (exp(1e-100) - 1))"\n[symbols]\nw = { value = [[1.0, 2.0]] }\n'
+        "[limits]\nmax_precision_bits = 400\n", hint=r"raise \[limits\] max_precision_bits"),
+    # -- limits enforced while the work runs (issue 19, item 5) ------------------------------------
+    Bad("certify-seconds", LimitError, None, r"^certification \(float64, 24 digits\) was stopped at the time limit of "
+        r"1e-09 s \(\[limits\] certify_seconds = 1e-09\)$", BASE + "[limits]\ncertify_seconds = 1e-9\n",
+        hint=r"^raise \[limits\] certify_seconds in the case file \(at most 86400 s\)"),
+    Bad("certify-seconds-not-positive", CaseError, "[limits] certify_seconds",
+        r"^certify_seconds=-1 must be a positive, finite number of seconds$", BASE + "[limits]\ncertify_seconds = -1\n"),
+    Bad("certify-seconds-huge", LimitError, "[limits] certify_seconds",
+        r"^certify_seconds=1000000(\.0)? is over the hard maximum of 86,400$", BASE + "[limits]\ncertify_seconds = 1e6\n"),
     # -- the point: the loss is undefined there, or cannot be certified -----------------------
     Bad("domain-log", DomainError, "", r"log is undefined at -1(\.0)? \(it needs argument > 0\) in loss: log\(x\)"),
     Bad("division-by-zero", DomainError, "", r"division by zero in loss: w / \(x - 1\)"),
@@ -451,8 +472,13 @@ CANDIDATE_ERRORS = {
     "nan": ("nonfinite", r"non-finite values in 3 of 3 entries: w\[0\]=nan"),
     "infinite-loop": ("error", r"impl/bad_candidates\.py:loop_forever did not return within 2 s \(killed\)"),
     "exits": ("error", r"impl/bad_candidates\.py:exits (raised SystemExit: 3|ended the process)"),
+    # issue 19, item 1: untrusted text is escaped; closing every descriptor is the candidate's failure
+    "surrogate-text": ("error", r"impl/bad_candidates\.py:surrogate_text raised ValueError: bad \\udfff text at "
+                                r"bad_candidates\.py:\d+"),
+    "closes-descriptors": ("error", r"impl/bad_candidates\.py:closes_descriptors closed file descriptors it did not "
+                                    r"open \(os\.close / os\.closerange\), among them the worker's pipe to verigrad"),
 }
-CANDIDATE_PASSES = ["good", "chatty", "global-state", "good-again"]
+CANDIDATE_PASSES = ["good", "chatty", "global-state", "raw-descriptors", "good-again"]
 
 
 @pytest.fixture(scope="module")
@@ -471,7 +497,7 @@ def test_candidates_run_goes_on(candidate_report):
     names = [r.candidate for r in report.results]
     assert names == ["good", "missing-file", "missing-function", "not-callable", "wrong-signature", "wrong-shape",
                      "missing-variable", "raising", "nan", "infinite-loop", "chatty", "exits", "global-state",
-                     "good-again"]
+                     "surrogate-text", "raw-descriptors", "closes-descriptors", "good-again"]
     assert all(r.dtype == "float64" for r in report.results)
 
 
@@ -499,6 +525,10 @@ def test_candidate_output_is_captured(candidate_report):
     (res,) = [r for r in report.results if r.candidate == "chatty"]
     assert "hello from the candidate" in res.stdout
     assert "to stderr" in res.stdout
+    (res,) = [r for r in report.results if r.candidate == "raw-descriptors"]
+    assert res.stdout == "straight to fd 1\nstraight to fd 2\n"
+    (res,) = [r for r in report.results if r.candidate == "surrogate-text"]
+    assert res.stdout == "unpaired \\ud800 surrogate\n"
 
 
 def test_candidates_cannot_change_the_parent_state(candidate_report):

@@ -179,7 +179,8 @@ def test_each_batch_sees_a_freshly_imported_module(probe):
     ("forever", "timeout", r"probe\.py:forever did not return within 1 s \(killed\)", False),
     ("raises", "raised", r"probe\.py:raises raised ValueError: planted at probe\.py:\d+ \(raise ValueError", True),
     ("sysexit", "raised", r"probe\.py:sysexit raised SystemExit: 4 at probe\.py:\d+", True),
-    ("unpicklable", "crashed", r"probe\.py:unpicklable: result could not be returned: TypeError", True),
+    # user objects never cross the pipe (their pickling would run code in verigrad): their repr does
+    ("unpicklable", "ok", r"^$", True),
     ("leaves_a_thread", "ok", r"^$", False),
     ("loud", "ok", r"^$", True),
     ("break_restoring", "ok", r"^$", False),
@@ -193,8 +194,12 @@ def test_a_misbehaving_call_is_reported_and_the_next_call_runs(probe, function, 
         after = call_isolated(probe("grad"), [_point()], timeout=30)
     assert bad.kind == kind, bad.error
     assert re.search(message, bad.error), bad.error
-    if function == "loud":
-        assert len(bad.stdout) > 10_000_000
+    if function == "loud":  # 10 MB of output crosses the pipe; its start and end are kept, 100,000 characters
+        assert len(bad.stdout) < 100_200
+        assert bad.stdout.startswith("x" * 50_000) and bad.stdout.endswith("pid=%d calls=1\n" % _pid(bad))
+        assert re.search(r"\[\.\.\. 99\d{5} characters left out \.\.\.\]", bad.stdout)
+    if function == "unpicklable":
+        assert isinstance(bad.values[0]["w"], str) and "lock" in bad.values[0]["w"]
     _good(first)
     _good(after)
     assert (_pid(first) == _pid(after)) is same_worker

@@ -331,7 +331,7 @@ def test_find_case_files(tmp_path):
     ('x = { shape = [3], init = "normal" }', 'x = { shape = [3], init = "normal", constant = 1 }',
      "[symbols] x.constant"),
     ('x = { shape = [3], init = "normal" }', 'x = 3', "[symbols] x"),
-    ("[symbols]", "[check]\ndtypes = [\"float16\"]\n[symbols]", "[check] dtypes"),
+    ("[symbols]", "[check]\ndtypes = [\"float8\"]\n[symbols]", "[check] dtypes"),
     ("[symbols]", "[limits]\nmax_elements = 0\n[symbols]", "[limits] max_elements"),
     ("[symbols]", "[define]\nexp = \"x\"\n[symbols]", "[define] exp"),
     ("[symbols]", "[[candidate]]\nname = \"c\"\ncode = \"c.py\"\n[symbols]", "[[candidate]] c.code"),
@@ -490,7 +490,7 @@ def test_expect_by_dtype():
             'code = "impl/c.py:g"\nexpect = { float32 = "fail" }\n')
     cand = load_case_text(text, path="t.toml").candidates[0]
     assert cand.expectation(Dtype.FLOAT32) is Expect.FAIL and cand.expectation(Dtype.FLOAT64) is Expect.PASS
-    with pytest.raises(CaseError, match=r"unknown dtype 'float16' in the expect table"):
-        load_case_text(text.replace("float32", "float16"), path="t.toml")
+    with pytest.raises(CaseError, match=r"unknown dtype 'float8' in the expect table"):
+        load_case_text(text.replace("float32", "float8"), path="t.toml")
     with pytest.raises(CaseError, match=r"expect='maybe' is not allowed"):
         load_case_text(text.replace('"fail"', '"maybe"'), path="t.toml")

@@ -311,8 +311,9 @@ def shipped_grades():
         case = load_case(f)
         case = case[0] if isinstance(case, (list, tuple)) else case
         model = compile_case(case)
+        second = {c.name for c in case.candidates if c.kind.order == 2}  # graded against a Hessian, not the gradient
         for r in rep.results:
-            if r.grade is not None and getattr(r, "value", None) is not None:
+            if r.grade is not None and getattr(r, "value", None) is not None and r.candidate not in second:
                 out.append((f"{f.stem}/{r.candidate}/{r.dtype}", model, rep.truths[r.dtype], r))
     assert len(out) >= 80
     return out
@@ -328,9 +329,12 @@ def _regrade(model, truth, r, as_dd: bool):
     # as the runner does: the terms' gradients for a failing candidate of a loss that is a sum of terms
     terms = (term_gradients(model, truth.point)
              if r.grade.verdict is Verdict.FAIL and len(loss_terms(model)) > 1 else None)
+    from verigrad.grading import baseline_error_model
+
+    em = None if kinks.at_kink else baseline_error_model(model, truth.point, truth.dtype.numpy)
     return grade(truth=t, value=r.value, baseline=kinks.baseline, dtype=truth.dtype.numpy,
                  case=model.case.name, candidate=r.candidate, tolerances=_tolerances(model.case),
-                 term_gradients=terms or None)
+                 term_gradients=terms or None, error_model=em)
 
 
 def _close(a, b, path=""):

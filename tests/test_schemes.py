@@ -475,8 +475,9 @@ INVALID = [
     (lambda: nominal_steps(0.0, np.zeros(2), StepMode.ABSOLUTE), ValueError, "step h must be finite and > 0, got h=0.0"),
     (lambda: nominal_steps(1e-3, np.zeros(2), "relativ"), ValueError, "unknown step mode 'relativ'; valid step modes: absolute, relative"),
     (lambda: nominal_steps(1e-3, np.arange(3), StepMode.ABSOLUTE), TypeError, "x must be a real floating-point array"),
-    (lambda: representable_step(np.ones(2), 1e-3, np.complex128), TypeError, "dtype must be float32 or float64, got complex128"),
-    (lambda: default_step(get_scheme("central"), "int32"), TypeError, "dtype must be float32, float64"),
+    (lambda: representable_step(np.ones(2), 1e-3, np.complex128), TypeError,
+     "dtype must be float16, bfloat16, float32 or float64, got complex128"),
+    (lambda: default_step(get_scheme("central"), "int32"), TypeError, "dtype must be float16, bfloat16, float32, float64"),
     (lambda: default_step_grid(get_scheme("central"), np.float64, count=1), ValueError, "count must be an int >= 2, got count=1"),
 ]
 

@@ -30,7 +30,8 @@ from verigrad.engine.model import Model, compile_case
 from verigrad.spec import Case, Dtype, RngKind, Symbol
 from verigrad.engine.truth import certify
 
-__all__ = ["CheckResult", "check_gradient", "assert_gradient", "model_from_sympy", "Studies", "study"]
+__all__ = ["CheckResult", "check_gradient", "assert_gradient", "model_from_sympy", "Studies", "study",
+           "check_hvp", "assert_hvp", "check_hessian", "assert_hessian"]
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def check_gradient(loss, gradient: Callable, *, point: Mapping[str, float] | Non
     point : mapping, optional
         Values of the symbols (sympy form only).
     dtypes : sequence of str
-        ``"float32"`` and/or ``"float64"``.
+        Any of ``"float16"``, ``"bfloat16"``, ``"float32"``, ``"float64"``.
     constants : sequence of str
         Symbols not differentiated (sympy form only).
     tolerances : verigrad.grading.Tolerances, optional
@@ -300,6 +301,7 @@ def study(loss, *, variable: str | None = None, index: Sequence[int] | None = No
     if not isinstance(loss, (str, Path)):
         raise UsageError(f"study: loss must be a case-file path, got {type(loss).__name__}")
     model = compile_case(load_case(loss))
+    default = schemes is None
     if schemes is None:
         schemes = [s for s in DEFAULT_STUDY_SCHEMES if s != "complex-step" or not non_analytic_sites(model)]
     for name in schemes:
@@ -316,7 +318,146 @@ def study(loss, *, variable: str | None = None, index: Sequence[int] | None = No
     out = []
     for d in dict.fromkeys(dtypes):
         for name in dict.fromkeys(schemes):
+            if default and name == "complex-step" and Dtype(d).half:
+                continue  # no complex step in float16/bfloat16 (Dtype.complex says why)
             out.append(run_study(model, dtype=Dtype(d), scheme=name, direction=direction, steps=steps,
                                  step_mode=StepMode(step_mode), representable=representable,
                                  loss_values=loss_values))
     return Studies(out)
+
+
+# -- second order (docs/second-order.md) ------------------------------------------------------------
+
+
+def _second_model(loss, point, constants, who: str) -> Model:
+    if isinstance(loss, (str, Path)):
+        return compile_case(load_case(loss))
+    if isinstance(loss, sympy.Basic):
+        if point is None:
+            raise UsageError(f"{who}: a sympy loss needs point={{symbol: value}}")
+        return model_from_sympy(loss, point, constants=constants)
+    raise UsageError(f"{who}: loss must be a case-file path or a sympy expression, got {type(loss).__name__}")
+
+
+def check_hvp(loss, hvp: Callable, *, vector: Mapping[str, np.ndarray] | None = None,
+              point: Mapping[str, float] | None = None, dtypes: Sequence[str] = ("float32", "float64"),
+              constants: Sequence[str] = (), tolerances=None, seed: int = 0) -> CheckResult:
+    """Grade a Hessian-vector product function against the exact ``H v``.
+
+    Parameters
+    ----------
+    loss : str, Path or sympy.Expr
+        A case file, or a scalar sympy expression (then ``point`` is required).
+    hvp : callable
+        Called as ``hvp(vector=v, **symbols)`` (numpy arrays of the dtype; ``v`` a dict by variable);
+        returns ``H v`` as ``{variable: array}`` or a sequence in declaration order.
+    vector : mapping of str to array, optional
+        The direction; default standard normal from ``numpy.random.default_rng(seed)``. Rounded to
+        each dtype; the truth is the exact ``H(x_p) v_p``.
+    dtypes, constants, tolerances : as :func:`check_gradient`
+
+    Returns
+    -------
+    CheckResult
+        One grade per dtype (the variables are those of ``H v``).
+
+    Examples
+    --------
+    >>> import sympy
+    >>> x, y = sympy.symbols("x y")
+    >>> res = check_hvp(x**2 * y, lambda x, y, vector: {"x": 2*y*vector["x"] + 2*x*vector["y"],
+    ...                                                 "y": 2*x*vector["x"]}, point={"x": 1.5, "y": 0.5})
+    >>> res.passed
+    True
+    """
+    from verigrad.engine.hessian import certify_hvp, hvp_baseline
+    from verigrad.grading import DDTruth, Tolerances, grade
+    from verigrad.runner.candidates import _plain, normalise_gradient
+
+    model = _second_model(loss, point, constants, "check_hvp")
+    shapes = {n: model.shape(n) for n in model.gradient}
+    if vector is None:
+        rng = np.random.default_rng(seed)
+        vector = {n: rng.standard_normal(shapes[n]) for n in shapes}
+    unknown = set(vector) - set(shapes)
+    if unknown:
+        raise UsageError(f"check_hvp: vector names {sorted(unknown)}, which are not variables; variables: "
+                         f"{', '.join(shapes)}")
+    grades = []
+    for d in dtypes:
+        dt = Dtype(d)
+        p = point_in_dtype(model.point, dt)
+        v = {n: np.asarray(vector.get(n, np.zeros(shapes[n])), dtype=np.float64).astype(dt.numpy) for n in shapes}
+        truth = certify_hvp(model, p, v, dt)
+        value = _plain(hvp(vector={n: a.copy() for n, a in v.items()}, **{k: np.array(a) for k, a in p.items()}))
+        got, problems = normalise_gradient(value, shapes, f"{model.case.name} › hvp › {d}")
+        if problems:
+            raise UsageError("; ".join(problems))
+        grades.append(grade(truth={n: DDTruth(truth.gradient_hi[n], truth.gradient_lo[n]) for n in shapes},
+                            value={k: np.asarray(a) for k, a in got.items()},
+                            baseline=hvp_baseline(model, p, v, dt), dtype=dt.numpy, case=model.case.name,
+                            candidate=getattr(hvp, "__name__", "hvp"), tolerances=tolerances or Tolerances()))
+    return CheckResult(tuple(grades), all(g.verdict.value == "pass" for g in grades))
+
+
+def check_hessian(loss, hessian: Callable, *, point: Mapping[str, float] | None = None,
+                  dtypes: Sequence[str] = ("float32", "float64"), constants: Sequence[str] = (),
+                  tolerances=None) -> CheckResult:
+    """Grade a Hessian function against the exact Hessian, block by block (``H[A,B]``).
+
+    ``hessian(**symbols)`` returns the ``N x N`` matrix of the variables flattened in declaration
+    order (C order within each); with one variable, ``shape + shape`` is accepted. The second-order
+    bug shapes (missing symmetric half, factor on the diagonal, transposed block) are in
+    :meth:`CheckResult.messages`. Other parameters as :func:`check_gradient`.
+
+    Examples
+    --------
+    >>> import numpy as np, sympy
+    >>> x, y = sympy.symbols("x y")
+    >>> check_hessian(x**2 * y, lambda x, y: np.array([[2*y, 2*x], [2*x, 0*x]]),
+    ...               point={"x": 1.5, "y": 0.5}).passed
+    True
+    """
+    from verigrad.engine.hessian import certify_hessian, hessian_baseline
+    from verigrad.grading import Tolerances
+    from verigrad.grading.second import grade_hessian
+
+    model = _second_model(loss, point, constants, "check_hessian")
+    grades, extra = [], []
+    for d in dtypes:
+        dt = Dtype(d)
+        p = point_in_dtype(model.point, dt)
+        ht = certify_hessian(model, p, dt)
+        raw = np.asarray(hessian(**{k: np.array(a) for k, a in p.items()}))
+        n = ht.size
+        if raw.shape != (n, n):
+            if len(ht.shapes) == 1 and raw.size == n * n:
+                raw = raw.reshape(n, n)
+            else:
+                raise UsageError(f"check_hessian: the Hessian has shape {raw.shape}, expected ({n}, {n}) "
+                                 f"(variables {', '.join(ht.shapes)} flattened in declaration order)")
+        g, diags = grade_hessian(truth=ht, value=raw, baseline=hessian_baseline(model, p, dt), dtype=dt.numpy,
+                                 case=model.case.name, candidate=getattr(hessian, "__name__", "hessian"),
+                                 tolerances=tolerances or Tolerances())
+        grades.append(g)
+        extra.extend(x.message for x in diags)
+    res = CheckResult(tuple(grades), all(g.verdict.value == "pass" for g in grades))
+    object.__setattr__(res, "_second_messages", tuple(extra))
+    return res
+
+
+def assert_hvp(loss, hvp: Callable, **kwargs) -> CheckResult:
+    """Like :func:`check_hvp`, but raise ``AssertionError`` with the diagnosis on failure."""
+    res = check_hvp(loss, hvp, **kwargs)
+    if not res.passed:
+        raise AssertionError("Hessian-vector product check failed:\n  " + "\n  ".join(res.messages()))
+    return res
+
+
+def assert_hessian(loss, hessian: Callable, **kwargs) -> CheckResult:
+    """Like :func:`check_hessian`, but raise ``AssertionError`` with the diagnosis on failure."""
+    res = check_hessian(loss, hessian, **kwargs)
+    if not res.passed:
+        lines = list(getattr(res, "_second_messages", ())) + res.messages()
+        raise AssertionError("Hessian check failed:\n  " + "\n  ".join(lines))
+    return res

@@ -12,32 +12,124 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Dtype", "Expect", "RngKind", "StepMode", "Init", "Symbol", "CodeRef", "CandidateSpec",
-           "CheckSpec", "DirectionSpec", "ExprLimits", "Limits", "Case"]
+__all__ = ["Dtype", "is_float_dtype", "Expect", "RngKind", "StepMode", "Init", "Symbol", "CodeRef",
+           "CandidateKind", "CandidateSpec", "CheckSpec", "DirectionSpec", "ExprLimits", "Limits", "Case"]
 
 
 class Dtype(enum.Enum):
-    """A floating-point format under test."""
+    """A floating-point format under test.
 
+    ``float16`` is IEEE binary16 (numpy's ``float16``: 11 significand bits, largest 65504,
+    subnormals below 2**-14); ``bfloat16`` is the brain float (``ml_dtypes.bfloat16``, which
+    JAX uses: 8 significand bits, float32's exponent range). numpy has no complex type of
+    either, so half precision has no complex step (:attr:`complex` raises).
+    """
+
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
     FLOAT32 = "float32"
     FLOAT64 = "float64"
 
     @property
     def numpy(self) -> np.dtype:
+        if self is Dtype.BFLOAT16:
+            import ml_dtypes  # imported when bfloat16 is used: ``import verigrad`` stays light
+
+            return np.dtype(ml_dtypes.bfloat16)
         return np.dtype(self.value)
 
     @property
+    def half(self) -> bool:
+        """True for the 16-bit formats (no complex step; their float baseline is defined per op)."""
+        return self in (Dtype.FLOAT16, Dtype.BFLOAT16)
+
+    @property
     def complex(self) -> np.dtype:
-        """The complex dtype used for the complex step in this precision."""
+        """The complex dtype used for the complex step in this precision.
+
+        Raises
+        ------
+        UsageError
+            For float16 and bfloat16: numpy has no complex type of 16-bit parts, and a
+            complex64 evaluation would compute the nodes in float32, not in the dtype under test.
+        """
+        if self.half:
+            from verigrad.errors import UsageError
+
+            raise UsageError(f"the complex step is not defined in {self.value}: numpy has no complex "
+                              f"{self.value} type, and complex64 would evaluate the loss in float32, not in "
+                              f"{self.value}",
+                              hint=f"use a real scheme (central, central4, ...) in {self.value}, or the "
+                                   "complex step in float32/float64")
         return np.dtype(np.complex64 if self is Dtype.FLOAT32 else np.complex128)
 
     @property
     def eps(self) -> float:
+        """Machine epsilon 2**(1 - t): float16 2**-10, bfloat16 2**-7, float32 2**-23, float64 2**-52."""
         return float(np.finfo(self.numpy).eps)
 
     @property
+    def unit_roundoff(self) -> float:
+        """u = eps / 2 = 2**-t, the largest relative error of one rounding to nearest."""
+        return self.eps / 2
+
+    @property
     def mantissa_bits(self) -> int:
+        """t, significand bits including the implicit one: 11, 8, 24, 53."""
         return int(np.finfo(self.numpy).nmant) + 1
+
+    @property
+    def min_exponent(self) -> int:
+        """Exponent of the smallest normal number: -14, -126, -126, -1022."""
+        return int(np.finfo(self.numpy).minexp)
+
+    @property
+    def max(self) -> float:
+        """The largest finite value (float16: 65504)."""
+        return float(np.finfo(self.numpy).max)
+
+
+def is_float_dtype(dtype) -> bool:
+    """True for a real binary floating dtype verigrad grades in (numpy kind ``f`` or bfloat16).
+
+    ``ml_dtypes.bfloat16`` is a numpy user dtype of kind ``V``, so ``dtype.kind == "f"`` misses it.
+    """
+    dt = np.dtype(dtype)
+    return dt.kind == "f" or dt.name == "bfloat16"
+
+
+class CandidateKind(enum.Enum):
+    """How a ``[[candidate]]``'s code is called (``kind = "..."``; docs/frameworks.md).
+
+    ``NUMPY``: numpy arrays in, the gradient out (the default). ``TORCH``: a PyTorch callable
+    (tensors in, the gradient as tensors out). ``TORCH_AUTOGRAD``: the code is a forward pass
+    (a function, or a ``torch.autograd.Function``), returning the scalar loss; verigrad
+    backpropagates through it. ``JAX``: a JAX callable returning the gradient. ``JAX_GRAD``:
+    ``jax.grad`` of the code's forward pass (``custom_vjp`` rules included).
+    """
+
+    NUMPY = "numpy"
+    TORCH = "torch"
+    TORCH_AUTOGRAD = "torch-autograd"
+    JAX = "jax"
+    JAX_GRAD = "jax-grad"
+    #: second order (docs/second-order.md): numpy code returning the Hessian, ``H v`` (called with the
+    #: point and ``v``), or the Hessian's diagonal
+    HESSIAN = "hessian"
+    HVP = "hvp"
+    HESSIAN_DIAG = "hessian_diag"
+
+    @property
+    def framework(self) -> str | None:
+        """``"torch"``, ``"jax"``, or None for numpy code."""
+        if self is CandidateKind.NUMPY or self.order == 2:
+            return None
+        return self.value.split("-")[0]
+
+    @property
+    def order(self) -> int:
+        """The derivative order the code returns: 2 for ``hessian``, ``hvp``, ``hessian_diag``; else 1."""
+        return 2 if self in (CandidateKind.HESSIAN, CandidateKind.HVP, CandidateKind.HESSIAN_DIAG) else 1
 
 
 class Expect(enum.Enum):
@@ -77,6 +169,9 @@ class Symbol:
     """A variable or constant of the loss.
 
     ``value`` (float64, in ``shape``) is set for given values; ``init`` for drawn ones.
+    ``integer`` marks an integer constant (``dtype = "int64"``): its ``value`` is an int64
+    array, used only as indices (gathers, ``one_hot``), passed to candidates as int64 and
+    never perturbed, rounded to a float dtype or graded.
     """
 
     name: str
@@ -84,6 +179,7 @@ class Symbol:
     constant: bool
     init: Init | None = None
     value: np.ndarray | None = None
+    integer: bool = False
 
     @property
     def size(self) -> int:
@@ -110,6 +206,8 @@ class CandidateSpec:
     (``expect = { float32 = "fail", float64 = "pass" }`` in the case file).
     ``allow_upcast`` (``allow_upcast = true``): a float64 return for float32 inputs (verdict
     ``not exercised``) meets ``expect = "pass"``; by default it does not.
+    ``kind`` says how the code is called (:class:`CandidateKind`); ``device`` names the
+    framework device of a torch or JAX candidate (None: the CPU).
     """
 
     name: str
@@ -117,6 +215,8 @@ class CandidateSpec:
     expect: Expect
     expect_by_dtype: tuple[tuple[Dtype, Expect], ...] = ()
     allow_upcast: bool = False
+    kind: CandidateKind = CandidateKind.NUMPY
+    device: str | None = None
 
     def expectation(self, dtype: Dtype) -> Expect:
         return dict(self.expect_by_dtype).get(dtype, self.expect)
@@ -163,6 +263,9 @@ class CheckSpec:
     classic: bool = True
     scheme_steps: tuple[tuple[str, tuple[float, ...]], ...] = ()
     coordinate_steps: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    #: ``[check] second_order_schemes``: FD Hessian/HVP rows of ``run`` (None: the defaults for the
+    #: case's second-order candidates; ``()``: none) — verigrad.runner.secondfd
+    second_order_schemes: tuple[str, ...] | None = None
 
     def steps_for(self, scheme: str) -> tuple[float, ...] | None:
         """The explicit steps of ``scheme`` (its entry of ``scheme_steps``, else ``steps``), or None."""
@@ -221,6 +324,8 @@ class Limits:
     max_precision_bits: int = 16_384
     symbolic_seconds: float = 120.0
     candidate_seconds: float = 60.0
+    #: one certification (one dtype's truth): stopped at this time, while it runs
+    certify_seconds: float = 300.0
     expression: ExprLimits = field(default_factory=ExprLimits)
 
 

@@ -2355,6 +2355,10 @@ The tables are also written to `docs/studies/tables/*.md`, the key numbers to
    how far each method's error estimate can be trusted, and a tableau across a pole.
 
 Reading order for a course: 1, 4, 6, 5, 7, 2, 3.
+
+In 16 bits: [half precision](../half-precision.md) — the peers' default checks in float16 and
+bfloat16 (every numerical derivative exactly 0), and verigrad's verdicts on the same gradients
+(`python docs/studies/half_precision_study.py`).
 """
 
 if __name__ == "__main__":

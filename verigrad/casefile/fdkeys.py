@@ -158,3 +158,23 @@ def directions(ctx, raw: Any, symbols: tuple[Symbol, ...], path: Path, limits, l
             raise ctx.error(field, "the direction has no nonzero entry", hint="e.g. diagonal = { x = [1, -1] }")
         out.append(DirectionSpec(dname, tuple(vectors), normalize))
     return tuple(out)
+
+
+#: ``[check] second_order_schemes`` (verigrad.runner.secondfd; the names of verigrad.studies.second)
+SECOND_ORDER_SCHEMES = ("second3", "mixed4", "grad-central", "second-difference", "mixed-4point", "gradient-central")
+
+
+def second_order_schemes(ctx, raw: Any, ld) -> tuple[str, ...]:
+    """``[check] second_order_schemes``: names of :data:`SECOND_ORDER_SCHEMES`, each optionally
+    wrapped in ``richardson(...)``; ``[]`` turns the default rows off."""
+    field = "[check] second_order_schemes"
+    items = ld._typed(ctx, raw, list, field, 'a list such as ["mixed4", "grad-central"]')
+    allowed = list(SECOND_ORDER_SCHEMES) + [f"richardson({SECOND_ORDER_SCHEMES[0]})"]
+    for s in items:
+        inner = s[len("richardson("):-1] if isinstance(s, str) and s.startswith("richardson(") and s.endswith(")") \
+            else s
+        if not isinstance(s, str) or inner not in SECOND_ORDER_SCHEMES:
+            raise ctx.error(field, f"unknown second-order scheme {ld._show(s)}",
+                            hint=ld._suggest(str(s), list(SECOND_ORDER_SCHEMES)) + "allowed: " + ", ".join(allowed)
+                            + " (richardson(...) around any of them)")
+    return tuple(dict.fromkeys(items))

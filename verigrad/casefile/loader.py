@@ -22,7 +22,7 @@ import numpy as np
 
 from verigrad.errors import CaseError, LimitError
 from verigrad.expr.parser import MAX_DEPTH_CEILING, RESERVED_NAMES, ExprLimits
-from verigrad.casefile import fdkeys
+from verigrad.casefile import candidatekeys, fdkeys
 from verigrad.schemes import StepMode
 from verigrad.spec import (CandidateSpec, Case, CheckSpec, CodeRef, Dtype, Expect, Init, Limits, RngKind, Symbol)
 
@@ -35,19 +35,19 @@ __all__ = ["load_case", "load_case_text", "find_case_files", "draw_point", "poin
 
 TOP_KEYS = ("name", "description", "seed", "rng", "loss", "loss_code", "symbols", "define", "candidate",
             "check", "limits", "directions")
-SYMBOL_KEYS = ("constant", "shape", "init", "value", "file")
-CANDIDATE_KEYS = ("name", "code", "expect", "allow_upcast")
+SYMBOL_KEYS = ("constant", "shape", "init", "value", "file", "dtype")
+CANDIDATE_KEYS = ("name", "code", "expect", "allow_upcast", "kind", "device")
 CHECK_KEYS = ("dtypes", "schemes", "steps", "step_mode", "tolerance_factor", "floor_ulps", "digits", "classic",
-              "coordinate_steps")
+              "coordinate_steps", "second_order_schemes")
 LIMIT_KEYS = ("max_elements", "max_symbol_elements", "max_intermediate_elements", "max_precision_bits",
-              "symbolic_seconds", "candidate_seconds", "max_expression_length", "max_expression_depth",
-              "max_expression_nodes")
+              "symbolic_seconds", "candidate_seconds", "certify_seconds", "max_expression_length",
+              "max_expression_depth", "max_expression_nodes")
 #: hard ceilings of the configurable limits: beyond them a run cannot finish on any machine
 #: this suite targets (memory of a float64 array of that many entries, or hours of work)
 LIMIT_CEILINGS = {
     "max_elements": 2**28, "max_symbol_elements": 2**28, "max_intermediate_elements": 2**28,
     "max_precision_bits": 2**18, "max_expression_length": 1_000_000, "max_expression_nodes": 1_000_000,
-    "symbolic_seconds": 86_400.0, "candidate_seconds": 86_400.0,
+    "symbolic_seconds": 86_400.0, "candidate_seconds": 86_400.0, "certify_seconds": 86_400.0,
 }
 #: nominal finite-difference steps above this are refused (the nodes x + c h leave every float format)
 MAX_STEP = 1e15
@@ -364,6 +364,7 @@ def _symbol(ctx: _Ctx, name: str, spec: Any, path: Path, limits: Limits) -> Symb
                         if isinstance(spec, (int, float, list)) and not isinstance(spec, bool) else "")
     _check_keys(ctx, spec, SYMBOL_KEYS, field)
     constant = _typed(ctx, spec.get("constant", False), bool, _sub(field, "constant"), "true or false")
+    integer = _symbol_dtype(ctx, spec, field, constant)
     sources = [k for k in ("init", "value", "file") if k in spec]
     if len(sources) != 1:
         raise ctx.error(field, "give exactly one of init, value, file" + (f" (got {', '.join(sources)})" if sources else ""),
@@ -385,22 +386,47 @@ def _symbol(ctx: _Ctx, name: str, spec: Any, path: Path, limits: Limits) -> Symb
                             f"{limits.max_symbol_elements}", hint="raise [limits] max_symbol_elements",
                             cls=LimitError)
     if "init" in spec:
+        if integer:
+            raise ctx.error(_sub(field, "init"), "an integer constant cannot be drawn from a distribution",
+                            hint="give the integers with value = [...] or file = \"labels.npy\"")
         init = _init(ctx, spec["init"], _sub(field, "init"))
         return Symbol(name, shape or (), constant, init=init)
     if "file" in spec:
         vfield = _sub(field, "file")
-        value = _load_npy(ctx, spec["file"], vfield, path, limits)
+        value = _load_npy(ctx, spec["file"], vfield, path, limits, integer=integer)
     else:
         vfield = _sub(field, "value")
-        value = _value(ctx, spec["value"], vfield, limits)
+        value = _value(ctx, spec["value"], vfield, limits, integer=integer)
     if shape is not None and value.shape != shape:
         if value.ndim == 0:
-            value = np.full(shape, float(value), dtype=np.float64)
+            value = np.full(shape, value.item(), dtype=value.dtype)
         else:
             raise ctx.error(vfield, f"the value has shape {list(value.shape)} but shape={list(shape)}",
                             hint="drop `shape` or make the value match it (a single number is broadcast)")
     value.setflags(write=False)
-    return Symbol(name, tuple(value.shape), constant, value=value)
+    return Symbol(name, tuple(value.shape), constant, value=value, integer=integer)
+
+
+_SYMBOL_DTYPES = ("float64", "int64")
+_INT64_MAX = 2**63 - 1
+
+
+def _symbol_dtype(ctx: _Ctx, spec: dict, field: str, constant: bool) -> bool:
+    """Whether ``dtype = "int64"`` makes the symbol an integer constant (``float64``, the default, does not)."""
+    if "dtype" not in spec:
+        return False
+    dfield = _sub(field, "dtype")
+    text = _typed(ctx, spec["dtype"], str, dfield, 'a string, "int64" or "float64"')
+    if text not in _SYMBOL_DTYPES:
+        hint = ("symbols hold exact data; the dtypes under test are chosen in [check] dtypes. "
+                if text in ("float32", "float16", "bfloat16") else _suggest(text, _SYMBOL_DTYPES))
+        raise ctx.error(dfield, f"dtype={text!r} is not a symbol dtype",
+                        hint=hint + 'allowed: "int64" (integer constants: labels, indices) or "float64" (the default)')
+    if text == "int64" and not constant:
+        raise ctx.error(dfield, 'dtype="int64" declares integer data, but the symbol is a variable',
+                        hint="integers cannot be differentiated: add `constant = true` (labels, indices), "
+                             'or drop dtype for a float variable')
+    return text == "int64"
 
 
 def _init(ctx: _Ctx, text: Any, field: str) -> Init:
@@ -439,7 +465,8 @@ def _init(ctx: _Ctx, text: Any, field: str) -> Init:
 _FLOAT64_MAX_INT = int(np.finfo(np.float64).max)
 
 
-def _value(ctx: _Ctx, raw: Any, field: str, limits: Limits) -> np.ndarray:
+def _value(ctx: _Ctx, raw: Any, field: str, limits: Limits, *, integer: bool = False) -> np.ndarray:
+    """The float64 array of a ``value`` (int64 for an integer constant: integers within int64 only)."""
     count = 0
 
     def check(v, depth=0):
@@ -452,9 +479,15 @@ def _value(ctx: _Ctx, raw: Any, field: str, limits: Limits) -> np.ndarray:
                                 hint="every dimension needs at least one entry")
             for item in v:
                 check(item, depth + 1)
-        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+        elif isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
             kind = "boolean" if isinstance(v, bool) else _TOML_TYPES.get(type(v).__name__, type(v).__name__)
+            if integer:
+                raise ctx.error(field, f'dtype = "int64" needs integer entries, got {kind} {_show(v)}',
+                                hint="write the labels as integers (1, not 1.0), or drop dtype for float data")
             raise ctx.error(field, f"value entries must be numbers, got {kind} {_show(v)}")
+        elif integer and not -_INT64_MAX - 1 <= v <= _INT64_MAX:
+            raise ctx.error(field, f"the integer {_show(v, 40)} is beyond the int64 range",
+                            hint=f"integers must lie within ±{_INT64_MAX}")
         else:
             if isinstance(v, int) and abs(v) > _FLOAT64_MAX_INT:
                 raise ctx.error(field, f"the integer {_show(v, 40)} is beyond the float64 range (about 1.8e308)",
@@ -467,7 +500,7 @@ def _value(ctx: _Ctx, raw: Any, field: str, limits: Limits) -> np.ndarray:
 
     check(raw)
     try:
-        arr = np.array(raw, dtype=np.float64)
+        arr = np.array(raw, dtype=np.int64 if integer else np.float64)
     except (ValueError, OverflowError, TypeError):
         raise ctx.error(field, "the value is not a rectangular array of numbers (ragged rows)",
                         hint="every row must have the same length") from None
@@ -483,7 +516,7 @@ def _value(ctx: _Ctx, raw: Any, field: str, limits: Limits) -> np.ndarray:
     return arr
 
 
-def _load_npy(ctx: _Ctx, raw: Any, field: str, path: Path, limits: Limits) -> np.ndarray:
+def _load_npy(ctx: _Ctx, raw: Any, field: str, path: Path, limits: Limits, *, integer: bool = False) -> np.ndarray:
     _typed(ctx, raw, str, field, "a path to a .npy file")
     target = (path.parent / raw)
     if target.suffix != ".npy":
@@ -518,6 +551,14 @@ def _load_npy(ctx: _Ctx, raw: Any, field: str, path: Path, limits: Limits) -> np
     if arr.size > limits.max_symbol_elements:
         raise ctx.error(field, f"file={raw!r} holds {arr.size} entries, over the limit of "
                         f"{limits.max_symbol_elements}", hint="raise [limits] max_symbol_elements", cls=LimitError)
+    if integer:
+        if arr.dtype.kind not in "iu":
+            raise ctx.error(field, f'file={raw!r} holds dtype {arr.dtype}, but the symbol has dtype = "int64"',
+                            hint="save the labels as integers (numpy.save(path, y.astype(numpy.int64))), "
+                                 "or drop dtype for float data")
+        if arr.dtype.kind == "u" and int(arr.max()) > _INT64_MAX:
+            raise ctx.error(field, f"file={raw!r} holds {int(arr.max())}, beyond the int64 range")
+        return np.array(arr, dtype=np.int64)
     arr = np.array(arr, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise ctx.error(field, f"file={raw!r} contains nan or inf", hint="values must be finite numbers")
@@ -576,15 +617,16 @@ def _candidates(ctx: _Ctx, raw: Any, path: Path) -> tuple[CandidateSpec, ...]:
                     dt = Dtype(key)
                 except ValueError:
                     raise ctx.error(_sub(field, "expect"), f"unknown dtype {key!r} in the expect table",
-                                    hint="allowed keys: float32, float64") from None
+                                    hint="allowed keys: " + ", ".join(d.value for d in Dtype)) from None
                 by_dtype.append((dt, _expect_value(ctx, val, _sub(field, f"expect.{key}"))))
             expect = Expect.PASS
         else:
             expect = _expect_value(ctx, raw_expect, _sub(field, "expect"))
         allow_upcast = _typed(ctx, item.get("allow_upcast", False), bool, _sub(field, "allow_upcast"),
                               "true or false")
+        kind, device = candidatekeys.kind_and_device(ctx, item, field, _helpers())
         out.append(CandidateSpec(name, _coderef(ctx, item["code"], _sub(field, "code"), path), expect,
-                                 tuple(by_dtype), allow_upcast))
+                                 tuple(by_dtype), allow_upcast, kind, device))
     return tuple(out)
 
 
@@ -652,7 +694,10 @@ def _check(ctx: _Ctx, raw: Any, symbols=(), path: Path = Path("."), limits: Limi
         kw["digits"] = d
     if "classic" in raw:
         kw["classic"] = _typed(ctx, raw["classic"], bool, "[check] classic", "true or false")
+    if "second_order_schemes" in raw:
+        kw["second_order_schemes"] = fdkeys.second_order_schemes(ctx, raw["second_order_schemes"], _helpers())
     return CheckSpec(**kw)
+
 
 
 def _check_dtype_range(ctx: _Ctx, symbols: tuple[Symbol, ...], check: CheckSpec) -> None:
@@ -707,14 +752,14 @@ def draw_point(case: Case) -> dict[str, np.ndarray]:
     Returns
     -------
     dict of str to ndarray
-        float64 arrays, in declaration order, one per symbol.
+        float64 arrays (int64 for integer constants), in declaration order, one per symbol.
     """
     legacy = case.rng is RngKind.NUMPY_LEGACY
     rng = np.random.RandomState(case.seed) if legacy else np.random.default_rng(case.seed)
     out: dict[str, np.ndarray] = {}
     for s in case.symbols:
         if s.init is None:
-            out[s.name] = np.array(s.value, dtype=np.float64)
+            out[s.name] = np.array(s.value, dtype=np.int64 if s.integer else np.float64)
             continue
         if s.init.kind == "normal":
             z = rng.randn(*s.shape) if legacy else rng.standard_normal(s.shape)
@@ -738,6 +783,9 @@ def point_in_dtype(point: dict[str, np.ndarray], dtype: Dtype) -> dict[str, np.n
     out = {}
     with np.errstate(over="ignore"):
         for k, v in point.items():
+            if np.asarray(v).dtype.kind in "iu":
+                out[k] = v  # an integer constant (labels, indices): never rounded to a float dtype
+                continue
             p = v.astype(dtype.numpy)
             bad = ~np.isfinite(p)
             if np.any(bad):

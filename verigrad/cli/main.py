@@ -34,7 +34,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 COMMANDS = {
     "truth": "Print the loss and the certified exact gradient at each dtype's point.",
     "show": "Print the loss and its symbolic gradient.",
-    "run": "Grade every candidate of every case, at float32 and float64.",
+    "run": "Grade every candidate of every case in its dtypes (default float32 and float64).",
     "study": "Sweep finite-difference steps: error split into truncation, step and round-off.",
     "scheme": "Print a scheme's exact weights and leading truncation term (or a method's tableau).",
     "new": "Scaffold a commented case file and a candidate stub.",
@@ -124,7 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = _err_console(args)
     from verigrad.cli.signals import EXIT_TERMINATED, terminate_like_interrupt
 
-    with terminate_like_interrupt() as term:
+    import warnings
+
+    with terminate_like_interrupt() as term, warnings.catch_warnings():
+        # numpy's floating-point warnings from verigrad's own float evaluations (an overflowing
+        # baseline, a step across a domain edge) are expected and reported as results, never on stderr;
+        # candidates' warnings are captured in their worker process as their output
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(verigrad|numpy)\.")
         try:
             code = _command_module(args.command).command(args, console, err)
         except VerigradError as exc:

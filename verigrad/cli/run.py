@@ -10,7 +10,7 @@ __all__ = ["add_arguments", "command"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="*", default=["cases"], help="case files or directories (default: cases/)")
-    p.add_argument("--dtype", action="append", choices=["float32", "float64"],
+    p.add_argument("--dtype", action="append", choices=["float16", "bfloat16", "float32", "float64"],
                    help="restrict to these dtypes (default: each case's [check] dtypes)")
     p.add_argument("--json", metavar="FILE", help="write the JSON report (docs/report-schema.md)")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
@@ -19,6 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the finite-difference schemes of [check] and the classic-check note")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="cases run in N worker processes (default 1); reports are identical for any N")
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="where the cases run: this machine (local, with --jobs) or a Dask cluster (dask: "
+                        "--scheduler ADDRESS, or a LocalCluster of --jobs workers; docs/distributed.md)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --executor dask: the Dask scheduler to use (e.g. tcp://10.0.0.5:8786)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("-q", "--quiet", action="store_true", help="print only the cases with unmet expectations")
     g.add_argument("-v", "--verbose", action="store_true",
@@ -39,6 +44,9 @@ def command(args, console, err) -> int:
     dtypes = tuple(Dtype(d) for d in dict.fromkeys(args.dtype)) if args.dtype else None
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: use 1 or more worker processes")
+    if args.scheduler and args.executor != "dask":
+        raise UsageError(f"--scheduler {args.scheduler}: a scheduler is used by --executor dask only",
+                         hint=f"add --executor dask (verigrad run --executor dask --scheduler {args.scheduler})")
     check_output_paths(args, ("json", "junit", "html"))
     files = find_case_files(args.paths)
     reports: list[CaseReport] = []
@@ -49,7 +57,14 @@ def command(args, console, err) -> int:
     names: dict[str, str] = {}
     header_printed = False
     try:
-        with progress, case_reports(files, dtypes, not args.no_fd, args.jobs) as next_report:
+        if args.executor == "dask":
+            from verigrad.runner.executors import dask_case_reports
+
+            executor = dask_case_reports(files, dtypes, not args.no_fd, scheduler=args.scheduler,
+                                         workers=args.jobs if args.jobs > 1 else None)
+        else:
+            executor = case_reports(files, dtypes, not args.no_fd, args.jobs)
+        with progress, executor as next_report:
             task = progress.add_task("verigrad run", total=len(files))
             for f in files:
                 def note(msg, _task=task):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import mpmath
@@ -68,15 +69,37 @@ class FloatBackend:
     Parameters
     ----------
     dtype : numpy dtype
-        ``float32``, ``float64``, ``complex64`` or ``complex128``.
+        ``float16``, ``bfloat16`` (``ml_dtypes``), ``float32``, ``float64``, ``complex64`` or
+        ``complex128``.
+
+    Notes
+    -----
+    Half precision (float16, bfloat16) rounds once per graph node, the node computed in
+    float32 from its half-precision operands: this is numpy's own float16 semantics (its
+    float16 loops, ``sum``, ``prod`` and ``matmul`` compute in float32 and round once), and for
+    bfloat16 the elementwise loops of ``ml_dtypes`` do the same; its ``sum``/``prod`` (which
+    would round after every addition) and its ``matmul`` (which returns float32) are replaced
+    here by the float32 computation rounded once (:meth:`_half_reduce`). Addition,
+    multiplication, division and square root are then correctly rounded (float32 has more than
+    2 t + 2 bits, so the double rounding is innocuous).
     """
 
     def __init__(self, dtype) -> None:
         self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
+        if self.dtype not in (np.float32, np.float64, np.complex64, np.complex128, np.float16) \
+                and self.dtype.name != "bfloat16":
             raise ValueError(f"unsupported dtype {self.dtype}")
         self.complex = self.dtype.kind == "c"
-        self.real_dtype = np.dtype(np.float32) if self.dtype in (np.float32, np.complex64) else np.dtype(np.float64)
+        if self.complex:
+            self.real_dtype = np.dtype(np.float32) if self.dtype == np.complex64 else np.dtype(np.float64)
+        else:
+            self.real_dtype = self.dtype
+        # bfloat16's reductions and matmul go through float32 explicitly (see Notes)
+        self._via32 = self.dtype.name == "bfloat16"
+
+    def _half_reduce(self, fn, *args, **kw) -> np.ndarray:
+        """``fn`` computed in float32 from the bfloat16 operands (exact), rounded once to bfloat16."""
+        return np.asarray(fn(*(a.astype(np.float32) for a in args), **kw)).astype(self.dtype)
 
     def _check(self, out: np.ndarray, node) -> np.ndarray:
         if out.dtype != self.dtype:
@@ -111,15 +134,21 @@ class FloatBackend:
         return self._check(fn.np_f(x), node)
 
     def matmul(self, x, y):
+        if self._via32:
+            return self._half_reduce(np.matmul, x, y)
         return np.matmul(x, y)
 
     def zeros(self, shape, like=None):
         return np.zeros(shape, dtype=self.dtype)
 
     def sum(self, x, axes, keepdims):
+        if self._via32:
+            return self._half_reduce(np.sum, x, axis=axes, keepdims=keepdims)
         return np.sum(x, axis=axes, keepdims=keepdims)
 
     def prod(self, x, axes, keepdims):
+        if self._via32:
+            return self._half_reduce(np.prod, x, axis=axes, keepdims=keepdims)
         return np.prod(x, axis=axes, keepdims=keepdims)
 
     def max(self, x, axes, keepdims, node):
@@ -131,7 +160,7 @@ class FloatBackend:
         # Shift by the (real) maximum: exact identity, no overflow.
         m = np.max(x.real, axis=axes, keepdims=True)
         m = np.where(np.isfinite(m), m, self.real_dtype.type(0)).astype(self.real_dtype)
-        s = np.sum(np.exp(x - m), axis=axes, keepdims=True)
+        s = self.sum(np.exp(x - m), axes, True)
         out = np.log(s) + m
         if not keepdims:
             out = np.squeeze(out, axis=axes)
@@ -140,20 +169,39 @@ class FloatBackend:
     def argmax_weight(self, x, axes, node):
         m = np.max(x, axis=axes, keepdims=True)
         mask = (x == m).astype(self.dtype)
-        return mask / np.sum(mask, axis=axes, keepdims=True)
+        return mask / self.sum(mask, axes, True)
 
 
 def round_fraction(q: Fraction, dtype) -> float:
-    """Round an exact rational to the nearest value of ``dtype`` (float32 or float64), once.
+    """Round an exact rational to the nearest value of ``dtype``, once (ties to even).
 
-    float64: ``float(q)`` is correctly rounded. float32: one correctly rounded division at 24 bits
-    (``mpf(numerator) / denominator`` would round the numerator first: a double rounding).
+    Any binary format numpy knows (float16, bfloat16, float32, float64): the significand is
+    chosen by exact integer arithmetic at the format's quantum (subnormals included), so there
+    is no double rounding; beyond the largest finite value the result is ``±inf`` (IEEE
+    round-to-nearest overflow). The float returned is exactly that value (every one of these
+    formats embeds in float64).
     """
-    if np.dtype(dtype) == np.float64:
-        return float(q)
-    with mpmath.workprec(24):
-        v = mpmath.fdiv(q.numerator, q.denominator)
-    return float(np.float32(float(v)))
+    dt = np.dtype(dtype)
+    if dt == np.float64:
+        return float(q)  # int / int true division is correctly rounded, subnormals included
+    if q == 0:
+        return 0.0
+    fi = np.finfo(dt)
+    t, emin = int(fi.nmant) + 1, int(fi.minexp)
+    a = abs(q)
+    n, d = a.numerator, a.denominator
+    e = n.bit_length() - d.bit_length()  # floor(log2 a) is e or e - 1
+    if (n << max(-e, 0)) < (d << max(e, 0)):
+        e -= 1
+    k = max(e, emin) - t + 1  # the quantum (ulp) at a
+    num, den = (n, d << k) if k >= 0 else (n << -k, d)
+    m, r = divmod(num, den)
+    if 2 * r > den or (2 * r == den and m & 1):
+        m += 1
+    v = math.ldexp(float(m), k)
+    if v > float(fi.max):
+        v = math.inf
+    return -v if q < 0 else v
 
 
 _mpf = np.frompyfunc(lambda v: mpmath.mpf(v), 1, 1)

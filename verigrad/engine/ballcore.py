@@ -87,7 +87,14 @@ def exact(hi: np.ndarray) -> Ball:
 
 def _uniform(a: np.ndarray) -> bool:
     """Whether every entry of ``a`` is one stored number (0-d or all strides 0: a broadcast view)."""
-    return a.size > 0 and all(st == 0 or n == 1 for st, n in zip(a.strides, a.shape))
+    if a.size == 0:
+        return False
+    if a.size > 1 and a.flags.c_contiguous:  # the common case, decided without a loop: a real array
+        return False
+    for st, n in zip(a.strides, a.shape):  # a plain loop: this runs a few hundred times per evaluation
+        if st and n != 1:
+            return False
+    return True
 
 
 def _zero(a: np.ndarray) -> bool:
@@ -109,24 +116,24 @@ def _check(b: Ball) -> Ball:
     h = b.hi
     if _uniform(h):
         h = _one(h)
-    flat = h.reshape(-1) if h.flags.c_contiguous else None
     step = 1 << 18
-    if flat is not None and flat.size > step:  # in chunks: no large temporaries
-        parts = (flat[i:i + step] for i in range(0, flat.size, step))
+    if h.size > step and h.flags.c_contiguous:  # in chunks: no large temporaries
+        flat = h.reshape(-1)
+        parts = [flat[i:i + step] for i in range(0, flat.size, step)]
     else:
         parts = (h,) if h.size else ()
     for part in parts:
         a = np.abs(part)
-        if not np.max(a) <= HIGH:
+        if not a.max() <= HIGH:  # ndarray methods: no Python-level wrapper per call
             raise FastPathUnavailable("a value is outside [2**-900, 2**900] or not finite")
-        if not np.min(a) >= LOW and not np.min(a, where=part != 0, initial=np.inf) >= LOW:
+        if not a.min() >= LOW and not np.min(a, where=part != 0, initial=np.inf) >= LOW:
             raise FastPathUnavailable("a value is outside [2**-900, 2**900] or not finite")
     r = b.rad
     if _uniform(r):
         r = _one(r)
         if r == 0:
             return b
-    if not (r <= HIGH).all():
+    if not r.max() <= HIGH:  # one pass; a NaN maximum fails the comparison too
         raise FastPathUnavailable("a radius is too wide or not finite")
     return b
 
@@ -301,9 +308,18 @@ def ball_add(x: Ball, y: Ball) -> Ball:
         return _bshape(x, y, x)
     if _constant(x) == 0.0:
         return _bshape(x, y, y)
-    if _exact_float(x) and _exact_float(y):
+    ex, ey = _exact_float(x), _exact_float(y)
+    if ex and ey:
         hi, lo = dd.two_sum(x.hi, y.hi)
         return _check(Ball(hi, lo, _zeros_view(hi.shape)))
+    if ex or ey:  # one exact float operand: dd.add_float, the bound of dd.add with bl = 0
+        a, b = (y, x) if ex else (x, y)
+        hi, lo, err = dd.add_float(a.hi, a.lo, b.hi)
+        if _zero(a.rad):
+            return _check(Ball(hi, lo, err))
+        err += a.rad
+        err *= UP
+        return _check(Ball(hi, lo, err))
     hi, lo, err = dd.add(x.hi, x.lo, y.hi, y.lo)
     if _zero(x.rad) and _zero(y.rad):
         rad = err * UP
@@ -313,7 +329,18 @@ def ball_add(x: Ball, y: Ball) -> Ball:
 
 
 def ball_sub(x: Ball, y: Ball) -> Ball:
-    """``x - y`` (the bound of :func:`ball_add`)."""
+    """``x - y`` (the bound of :func:`ball_add`).
+
+    An exact float ``x`` minus a dd ``y`` uses :func:`dd.float_sub` (bitwise the result of
+    :func:`dd.add_float` on ``-y`` and ``x``, without materialising ``-y``).
+    """
+    if _exact_float(x) and not _zero(y.lo) and not _uniform(y.hi) and _constant(x) != 0.0:
+        hi, lo, err = dd.float_sub(x.hi, y.hi, y.lo)
+        if _zero(y.rad):
+            return _check(Ball(hi, lo, err))
+        err += y.rad
+        err *= UP
+        return _check(Ball(hi, lo, err))
     return ball_add(x, ball_neg(y))
 
 
@@ -353,7 +380,7 @@ def _mul_const(x: Ball, c: float, shape) -> Ball:
     if abs(m) == 0.5:
         b = _scale_pow2(x, c)
         return b if b.shape == shape else b.map(lambda a: np.broadcast_to(a, shape))
-    p, e = dd.two_prod(x.hi, np.float64(c))
+    p, e = dd.two_prod_const(x.hi, c)
     if _zero(x.lo):
         hi, lo = p, e  # exact, and normalised: p = fl(p + e)
         err = None
@@ -361,14 +388,15 @@ def _mul_const(x: Ball, c: float, shape) -> Ball:
         t = x.lo * c
         f, ef = dd.two_sum(e, t)
         hi, lo = dd.two_sum(p, f)
-        err = dd.up(np.abs(ef) + np.abs(t) * (2.01 * U), maybe=(x.lo != 0))
-    if ((hi == 0) & (x.hi != 0)).any():
-        raise FastPathUnavailable("a product underflows")
+        err = np.abs(ef) + np.abs(t) * (2.01 * U)  # rounded up below, with the radius term if any
+    _underflow(hi, x.hi)
     if _zero(x.rad):
-        rad = _zeros_view(hi.shape) if err is None else err
-    else:
-        r = x.rad * abs(c)
-        rad = dd.up(r if err is None else r + err, maybe=(x.rad != 0))
+        rad = _zeros_view(hi.shape) if err is None else dd.up_inplace(err, maybe=lambda: x.lo != 0)
+    elif err is None:
+        rad = dd.up(x.rad * abs(c), maybe=lambda: x.rad != 0)
+    else:  # one bound expression, one upward rounding: |ef| + 2.01 u |t| + |c| rad
+        err += x.rad * abs(c)
+        rad = dd.up_inplace(err, maybe=lambda: (x.lo != 0) | (x.rad != 0))
     out = Ball(hi, lo, rad)
     if out.shape != shape:
         out = out.map(lambda a: np.broadcast_to(a, shape))
@@ -400,26 +428,80 @@ def ball_mul(x: Ball, y: Ball) -> Ball:
     cx = _constant(x)
     if cx is not None:
         return _mul_const(y, cx, shape)
+    if x is y:
+        return ball_sqr(x)
     if _exact_float(x) and _exact_float(y):
         hi, lo = dd.two_prod(x.hi, y.hi)
-        if ((hi == 0) & (x.hi != 0) & (y.hi != 0)).any():
-            raise FastPathUnavailable("a product underflows")
+        _underflow(hi, x.hi, y.hi)
         return _check(Ball(hi, lo, _zeros_view(hi.shape)))
-    hi, lo, err = dd.mul(x.hi, x.lo, y.hi, y.lo)
-    if ((hi == 0) & (x.hi != 0) & (y.hi != 0)).any():
-        raise FastPathUnavailable("a product underflows")
+    if _zero(y.lo):  # a float midpoint: dd.mul_float, the bound of dd.mul with bl = 0
+        hi, lo, err = dd.mul_float(x.hi, x.lo, y.hi)
+    elif _zero(x.lo):
+        hi, lo, err = dd.mul_float(y.hi, y.lo, x.hi)
+    else:
+        hi, lo, err = dd.mul(x.hi, x.lo, y.hi, y.lo)
+    _underflow(hi, x.hi, y.hi)
     zx, zy = _zero(x.rad), _zero(y.rad)
     if zx and zy:
         rad = err
     else:
-        rad = err
+        if err.shape != hi.shape or not err.flags.writeable:
+            err = np.array(np.broadcast_to(err, hi.shape))
+        rad = err  # a temporary of ours: accumulate in place (same operations, same order)
         if not zy:
-            rad = rad + np.abs(x.hi) * y.rad
+            rad += np.abs(x.hi) * y.rad
         if not zx:
-            rad = rad + x.rad * np.abs(y.hi)
+            rad += x.rad * np.abs(y.hi)
             if not zy:
-                rad = rad + x.rad * y.rad
-        rad = dd.up(rad, maybe=((x.hi != 0) & (y.rad != 0)) | ((x.rad != 0) & ((y.hi != 0) | (y.rad != 0))))
+                rad += x.rad * y.rad
+        rad = dd.up_inplace(rad, maybe=lambda: ((x.hi != 0) & (y.rad != 0)) | ((x.rad != 0) & ((y.hi != 0) | (y.rad != 0))))
+    return _check(Ball(hi, lo, rad))
+
+
+def _underflow(hi: np.ndarray, a: np.ndarray, b: np.ndarray | None = None) -> None:
+    """Refuse a product ``hi`` of the factors ``a`` and ``b`` (``b = a`` for a square) that underflowed to 0.
+
+    The detailed test runs only when some ``hi`` is 0 (``hi.all()`` is one pass over the data).
+    """
+    if hi.all():
+        return
+    bad = (hi == 0) & (a != 0)
+    if b is not None:
+        bad &= b != 0
+    if bad.any():
+        raise FastPathUnavailable("a product underflows")
+
+
+def ball_sqr(x: Ball) -> Ball:
+    """``x * x`` (one ball times itself): the result of :func:`ball_mul` ``(x, x)`` with fewer operations.
+
+    Notes
+    -----
+    For ``a in [xm ± r]``: ``|a^2 - xm^2| = |a - xm||a + xm| <= r (2|xm| + r)``, the bound of
+    :func:`ball_mul` with ``y = x``: ``rad = up(2 |xh| r + r^2 + err)`` with ``err`` of
+    :func:`dd.sqr` (the same numbers as :func:`dd.mul` computes for ``b = a``).  An exact float
+    ``x`` gives the exact :func:`dd.two_square` (radius 0).  Squares of non-zero numbers that
+    underflow are refused, as in :func:`ball_mul`.
+    """
+    c = _constant(x)
+    if c is not None or all(_uniform(a) for a in (x.hi, x.lo, x.rad)):
+        one = Ball(*(_one(a).reshape((1,) * x.ndim) for a in (x.hi, x.lo, x.rad)))
+        r = ball_mul(one, Ball(one.hi, one.lo, one.rad))  # a distinct object: the generic product
+        return r.map(lambda a: np.broadcast_to(a, x.shape)) if x.shape != r.shape else r
+    if _exact_float(x):
+        hi, lo = dd.two_square(x.hi)
+        _underflow(hi, x.hi)
+        return _check(Ball(hi, lo, _zeros_view(hi.shape)))
+    hi, lo, err = dd.sqr(x.hi, x.lo)
+    _underflow(hi, x.hi)
+    if _zero(x.rad):
+        return _check(Ball(hi, lo, err))
+    r = x.rad
+    v = np.abs(x.hi) * r
+    v += v
+    v += r * r
+    v += err
+    rad = dd.up(v, maybe=lambda: r != 0)
     return _check(Ball(hi, lo, rad))
 
 

@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["U", "UP", "DOWN", "TINY", "up", "two_sum", "fast_two_sum", "split", "two_prod",
-           "add", "sub", "mul", "square", "div", "sqrt", "pow_int", "gamma", "lower_pos"]
+__all__ = ["U", "UP", "DOWN", "TINY", "up", "two_sum", "fast_two_sum", "split", "two_prod", "two_square", "two_prod_const",
+           "add", "add_float", "sqr", "sub", "mul", "square", "div", "sqrt", "pow_int", "gamma", "lower_pos"]
 
 #: unit roundoff of float64
 U = 2.0 ** -53
@@ -60,9 +60,10 @@ def up(v: np.ndarray, maybe: np.ndarray | bool = True) -> np.ndarray:
     ----------
     v : ndarray of float64, >= 0
         The float evaluation of a bound expression of at most 256 operations.
-    maybe : bool or ndarray of bool
+    maybe : bool or ndarray of bool, or a callable returning one
         Where the expression contains a product or quotient of non-zero numbers (so that an
-        underflow may have lost up to ``eta/2`` per operation).  False for expressions of
+        underflow may have lost up to ``eta/2`` per operation).  A callable is called only when
+        some ``v < 2**-1000`` (the mask is then needed), which saves its cost on the common path.  False for expressions of
         additions only, and where every product has an exactly-zero factor (such products are
         exact), so that exact zeros stay exact.
 
@@ -78,8 +79,27 @@ def up(v: np.ndarray, maybe: np.ndarray | bool = True) -> np.ndarray:
     at most ``256 eta (1 - u)^-256 < 2**-1065`` that underflows can add to the exact value.
     """
     out = v * UP
+    return _tiny(out, v, maybe)
+
+
+def up_inplace(v: np.ndarray, maybe: np.ndarray | bool = True) -> np.ndarray:
+    """:func:`up` written into ``v`` (a temporary of the caller's, an ndarray); the same value."""
+    if type(v) is not np.ndarray or not v.flags.writeable:
+        return up(v, maybe)
+    small = None if maybe is False else v < 2.0 ** -1000
+    v *= UP
+    return _tiny(v, None, maybe, small)
+
+
+def _tiny(out, v, maybe, small=None):
+    """``out`` plus ``TINY`` where ``maybe`` and the unrounded bound is below ``2**-1000``."""
     if maybe is not False:
-        out += np.where((v < 2.0 ** -1000) & maybe, TINY, 0.0)
+        if small is None:
+            small = v < 2.0 ** -1000
+        if small.any():  # rare: only then is the (possibly costly) mask evaluated
+            if callable(maybe):
+                maybe = maybe()
+            out += np.where(small & maybe, TINY, 0.0)
     return out
 
 
@@ -111,7 +131,12 @@ def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     s = a + b
     bb = s - a
-    e = (a - (s - bb)) + (b - bb)
+    e = s - bb
+    if type(e) is not np.ndarray or type(bb) is not np.ndarray:  # numpy scalars (0-d inputs)
+        return s, (a - e) + (b - bb)
+    np.subtract(a, e, out=e)  # in place: the same operations, fewer temporaries
+    np.subtract(b, bb, out=bb)
+    e += bb
     return s, e
 
 
@@ -136,8 +161,13 @@ def split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Exact for ``|a| < 2**995`` (the product by ``2**27 + 1`` must not overflow).
     """
     c = a * _SPLITTER
-    ah = c - (c - a)
-    return ah, a - ah
+    t = c - a
+    if type(t) is not np.ndarray:  # numpy scalars (0-d inputs)
+        ah = c - t
+        return ah, a - ah
+    np.subtract(c, t, out=c)  # ah = c - (c - a), in place
+    np.subtract(a, c, out=t)  # al = a - ah
+    return c, t
 
 
 def two_prod(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +182,142 @@ def two_prod(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = a * b
     ah, al = split(a)
     bh, bl = split(b)
-    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    e = ah * bh
+    if type(e) is not np.ndarray or type(ah) is not np.ndarray or type(bh) is not np.ndarray \
+            or e.shape != ah.shape or e.shape != bh.shape:  # scalars, broadcasting
+        return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    # ((ah bh - p) + ah bl + al bh) + al bl, the same operations in the same order, in place
+    e -= p
+    np.multiply(ah, bl, out=ah)
+    e += ah
+    np.multiply(al, bh, out=bh)
+    e += bh
+    np.multiply(al, bl, out=al)
+    e += al
     return p, e
+
+
+def two_square(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Error-free square: :func:`two_prod` ``(a, a)`` with one split, bitwise the same result.
+
+    Notes
+    -----
+    With ``ah, al = split(a)``, :func:`two_prod` computes ``fl(ah al) + fl(al ah)``, which equals
+    ``2 fl(ah al)`` exactly (doubling is exact); the other operations are the same, so the
+    exactness conditions of :func:`two_prod` apply.
+    """
+    p = a * a
+    ah, al = split(a)
+    if type(ah) is not np.ndarray or type(al) is not np.ndarray:  # numpy scalars (0-d inputs)
+        return p, ((ah * ah - p) + 2 * (ah * al)) + al * al
+    t = ah * al
+    t += t
+    e = ah * ah
+    e -= p
+    e += t
+    al *= al
+    e += al
+    return p, e
+
+
+def two_prod_const(a: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """Error-free product by a float constant: :func:`two_prod` ``(a, c)`` with ``c`` split once.
+
+    Notes
+    -----
+    The split of ``c`` is computed once (in numpy, as :func:`split` does); when its low part is 0
+    (``c`` has at most 26 significant bits: small integers, short decimals times powers of two)
+    the terms ``ah * 0`` and ``al * 0`` of :func:`two_prod` are zeros and are left out, which does not
+    change the value.  The exactness conditions of :func:`two_prod` apply.
+    """
+    ch, cl = (float(v) for v in split(np.array(c, dtype=np.float64)))
+    p = a * c
+    ah, al = split(a)
+    e = ah * ch
+    if type(e) is not np.ndarray:  # numpy scalars (0-d inputs)
+        return two_prod(a, np.float64(c))
+    e -= p
+    if cl != 0.0:
+        e += ah * cl
+    al_c = al * ch
+    e += al_c
+    if cl != 0.0:
+        al *= cl
+        e += al
+    return p, e
+
+
+def two_diff(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Error-free difference: ``s + e = a - b`` exactly, bitwise :func:`two_sum` ``(a, -b)``.
+
+    Notes
+    -----
+    :func:`two_sum` with ``-b`` computes ``e = (a - (s - bb)) + (-b - bb)``; negation is exact and
+    rounding is symmetric, so ``fl(-b - bb) = -fl(b + bb)`` and the last step is ``(a - (s - bb)) - (b + bb)``.
+    """
+    s = a - b
+    bb = s - a
+    e = s - bb
+    if type(e) is not np.ndarray or type(bb) is not np.ndarray:  # numpy scalars (0-d inputs)
+        return s, (a - e) - (b + bb)
+    np.subtract(a, e, out=e)
+    np.add(b, bb, out=bb)
+    e -= bb
+    return s, e
+
+
+def float_sub(b, ah, al) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd difference ``b - (ah + al)`` of a float and a dd: bitwise :func:`add_float` ``(-ah, -al, b)``.
+
+    Notes
+    -----
+    ``s, e = two_diff(b, ah)``; ``f, ef = two_diff(e, al)``; ``hi, lo = two_sum(s, f)`` are the
+    operations of :func:`add_float` on ``(-ah, -al, b)`` (``two_sum(-ah, b)`` and ``two_diff(b, ah)``
+    give the same ``s`` and ``e`` as ``two_sum(b, -ah)``: Knuth's TwoSum is symmetric in its operands);
+    the bound is the same, ``err = up(|ef|)``.
+    """
+    s, e = two_diff(b, ah)
+    f, ef = two_diff(e, al)
+    hi, lo = two_sum(s, f)
+    return hi, lo, up(np.abs(ef), maybe=False)
+
+
+def add_float(ah, al, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd sum ``(ah + al) + b`` of a dd and a float: :func:`add` with ``bl = 0``.
+
+    Notes
+    -----
+    With ``bl = 0``, :func:`add`'s ``two_sum(al, 0)`` is ``(al, 0)`` exactly, so the algorithm is
+    ``s, e = two_sum(ah, b)``; ``f, ef = two_sum(e, al)``; ``hi, lo = two_sum(s, f)``, error free
+    except for the dropped ``ef``: ``err = up(|ef|)`` (no product: no underflow term).
+    """
+    s, e = two_sum(ah, b)
+    f, ef = two_sum(e, al)
+    hi, lo = two_sum(s, f)
+    return hi, lo, up(np.abs(ef), maybe=False)
+
+
+def sqr(ah, al) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd square ``(ah + al)**2``: the algorithm and bound of :func:`mul` with ``b = a``, fewer operations.
+
+    Notes
+    -----
+    :func:`mul` with ``bh = ah``, ``bl = al`` computes ``p, e = two_prod(ah, ah)`` (here
+    :func:`two_square`, the same values), ``c = fl(fl(ah al) + fl(al ah)) = 2 fl(ah al)`` (doubling
+    is exact), ``f, ef = two_sum(e, c)``, ``hi, lo = two_sum(p, f)`` and the bound
+    ``err = up(|ef| + al^2 + 2.01 u X)`` with ``X = 2 |ah| |al|``; the same numbers are computed
+    here.  The mask of :func:`up` (a product of non-zero numbers) is ``al != 0`` (then ``ah != 0``
+    for a normalised pair).
+    """
+    p, e = two_square(ah)
+    c = np.asarray(ah * al)
+    c = c + c
+    f, ef = two_sum(e, c)
+    hi, lo = two_sum(p, f)
+    v = np.abs(ef) + np.abs(c) * (2.01 * U)  # |c| = fl(2 |ah||al|) = X exactly as mul computes it
+    v += al * al
+    err = up(v, maybe=lambda: al != 0)
+    return hi, lo, err
 
 
 def add(ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,13 +376,36 @@ def mul(ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     and ``ef = 0``.  A priori ``err <= 9 u^2 |ah bh|``.
     """
     p, e = two_prod(ah, bh)
-    aah, aal, abh, abl = np.abs(ah), np.abs(al), np.abs(bh), np.abs(bl)
-    c = ah * bl + al * bh
+    t1 = np.asarray(ah * bl)
+    t2 = np.asarray(al * bh)
+    c = t1 + t2
     f, ef = two_sum(e, c)
     hi, lo = two_sum(p, f)
-    x = aah * abl + aal * abh
-    err = up(np.abs(ef) + aal * abl + x * (2.01 * U), maybe=((al != 0) & (bh != 0)) | ((bl != 0) & (ah != 0)))
+    # |ah||bl| = |fl(ah bl)| and |al||bh| = |fl(al bh)| exactly (rounding is symmetric): reuse the products
+    x = np.abs(t1) + np.abs(t2)
+    v = np.abs(ef) + np.abs(al * bl)
+    v += x * (2.01 * U)
+    err = up_inplace(v, maybe=lambda: ((al != 0) & (bh != 0)) | ((bl != 0) & (ah != 0)))
     return hi, lo, err
+
+
+def mul_float(ah, al, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dd times float, ``(ah + al) b``: :func:`mul` with ``bl = 0``.
+
+    Notes
+    -----
+    ``p, e = two_prod(ah, b)`` (exact); ``t = fl(al b)``; ``f, ef = two_sum(e, t)``;
+    ``hi, lo = two_sum(p, f)``.  The exact product is ``p + e + al b`` and the pair equals
+    ``p + e + t + ef``, so the error is ``|al b - t - ef| <= u |t| + |ef|`` (``|al b - t| <= u|t|``
+    in the normal range; the underflow case is the ``maybe`` term of :func:`up`, where ``al b != 0``):
+    ``err = up(|ef| + 2.01 u |t|)``, the bound of :func:`mul` with ``bl = 0``.
+    """
+    p, e = two_prod(ah, b)
+    t = np.asarray(al * b)
+    f, ef = two_sum(e, t)
+    hi, lo = two_sum(p, f)
+    v = np.abs(ef) + np.abs(t) * (2.01 * U)
+    return hi, lo, up_inplace(v, maybe=lambda: (al != 0) & (b != 0))
 
 
 def square(ah, al) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

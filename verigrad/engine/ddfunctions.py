@@ -84,7 +84,7 @@ import numpy as np
 from verigrad.engine import dd
 from verigrad.engine.dd import U, UP, up
 
-__all__ = ["exp", "expm1", "log", "log1p", "sigmoid", "dsigmoid", "tanh", "dtanh", "softplus",
+__all__ = ["exp", "expm1", "log", "log1p", "sigmoid", "dsigmoid", "tanh", "dtanh", "softplus", "log_sigmoid",
            "logsumexp_parts", "EXP_MAX"]
 
 #: largest |argument| of exp/expm1 evaluated here (the result must stay inside [2**-900, 2**900])
@@ -561,6 +561,13 @@ def softplus(b):
     if dec is not None:
         ok = ok & ~dec
     return _result(out, ok, b.shape)
+
+
+def log_sigmoid(b):
+    """``log_sigmoid(x) = -softplus(-x)`` (negation is exact)."""
+    x = _full(b)
+    p, declined = softplus(Parts(-x[0], -x[1], x[2]))
+    return Parts(-p.hi, -p.lo, p.rad), declined
 
 
 def logsumexp_parts(b, axes: tuple[int, ...]):

@@ -55,6 +55,7 @@ from verigrad.engine.ballcore import (HIGH, LOW, Ball, FastPathUnavailable, _che
                                       ball_mul, ball_neg, ball_sub, exact, from_arb, from_float, from_fraction,
                                       to_arb)
 from verigrad.engine.ballcore import _arb_to_parts, _float_up, _one, _uniform, _zero  # noqa: F401
+from verigrad.engine.budget import check
 from verigrad.engine.ddmatmul import FastMatmulUnavailable, ball_matmul
 from verigrad.engine.dd import TINY, U, UP
 from verigrad.errors import DomainError
@@ -231,9 +232,9 @@ def _unary_fn(x: Ball, node: Node) -> Ball:
     name = getattr(node.fn, "dd_ball", None)
     if name is None:
         return _unary_arb(x, node)
-    from verigrad.engine import ddfunctions
+    from verigrad.engine import ddfunctions, ddspecial  # the rules live in one of the two
 
-    parts, declined = getattr(ddfunctions, name)(x)
+    parts, declined = (getattr(ddfunctions, name, None) or getattr(ddspecial, name))(x)
     out = Ball(parts.hi, parts.lo, parts.rad)
     if declined is not None and declined.any():
         idx = np.flatnonzero(declined.ravel())
@@ -304,12 +305,17 @@ def _tree(x: Ball, combine) -> Ball:
 
 
 def ball_sum(x: Ball, axes: tuple[int, ...], keepdims: bool) -> Ball:
-    """Sum over the (batched) ``axes``: a pairwise tree of :func:`ball_add` (each level proved)."""
+    """Sum over the (batched) ``axes``: :func:`verigrad.engine.ballsum.sum_last` (error-free extraction),
+    or a pairwise tree of :func:`ball_add` (each level proved) where that declines."""
     out_shape = _keep_shape(x.shape, axes, keepdims)
     xf, kept = _to_last(x, axes)
     if xf.shape[-1] == 0:
         return exact(np.zeros(out_shape))
-    r = _tree(xf, ball_add)
+    from verigrad.engine.ballsum import sum_last
+
+    r = sum_last(xf)  # error-free extraction: a few passes instead of log2(n) levels of ball_add
+    if r is None:
+        r = _tree(xf, ball_add)
     return r.map(lambda a: a.reshape(out_shape))
 
 
@@ -391,7 +397,22 @@ def _matmul(x: Ball, y: Ball) -> Ball:
     return _check(out)
 
 
+_CONSTS: dict = {}
+
+
 def _const(params: tuple) -> Ball:
+    """The ball of a constant node (cached: the arrays are read-only, so sharing them is safe)."""
+    b = _CONSTS.get(params)
+    if b is None:
+        b = _const_ball_of(params)
+        for a in (b.hi, b.lo, b.rad):
+            a.flags.writeable = False
+        if len(_CONSTS) < 4096:
+            _CONSTS[params] = b
+    return b
+
+
+def _const_ball_of(params: tuple) -> Ball:
     if params[0] == "rational":
         b = from_fraction(Fraction(params[1], params[2]))
     else:
@@ -537,17 +558,26 @@ def _glibc():
     return _LIBC[0]
 
 
+#: evaluations whose nodes hold more than this many bytes (estimated) return their memory afterwards
+_TRIM_BYTES = 256 << 20
+
+
 @contextlib.contextmanager
-def _allocator():
+def _allocator(big: bool = True):
     """Keep freed temporaries in the heap during one evaluation.
 
     The evaluator creates many temporaries of the size of the data (each dd operation is
     several numpy calls); with glibc's default thresholds every one of them above 128 kB is a
     fresh ``mmap`` whose pages fault in on first touch, which measured as 10-15x the cost of
     the arithmetic itself.  During the evaluation the ``mmap`` threshold is raised to 64 MB and
-    the trim threshold to 1 GB; afterwards both go back to glibc's default 128 kB and
-    ``malloc_trim(0)`` returns the free memory to the system.  Disabled by
-    ``VERIGRAD_MALLOPT=0``; a no-op without glibc.
+    the trim threshold to 1 GB.  After a ``big`` evaluation (nodes over :data:`_TRIM_BYTES`) the
+    trim threshold goes back to glibc's default 128 kB and ``malloc_trim(0)`` returns the free
+    memory to the system; after a small one the heap is left as it is (at most that evaluation's
+    peak stays reserved), so that the next evaluation and the caller's own arrays reuse warm pages
+    instead of faulting fresh ones in (trimming after every Rosenbrock 10^4 certificate cost about
+    as much as the evaluation).  The ``mmap`` threshold stays at 64 MB: once set explicitly, glibc's
+    own adaptive threshold is off, and 128 kB would make every later array above it a fresh ``mmap``.
+    Disabled by ``VERIGRAD_MALLOPT=0``; a no-op without glibc.
     """
     lib = _glibc()
     if lib is None:
@@ -558,9 +588,9 @@ def _allocator():
     try:
         yield
     finally:
-        lib.mallopt(-1, 128 * 1024)
-        lib.mallopt(-3, 128 * 1024)
-        lib.malloc_trim(0)
+        if big:
+            lib.mallopt(-1, 128 * 1024)
+            lib.malloc_trim(0)
 
 
 def evaluate(outputs: Sequence[Node], leaves: Mapping[str, Ball]) -> list[Ball]:
@@ -586,7 +616,62 @@ def evaluate(outputs: Sequence[Node], leaves: Mapping[str, Ball]) -> list[Ball]:
     DomainError
         The expression is certainly undefined at the point.
     """
-    return evaluate_releasing(outputs, lambda n, args: eval_ball(n, args, leaves))
+    order = topological(outputs)
+    fusable = _sum_fusable(order, {o.id for o in outputs})
+
+    def step(n: Node, args: list) -> Ball:
+        if n.id in fusable:
+            x = args[0].map(lambda a: _align(a, len(n.shape)))
+            y = args[1].map(lambda a: _align(a, len(n.shape)))
+            if x.shape == y.shape:  # no broadcasting between the terms: defer to the SUM
+                return _Terms(x, y if n.op is Op.ADD else ball_neg(y))
+            args = [x, y]
+        if n.op is Op.SUM and isinstance(args[0], _Terms):
+            return _sum_terms(n, args[0])
+        return eval_ball(n, [a.ball() if isinstance(a, _Terms) else a for a in args], leaves)
+
+    return evaluate_releasing(outputs, step)
+
+
+class _Terms:
+    """The operands of an ADD (or SUB, with the second negated) whose only consumer is a SUM.
+
+    The SUM adds the terms of both in one extraction (:func:`verigrad.engine.ballsum.sum_last`),
+    so the elementwise double-double addition is never formed.
+    """
+
+    __slots__ = ("x", "y")
+
+    def __init__(self, x: Ball, y: Ball) -> None:
+        self.x, self.y = x, y
+
+    def ball(self) -> Ball:
+        return ball_add(self.x, self.y)
+
+
+def _sum_fusable(order: Sequence[Node], outputs: set[int]) -> set[int]:
+    """Ids of the ADD/SUB nodes used exactly once, by a SUM, and not an output."""
+    uses: dict[int, list[Node]] = {}
+    for n in order:
+        for a in n.args:
+            uses.setdefault(a.id, []).append(n)
+    return {n.id for n in order if n.op in (Op.ADD, Op.SUB) and n.id not in outputs
+            and len(uses.get(n.id, ())) == 1 and uses[n.id][0].op is Op.SUM}
+
+
+def _sum_terms(n: Node, t: _Terms) -> Ball:
+    """``sum(x + y)`` over the node's axes as one certified sum of the terms of ``x`` and of ``y``."""
+    from verigrad.engine.ballsum import sum_last
+
+    axes, keepdims = n.params
+    bax = _batched_axes(axes, t.x.ndim - 1)
+    out_shape = _keep_shape(t.x.shape, bax, keepdims)
+    xf, _ = _to_last(t.x, bax)
+    yf, _ = _to_last(t.y, bax)
+    r = sum_last([xf, yf]) if xf.shape[-1] else None
+    if r is None:
+        return ball_sum(t.ball(), bax, keepdims)
+    return r.map(lambda a: a.reshape(out_shape))
 
 
 def evaluate_releasing(outputs: Sequence[Node], step) -> list:
@@ -604,8 +689,10 @@ def evaluate_releasing(outputs: Sequence[Node], step) -> list:
             last[a.id] = pos
     keep = {o.id for o in outputs}
     values: dict[int, object] = {}
-    with np.errstate(all="ignore"), _allocator():
+    big = sum(math.prod(n.shape) for n in order) * 24 > _TRIM_BYTES  # three float64 words per entry
+    with np.errstate(all="ignore"), _allocator(big):
         for pos, n in enumerate(order):
+            check()  # [limits] certify_seconds, once per node (the watchdog covers the time within one)
             values[n.id] = step(n, [values[a.id] for a in n.args])
             for a in n.args:
                 if last.get(a.id) == pos and a.id not in keep:

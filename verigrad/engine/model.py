@@ -25,6 +25,7 @@ from verigrad.expr.parser import parse_expression
 from verigrad.expr.evaluate import Workspace, evaluate, evaluate_float, shared_workspace
 from verigrad.expr.graph import Builder, Node, topological
 from verigrad.expr.reverse import gradient_graph
+from verigrad.expr.select import IntConst
 from verigrad.spec import Case
 
 __all__ = ["Model", "compile_case"]
@@ -207,7 +208,10 @@ class Model:
         """
         from verigrad.engine import fastball as fb
 
-        leaves = {name: fb.from_float(np.asarray(values[name])[None, ...]) for name in self.leaves}
+        def exact64(a: np.ndarray) -> np.ndarray:  # bfloat16 (numpy kind "V") widened exactly
+            return a.astype(np.float64) if a.dtype.name == "bfloat16" else a
+
+        leaves = {name: fb.from_float(exact64(np.asarray(values[name]))[None, ...]) for name in self.leaves}
         out = fb.evaluate(nodes, leaves)
         return [o.map(lambda a: a[0, ...]) for o in out]
 
@@ -252,9 +256,27 @@ def compile_case(case: Case) -> Model:
     """
     t0 = time.perf_counter()
     where = f"{case.path}::{case.name}"
+    from verigrad.engine.budget import time_limit
+
+    # stopped while it runs: a chain of defines can make the gradient graph grow for minutes
+    with time_limit(case.limits.symbolic_seconds, limit="symbolic_seconds",
+                    what="symbolic work (parsing and differentiating the case)", where=where):
+        b, leaves, defines, loss, grad = _differentiate(case, where)
+    elapsed = time.perf_counter() - t0
+    if elapsed > case.limits.symbolic_seconds:
+        raise LimitError(f"symbolic work took {elapsed:.1f} s, over the limit of {case.limits.symbolic_seconds} s",
+                         where=where, hint="raise [limits] symbolic_seconds")
+    return Model(case=case, builder=b, leaves=leaves, defines=defines, loss=loss, gradient=grad,
+                 point=draw_point(case), compile_seconds=elapsed)
+
+
+def _differentiate(case: Case, where: str):
+    """The case's graphs: ``(builder, leaves, defines, loss, gradient)``."""
     b = Builder()
-    leaves = {s.name: b.leaf(s.name, s.shape, variable=not s.constant) for s in case.symbols}
+    # integer constants (labels, indices) are known now: they enter the graph as gather indices, not leaves
+    leaves = {s.name: b.leaf(s.name, s.shape, variable=not s.constant) for s in case.symbols if not s.integer}
     names: dict[str, Node] = dict(leaves)
+    names.update({s.name: IntConst(s.name, s.value) for s in case.symbols if s.integer})
     defines: dict[str, Node] = {}
     try:
         for key, text in case.defines:
@@ -277,9 +299,4 @@ def compile_case(case: Case) -> Model:
     except CaseError as exc:
         raise type(exc)(exc.reason, where=where, hint=exc.hint, **{k: v for k, v in exc.fields.items()
                                                                    if k not in ("where", "hint")}) from None
-    elapsed = time.perf_counter() - t0
-    if elapsed > case.limits.symbolic_seconds:
-        raise LimitError(f"symbolic work took {elapsed:.1f} s, over the limit of {case.limits.symbolic_seconds} s",
-                         where=where, hint="raise [limits] symbolic_seconds")
-    return Model(case=case, builder=b, leaves=leaves, defines=defines, loss=loss, gradient=grad,
-                 point=draw_point(case), compile_seconds=elapsed)
+    return b, leaves, defines, loss, grad

@@ -189,6 +189,30 @@ DEFINITIONS: dict[str, tuple[str, str]] = {
                  r"$\operatorname{reshape}(A, s)$: the entries of $A$ in row-major order, in the shape $s$"),
 }
 
+# the array constructs of verigrad.expr.arrays, shown as calls (numpy's / PyTorch's meaning)
+_CONSTRUCT_DEFINITIONS: dict[str, tuple[str, str]] = {
+    name: (text, latex) for name, text, latex in [
+        ("conv2d", "conv2d(x, w), conv1d: PyTorch's cross-correlation, x (N, C, H, W), w (O, C/groups, kh, kw)",
+         r"$\operatorname{conv2d}(x, w)$: PyTorch's cross-correlation, $x$ $(N, C, H, W)$, $w$ $(O, C, k_h, k_w)$"),
+        ("conv1d", "conv1d(x, w): PyTorch's 1-D cross-correlation, x (N, C, L), w (O, C/groups, k)",
+         r"$\operatorname{conv1d}(x, w)$: PyTorch's 1-D cross-correlation"),
+        ("im2col", "im2col(x, kh×kw): the input windows of a convolution as columns (N, groups, C·kh·kw, Ho·Wo), "
+                   "zero outside x", r"$\operatorname{im2col}(x, k)$: the input windows of a convolution as columns"),
+        ("windows", "windows(x, kh×kw): the pooling windows of x, one per output entry, along a last axis",
+         r"$\operatorname{windows}(x, k)$: the pooling windows of $x$ along a last axis"),
+        ("max_pool2d", "max_pool2d(x, k), avg_pool2d: the max / mean of each k×k window (PyTorch)",
+         r"$\operatorname{max\_pool2d}(x, k)$: the maximum of each $k \times k$ window (PyTorch)"),
+        ("avg_pool2d", "avg_pool2d(x, k): the mean of each k×k window (PyTorch)",
+         r"$\operatorname{avg\_pool2d}(x, k)$: the mean of each $k \times k$ window (PyTorch)"),
+        ("scatter_add", "scatter_add(g, into shape): the adjoint of a gather: each entry sums the entries of g "
+                        "gathered from it", r"$\operatorname{scatter\_add}(g)$: the adjoint of a gather"),
+        ("einsum", "einsum(subscripts, ...): numpy's Einstein summation",
+         r"$\operatorname{einsum}$: numpy's Einstein summation"),
+    ] + [(name, f"{name}(...): numpy's {name}", rf"$\operatorname{{{name}}}$: numpy's {name}")
+         for name in ("norm", "var", "std", "concatenate", "stack", "flip", "roll", "pad", "cumsum")]
+}
+DEFINITIONS.update(_CONSTRUCT_DEFINITIONS)
+
 
 # -- the record ----------------------------------------------------------------------------------
 
@@ -277,12 +301,35 @@ def _orientation(shape: tuple) -> str | None:
     return None
 
 
+class _Option(sympy.Symbol):
+    """A literal option of an array construct (``3×3``, ``axis 1``): text, upright in LaTeX."""
+
+    def _latex(self, printer):
+        return r"\text{" + self.name.replace("_", r"\_").replace("×", r"$\times$") + "}"
+
+
+_CONSTRUCTS: dict[str, type] = {}
+
+
+def _construct(name: str) -> type:
+    """A sympy function class printing as ``conv2d(X, W)`` (in LaTeX an operatorname, underscores escaped)."""
+    cls = _CONSTRUCTS.get(name)
+    if cls is None:
+        def _latex(self, printer, _name=name):
+            args = ", ".join(printer._print(a) for a in self.args)
+            return r"\operatorname{" + _name.replace("_", r"\_") + r"}\left(" + args + r"\right)"
+
+        cls = _CONSTRUCTS[name] = type(name, (sympy.Function,), {"_latex": _latex})
+    return cls
+
+
 class _Converter:
     """Node -> sympy expression, with the names of the named nodes as symbols."""
 
-    def __init__(self, names: dict[int, str]) -> None:
+    def __init__(self, names: dict[int, str], constructs: dict | None = None) -> None:
         self.names = names
         self.cache: dict[int, sympy.Expr] = {}
+        self.constructs = constructs or {}
 
     def __call__(self, n: Node, *, top: bool = False) -> sympy.Expr:
         if not top and n.id in self.names:
@@ -295,6 +342,10 @@ class _Converter:
 
     def convert(self, n: Node) -> sympy.Expr:
         op, a = n.op, n.args
+        shown = self.constructs.get(n.id)
+        if shown is not None:  # conv2d(X, W), einsum('ij,jk->ik', A, B): the call, not its lowering
+            name, args = shown
+            return _construct(name)(*(self(x) if isinstance(x, Node) else _Option(x) for x in args))
         if op is Op.LEAF:
             return sympy.Symbol(n.params[0])
         if op is Op.CONST:
@@ -428,6 +479,11 @@ def _index_text(index: tuple) -> str:
         elif isinstance(i, slice):
             parts = ["" if v is None else str(v) for v in (i.start, i.stop)]
             out.append(":".join(parts) + (f":{i.step}" if i.step is not None else ""))
+        elif isinstance(i, np.ndarray):  # a gather's integer array: its first entries, on one line
+            flat = [str(int(v)) for v in i.ravel()[:6]]
+            more = ", …" if i.size > 6 else ""
+            shape = f" (shape {'×'.join(map(str, i.shape))})" if i.ndim != 1 else ""
+            out.append("{" + ", ".join(flat) + more + "}" + shape)
         else:
             out.append(str(i))
     return ", ".join(out)
@@ -458,6 +514,8 @@ def _helpers(exprs, arrays) -> tuple[str, ...]:
                    "Step": "Step"}.get(name)
             if key:
                 found.setdefault(key)
+            elif name in _CONSTRUCT_DEFINITIONS and isinstance(e, tuple(_CONSTRUCTS.values())):
+                found.setdefault(name)
         for cls in (TieWeight, IsMax, Reduce, SumAll, Ones, Sliced, Scatter, Reshaped, Permuted):
             if isinstance(e, cls):
                 found.setdefault(cls.__name__)
@@ -473,7 +531,23 @@ def _helpers(exprs, arrays) -> tuple[str, ...]:
 
 
 def textbook(model: Model) -> Textbook:
-    """The loss and its exact gradient of ``model`` as textbook formulas (see the module docstring)."""
+    """The loss and its exact gradient of ``model`` as textbook formulas (see the module docstring).
+
+    Raises
+    ------
+    LimitError
+        The work ran past ``[limits] symbolic_seconds`` (stopped while it runs: sympy can
+        take minutes to build the formulas of a long chain of defines).
+    """
+    from verigrad.engine.budget import time_limit
+
+    case = model.case
+    with time_limit(case.limits.symbolic_seconds, limit="symbolic_seconds",
+                    what="symbolic work (the formulas of the loss and gradient)", where=f"{case.path}::{case.name}"):
+        return _textbook(model)
+
+
+def _textbook(model: Model) -> Textbook:
     case = model.case
     variables = tuple((s.name, tuple(s.shape)) for s in case.symbols if not s.constant)
     constants = tuple((s.name, tuple(s.shape)) for s in case.symbols if s.constant)
@@ -509,7 +583,7 @@ def textbook(model: Model) -> Textbook:
             ordered.append((kind, names[n.id], n))
             if n.shape:
                 arrays.add(names[n.id])
-    conv = _Converter(names)
+    conv = _Converter(names, getattr(model.builder, "constructs", None))
     subs: dict[sympy.Symbol, sympy.Expr] = {}
     equations: list[Equation] = []
     for kind, name, n in ordered:

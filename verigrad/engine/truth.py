@@ -29,11 +29,15 @@ import mpmath
 import numpy as np
 
 from verigrad.errors import CertificationError, DomainError, LimitError
+from verigrad.engine.budget import ball_bytes, check, check_memory, time_limit
+from verigrad.engine.fardecimal import EXACT_DECIMAL_BITS, far_decimal
 from verigrad.engine.model import Model
-from verigrad.spec import Dtype
+from verigrad.spec import Dtype, is_float_dtype
 
 __all__ = ["Truth", "certify", "DEFAULT_DIGITS", "format_mp"]
 
+_MEMORY_HINT = ("make the case smaller (fewer or smaller symbols; [limits] max_intermediate_elements bounds each "
+                "array of the graph), lower [limits] max_precision_bits, or ask for fewer digits")
 #: float64 has 15.95 significant digits; 24 digits grade it to ~1e-8 of an ulp.
 DEFAULT_DIGITS = 24
 _GUARD_BITS = 64
@@ -209,6 +213,30 @@ def _man_exp_fraction(man, exp) -> Fraction:
     return Fraction(man) * (Fraction(2) ** exp) if exp >= 0 else Fraction(man, 2 ** (-exp))
 
 
+def _float_up_man_exp(man, exp) -> float:
+    """The smallest float64 >= ``man * 2^exp`` (``man >= 0``), without forming a huge rational."""
+    man, exp = int(man), int(exp)
+    if not man:
+        return 0.0
+    e = exp + man.bit_length()
+    if e > _FAR_BITS:
+        return math.inf
+    if e < -_FAR_BITS:
+        return 5e-324
+    return _float_up(_man_exp_fraction(man, exp))
+
+
+def _abs_diff_up(x, y) -> float:
+    """The smallest float64 >= ``|x - y|`` for finite mpf ``x``, ``y``."""
+    if all(not v or abs(_binary_magnitude(v)) <= _FAR_BITS for v in (x, y)):
+        return _float_up(abs(_mpf_fraction(x) - _mpf_fraction(y)))
+    hi = max(_binary_magnitude(v) for v in (x, y) if v)
+    if hi > _FAR_BITS:
+        return math.inf
+    # both far below float64's range (or one zero): |x - y| <= 2 max(|x|, |y|) < 2^(hi+1)
+    return _float_up_man_exp(1, hi + 1)
+
+
 def _mpf_fraction(v) -> Fraction:
     """The exact rational value of an mpf (its sign too: mpmath's ``man_exp`` drops the sign)."""
     if not v:
@@ -219,10 +247,25 @@ def _mpf_fraction(v) -> Fraction:
     return -q if sign else q
 
 
+def _binary_magnitude(v) -> int:
+    """``e`` with ``2^(e-1) <= |v| < 2^e`` for a finite nonzero mpf (from its bits, no arithmetic)."""
+    _, man, exp, bc = v._mpf_
+    return int(exp) + int(bc)
+
+
+#: beyond this binary magnitude (either way) a value is far outside float64 (2^1024, 2^-1074):
+#: its float parts are taken without the exact rational, which would have 2^|e| bits
+_FAR_BITS = 1200
+
+
 def _dd_parts_of_mpf(v) -> tuple[float, float, float]:
     """(hi, lo, |v - hi - lo| rounded up) of an mpf (exact rational arithmetic)."""
     if not v:
         return 0.0, 0.0, 0.0
+    if isinstance(v, mpmath.mpf) and mpmath.isfinite(v) and abs(_binary_magnitude(v)) > _FAR_BITS:
+        if _binary_magnitude(v) > 0:  # beyond float64: what the overflow branch below gives
+            return (math.inf if v > 0 else -math.inf), 0.0, math.inf
+        return 0.0, 0.0, 5e-324  # below every subnormal: the error |v| rounded up
     q = _mpf_fraction(v)
     try:
         hi = float(q)
@@ -261,6 +304,8 @@ def format_mp(value, digits: int) -> str:
         return "0"
     if isinstance(value, mpmath.mpf) and mpmath.isfinite(value):
         sign, man, exp, _ = value._mpf_
+        if int(man).bit_length() + 3 * abs(int(exp)) > EXACT_DECIMAL_BITS:
+            return _decimal_text(bool(sign), *far_decimal(int(man), int(exp), digits), digits)
         n, k = _binary_to_decimal(int(man), int(exp))
         return _decimal_text(bool(sign), n, k, digits)
     with mpmath.workdps(digits + 10):
@@ -376,7 +421,7 @@ def _classify(names: list[str], arrays: list[np.ndarray], verdict) -> tuple[list
             elif kind == "abs":
                 abs_mask.reshape(-1)[i] = True
             elif kind == "bad":
-                bad.append(f"{name}{list(np.unravel_index(i, arr.shape)) if arr.shape else ''}")
+                bad.append(f"{name}{[int(j) for j in np.unravel_index(i, arr.shape)] if arr.shape else ''}")
         if name != "<loss>":
             absolute[name], exact_zero[name] = abs_mask, zero_mask
     return bad, absolute, exact_zero
@@ -421,6 +466,15 @@ def certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
     """
     if backend not in ("auto", "fast", "arb", "mpmath"):
         raise ValueError(f"backend={backend!r}; use 'auto', 'fast', 'arb' or 'mpmath'")
+    # stopped at [limits] certify_seconds while it runs (a 3000 x 3000 graph, a precision that keeps doubling)
+    with time_limit(getattr(model.case.limits, "certify_seconds", 0.0), limit="certify_seconds",
+                    what=f"certification ({dtype.value}, {digits} digits)",
+                    where=f"{model.case.path}::{model.case.name}"):
+        return _certify(model, point, dtype, digits=digits, max_bits=max_bits, backend=backend)
+
+
+def _certify(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *, digits: int, max_bits: int | None,
+             backend: str) -> Truth:
     from verigrad.engine import arb as arbbackend
 
     if backend == "fast" or (backend == "auto" and graph_entries(model) >= FAST_MIN_ENTRIES):
@@ -468,6 +522,7 @@ def graph_entries(model: Model) -> int:
 _FAST_MAX_DIGITS = 28
 
 
+@functools.lru_cache(maxsize=64)  # called with 10^-digits on every certificate: a few Fraction operations
 def _lower_float(q: Fraction) -> float:
     """The largest float64 <= q (q > 0, in the normal range)."""
     f = float(q)
@@ -507,7 +562,7 @@ def _certify_fast(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *
         reason.append(f"{digits} digits are beyond double-double" if digits > _FAST_MAX_DIGITS
                       else "the precision cap is below the required precision")
         return None
-    if any(np.asarray(point[n]).dtype.kind not in "f" for n in model.leaves):
+    if any(not is_float_dtype(np.asarray(point[n]).dtype) for n in model.leaves):
         reason.append("a non-real point")
         return None
     names = list(model.gradient)
@@ -534,8 +589,14 @@ def _certify_fast(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *
     absolute: dict[str, np.ndarray] = {}
     exact_zero: dict[str, np.ndarray] = {}
     for j, ((h, _, r), L) in enumerate(zip(full, lows)):
-        zero = (h == 0) & (r == 0)
         rhs = (tol * L) * shrink
+        if h.size and np.min(L) > 0 and np.min(rhs) >= 2.0 ** -1000 and not (r > rhs).any():
+            # every entry certified relatively (L > 0 also rules out exact zeros): skip the masks
+            if j:
+                absolute[names[j - 1]] = np.zeros(h.shape, dtype=bool)
+                exact_zero[names[j - 1]] = np.zeros(h.shape, dtype=bool)
+            continue
+        zero = (h == 0) & (r == 0)
         ok = (L > 0) & ((r == 0) | ((r <= rhs) & (rhs >= 2.0 ** -1000)))
         absok = ~ok & ~zero & (r <= abs_bound) if j else np.zeros(h.shape, dtype=bool)
         bad = ~(zero | ok | absok)
@@ -589,6 +650,10 @@ def _certify_arb(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
         raise CertificationError(f"{where}: {digits} digits need at least {prec} bits, over the precision cap of "
                                  f"{cap} bits", hint="raise [limits] max_precision_bits, or request fewer digits")
     while True:
+        check()  # one precision step of a graph can be long: the time limit is looked at before each
+        # every node's balls stay alive during the evaluation: refuse what cannot fit, before it starts
+        check_memory(graph_entries(model), ball_bytes(prec), what=f"ball arithmetic at {prec} bits", where=where,
+                     hint=_MEMORY_HINT)
         try:
             vals = model.arb_eval(nodes, point, prec=prec)
         except ab.Undecided:
@@ -640,7 +705,7 @@ def _certify_arb(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype, *,
     balls = dict(zip(names, vals[1:]))
 
     def dd_parts():  # on first use of the float64 form: one exact conversion per entry
-        radii = {n: np.array([_float_up(_man_exp_fraction(*b.rad().man_exp())) for b in v.ravel()],
+        radii = {n: np.array([_float_up_man_exp(*b.rad().man_exp()) for b in v.ravel()],
                              dtype=np.float64).reshape(v.shape) for n, v in balls.items()}
         return _dd_of_mpf(grad, radii)
 
@@ -664,7 +729,10 @@ def _certify_mpmath(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype,
             f"{where}: {digits} digits need at least {2 * prec + _GUARD_BITS} bits, over the precision cap of "
             f"{cap} bits", hint="raise [limits] max_precision_bits, or request fewer digits with --digits")
     while True:
+        check()
         hi_prec = 2 * prec + _GUARD_BITS
+        check_memory(graph_entries(model), ball_bytes(prec) + ball_bytes(hi_prec),
+                     what=f"evaluation at {prec} and {hi_prec} bits", where=where, hint=_MEMORY_HINT)
         try:
             lo = model.mp_eval(nodes, point, prec=prec)
             hi = model.mp_eval(nodes, point, prec=hi_prec)
@@ -701,7 +769,7 @@ def _certify_mpmath(model: Model, point: Mapping[str, np.ndarray], dtype: Dtype,
     pairs = list(zip(names, lo[1:], hi[1:]))
 
     def dd_parts():  # on first use of the float64 form (exact rationals: no working precision involved)
-        diffs = {n: np.array([_float_up(abs(_mpf_fraction(x) - _mpf_fraction(y))) if x != y else 0.0
+        diffs = {n: np.array([_abs_diff_up(x, y) if x != y else 0.0
                               for x, y in zip(a.ravel(), b.ravel())], dtype=np.float64).reshape(b.shape)
                  for n, a, b in pairs}
         return _dd_of_mpf(grad, diffs)

@@ -20,7 +20,7 @@ backend reads its rules from that record (none keeps a table of its own):
 * ``series`` - the Arb power-series implementation (Taylor mode of
   :mod:`verigrad.engine.lines`); ``None`` for a non-analytic function;
 * ``dd_ball`` - optional: the name of the function's vectorised double-double ball rule in
-  :mod:`verigrad.engine.ddfunctions` (the fast engine); without it the fast engine goes
+  :mod:`verigrad.engine.ddfunctions` or :mod:`verigrad.engine.ddspecial` (the fast engine); without it the fast engine goes
   through ``ball``;
 * ``magnitude_sensitive`` - whether evaluation cost grows with the argument's
   magnitude (argument reduction), so huge arguments are refused;
@@ -54,6 +54,9 @@ from typing import Callable
 
 import mpmath
 import numpy as np
+
+from verigrad.expr import special as _sp
+from verigrad.expr.special import Undecided  # defined there: the special-function ball rules raise it too
 
 
 class _LazySympy:
@@ -130,8 +133,9 @@ class ElemFn:
         ``(builder, node, arg) -> Node``: d fn(arg)/d arg as a graph node, built with
         :class:`~verigrad.expr.graph.Builder` methods only (``node`` is ``fn(arg)``
         itself, e.g. exp' = exp); checked against ``sympy.diff`` of ``definition`` in
-        the tests. ``None`` for the internal derivative helpers (differentiated to first
-        order only).
+        the tests. The internal derivative helpers have one too (second order: Hessians are the
+        gradient graph differentiated again); ``step`` and ``sign`` have derivative zero away from
+        their kink.
     """
 
     name: str
@@ -268,10 +272,6 @@ def _open_unit(x) -> bool:
 
 def _not_odd_half_pi(x) -> bool:
     return mpmath.cos(x) != 0
-
-
-class Undecided(ArithmeticError):
-    """A ball straddles a decision boundary (kink, domain edge, tie) at this precision."""
 
 
 def ball_sign(b) -> int:
@@ -416,19 +416,19 @@ FUNCTIONS: dict[str, ElemFn] = {
         ElemFn("square", lambda a: a**2, np.square, lambda a: a * a, ball=_square, series=_square,
                derivative=lambda b, n, x: b.mul(b.const(2), x)),
         ElemFn("sin", lambda a: sympy.sin(a), np.sin, mpmath.sin,
-               ball=_m("sin"), series=_m("sin"), magnitude_sensitive=True,
+               ball=_m("sin"), series=_m("sin"), magnitude_sensitive=True, dd_ball="sin",
                derivative=lambda b, n, x: b.unary("cos", x)),
         ElemFn("cos", lambda a: sympy.cos(a), np.cos, mpmath.cos,
-               ball=_m("cos"), series=_m("cos"), magnitude_sensitive=True,
+               ball=_m("cos"), series=_m("cos"), magnitude_sensitive=True, dd_ball="cos",
                derivative=lambda b, n, x: b.neg(b.unary("sin", x))),
         ElemFn("tan", lambda a: sympy.tan(a), np.tan, mpmath.tan, _not_odd_half_pi, "cos(argument) != 0",
-               ball=_m("tan"), series=_m("tan"), ball_nonzero=_m("cos"), magnitude_sensitive=True,
+               ball=_m("tan"), series=_m("tan"), ball_nonzero=_m("cos"), magnitude_sensitive=True, dd_ball="tan",
                derivative=lambda b, n, x: b.add(b.const(1), b.mul(n, n))),
         ElemFn("sinh", lambda a: sympy.sinh(a), np.sinh, mpmath.sinh,
-               ball=_m("sinh"), series=_series_sinh, magnitude_sensitive=True,
+               ball=_m("sinh"), series=_series_sinh, magnitude_sensitive=True, dd_ball="sinh",
                derivative=lambda b, n, x: b.unary("cosh", x)),
         ElemFn("cosh", lambda a: sympy.cosh(a), np.cosh, mpmath.cosh,
-               ball=_m("cosh"), series=_series_cosh, magnitude_sensitive=True,
+               ball=_m("cosh"), series=_series_cosh, magnitude_sensitive=True, dd_ball="cosh",
                derivative=lambda b, n, x: b.unary("sinh", x)),
         ElemFn("tanh", lambda a: sympy.tanh(a), np.tanh, mpmath.tanh,
                ball=_m("tanh"), series=_series_tanh, magnitude_sensitive=True, dd_ball="tanh",
@@ -462,19 +462,57 @@ FUNCTIONS: dict[str, ElemFn] = {
         ElemFn("abs", lambda a: sympy.Abs(a), _real_only("abs", np.abs), _mp_real_only("abs", abs),
                ball=abs, smooth=False, analytic=False, kink_text="argument = 0",
                derivative=lambda b, n, x: b.unary("sign", x)),
+        # Special functions (scipy.special / numpy names); their longer rules are in verigrad.expr.special.
+        ElemFn("gammaln", lambda a: sympy.loggamma(a), _sp.np_gammaln, _sp.mp_gammaln, _sp.not_a_pole,
+               "argument not in 0, -1, -2, ... (the poles of Γ); log|Γ(x)| for x < 0, like scipy",
+               ball=_sp.ball_gammaln, series=_sp.series_gammaln, ball_nonzero=_m("rgamma"), dd_ball="gammaln",
+               derivative=lambda b, n, x: b.unary("digamma", x)),
+        ElemFn("digamma", lambda a: sympy.polygamma(0, a), _sp.np_digamma, mpmath.digamma, _sp.not_a_pole,
+               "argument not in 0, -1, -2, ... (the poles of ψ)",
+               ball=_sp.ball_digamma, series=_sp.series_digamma, ball_nonzero=_m("rgamma"), dd_ball="digamma",
+               derivative=lambda b, n, x: b.unary("trigamma", x)),
+        ElemFn("log_sigmoid", lambda a: -sympy.log(1 + sympy.exp(-a)), _sp.np_log_sigmoid, _sp.mp_log_sigmoid,
+               ball=_sp.ball_log_sigmoid, series=_sp.series_log_sigmoid, magnitude_sensitive=True,
+               dd_ball="log_sigmoid",
+               derivative=lambda b, n, x: b.unary("sigmoid", b.neg(x))),
+        ElemFn("sinc", lambda a: sympy.sinc(sympy.pi * a), _sp.np_sinc, mpmath.sincpi,
+               ball=_m("sinc_pi"), series=_sp.series_sinc, magnitude_sensitive=True, dd_ball="sinc",
+               derivative=lambda b, n, x: b.unary("dsinc", x)),
         # Internal derivative functions: not callable from case files.
+        ElemFn("trigamma", lambda a: sympy.polygamma(1, a), _sp.np_trigamma, _sp.mp_trigamma, _sp.not_a_pole,
+               "argument not in 0, -1, -2, ... (the poles of ψ')", internal=True,
+               ball=_sp.ball_trigamma, series=_sp.series_trigamma, ball_nonzero=_m("rgamma"), dd_ball="trigamma",
+               derivative=lambda b, n, x: b.unary("tetragamma", x)),
+        ElemFn("tetragamma", lambda a: sympy.polygamma(2, a), _sp.np_tetragamma, _sp.mp_tetragamma, _sp.not_a_pole,
+               "argument not in 0, -1, -2, ... (the poles of ψ'')", internal=True,
+               ball=_sp.ball_tetragamma, series=_sp.series_tetragamma, ball_nonzero=_m("rgamma"),
+               dd_ball="tetragamma"),
+        ElemFn("dsinc", lambda a: (sympy.cos(sympy.pi * a) - sympy.sin(sympy.pi * a) / (sympy.pi * a)) / a, _sp.np_dsinc,
+               _sp.mp_dsinc, internal=True, ball=_sp.ball_dsinc, series=_sp.series_dsinc, dd_ball="dsinc",
+               magnitude_sensitive=True, derivative=lambda b, n, x: b.unary("d2sinc", x)),
+        ElemFn("d2sinc", lambda a: ((2 - sympy.pi**2 * a**2) * sympy.sin(sympy.pi * a)
+                                    - 2 * sympy.pi * a * sympy.cos(sympy.pi * a)) / (sympy.pi * a**3),
+               _sp.np_d2sinc, _sp.mp_d2sinc, internal=True, ball=_sp.ball_d2sinc, series=_sp.series_d2sinc, dd_ball="d2sinc",
+               magnitude_sensitive=True),
         ElemFn("dsigmoid", lambda a: sympy.exp(-a) / (1 + sympy.exp(-a)) ** 2, _np_dsigmoid, _mp_dsigmoid,
                internal=True, sympy_display=lambda a: _sx(a) * (1 - _sx(a)),
-               ball=_ball_dsigmoid, series=_series_dsigmoid, magnitude_sensitive=True, dd_ball="dsigmoid"),
+               ball=_ball_dsigmoid, series=_series_dsigmoid, magnitude_sensitive=True, dd_ball="dsigmoid",
+               # second order (Hessians): (s(1-s))' = s(1-s)(1-2s)
+               derivative=lambda b, n, x: b.mul(n, b.sub(b.const(1), b.mul(b.const(2), b.unary("sigmoid", x))))),
         ElemFn("dtanh", lambda a: 1 - sympy.tanh(a) ** 2, _np_dtanh, _mp_dtanh, internal=True,
-               ball=_ball_dtanh, series=_series_dtanh, magnitude_sensitive=True, dd_ball="dtanh"),
+               ball=_ball_dtanh, series=_series_dtanh, magnitude_sensitive=True, dd_ball="dtanh",
+               # second order (Hessians): (1 - tanh^2)' = -2 tanh (1 - tanh^2)
+               derivative=lambda b, n, x: b.mul(b.const(-2), b.mul(b.unary("tanh", x), n))),
         ElemFn("step", lambda a: sympy.Heaviside(a), _real_only("step", _np_step),
                _mp_real_only("step", lambda a: mpmath.mpf(1) if a > 0 else mpmath.mpf(0)),
                internal=True, sympy_display=lambda a: sympy.Heaviside(a, 0),
-               smooth=False, analytic=False, kink_text="argument = 0", ball=_ball_step, piecewise_constant=True),
+               smooth=False, analytic=False, kink_text="argument = 0", ball=_ball_step, piecewise_constant=True,
+               # zero away from the kink (second derivatives of relu; undefined on it: the kink analysis says so)
+               derivative=lambda b, n, x: b.zeros(x.shape)),
         ElemFn("sign", lambda a: sympy.sign(a), _real_only("sign", np.sign), _mp_real_only("sign", mpmath.sign),
                smooth=False, analytic=False, internal=True, kink_text="argument = 0",
-               ball=_ball_sign, piecewise_constant=True),
+               ball=_ball_sign, piecewise_constant=True,
+               derivative=lambda b, n, x: b.zeros(x.shape)),
     ]
 }
 

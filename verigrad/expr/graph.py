@@ -34,7 +34,7 @@ from verigrad.errors import ShapeError
 from verigrad.expr.functions import FUNCTIONS, ElemFn
 
 __all__ = ["Op", "Node", "Builder", "topological", "ELEMENTWISE_BINARY", "encode_index", "decode_index",
-           "const_value"]
+           "has_array_index", "const_value"]
 
 
 class Op(enum.Enum):
@@ -117,9 +117,18 @@ def encode_index(index: tuple) -> tuple:
             out.append(("ellipsis",))
         elif isinstance(item, slice):
             out.append(("slice", item.start, item.stop, item.step))
+        elif isinstance(item, np.ndarray):
+            # an integer-array (gather) index: its int64 bytes are hashable and compact
+            arr = np.ascontiguousarray(item, dtype=np.int64)
+            out.append(("array", tuple(arr.shape), arr.tobytes()))
         else:
             out.append(("int", int(item)))
     return tuple(out)
+
+
+def has_array_index(code: tuple) -> bool:
+    """Whether an encoded index holds an integer array (a gather, whose reverse adds)."""
+    return any(item[0] == "array" for item in code)
 
 
 def decode_index(code: tuple) -> tuple:
@@ -132,6 +141,8 @@ def decode_index(code: tuple) -> tuple:
             out.append(Ellipsis)
         elif kind == "slice":
             out.append(slice(item[1], item[2], item[3]))
+        elif kind == "array":
+            out.append(np.frombuffer(item[2], dtype=np.int64).reshape(item[1]))
         else:
             out.append(item[1])
     return tuple(out)
@@ -186,6 +197,10 @@ def _fmt_shape(shape) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+#: labels (for messages) are cut to this many characters
+_MAX_LABEL = 400
+
+
 class Builder:
     """Creates hash-consed nodes with shape checking.
 
@@ -196,11 +211,16 @@ class Builder:
     def __init__(self) -> None:
         self._cache: dict[tuple, Node] = {}
         self._counter = itertools.count()
+        #: node id -> (name, arguments) of an array construct lowered onto several nodes
+        #: (``conv2d``, ``einsum``, ...; :mod:`verigrad.expr.arrays`), so that displays show the call
+        self.constructs: dict[int, tuple[str, tuple]] = {}
 
     def _make(self, op: Op, args: tuple[Node, ...], params: tuple, shape: tuple[int, ...], label: str) -> Node:
         key = (op, tuple(a.id for a in args), params)
         node = self._cache.get(key)
         if node is None:
+            if len(label) > _MAX_LABEL:  # derived labels nest their arguments': bounded, or a chain doubles them
+                label = label[:_MAX_LABEL - 3] + "..."
             variables = frozenset().union(*(a.variables for a in args)) if args else frozenset()
             node = Node(op, args, params, tuple(int(s) for s in shape), label, variables, next(self._counter))
             self._cache[key] = node

@@ -10,11 +10,13 @@ constructs are accepted (numpy semantics):
 * ``+ - * / ** @``, unary ``-`` and ``+``;
 * ``x.T``;
 * basic indexing: integers, slices with integer bounds, ``None`` (new axis), ``...``;
+  advanced indexing with integer constants (:mod:`verigrad.expr.select`);
+* single comparisons ``< <= > >= == !=`` (0/1 masks, :mod:`verigrad.expr.select`);
 * calls of the whitelisted functions in :data:`SIGNATURES`, with integer /
   tuple / boolean literal options (``axis=0``, ``keepdims=True``).
 
 Everything else (attribute access other than ``.T``, other calls, lambdas,
-comprehensions, f-strings, walrus, starred arguments, comparisons, strings,
+comprehensions, f-strings, walrus, starred arguments, chained comparisons, strings,
 dunder names, ...) is refused with an :class:`~verigrad.errors.ExpressionError`
 naming the construct and its column.  Every way an expression can fail raises a
 :class:`~verigrad.errors.CaseError` subclass (``ExpressionError``,
@@ -34,8 +36,10 @@ from fractions import Fraction
 from typing import Callable, Mapping
 
 from verigrad.errors import CaseError, ExpressionError, LimitError, ShapeError
+from verigrad.expr.arrays import ARRAY_CALLS, array_call
 from verigrad.expr.functions import FUNCTIONS, PUBLIC_FUNCTIONS
 from verigrad.expr.graph import Builder, Node, Op
+from verigrad.expr.select import SELECT_CALLS, IntConst, compare, gather_subscript, is_int_expression, select_call
 from verigrad.spec import ExprLimits
 
 __all__ = ["parse_expression", "ExprLimits", "SIGNATURES", "RESERVED_NAMES", "MAX_DEPTH_CEILING", "MAX_NDIM",
@@ -70,6 +74,10 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], dict]] = {
     "dot": (("a", "b"), {}),
     "matmul": (("a", "b"), {}),
     "reshape": (("x", "shape"), {}),
+    # einsum, conv2d, norm, concatenate, ...: arguments read and nodes built by verigrad.expr.arrays
+    **{name: (spec.params, spec.defaults) for name, spec in ARRAY_CALLS.items()},
+    # take_along_axis, take, one_hot, where, clip, sign, logaddexp, xlogy: read and built by verigrad.expr.select
+    **{name: (params, defaults) for name, (params, defaults, _) in SELECT_CALLS.items()},
 }
 _LITERAL_PARAMS = {"axis", "keepdims", "axes", "shape"}
 RESERVED_NAMES = frozenset(SIGNATURES) | {"pi", "e"}
@@ -98,7 +106,6 @@ _REFUSED = {
     ast.FormattedValue: "an f-string",
     ast.NamedExpr: "an assignment expression (:=)",
     ast.Starred: "a starred argument (*)",
-    ast.Compare: "a comparison",
     ast.BoolOp: "a boolean operator (and/or)",
     ast.IfExp: "a conditional expression",
     ast.Dict: "a dict",
@@ -195,7 +202,7 @@ class _Parser:
             if isinstance(node, (ast.Tuple, ast.List)):
                 hint = "tuples and lists are only allowed as literal options, e.g. sum(x, axis=(0, 1))"
             elif isinstance(node, ast.IfExp):
-                hint = "write piecewise definitions with maximum, minimum, relu or abs"
+                hint = "write piecewise definitions with where(condition, x, y), maximum, minimum, relu or abs"
             raise self.error(f"{what} is not allowed in an expression", node, hint=hint)
         method = getattr(self, "visit_" + type(node).__name__, None)
         if method is None:
@@ -266,7 +273,12 @@ class _Parser:
         if name.startswith("__"):
             raise self.error(f"name '{name}' is not allowed (dunder names are refused)", node, hint=_DATA_HINT)
         if name in self.names:
-            return self.names[name]
+            value = self.names[name]
+            if isinstance(value, IntConst):
+                raise self.error(f"'{name}' is an integer constant: it holds indices, not values", node,
+                                 hint=f"use it in take_along_axis(arr, {name}, axis), take(a, {name}), "
+                                      f"arr[{name}] or one_hot({name}, num_classes)")
+            return value
         if name in ("pi", "e"):
             return self.b.const(name)
         if name in SIGNATURES:
@@ -339,10 +351,15 @@ class _Parser:
         x = self.visit(node.value)
         return self.build(node, lambda: self.b.transpose(x, None, self.label(node)))
 
+    def visit_Compare(self, node: ast.Compare) -> Node:
+        return compare(self, node)
+
     def visit_Subscript(self, node: ast.Subscript) -> Node:
         x = self.visit(node.value)
         sl = node.slice
         items = sl.elts if isinstance(sl, ast.Tuple) else [sl]
+        if any(is_int_expression(self, i) for i in items):
+            return gather_subscript(self, node, x)  # advanced indexing with integer constants
         index = tuple(self.index_item(i) for i in items)
         if sum(1 for i in index if i is Ellipsis) > 1:
             raise self.error("an index can only have a single '...'", node)
@@ -375,7 +392,8 @@ class _Parser:
         given = _shorten(self.segment(node), 40)
         raise self.error(f"{what} must be an integer literal, got {given!r}", node,
                          hint="indices, axes and shapes are fixed integers written in the expression; "
-                              "advanced (array or boolean) indexing is not supported")
+                              "integer-array indices are integer constants (dtype = \"int64\" in [symbols]); "
+                              "boolean indexing is not supported (use where)")
 
     def int_tuple(self, node: ast.AST, param: str) -> tuple[int, ...]:
         return tuple(self.int_literal(e, f"'{param}' entry") for e in node.elts)
@@ -444,6 +462,10 @@ class _Parser:
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise self.error("a starred argument (*) is not allowed in an expression", arg, hint=_DATA_HINT)
+        if name in ARRAY_CALLS:
+            return array_call(self, name, node)
+        if name in SELECT_CALLS:
+            return select_call(self, name, node)
         if len(node.args) > len(params):
             raise self.error(f"{name}() takes at most {len(params)} positional arguments "
                              f"({', '.join(params)}), got {len(node.args)}", node)

@@ -27,6 +27,8 @@ from verigrad.expr.graph import (
     _reduced_shape,
     const_value,
     decode_index,
+    encode_index,
+    has_array_index,
     topological,
 )
 
@@ -85,25 +87,34 @@ def _vjp(b: Builder, n: Node, g: Node) -> list[Node | None]:
                 if e == 0:
                     ga = None
                 else:
-                    d = b.mul(ex, base) if e == 2 else b.mul(ex, b.pow(base, b.const(e - 1)))
+                    # labelled for messages: "0 to a non-positive power in the derivative of loss: x ** 0.5"
+                    d = b.mul(ex, base) if e == 2 else b.mul(ex, b.pow(base, b.const(e - 1),
+                                                                       f"the derivative of {n.label}"))
                     ga = _unbroadcast(b, b.mul(g, d), base.shape)
             else:
-                d = b.mul(ex, b.pow(base, b.sub(ex, b.const(1))))
+                d = b.mul(ex, b.pow(base, b.sub(ex, b.const(1)), f"the derivative of {n.label}"))
                 ga = _unbroadcast(b, b.mul(g, d), base.shape)
         if ex.variables:
-            gb = _unbroadcast(b, b.mul(g, b.mul(n, b.unary("log", base, f"log({base.label})"))), ex.shape)
+            gb = _unbroadcast(b, b.mul(g, b.mul(n, b.unary("log", base, f"log({base.label}) (the derivative of "
+                                                                      f"{n.label} by its exponent)"))), ex.shape)
         return [ga, gb]
     if op is Op.MAXIMUM:
         return [_unbroadcast(b, b.mul(g, b.binary(Op.TIE_WEIGHT, a[0], a[1])), a[0].shape) if a[0].variables else None,
                 _unbroadcast(b, b.mul(g, b.binary(Op.TIE_WEIGHT, a[1], a[0])), a[1].shape) if a[1].variables else None]
     if op is Op.UNARY:
-        return [b.mul(g, _derivative(b, n))]
+        d = _derivative(b, n)
+        z = d.args[0] if d.op is Op.BROADCAST else d
+        if z.op is Op.CONST and z.params == ("rational", 0, 1):
+            return [None]  # step' = sign' = 0 (away from the kink): no term, an exact zero
+        return [b.mul(g, d)]
     if op is Op.MATMUL:
         return _vjp_matmul(b, n, g)
     if op is Op.TRANSPOSE:
         inv = tuple(np.argsort(n.params))
         return [b.transpose(g, inv)]
     if op is Op.GETITEM:
+        if has_array_index(n.params):
+            return [_gather_adjoint(b, g, n)]
         return [b.scatter(g, n.params, a[0].shape)]
     if op is Op.SCATTER:
         return [b.getitem(g, decode_index(n.params[0]))]
@@ -127,6 +138,39 @@ def _vjp(b: Builder, n: Node, g: Node) -> list[Node | None]:
     if op in (Op.TIE_WEIGHT, Op.ARGMAX_WEIGHT):
         return [None] * len(a)  # piecewise constant: zero almost everywhere
     raise NotImplementedError(f"no derivative rule for {op}")  # pragma: no cover - every Op is covered
+
+
+def _gather_adjoint(b: Builder, g: Node, n: Node) -> Node:
+    """The reverse of an integer-array gather ``x[idx]``: the scatter-add of ``g``, as a gather plus a sum.
+
+    Entry ``i`` of ``x`` receives the sum of the (at most ``k``) entries of ``g`` gathered from it.
+    ``g`` is flattened and one exact zero appended (a basic-slice SCATTER); a constant index
+    table ``(x.size, k)`` points at those entries, or at the zero where fewer than ``k`` do; the
+    table is gathered and summed over its last axis.  Only GETITEM, SCATTER (injective), RESHAPE
+    and SUM nodes, so every backend and every cone and line evaluator handles it unchanged.
+    """
+    x = n.args[0]
+    src = np.arange(x.size, dtype=np.int64).reshape(x.shape)[decode_index(n.params)].reshape(-1)
+    m = src.size
+    counts = np.bincount(src, minlength=x.size)
+    k = int(counts.max()) if m else 0
+    if k == 0:
+        return b.zeros(x.shape)
+    order = np.argsort(src, kind="stable")
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    table = np.full((x.size, k), m, dtype=np.int64)
+    rank = np.arange(m) - starts[src[order]]
+    table[src[order], rank] = order
+    label = f"scatter-add({g.label})"
+    flat = b.reshape(g, (m,), label)
+    padded = b.scatter(flat, encode_index((slice(0, m),)), (m + 1,), label)
+    if k == 1:
+        out = b.reshape(b.getitem(padded, (table[:, 0],), label), x.shape, label)
+    else:
+        out = b.reshape(b.sum(b.getitem(padded, (table,), label), axis=1, label=label), x.shape, label)
+    # displayed as one call (engine/symbolic.py), not as its gather and sum
+    b.constructs.setdefault(out.id, ("scatter_add", (g, "into " + "×".join(map(str, x.shape)))))
+    return out
 
 
 def _derivative(b: Builder, n: Node) -> Node:

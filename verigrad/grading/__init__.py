@@ -19,6 +19,8 @@ Public surface
     the classic finite-difference gradient-check metric, for comparison.
 :func:`ulp`
     the spacing of float32/float64 at a real number, exactly.
+:func:`baseline_error_model`
+    per entry, a bound of the float baseline's rounding error in any order (per-entry tolerances).
 
 :class:`DDTruth`
     a truth given as double-double float64 arrays (no Python object per entry).
@@ -89,7 +91,19 @@ An entry is *wrong* when any of the following holds:
    baseline gets it to within ``guard_ulps * ulp_p(g_i)``, and yet
    ``|v_i - g_i| > guard_relative * |g_i|`` (:attr:`WrongReason.RELATIVE`).
 
-Why this rule:
+*Per-entry tolerances* (with ``grade(error_model=m)``, ``m`` from
+:func:`baseline_error_model`: ``m_i`` a first-order bound of the rounding error of entry
+``i`` of the gradient expression evaluated in ``p``, in any order of its sums; see
+:mod:`verigrad.grading.errormodel`)::
+
+    tau_i = min( tau_k,  max(entry_lambda * m_i,  2 * ulp_p(g_i)) )     (entry_lambda = 2)
+
+for each entry where ``g_i`` is a nonzero normal number of ``p``, the baseline is finite and
+not an entry without correct digits, and ``|b_i - g_i| <= m_i`` (the baseline's own error,
+known exactly, is explained by the model); ``tau_k`` elsewhere.  Rule 2 below then reads
+``|v_i - g_i| > tau_i``.  ``tau_i`` is computed in float64 and is a float64 number, so the
+decisions against it are exact.
+
 
 - The baseline is the reference for "as accurate as dtype p allows".  A
   correct candidate evaluates the same mathematics in another order, so its
@@ -115,6 +129,12 @@ Why this rule:
   part of the tolerance never exceeds half the variable's scale, so a
   candidate wrong by as much as the gradient itself (a factor 2, a sign flip)
   still fails.  When the cap binds, the grade says so in its warnings.
+- The per-entry rule replaces the variable's worst baseline error by the entry's own
+  conditioning: ``m_i`` is small where the entry is a short, well-conditioned computation and
+  large where it is a sum of many terms that cancel, for the baseline and for any correct
+  reordering alike.  ``entry_lambda = 2`` on a bound that is itself about 1.7 standard
+  deviations of a random-order sum's rounding error plus worst-case propagation; measured, every
+  correct candidate of the shipped cases is within 0.42 ``m_i``.
 - The relative guard makes tiny-but-nonzero true entries visible: with
   ``S = 1`` an entry ``g_i = 1e-30`` returned as ``0`` passes the absolute
   test, but if the baseline got it to a few relative ulps the candidate's
@@ -179,6 +199,7 @@ Examples
 """
 
 from verigrad.grading.classic import classic_check, relative_difference
+from verigrad.grading.errormodel import baseline_error_model
 from verigrad.grading.exact import DDTruth, ulp
 from verigrad.grading.grader import grade
 from verigrad.grading.metrics import ErrorSummary
@@ -206,6 +227,7 @@ __all__ = [
     "VariableGrade",
     "Verdict",
     "WrongReason",
+    "baseline_error_model",
     "classic_check",
     "grade",
     "relative_difference",

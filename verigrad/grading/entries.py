@@ -51,6 +51,7 @@ from verigrad.grading.exact import (
     two_sum,
 )
 from verigrad.grading.metrics import _exact_entry, _ExactSums, _Sums
+from verigrad.spec import is_float_dtype
 
 __all__: list[str] = []  # private to verigrad.grading
 
@@ -182,7 +183,7 @@ def truth_var(name: str, arr: Any) -> TruthVar:
     if isinstance(arr, DDTruth):
         return _truth_of_dd(name, arr)
     a = arr if isinstance(arr, np.ndarray) else np.asarray(arr, dtype=object)
-    if a.dtype.kind == "f" and a.dtype.itemsize <= 8:
+    if is_float_dtype(a.dtype) and a.dtype.itemsize <= 8:
         f = a.astype(np.float64)
         if not np.isfinite(f).all():
             bad = int(np.flatnonzero(~np.isfinite(f.reshape(-1)))[0])
@@ -263,7 +264,7 @@ class Values:
     """
 
     def __init__(self, arr: np.ndarray) -> None:
-        kind = arr.dtype.kind
+        kind = "f" if is_float_dtype(arr.dtype) else arr.dtype.kind  # bfloat16 is numpy kind "V"
         flat = arr.reshape(-1)
         self.raw_list: list[tuple | None] | None = None
         if kind == "f" and (arr.dtype.itemsize <= 8 or np.finfo(arr.dtype).nmant <= 52):

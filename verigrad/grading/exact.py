@@ -28,6 +28,8 @@ import mpmath
 import numpy as np
 from mpmath import libmp
 
+from verigrad.spec import is_float_dtype
+
 __all__ = ["DDTruth", "ulp"]
 
 # ---------------------------------------------------------------------------
@@ -46,9 +48,12 @@ class _Format:
     emin: int  # exponent of the smallest normal number
 
 
+#: the formats grading is defined for, by numpy dtype name (bfloat16 is ``ml_dtypes.bfloat16``)
 _FORMATS = {
-    np.dtype(np.float32): _Format("float32", 24, -126),
-    np.dtype(np.float64): _Format("float64", 53, -1022),
+    "float16": _Format("float16", 11, -14),
+    "bfloat16": _Format("bfloat16", 8, -126),
+    "float32": _Format("float32", 24, -126),
+    "float64": _Format("float64", 53, -1022),
 }
 
 
@@ -57,11 +62,11 @@ def _fmt_of(dtype: Any) -> _Format:
         dt = np.dtype(dtype)
     except TypeError as exc:
         raise ValueError(f"dtype={dtype!r} is not a numpy dtype; "
-                         "use numpy.float32 or numpy.float64") from exc
-    if dt not in _FORMATS:
-        raise ValueError(f"dtype={dt.name}: grading is defined for float32 and float64; "
-                         "use numpy.float32 or numpy.float64")
-    return _FORMATS[dt]
+                         "use numpy.float16, ml_dtypes.bfloat16, numpy.float32 or numpy.float64") from exc
+    if dt.name not in _FORMATS or not is_float_dtype(dt):
+        raise ValueError(f"dtype={dt.name}: grading is defined for float16, bfloat16, float32 and float64; "
+                         "use numpy.float16, ml_dtypes.bfloat16, numpy.float32 or numpy.float64")
+    return _FORMATS[dt.name]
 
 
 def _is_finite_raw(t: tuple) -> bool:
@@ -97,7 +102,7 @@ def _from_number(x: Any) -> tuple | None:
             return None
         p, q = x.as_integer_ratio()
         return libmp.mpf_shift(libmp.from_int(p), -(q.bit_length() - 1))
-    if isinstance(x, (float, np.floating)):
+    if isinstance(x, (float, np.floating)) or type(x).__name__ == "bfloat16":  # ml_dtypes' scalar
         xf = float(x)
         return libmp.from_float(xf) if math.isfinite(xf) else None
     if isinstance(x, Fraction):
@@ -115,11 +120,11 @@ def _convert_array(arr: np.ndarray) -> tuple[list[tuple | None], np.ndarray]:
 
     Raises TypeError (message = what is wrong) for data that is not real numbers.
     """
-    kind = arr.dtype.kind
+    kind = "f" if is_float_dtype(arr.dtype) else arr.dtype.kind  # bfloat16 is numpy kind "V"
     flat = arr.reshape(-1)
     if kind == "f":
         if arr.dtype.itemsize <= 8 or np.finfo(arr.dtype).nmant <= 52:
-            f64 = flat.astype(np.float64)  # exact: float16/32/64 embed in float64
+            f64 = flat.astype(np.float64)  # exact: float16/bfloat16/32/64 embed in float64
             raw = [libmp.from_float(x) if math.isfinite(x) else None for x in f64.tolist()]
             return raw, f64
         raw = [_from_number(x) for x in flat]
@@ -152,13 +157,13 @@ def ulp(x: Any, dtype: Any) -> mpmath.mpf:
     ----------
     x : float, int or mpmath.mpf
         Any finite real number (it need not be representable in ``dtype``).
-    dtype : numpy.float32 or numpy.float64
+    dtype : numpy.float16, ml_dtypes.bfloat16, numpy.float32 or numpy.float64
 
     Returns
     -------
     mpmath.mpf
         ``2**(max(floor(log2|x|), e_min) - t + 1)``, and ``2**(e_min - t + 1)``
-        for ``x = 0`` (``t`` = 24 or 53, ``e_min`` = -126 or -1022).
+        for ``x = 0`` (``t`` = 11, 8, 24 or 53, ``e_min`` = -14, -126, -126 or -1022).
 
     Examples
     --------

@@ -133,6 +133,7 @@ def grade(
     entry_tolerance: float | None = None,
     label: str | None = None,
     term_gradients: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    error_model: Mapping[str, np.ndarray] | None = None,
 ) -> Grade:
     """Grade a candidate gradient against the certified truth.
 
@@ -169,6 +170,13 @@ def grade(
         Per term of the loss (keyed by its text, e.g. ``"0.01*sum(W1**2)"``), the gradient of
         that signed term per variable (float64).  Failing variables are then also tested for a
         missing term (``v = g - d``) and a term with its sign flipped (``v = g - 2 d``).
+    error_model : mapping of str to ndarray, optional
+        Per variable, per entry, the error model of the baseline: a first-order bound ``m_i``
+        of the rounding error of the gradient expression evaluated in ``dtype`` in any order
+        (:func:`verigrad.grading.baseline_error_model`).  Where the baseline's own error is
+        within it (``|b_i - g_i| <= m_i``) and ``g_i`` is a nonzero normal number, entry ``i``
+        gets its own tolerance ``min(tau_k, max(entry_lambda m_i, 2 ulp_p(g_i)))``.  Ignored
+        with ``entry_tolerance``.
     label : str, optional
         Named in every breadcrumb after the case (``case › label › W[0] ›
         float32``); the finite-difference rows pass ``"central h=1.0e-03"``.
@@ -267,9 +275,13 @@ def grade(
         base_sums += b_sums
         bad_base = np.flatnonzero(~braw.finite)
         if bad_base.size and entry_tolerance is None:
+            n_inf = int(np.count_nonzero(np.isinf(braw.disp[bad_base])))  # inf: overflow; nan: inf - inf, ...
             warnings.append(f"{crumb} › {name} › {fmt.name}: the float baseline is not finite "
                             f"at {bad_base.size} entr{'y' if bad_base.size == 1 else 'ies'} "
-                            f"(first {name}{_idx_str(_unravel(int(bad_base[0]), shape))}); "
+                            f"(first {name}{_idx_str(_unravel(int(bad_base[0]), shape))}; {n_inf} inf, "
+                            f"{bad_base.size - n_inf} nan: the gradient expression as written overflows "
+                            f"{fmt.name} (largest {float(np.finfo(np.dtype(dtype)).max):.6g}) or leaves its "
+                            "domain there, e.g. log(1 - sigmoid(z)) at a saturated sigmoid); "
                             "they give no allowance")
         # entries where the baseline itself has no correct digit: the expression is ill-conditioned
         # as written in this dtype there, and a candidate as poor as the baseline still passes
@@ -307,9 +319,18 @@ def grade(
         tau_f = _to_float(tau)
         taus[name] = tau_f
 
+        own_tol = None  # the entries with their own tolerance from the error model, and it
+        if error_model is not None and entry_tolerance is None and name in error_model:
+            own_tol = _model_tolerances(name, error_model[name], shape, tr=tr, base=base, baseline=braw,
+                                        lost_mask=lost_mask, kulp=kulp_nz, fmt=fmt, tau_f=tau_f, lam=tol.entry_lambda)
+            if (own_tol[0] & (own_tol[1] < tau_f)).any():
+                source = ToleranceSource.ENTRY  # some entry is held to less than tau_k
+
         def tau_at(i: int, base: EntryErrors = base, lost_mask: np.ndarray = lost_mask,
-                   tau: tuple = tau, cap: tuple = cap) -> tuple:
-            """The exact tolerance of entry i: its own at a lost entry, tau_k elsewhere."""
+                   tau: tuple = tau, cap: tuple = cap, own_tol: tuple | None = own_tol) -> tuple:
+            """The exact tolerance of entry i: its own at a lost entry or from the error model, tau_k elsewhere."""
+            if own_tol is not None and own_tol[0][i]:
+                return libmp.from_float(float(own_tol[1][i]))
             if not lost_mask[i]:
                 return tau
             t_i = libmp.mpf_mul(f_factor, base.diff(i))
@@ -348,6 +369,9 @@ def grade(
                 sure = ~base.resolved & ((np.abs(base.al) + base.eps) * 2.0 ** 45 <= base.a)
             thr[lost] = own[lost]
             thr_ok[lost] = sure[lost]
+        if own_tol is not None:
+            thr = np.where(own_tol[0], own_tol[1], thr)
+            thr_ok |= own_tol[0]
         tol_wrong = ce.gt(thr, tau_at, finite, thr_ok)
         # the relative guard: a nonzero true entry, normal in the dtype, that the baseline gets
         # within guard_ulps ulps, and on which the candidate is off by more than guard_relative
@@ -382,12 +406,12 @@ def grade(
             value_i = float(vdisp[i])
             wrong.append(EntryError(
                 variable=name, index=idx, truth=tstr, value=value_i,
-                abs_error=abs_e, rel_error=rel_e, ulps=ulps_e, tolerance=tau_f,
+                abs_error=abs_e, rel_error=rel_e, ulps=ulps_e, tolerance=float(thr[i]),
                 reason=reason))
             entry_msgs.append(_entry_message(
                 case=crumb, where=f"{name}{_idx_str(idx)}", dtype=fmt.name, reason=reason,
                 truth=graw, value=value_i, abs_err=abs_e, rel_err=rel_e,
-                tau=tau_f, gabs=libmp.mpf_abs(graw), tol=tol))
+                tau=float(thr[i]), gabs=libmp.mpf_abs(graw), tol=tol))
         n_wrong = int(wmask.sum())
         if not finite.all():
             verdict = Verdict.NONFINITE
@@ -399,7 +423,7 @@ def grade(
             variable=name, shape=shape, verdict=verdict, returned_dtype=vals.dtype_name,
             errors=_summary(ce, c_sums), baseline=_summary(base, b_sums),
             scale=_to_float(s_k[name]), tolerance=tau_f, tolerance_source=source,
-            n_entries=n, n_wrong=n_wrong)
+            n_entries=n, n_wrong=n_wrong, detection=_detection(tr.g64, thr))
         if verdict is not Verdict.PASS:
             pending.append((name, vdisp, wmask, finite, tau_f))
         variables.append(None)  # type: ignore[arg-type]  # filled below
@@ -470,6 +494,38 @@ def grade(
         entry_messages=tuple(entry_msgs))
 
 
+def _model_tolerances(name: str, model: Any, shape: tuple[int, ...], *, tr: TruthVar, base: EntryErrors,
+                      baseline: Values, lost_mask: np.ndarray, kulp: np.ndarray, fmt: Any, tau_f: float,
+                      lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(where, tolerance) of the entries that get their own tolerance from the baseline's error model.
+
+    Entry ``i`` qualifies when ``g_i`` is a nonzero normal number of the dtype, the baseline is
+    finite there and not a lost entry, the model's bound ``m_i`` is finite, and the baseline's
+    own error ``|b_i - g_i|`` (``base.a``, its float64 rounding) is within ``m_i``: the model
+    explains the baseline at that entry.  Its tolerance is ``min(tau_k, max(lam m_i, 2 ulp_p(g_i)))``,
+    computed in float64 (an exact float64 number: the decisions against it are exact).
+    """
+    m = np.asarray(model, dtype=np.float64)
+    if m.shape != shape:
+        raise ValueError(f"error_model[{name!r}] has shape {m.shape}, the truth has {shape}")
+    m = m.reshape(-1)
+    with np.errstate(all="ignore"):
+        ok = (~tr.zero & (tr.kexp >= fmt.emin) & baseline.finite & ~lost_mask & np.isfinite(m) & (m >= 0)
+              & (base.a <= m))
+        own = np.minimum(tau_f, np.maximum(lam * m, np.ldexp(2.0, kulp)))
+    own = np.where(ok, own, tau_f)
+    return ok, own
+
+
+def _detection(g64: np.ndarray, thr: np.ndarray) -> float:
+    """The tolerance of the largest true entry over its magnitude (inf for an all-zero truth)."""
+    if g64.size == 0:
+        return math.nan
+    i = int(np.argmax(np.abs(g64)))
+    s = abs(float(g64[i]))
+    return float(thr[i]) / s if s > 0 else math.inf
+
+
 def _wider(dtype_name: str, bits: int) -> bool:
     """A real float type with more significand bits than the dtype under test (an upcast)."""
     try:
@@ -501,6 +557,8 @@ def _shape_phrase(d: Diagnosis | None) -> str:
         return f"reversed: {d.region}"
     if d.shape is BugShape.OFFSET:
         return f"offset by {d.factor_text}"
+    if d.shape is BugShape.WRONG_AXIS:
+        return d.region or "wrong axis"
     return d.shape.value.replace("_", " ")
 
 
@@ -509,6 +567,8 @@ def _entry_message(*, case: str, where: str, dtype: str, reason: WrongReason, tr
                    tol: Tolerances) -> str:
     ts = mpmath.nstr(mpmath.mp.make_mpf(truth), 10)
     got = f"{value:.7g}"
+    if abs_err > 0 and math.isfinite(value) and got == f"{_to_float(truth):.7g}":
+        got = f"{value:.10g}"  # a few-ulp error (per-entry tolerances): show the digits that differ
     head = f"{case} › {where} › {dtype}: "
     if reason is WrongReason.NONFINITE:
         return head + f"non-finite value (truth {ts}, got {got})"

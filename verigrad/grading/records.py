@@ -78,6 +78,10 @@ class BugShape(enum.Enum):
     OFFSET: ``v = g + c`` for a constant ``c != 0`` (:attr:`Diagnosis.factor`).
     BROADCAST: ``v`` is one value ``c`` in every entry (a reduction broadcast where the
     entries were meant); :attr:`Diagnosis.factor` is ``c``.
+    WRONG_AXIS: ``v`` is constant along some (not all) axes along which the truth varies: the
+    truth summed (or averaged) along them and broadcast back -- a reduction over the wrong
+    axis -- or one slice of the truth broadcast where a sum was meant; :attr:`Diagnosis.region`
+    says which (``"sum over axis 0, broadcast back"``, ``"W[0, :] broadcast along axis 0"``).
     SCATTERED: wrong entries with no recognised pattern.
     UNKNOWN: no diagnosis attempted (non-finite values).
     """
@@ -95,6 +99,7 @@ class BugShape(enum.Enum):
     REVERSED = "reversed"
     OFFSET = "offset"
     BROADCAST = "broadcast"
+    WRONG_AXIS = "wrong_axis"
 
 
 class WrongReason(enum.Enum):
@@ -112,6 +117,7 @@ class ToleranceSource(enum.Enum):
     CAP = "cap"  # cap * S_k
     FLOOR = "floor"  # factor * floor_ulps * ulp_p(S)
     GIVEN = "given"  # the caller's entry_tolerance (finite-difference rows)
+    ENTRY = "entry"  # per-entry tolerances from the baseline's error model (tau_k the loosest)
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,10 @@ class Tolerances:
         this many ulps of it.  Must be >= 0.
     guard_relative : float, default 0.5
         Relative error above which a guarded entry is wrong.  Must be in (0, 1].
+    entry_lambda : float, default 2
+        With an error model of the baseline (``grade(error_model=...)``), an entry whose
+        baseline error is within the model's bound ``m_i`` gets its own tolerance
+        ``min(tau_k, max(entry_lambda * m_i, 2 ulp_p(g_i)))``.  Must be >= 1.
 
     Examples
     --------
@@ -150,6 +160,7 @@ class Tolerances:
     cap: float = 0.5
     guard_ulps: float = 8.0
     guard_relative: float = 0.5
+    entry_lambda: float = 2.0
 
     def __post_init__(self) -> None:
         checks = (
@@ -159,6 +170,7 @@ class Tolerances:
             ("cap", lambda x: 0 < x <= 1, "a number in (0, 1]", 0.5),
             ("guard_ulps", lambda x: x >= 0, "a finite number >= 0", 8),
             ("guard_relative", lambda x: 0 < x <= 1, "a number in (0, 1]", 0.5),
+            ("entry_lambda", lambda x: x >= 1, "a finite number >= 1", 2),
         )
         for name, ok, allowed, example in checks:
             raw = getattr(self, name)
@@ -176,7 +188,8 @@ class Tolerances:
     def to_dict(self) -> dict[str, float]:
         """The parameters as a JSON-ready dict."""
         return {"factor": self.factor, "floor_ulps": self.floor_ulps, "cap": self.cap,
-                "guard_ulps": self.guard_ulps, "guard_relative": self.guard_relative}
+                "guard_ulps": self.guard_ulps, "guard_relative": self.guard_relative,
+                "entry_lambda": self.entry_lambda}
 
 
 @dataclass(frozen=True)
@@ -195,7 +208,7 @@ class EntryError:
     abs_error, rel_error, ulps : float
         As defined in the Notes of :mod:`verigrad.grading` (``inf`` for a non-finite value).
     tolerance : float
-        ``tau_k`` of the variable (absolute).
+        The entry's tolerance (absolute): ``tau_k`` of the variable, or the entry's own.
     reason : WrongReason
         Which test failed.
     """
@@ -297,6 +310,9 @@ class VariableGrade:
         For failing variables.
     message : str
         Empty for PASS; the reason otherwise.
+    detection : float
+        The tolerance of the largest true entry over its magnitude (see
+        :attr:`detection_threshold`); NaN when not computed.
     """
 
     variable: str
@@ -312,6 +328,7 @@ class VariableGrade:
     n_wrong: int
     diagnosis: Diagnosis | None
     message: str = ""
+    detection: float = math.nan
 
     @property
     def normwise_relative(self) -> float:
@@ -330,13 +347,16 @@ class VariableGrade:
 
     @property
     def detection_threshold(self) -> float:
-        """The detection power of this grade: ``tolerance / scale``.
+        """The detection power of this grade: ``tau_i* / |g_i*|`` at the largest true entry ``i*``.
 
         An error of more than this fraction of the variable's largest true entry, at that
-        entry, is caught ("would catch relative errors above 3e-7 here"); smaller entries need
-        a larger relative error (the tolerance is absolute).  ``inf`` for an all-zero truth,
-        NaN when the variable could not be graded.
+        entry, is caught ("would catch relative errors above 3e-7 here").  With one tolerance
+        per variable it is ``tolerance / scale`` and smaller entries need a larger relative
+        error; with per-entry tolerances (``tolerance_source`` ``entry``) each entry has its
+        own.  ``inf`` for an all-zero truth, NaN when the variable could not be graded.
         """
+        if self.detection == self.detection:
+            return self.detection
         if not (self.tolerance == self.tolerance):
             return math.nan
         return self.tolerance / self.scale if self.scale > 0 else math.inf

@@ -4,7 +4,8 @@
 :class:`~verigrad.grading.records.Diagnosis`: zero, swapped with another variable,
 transposed, sign flipped, scaled by a recognisable constant (2, 1/2, -1, m, 1/m), missing one
 term's gradient or with that term's sign flipped (given the terms' gradients), reversed along
-some axes, one value broadcast to every entry, offset by a constant, wrong in a sub-block (rows,
+some axes, one value broadcast to every entry, constant along some axes (the truth reduced over
+the wrong axis, or one slice broadcast where a sum was meant), offset by a constant, wrong in a sub-block (rows,
 columns, a contiguous region), or scattered.  The helpers spell indices,
 ranges (``"0:4"``, ``":"``, ``"{1, 3, 5:8}"``) and factors for the breadcrumbs.
 """
@@ -173,8 +174,9 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
                         else f"the gradient of {text} has its sign flipped")
                 return make(shape_, f"{what} ({name}{_idx_str(_unravel(iw, shape))}: {at(iw)}, "
                                     f"that term's gradient {_num(d[iw])})", term=text)
-    # ZERO
-    if np.all(np.abs(v) <= tau) and n_nonzero:
+    # ZERO (and not merely within a tolerance as large as the gradient itself, as in bfloat16, where
+    # -g is within tau of 0 too: the shapes below name it)
+    if np.all(np.abs(v) <= tau) and n_nonzero and np.max(np.abs(v)) <= 0.5 * np.max(np.abs(g)):
         return make(BugShape.ZERO,
                     f"all zero (largest truth {name}{_idx_str(_unravel(imax, shape))} = "
                     f"{_num(g[imax])})", factor=0.0, ftext="0")
@@ -241,6 +243,12 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
         return make(BugShape.BROADCAST, f"the same value {_num(c)} in every entry{how} (truth from "
                                         f"{_num(float(np.min(g)))} to {_num(float(np.max(g)))})",
                     factor=c, ftext=_num(c))
+    # WRONG_AXIS: constant along some (not all) axes where the truth varies
+    axis_diag = _axis_broadcast(name, shape, g, v, tau)
+    if axis_diag is not None:
+        region, text = axis_diag
+        iw = worst()
+        return make(BugShape.WRONG_AXIS, f"{text} ({name}{_idx_str(_unravel(iw, shape))}: {at(iw)})", region=region)
     # OFFSET: the truth plus a constant
     if v.size > 1 and n_nonzero >= 2 and np.ptp(g) > 2 * tau:
         off = v - g
@@ -285,6 +293,51 @@ def _diagnose(*, name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray
     return make(BugShape.SCATTERED,
                 f"{n_w} of {v.size} entr{'y' if v.size == 1 else 'ies'} wrong, no recognised pattern (worst "
                 f"{name}{_idx_str(_unravel(iw, shape))}: {at_precise(iw)})")
+
+
+def _axis_broadcast(name: str, shape: tuple[int, ...], g: np.ndarray, v: np.ndarray,
+                    tau: float) -> tuple[str, str] | None:
+    """(region, text) when ``v`` is constant along a proper subset of the axes along which ``g`` varies.
+
+    Explained, in this order, as the truth summed along those axes and broadcast back (a
+    reduction over the wrong axis), as their mean, or (one axis) as one slice of the truth
+    broadcast along it (a broadcast where a sum was meant); otherwise "constant along".
+    """
+    nd = len(shape)
+    if nd < 2 or v.size < 2:
+        return None
+    gs, vs = g.reshape(shape), v.reshape(shape)
+
+    def flat_along(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+        return x[tuple(slice(0, 1) if a in axes else slice(None) for a in range(nd))]
+
+    # the axes along which v is constant (then it is constant along all of them together)
+    axes = tuple(a for a in range(nd) if shape[a] >= 2 and np.all(np.abs(vs - flat_along(vs, (a,))) <= tau))
+    if not axes or len(axes) == sum(1 for n_a in shape if n_a >= 2):
+        return None  # varies everywhere, or constant everywhere (BROADCAST)
+    if np.all(np.ptp(gs, axis=axes) <= 2 * tau):
+        return None  # the truth is constant along them too: nothing to say
+    first = flat_along(vs, axes)
+    r = len(axes)
+    ax = ", ".join(str(a) for a in axes)
+    word = "axis" if r == 1 else "axes"
+    total = np.sum(gs, axis=axes, keepdims=True)
+    if np.all(np.abs(first - total) <= tau):
+        return (f"sum over {word} {ax}, broadcast back",
+                f"the truth summed over {word} {ax} and broadcast back along {'it' if r == 1 else 'them'}: "
+                "a reduction over the wrong axis")
+    if np.all(np.abs(first - total / math.prod(shape[a] for a in axes)) <= tau):
+        return (f"mean over {word} {ax}, broadcast back",
+                f"the truth averaged over {word} {ax} and broadcast back: a reduction over the wrong axis")
+    if r == 1:
+        (a,) = axes
+        for k in range(shape[a]):
+            if np.all(np.abs(first - np.take(gs, [k], axis=a)) <= tau):
+                spec = ", ".join(str(k) if j == a else ":" for j in range(nd))
+                return (f"{name}[{spec}] broadcast along axis {a}",
+                        f"every slice along axis {a} is the truth's {name}[{spec}]: one slice broadcast "
+                        "where a sum was meant")
+    return f"constant along {word} {ax}", f"constant along {word} {ax}, where the truth varies"
 
 
 def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...]:

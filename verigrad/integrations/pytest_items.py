@@ -116,6 +116,7 @@ class CaseFile(pytest.File):
         """Release the compiled case, truths and baselines once every item of the file has run."""
         self._model = None
         self._prepared = {}
+        self.__dict__.pop("_second_caches", None)
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, VerigradError):
@@ -138,10 +139,19 @@ class CandidateItem(pytest.Item):
         return f"{self.parent.case.name} › {self.candidate.name} › {self.dtype.value}"
 
     def runtest(self) -> None:
-        truth, baseline = self.parent.prepared(self.dtype)
         case = self.parent.case
-        result = grade_candidate(self.parent.model(), self.candidate, truth, baseline,
-                                 timeout=case.limits.candidate_seconds)
+        if self.candidate.kind.order == 2:  # hessian, hvp, hessian_diag (docs/second-order.md)
+            from verigrad.runner.case import grade_second_order
+
+            model = self.parent.model()
+            caches = self.parent.__dict__.setdefault("_second_caches", {})
+            caches[self.dtype], result = grade_second_order(model, self.candidate,
+                                                            point_in_dtype(model.point, self.dtype), self.dtype,
+                                                            caches.get(self.dtype))
+        else:
+            truth, baseline = self.parent.prepared(self.dtype)
+            result = grade_candidate(self.parent.model(), self.candidate, truth, baseline,
+                                     timeout=case.limits.candidate_seconds)
         self.result = result
         errors = result.grade.to_dict().get("errors", {}) if result.grade is not None else {}
         self.user_properties.extend([("verdict", result.verdict), ("expect", result.expect),

@@ -18,7 +18,7 @@ from verigrad.engine.model import Model
 from verigrad.errors import DomainError
 from verigrad.expr.evaluate import _align, evaluate
 from verigrad.expr.graph import Node
-from verigrad.kinks.sites import Boundary, Site, SiteRule
+from verigrad.kinks.sites import POLE_FUNCTIONS, Boundary, Site, SiteRule
 
 __all__ = ["site_values"]
 
@@ -35,6 +35,15 @@ def _cos(x: np.ndarray) -> np.ndarray:
     if _is_object(x):
         return np.frompyfunc(mpmath.cos, 1, 1)(x).astype(object)
     return np.cos(x)
+
+
+def _rgamma(x: np.ndarray) -> np.ndarray:
+    """1/Γ(x): zero exactly at the poles 0, -1, -2, ... of gammaln and digamma, nonzero elsewhere."""
+    if _is_object(x):
+        return np.frompyfunc(mpmath.rgamma, 1, 1)(x).astype(object)
+    from scipy.special import rgamma
+
+    return rgamma(x)
 
 
 def _gap(x: np.ndarray, axes: tuple[int, ...] | None) -> np.ndarray:
@@ -75,6 +84,8 @@ def _condition(site: Site, args: Sequence[np.ndarray]) -> np.ndarray:
             v = 1 - x * x
         elif name == "tan":
             v = _cos(x)
+        elif name in POLE_FUNCTIONS:
+            v = _rgamma(x)
         else:
             v = x
     else:  # DIVISION, POWER: the one argument, broadcast to the node's shape

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import mpmath
 import numpy as np
 
+from verigrad.engine.backends import round_fraction
 from verigrad.engine.model import Model
 from verigrad.errors import DomainError
 from verigrad.fd.directions import Direction
@@ -247,12 +248,8 @@ def _crossing_message(prefix: str, site: Site | None, entry, distance: float, on
 
 
 def _round_fraction(q: Fraction, dtype: np.dtype) -> Fraction:
-    """The nearest value of ``dtype`` to an exact rational, as a Fraction."""
-    if np.dtype(dtype) == np.float64:
-        return Fraction(float(q))
-    with mpmath.workprec(24):
-        v = mpmath.mpf(q.numerator) / q.denominator
-    return Fraction(float(np.float32(float(v))))
+    """The nearest value of ``dtype`` to an exact rational, as a Fraction (any binary format)."""
+    return Fraction(round_fraction(q, dtype))
 
 
 def _locate(sites: Sequence[Site], line, entries, items: list[tuple[int, tuple, Any, Any, Any]], *,

@@ -30,7 +30,7 @@ from verigrad.engine.model import Model
 from verigrad.fd.directions import Direction
 from verigrad.fd.nodes import batched_leaves, rounded_line_nodes
 from verigrad.kinks.conditions import _conditions, _gap, _mp_base
-from verigrad.kinks.sites import Site, SiteRule
+from verigrad.kinks.sites import POLE_FUNCTIONS, Site, SiteRule
 
 __all__: list[str] = []
 
@@ -216,6 +216,8 @@ def _compact_condition(site: Site, args: Sequence[np.ndarray]) -> np.ndarray:
             return 1 - x * x
         if site.name == "tan":
             return np.frompyfunc(mpmath.cos, 1, 1)(x).astype(object)
+        if site.name in POLE_FUNCTIONS:
+            return np.frompyfunc(mpmath.rgamma, 1, 1)(x).astype(object)
         return x
     return args[0]  # DIVISION, POWER
 
@@ -264,7 +266,8 @@ class _DenseSites:
 
     def __init__(self, model: Model, point: Mapping[str, np.ndarray], direction: Direction, sites: Sequence[Site]):
         for s in sites:
-            if s.rule is SiteRule.MAX or (s.rule is SiteRule.FUNCTION_DOMAIN and s.name == "tan"):
+            if s.rule is SiteRule.MAX or (s.rule is SiteRule.FUNCTION_DOMAIN
+                                          and (s.name == "tan" or s.name in POLE_FUNCTIONS)):
                 raise ArithmeticError("a site rule without a double-double condition")
         self.model, self.point, self.sites = model, point, list(sites)
         self.direction = direction

@@ -19,7 +19,10 @@ import numpy as np
 from verigrad.engine.model import Model
 from verigrad.expr.graph import Node, Op, const_value, decode_index, topological
 
-__all__ = ["SiteKind", "SiteRule", "Boundary", "Site", "find_sites"]
+__all__ = ["SiteKind", "SiteRule", "Boundary", "Site", "find_sites", "POLE_FUNCTIONS"]
+
+#: functions undefined at the poles 0, -1, -2, ... of Γ (their condition value is 1/Γ(x))
+POLE_FUNCTIONS = frozenset({"gammaln", "digamma", "trigamma", "tetragamma"})
 
 
 class SiteKind(enum.Enum):
@@ -34,6 +37,8 @@ class SiteRule(enum.Enum):
 
     RELU = "relu"
     ABS = "abs"
+    #: a jump of the value: ``step`` (the masks of comparisons, ``where``) and ``sign`` at argument 0
+    JUMP = "jump"
     MAXIMUM = "maximum"
     MAX = "max"
     FUNCTION_DOMAIN = "function-domain"
@@ -111,9 +116,15 @@ class Site:
         """``relu(Z1) at Z1 = 0``."""
         return f"{self._short()} at {self.condition}"
 
+    def _comparison(self) -> str:
+        """The user's comparison (``Z > 0``, from the node's label) that a ``step`` jump comes from."""
+        return _paren(self.label.split(": ", 1)[-1])
+
     def _short(self) -> str:
         a = self.argument_text
-        if self.rule in (SiteRule.RELU, SiteRule.ABS, SiteRule.FUNCTION_DOMAIN):
+        if self.rule is SiteRule.JUMP and self.name == "step":
+            return f"the mask {self._comparison()}"
+        if self.rule in (SiteRule.RELU, SiteRule.ABS, SiteRule.FUNCTION_DOMAIN, SiteRule.JUMP):
             return f"{self.name}({a[0]})"
         if self.rule is SiteRule.MAXIMUM:
             return f"{self.name}({a[0]}, {a[1]})"
@@ -144,7 +155,9 @@ class Site:
         """
         entry = tuple(int(i) for i in entry)
         a = self.argument_text
-        if self.rule in (SiteRule.RELU, SiteRule.ABS, SiteRule.FUNCTION_DOMAIN):
+        if self.rule is SiteRule.JUMP and self.name == "step":
+            return f"the mask {self._comparison()} at {self._arg_at(0, entry)} = 0"
+        if self.rule in (SiteRule.RELU, SiteRule.ABS, SiteRule.FUNCTION_DOMAIN, SiteRule.JUMP):
             return f"{self.name}({self._arg_at(0, entry)})"
         if self.rule is SiteRule.MAXIMUM:
             ea = _sub_entry(entry, self.arguments[0].shape, self.shape)
@@ -315,7 +328,7 @@ def find_sites(model: Model) -> list[Site]:
             fn = n.fn
             xt = _text(x, names)
             if not fn.smooth:
-                rule = SiteRule.RELU if fn.name == "relu" else SiteRule.ABS
+                rule = {"relu": SiteRule.RELU, "abs": SiteRule.ABS}.get(fn.name, SiteRule.JUMP)
                 out.append(Site(SiteKind.KINK, rule, n, (x,), n.label, fn.name, f"{xt} = 0", Boundary.KINK,
                                 x.shape, argument_text=(xt,), sources=(_source(x, names),)))
             elif fn.domain is not None:
@@ -390,6 +403,10 @@ def _function_domain_site(n: Node, x: Node, xt: str, source) -> Site:
         cond, dom = f"|{xt}| = 1", f"|{xt}| < 1"
     elif name == "tan":
         cond, dom, boundary = f"cos({xt}) = 0", f"cos({xt}) != 0", Boundary.NONZERO
+    elif name in POLE_FUNCTIONS:
+        # the poles 0, -1, -2, ... of Γ: the condition value is 1/Γ(x), zero exactly there
+        cond = f"{xt} = 0, -1, -2, ..."
+        dom, boundary = f"{xt} not in {{0, -1, -2, ...}}", Boundary.NONZERO
     else:
         cond, dom = f"{xt} = 0", f"{xt} > 0"
     return Site(SiteKind.DOMAIN, SiteRule.FUNCTION_DOMAIN, n, (x,), n.label, name, cond, boundary, x.shape,

@@ -168,9 +168,9 @@ class Choice:
     def assignments(self, w: Sequence[Fraction]) -> list[tuple[Node, tuple[int, ...], Fraction]]:
         """Values of the carrying nodes at ``entry`` for weights ``w``."""
         r = self.site.rule
-        if r is SiteRule.RELU:
+        if r is SiteRule.RELU or (r is SiteRule.JUMP and self.site.name == "step"):
             return [(self.nodes[0], self.entry, w[1])]
-        if r is SiteRule.ABS:
+        if r is SiteRule.ABS or r is SiteRule.JUMP:  # sign: the same carrier as abs'
             return [(self.nodes[0], self.entry, w[1] - w[0])]
         if r is SiteRule.MAXIMUM:
             return [(n, self.entry, wk) for n, wk in zip(self.nodes, w) if n is not None]
@@ -188,6 +188,14 @@ class Choice:
             s = w[1]
             note = {0: " (the left derivative of relu)", 1: " (the right derivative of relu)"}.get(s, "")
             return f"relu'(0) = {_num_text(s)}{note or ' (in [0, 1])'}"
+        if r is SiteRule.JUMP and self.site.name == "step":
+            s = w[1]
+            note = {0: " (the branch below the jump: the left side)", 1: " (the branch above it: the right side)"}
+            return f"mask [{self.site.argument_text[0]} > 0] taken as {_num_text(s)} at 0{note.get(s, ' (in [0, 1])')}"
+        if r is SiteRule.JUMP:
+            u = w[1] - w[0]
+            note = {0: " (numpy's sign(0))", 1: " (the right side)", -1: " (the left side)"}
+            return f"sign(0) taken as {_num_text(u)}{note.get(u, ' (in [-1, 1])')}"
         if r is SiteRule.ABS:
             u = w[1] - w[0]
             note = {0: " (sign(0) = 0)", 1: " (the right derivative of abs)", -1: " (the left derivative of abs)"}
@@ -335,7 +343,12 @@ def _choices(model: Model, kinks: Sequence[AtKink]) -> list[Choice]:
             node = car["step"].get(x.id)
             if node is not None:
                 out.extend(Choice(site, e, (e,), (node,), (Fraction(1), Fraction(0))) for e in entries)
-        elif r is SiteRule.ABS:
+        elif r is SiteRule.JUMP and site.name == "step":
+            # a comparison's mask (where, <, ...): its one-sided values 0 and 1, like relu's step
+            node = car["step"].get(x.id)
+            if node is not None:
+                out.extend(Choice(site, e, (e,), (node,), (Fraction(1), Fraction(0))) for e in entries)
+        elif r is SiteRule.ABS or r is SiteRule.JUMP:
             node = car["sign"].get(x.id)
             if node is not None:
                 out.extend(Choice(site, e, (e,), (node,), (half, half)) for e in entries)

@@ -29,8 +29,9 @@ from verigrad.report.words import plural
 
 __all__ = ["show_text", "show_pretty", "show_latex", "pretty", "latex", "hadamard_form"]
 
-_SUB = str.maketrans("0123456789ijkl", "₀₁₂₃₄₅₆₇₈₉ᵢⱼₖₗ")
-_AXIS = "ijkl"
+_SUB = str.maketrans("0123456789ijklmnp", "₀₁₂₃₄₅₆₇₈₉ᵢⱼₖₗₘₙₚ")
+# index letters of reduced axes 0..6 (pooling windows reduce axis 4 of a 5-D array)
+_AXIS = "ijklmnp"
 _ENTRY = re.compile(r"^(?P<base>[^\[]+)\[(?P<idx>[0-9, ]+)\]$")
 
 

@@ -336,6 +336,13 @@ def _messages(rec: dict) -> list[tuple[str, bool]]:
         if m and m not in seen:
             out.append((m, False))
             seen.add(m)
+    if rec.get("second_order"):  # hessian / hvp / hessian_diag: kind, direction seed, symmetry, kinks
+        from verigrad.report.second import second_order_lines
+
+        for m in second_order_lines({"second_order": rec["second_order"]}):
+            if m not in seen:
+                out.append((m, False))
+                seen.add(m)
     return out
 
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCHEMA_VERSION", "dumps", "write_atomic", "jsonable", "truth_record"]
+__all__ = ["SCHEMA_VERSION", "dumps", "write_atomic", "jsonable", "truth_record", "Lazy", "iterdumps",
+           "write_atomic_stream"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: dtype values float16 and bfloat16 (issue 23)
 
 
 def jsonable(value: Any) -> Any:
@@ -53,6 +54,90 @@ def dumps(doc: dict) -> str:
 
 def write_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and rename, so a reader never sees half a file."""
+    write_atomic_stream(path, (text,))
+
+
+class Lazy:
+    """A value of a document computed only when :func:`iterdumps` reaches it (and not kept afterwards)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+
+#: list entries encoded per chunk by the fast path of :func:`iterdumps`
+_CHUNK = 65536
+
+
+def _fast_items(items: list) -> list[str] | None:
+    """The JSON texts of a list of plain strings or finite floats, or None (then the general path).
+
+    The texts are exactly those of :func:`json.dumps` (``ensure_ascii=False``) after :func:`jsonable`:
+    strings through the encoder's own ``encode_basestring``, floats through ``float.__repr__``.
+    """
+    from json.encoder import encode_basestring
+
+    kinds = set(map(type, items))
+    if kinds <= {str}:
+        return list(map(encode_basestring, items))
+    if kinds <= {float} and all(map(math.isfinite, items)):
+        return list(map(float.__repr__, items))
+    return None
+
+
+def iterdumps(value: Any, level: int = 0):
+    """The text of :func:`dumps` (without its final newline), in pieces; for writing large documents.
+
+    ``"".join(iterdumps(doc)) + "\n" == dumps(doc)`` for every document :func:`dumps` accepts; in
+    addition numpy arrays are converted row by row and :class:`Lazy` values are computed when
+    reached, so that the whole text (and every lazy value at once) is never held in memory.
+    """
+    if isinstance(value, Lazy):
+        yield from iterdumps(value.fn(), level)
+        return
+    if isinstance(value, dict):
+        if not value:
+            yield "{}"
+            return
+        inner = "\n" + "  " * (level + 1)
+        first = True
+        for k, v in value.items():
+            yield ("{" if first else ",") + inner + json.dumps(str(k), ensure_ascii=False) + ": "
+            first = False
+            yield from iterdumps(v, level + 1)
+        yield "\n" + "  " * level + "}"
+        return
+    if isinstance(value, np.ndarray) and value.ndim >= 1:
+        value = value if value.ndim == 1 else list(value)  # rows are converted one at a time
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if len(value) == 0:
+            yield "[]"
+            return
+        inner = "\n" + "  " * (level + 1)
+        sep = "," + inner
+        yield "[" + inner
+        for start in range(0, len(value), _CHUNK):
+            chunk = value[start:start + _CHUNK]
+            if isinstance(chunk, np.ndarray):
+                chunk = chunk.tolist()
+            texts = _fast_items(chunk) if isinstance(chunk, list) else None
+            if start:
+                yield sep
+            if texts is not None:
+                yield sep.join(texts)
+            else:
+                for i, v in enumerate(chunk):
+                    if i:
+                        yield sep
+                    yield from iterdumps(v, level + 1)
+        yield "\n" + "  " * level + "]"
+        return
+    yield json.dumps(jsonable(value), ensure_ascii=False, allow_nan=False)
+
+
+def write_atomic_stream(path: str | Path, pieces) -> None:
+    """Write the text ``pieces`` (an iterable of str) to ``path`` via a temporary file and rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -60,8 +145,9 @@ def write_atomic(path: str | Path, text: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20) as fh:
+            for piece in pieces:
+                fh.write(piece)
         os.replace(tmp, path)
     except BaseException:
         try:

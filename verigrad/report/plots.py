@@ -32,7 +32,7 @@ from matplotlib.ticker import LogLocator, NullLocator
 __all__ = ["png_bytes", "ulps_figure", "wrong_entries_figure", "draw_study", "study_figure", "study_grid_figure",
            "to_float", "FIGURE_FORMATS"]
 
-_DTYPE_COLOURS = {"float32": "#d95f02", "float64": "#1b9e77"}
+_DTYPE_COLOURS = {"float16": "#7570b3", "bfloat16": "#e7298a", "float32": "#d95f02", "float64": "#1b9e77"}
 _VERDICT_MARKERS = {"pass": "o", "fail": "X", "nonfinite": "^", "error": "s", "not exercised": "D",
                     "no estimate": "s"}
 
@@ -108,7 +108,7 @@ def ulps_figure(rows: Sequence[tuple[str, str, str, float]], *, title: str = "")
     finite = [u for *_, u in rows if math.isfinite(u) and u > 0]
     lo = min(finite + [1.0]) / 3
     hi = max(finite + [1.0]) * 3
-    offsets = {"float32": -0.12, "float64": 0.12}
+    offsets = {"float16": -0.36, "float32": -0.12, "float64": 0.12, "bfloat16": 0.36}
     for dtype, colour in _DTYPE_COLOURS.items():
         for verdict, marker in _VERDICT_MARKERS.items():
             xs, ys = [], []

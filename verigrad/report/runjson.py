@@ -30,7 +30,11 @@ def result_record(r) -> dict:
         if k in g:
             rec[k] = g[k]
     if r.extra:
-        rec["fd"] = r.extra
+        rest = {k: v for k, v in r.extra.items() if k != "second_order"}
+        if rest:
+            rec["fd"] = rest
+        if "second_order" in r.extra:  # hessian / hvp / hessian_diag candidates (docs/second-order.md)
+            rec["second_order"] = r.extra["second_order"]
     if r.stdout:
         rec["stdout"] = r.stdout[:10_000]
     return rec

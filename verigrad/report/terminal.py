@@ -316,9 +316,17 @@ def _expectation_text(r) -> str:
     if r.verdict == "error":
         return f"expected {r.expect}, but it could not be graded"
     if r.verdict == "not exercised":
-        return (f"expected {r.expect}, got not exercised: it returned float64 for {r.dtype} inputs, so {r.dtype} "
+        wider = getattr(r.grade, "returned_dtype", None) or "a wider type"
+        return (f"expected {r.expect}, got not exercised: it returned {wider} for {r.dtype} inputs, so {r.dtype} "
                 "never ran (add allow_upcast = true to the candidate if that is intended)")
     return f"expected {r.expect}, got {r.verdict}"
+
+
+def _second_order_lines(r) -> list[str]:
+    """Hessian / HVP results: the kind, the seeded direction, symmetry, second-order bug shapes, kinks."""
+    from verigrad.report.second import second_order_lines
+
+    return [_strip_crumb(line, r.case, r.dtype) for line in second_order_lines(r.extra)]
 
 
 def _unmet_block(r, *, verbose: bool) -> list:
@@ -331,6 +339,7 @@ def _unmet_block(r, *, verbose: bool) -> list:
             body.append(r.message)
     else:
         body.extend(_strip_crumb(w, r.case, r.dtype) for w in getattr(g, "warnings", ()) or ())
+        body.extend(_second_order_lines(r))
         body.extend(diagnosis_text(r))
         if r.kind != "code":
             body.append(_fd_reach(r))
@@ -421,6 +430,7 @@ def _verbose_details(r) -> list:
     g = r.grade
     if g is not None and r.kind == "code":
         lines.extend(_strip_crumb(w, r.case, r.dtype) for w in getattr(g, "warnings", ()) or ())
+        lines.extend(_second_order_lines(r))
         lines.extend(diagnosis_text(r))
         lines.extend(_worst_entries(r, VERBOSE_ENTRIES))
         # detection power: tolerance / scale per variable (an error of that fraction of its largest entry)
@@ -463,9 +473,23 @@ def case_details(rep, *, verbose: bool = False, quiet: bool = False):
             parts.extend(_verbose_details(r))
         elif not quiet and r.kind != "code" and r.verdict != "pass":
             parts.extend(_fd_note(r))
+    if not quiet:
+        parts.extend(_skipped_notes(rep))
     if not quiet or not rep.ok:
         parts.extend(_loss_code_notes(rep, verbose=verbose))
     return Group(*parts)
+
+
+def _skipped_notes(rep) -> list:
+    """One line per reason candidates were skipped (a framework not installed: docs/frameworks.md)."""
+    by_reason: dict[str, list[str]] = {}
+    for r in rep.results:
+        if r.verdict == "skipped":
+            reason = r.message.split("skipped: ", 1)[-1].split(" (", 1)[0]  # "torch is not installed: pip ..."
+            by_reason.setdefault(reason, []).append(r.candidate)
+    return [Para(f"- skipped {plural(len(dict.fromkeys(names)), 'candidate')} "
+                 f"({', '.join(dict.fromkeys(names))}): {reason}", indent=2, hang=4, style="yellow")
+            for reason, names in by_reason.items()]
 
 
 def _classic_counts(run) -> dict:

@@ -24,6 +24,10 @@ Isolation, call by call:
   limit (the worker is killed) or leaves threads running ends that worker; the
   next call starts a fresh one.  A call that raises (``SystemExit`` included)
   is reported and the worker goes on;
+* what user code says is untrusted text (:mod:`verigrad.runner.untrusted`): its file
+  descriptors 1 and 2 write into a private file (never into verigrad's output), and its
+  output, error messages and returned keys are escaped where they enter the records; what it
+  returns crosses the pipe as numbers and text only (an object becomes its ``repr``);
 * a worker never outlives its scope: it is stopped (killed if it does not exit)
   when the scope closes, it exits when the verigrad process's end of its pipe
   closes, and on Linux the kernel kills it if the verigrad process dies.
@@ -57,7 +61,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from verigrad.errors import CandidateError
-from verigrad.spec import CodeRef
+from verigrad.runner.adapters import adapted
+from verigrad.runner.untrusted import FdCapture, escape_text, escape_values, safe_str, unhide_numpy_warnings
+from verigrad.spec import CodeRef, is_float_dtype
 
 __all__ = ["CallResult", "call_isolated", "load_function", "normalise_gradient", "loss_code_evaluator",
            "worker_scope"]
@@ -75,7 +81,8 @@ class CallResult:
         Empty on success; otherwise what went wrong, in one paragraph.
     kind : str
         ``"ok"``, ``"load"`` (file/function missing), ``"signature"``, ``"raised"``,
-        ``"timeout"``, ``"crashed"``.
+        ``"timeout"``, ``"crashed"``; for PyTorch and JAX code (:mod:`verigrad.runner.adapters`)
+        also ``"missing"`` (the framework is not installed) and ``"device"`` (no such device here).
     stdout : str
         What the code printed (captured, never shown unasked).
     seconds : float
@@ -138,7 +145,7 @@ def _load_function(ref: CodeRef, code_cache: dict | None):
         try:
             spec.loader.exec_module(module)
         except BaseException as exc:  # noqa: BLE001 - user code may raise anything
-            raise CandidateError(f"{ref.text}: importing {path.name} raised {type(exc).__name__}: {exc}",
+            raise CandidateError(f"{ref.text}: importing {path.name} raised {type(exc).__name__}: {safe_str(exc)}",
                                  kind="load") from None
     finally:
         with contextlib.suppress(ValueError):
@@ -173,19 +180,45 @@ def _signature_problem(fn, names: Sequence[str]) -> str:
     return ""
 
 
-def _run_batch(ref: CodeRef, calls: list, code_cache: dict) -> tuple:
-    """Run one batch in this (worker) process: ``(kind, error, stdout, values)``, never raising."""
+def _run_batch(ref: CodeRef, calls: list, code_cache: dict, capture: FdCapture | None = None) -> tuple:
+    """Run one batch in this (worker) process: ``(kind, error, stdout, values)``, never raising.
+
+    What the code prints through ``sys.stdout``/``sys.stderr`` (warnings included) and what it
+    writes to descriptors 1 and 2 (``capture``) are both returned as its output.
+    """
     buf = io.StringIO()
+    try:
+        if capture is not None:
+            capture.begin()
+        reply = _run_calls(ref, calls, code_cache, buf)
+    except BaseException as exc:  # noqa: BLE001 - anything user code can make the machinery raise
+        reply = ("crashed", f"{ref.text}: result could not be returned: {type(exc).__name__}: {safe_str(exc)}",
+                 None, None)
+    raw = ""
+    if capture is not None:
+        try:
+            raw = capture.end()
+        except BaseException:  # noqa: BLE001
+            raw = ""
+    try:
+        out = buf.getvalue()
+    except BaseException:  # noqa: BLE001
+        out = ""
+    return (reply[0], reply[1], out + raw, reply[3])
+
+
+def _run_calls(ref: CodeRef, calls: list, code_cache: dict, buf: io.StringIO) -> tuple:
     try:
         sys.stdin = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             try:
-                fn = _load_function(ref, code_cache)
+                # PyTorch or JAX code is wrapped by its framework's adapter (runner.adapters)
+                fn = adapted(lambda: _load_function(ref, code_cache), ref)
             except CandidateError as exc:
-                return ("load", str(exc), buf.getvalue(), None)
+                return (exc.fields.get("kind", "load"), str(exc), None, None)
             problem = _signature_problem(fn, list(calls[0].kwargs) if calls else [])
             if problem:
-                return ("signature", f"{ref.text}: {problem}", buf.getvalue(), None)
+                return ("signature", f"{ref.text}: {problem}", None, None)
             out = []
             for call in calls:
                 try:
@@ -195,24 +228,33 @@ def _run_batch(ref: CodeRef, calls: list, code_cache: dict) -> tuple:
                     frame = next((f for f in reversed(tb) if Path(f.filename).resolve() == Path(ref.path).resolve()),
                                  tb[-1] if tb else None)
                     at = f" at {Path(frame.filename).name}:{frame.lineno} ({frame.line})" if frame else ""
-                    return ("raised", f"{ref.text} raised {type(exc).__name__}: {exc}{at}", buf.getvalue(), None)
+                    return ("raised", f"{ref.text} raised {type(exc).__name__}: {safe_str(exc)}{at}", None, None)
                 out.append(_plain(res))
-        return ("ok", "", buf.getvalue(), out)
+        return ("ok", "", None, out)
     except BaseException as exc:  # noqa: BLE001 - anything user code can make the machinery raise
-        return ("crashed", f"{ref.text}: result could not be returned: {type(exc).__name__}: {exc}",
-                buf.getvalue(), None)
+        return ("crashed", f"{ref.text}: result could not be returned: {type(exc).__name__}: {safe_str(exc)}",
+                None, None)
 
 
 def _plain(value: Any) -> Any:
     """Make a return value picklable and detached (numpy arrays, dicts, lists)."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {safe_str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     try:
-        return np.array(value)
+        arr = np.array(value)
     except Exception:  # noqa: BLE001
+        return _repr(value)
+    # an object array would carry user objects (and their pickling code) to the parent: send text
+    return _repr(value) if arr.dtype.kind == "O" else arr
+
+
+def _repr(value: Any) -> str:
+    try:
         return repr(value)
+    except BaseException:  # noqa: BLE001
+        return safe_str(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,6 +435,8 @@ def _die_with_parent(parent_pid: int) -> None:
 
 #: the worker's answer to a batch it will not run (its state could not be restored): use a fresh worker
 _RETIRED = "retired"
+#: the worker's exit code when it cannot answer because user code closed its pipe to verigrad
+_EXIT_PIPE_CLOSED = 86
 
 
 def _worker_main(conn, parent_end, parent_pid: int) -> None:
@@ -408,6 +452,11 @@ def _worker_main(conn, parent_end, parent_pid: int) -> None:
     parent_end.close()  # so that the parent closing its end is seen here as end of file
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     _die_with_parent(parent_pid)
+    try:
+        capture = FdCapture()  # descriptors 1 and 2 of user code go to a private file, never to verigrad's
+    except OSError:
+        capture = None
+    unhide_numpy_warnings()
     state = _ProcessState()
     threads = set(threading.enumerate())
     kept: dict[str, np.ndarray] = {}
@@ -431,18 +480,20 @@ def _worker_main(conn, parent_end, parent_pid: int) -> None:
             reply, retire = ("crashed", f"{ref.text}: the worker could not read the call: {type(exc).__name__}: "
                              f"{exc}", "", None), True
         else:
-            reply = _run_batch(ref, calls, code_cache)
+            reply = _run_batch(ref, calls, code_cache, capture)
             del calls, encoded
             # a thread the user's code left running could change later calls: this worker retires
             retire = any(t.is_alive() for t in threading.enumerate() if t not in threads)
         try:
             conn.send((*reply, retire))
+        except OSError:  # the user's code closed the descriptor of this pipe (os.closerange)
+            os._exit(_EXIT_PIPE_CLOSED)
         except BaseException as exc:  # noqa: BLE001 - an unpicklable result
             try:
-                conn.send(("crashed", f"{ref.text}: result could not be returned: {type(exc).__name__}: {exc}",
-                           reply[2], None, retire))
+                conn.send(("crashed", f"{ref.text}: result could not be returned: {type(exc).__name__}: "
+                           f"{safe_str(exc)}", reply[2], None, retire))
             except BaseException:  # noqa: BLE001
-                break
+                os._exit(_EXIT_PIPE_CLOSED)
         del reply
         if retire:
             break
@@ -523,8 +574,17 @@ class _Workers:
                 w.proc.join(timeout=5)
                 code = w.proc.exitcode
                 self._discard(kill=True)
-                return CallResult(error=f"{ref.text} ended the process (exit code {code}) without returning",
-                                  kind="crashed", seconds=time.perf_counter() - t0)
+                if code == _EXIT_PIPE_CLOSED:
+                    why = ("closed file descriptors it did not open (os.close / os.closerange), among them the "
+                           "worker's pipe to verigrad, so its result could not be returned")
+                else:
+                    why = f"ended the process (exit code {code}) without returning"
+                return CallResult(error=f"{ref.text} {why}", kind="crashed", seconds=time.perf_counter() - t0)
+            except Exception as exc:  # noqa: BLE001 - a reply that cannot be read is the candidate's failure
+                self._discard(kill=True)
+                return CallResult(error=f"{ref.text}: its result could not be read: {type(exc).__name__}: "
+                                  f"{escape_text(safe_str(exc), 500)}", kind="crashed",
+                                  seconds=time.perf_counter() - t0)
             self._busy = False
             if reply == _RETIRED:  # its state could not be restored after the last batch: a fresh worker
                 self._discard(kill=True)
@@ -532,8 +592,9 @@ class _Workers:
             kind, error, stdout, values, retire = reply
             if retire:
                 self._discard(kill=True)
-            return CallResult(values=values or [], error=error, kind=kind, stdout=stdout,
-                              seconds=time.perf_counter() - t0)
+            # what comes back is untrusted text: escaped here, where it enters verigrad's records
+            return CallResult(values=escape_values(values or []), error=escape_text(error),
+                              kind=kind, stdout=escape_text(stdout or ""), seconds=time.perf_counter() - t0)
         return CallResult(error=f"{ref.text}: could not start a worker process", kind="crashed",
                           seconds=time.perf_counter() - t0)
 
@@ -637,7 +698,8 @@ def normalise_gradient(value: Any, variables: Mapping[str, tuple[int, ...]], lab
         if n not in got:
             continue
         arr = got[n]
-        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiuc" or arr.dtype == object:
+        if not isinstance(arr, np.ndarray) or (arr.dtype.kind not in "fiuc" and not is_float_dtype(arr.dtype)) \
+                or arr.dtype == object:  # is_float_dtype: bfloat16 is numpy kind "V"
             problems.append(f"{label}: {n} is not a numeric array (got {type(arr).__name__}: {str(arr)[:60]})")
             continue
         if arr.dtype.kind == "c":
@@ -660,15 +722,22 @@ def loss_code_evaluator(case):
     Each list is one batch of :func:`call_isolated` (the scope's worker inside
     :func:`worker_scope`), with a budget of 10 x ``[limits] candidate_seconds``.
     """
+    # integer constants (labels, indices) are not graph leaves, so the finite-difference points lack
+    # them: every call gets them, as int64 copies (the user's code may write into its arguments)
+    integers = [s for s in getattr(case, "symbols", ()) if getattr(s, "integer", False)]
+
     def evaluate(calls):
+        if integers:
+            calls = [{**{s.name: np.array(s.value, dtype=np.int64) for s in integers}, **c} for c in calls]
         res = call_isolated(case.loss_code, calls, timeout=case.limits.candidate_seconds * 10)
         if not res.ok:
             raise CandidateError(f"{case.path}::{case.name}::loss_code: {res.error}")
         out = []
         for v in res.values:
             a = np.asarray(v)
-            if a.dtype.kind not in "fc" or a.size != 1:
-                if a.dtype.kind not in "fc" and a.size == 1:
+            real = is_float_dtype(a.dtype) or a.dtype.kind == "c"  # bfloat16 is numpy kind "V"
+            if not real or a.size != 1:
+                if not real and a.size == 1:
                     raise CandidateError(f"{case.path}::{case.name}::loss_code: returned {a.dtype} {a!r}, "
                                          f"expected a float (or complex, for the complex step) scalar")
                 raise CandidateError(f"{case.path}::{case.name}::loss_code: returned shape {list(a.shape)}, "

@@ -209,13 +209,23 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
     check (which differences ``loss_code``) differenced another function: its note then says so
     (outcome ``other loss``) instead of calling the verdict a false alarm or a missed bug.
     """
-    from verigrad.grading import grade
+    from verigrad.grading import baseline_error_model, grade
 
     case = model.case
     dtype = truth.dtype
     label = f"{case.name} › {cand.name} › {dtype.value}"
     kwargs = {k: np.array(v, copy=True) for k, v in truth.point.items()}
-    call = call_isolated(cand.code, [kwargs], timeout=timeout)
+    from verigrad.runner.adapters import FRAMEWORK_IMPORT_SECONDS, FrameworkRef, candidate_ref
+
+    ref = candidate_ref(case, cand)
+    call = None
+    if isinstance(ref, FrameworkRef):
+        # importing PyTorch or JAX (seconds, once per worker) is not the candidate's time: a batch of
+        # no calls does it first; what it cannot get past (the framework missing, the module failing
+        # to import, a device that is not here) is the candidate's result
+        call = call_isolated(ref, [], timeout=timeout + FRAMEWORK_IMPORT_SECONDS)
+        call = None if call.kind in ("ok", "signature") else call
+    call = call or call_isolated(ref, [kwargs], timeout=timeout)
 
     def result(verdict: str, message: str, g=None) -> Result:
         expect = cand.expectation(dtype)
@@ -224,11 +234,19 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
             met = verdict == "pass" or (verdict == "not exercised" and cand.allow_upcast)
         else:
             met = verdict in ("fail", "nonfinite")  # a buggy candidate must be *caught*, not crash
+        if verdict == "skipped":
+            met = None  # its framework is not installed here: informational, neither met nor failed
         return Result(case.name, cand.name, "code", dtype.value, expect.value, verdict, met, g, message,
                       call.stdout, call.seconds)
 
+    if call.kind == "missing":  # a PyTorch/JAX candidate without its framework (docs/frameworks.md)
+        return result("skipped", call.error)
     if not call.ok:
         return result("error", call.error)
+    beyond = truth_overflow(truth)
+    if beyond:
+        # the correctly rounded answer is inf: no value of the dtype can be graded as right or wrong
+        return result("error", f"{label}: {beyond}")
     shapes = {n: model.shape(n) for n in model.gradient}
     value, problems = normalise_gradient(call.values[0], shapes, label)
     transposed = _transposed_returns(call.values[0], shapes, truth, label)
@@ -246,14 +264,18 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
         from verigrad.grading import DDTruth
 
         graded = {n: DDTruth(truth.gradient_hi[n], truth.gradient_lo[n]) for n in kinks.truth}
+    # the per-entry tolerance (docs/numerics.md): a bound of the baseline's own rounding error at each
+    # entry, in any order of its sums; not on a kink, where the graded value is a subgradient
+    emodel = None if kinks.at_kink else baseline_error_model(model, truth.point, dtype.numpy)
     g = grade(truth=graded, value=value, baseline=kinks.baseline, dtype=dtype.numpy, case=case.name,
-              candidate=cand.name, tolerances=_tolerances(case))
+              candidate=cand.name, tolerances=_tolerances(case), error_model=emodel)
     if g.verdict.value == "fail" and len(loss_terms(model)) > 1:
         # the loss is a sum of terms: is the candidate missing one term's gradient, or its sign?
         terms = term_gradients(model, truth.point)
         if terms:
             g = grade(truth=graded, value=value, baseline=kinks.baseline, dtype=dtype.numpy, case=case.name,
-                      candidate=cand.name, tolerances=_tolerances(case), term_gradients=terms)
+                      candidate=cand.name, tolerances=_tolerances(case), term_gradients=terms,
+                      error_model=emodel)
     verdict = g.verdict.value.lower()
     msgs = g.messages() if hasattr(g, "messages") else []
     res = result(verdict, msgs[0] if msgs else "", g)
@@ -283,6 +305,28 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
                 note["outcome"] = ClassicOutcome.OTHER_LOSS
             res = Result(**{**res.__dict__, "extra": {**res.extra, "classic": note}})
     return res
+
+
+def truth_overflow(truth: Truth) -> str:
+    """Why ``truth``'s gradient cannot be graded in its dtype, or "" (every entry is finite there).
+
+    An exact gradient entry beyond the dtype's largest value (float16: 65504) rounds to inf:
+    no candidate of that dtype can return it, so a ``nonfinite`` verdict would blame the
+    candidate for the format. The message names the first such entry.
+    """
+    dt = truth.dtype.numpy
+    for name, g in truth.as_float64().items():
+        with np.errstate(over="ignore"):
+            over = ~np.isfinite(np.asarray(g, dtype=np.float64).astype(dt))
+        if np.any(over):
+            first = tuple(int(i) for i in np.argwhere(over)[0]) if over.ndim else ()
+            at = f"[{', '.join(map(str, first))}]" if first else ""
+            return (f"the exact gradient overflows {truth.dtype.value} at {name}{at} (truth "
+                    f"{float(np.asarray(g)[first]):.6g}, largest {truth.dtype.value} {truth.dtype.max:.6g}) and "
+                    f"{int(over.sum())} entr{'y' if over.sum() == 1 else 'ies'} in all: no {truth.dtype.value} "
+                    f"value represents it, so no candidate can be graded in {truth.dtype.value} here; rescale the "
+                    f"loss, or leave {truth.dtype.value} out of [check] dtypes")
+    return ""
 
 
 def truth_size(truth: Truth) -> int:
@@ -493,10 +537,15 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
                 if case.loss_code is not None:
                     loss_code[dt.value] = grade_loss_code(model, truth)
                 other_loss = loss_code.get(dt.value, {}).get("verdict") in ("fail", "nonfinite")
-                plan = (classic_plan(model, point, dt) if case.candidates and with_fd and case.check.classic
-                        else None)
+                plan = (classic_plan(model, point, dt) if with_fd and case.check.classic
+                        and any(c.kind.order == 1 for c in case.candidates) else None)
+                second_cache = None
                 for cand in case.candidates:
                     note(f"{case.name} › {cand.name} › {dt.value}")
+                    if cand.kind.order == 2:  # hessian, hvp, hessian_diag (runner/second.py)
+                        second_cache, res = grade_second_order(model, cand, point, dt, second_cache)
+                        results.append(res)
+                        continue
                     results.append(grade_candidate(model, cand, truth, baseline, timeout=case.limits.candidate_seconds,
                                                    classic=plan, other_loss=other_loss))
                 if with_fd and case.check.schemes:
@@ -504,6 +553,12 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
 
                     note(f"{case.name} › finite differences › {dt.value}")
                     results.extend(grade_schemes(model, truth, baseline))
+                if with_fd:  # FD Hessians / HVPs (runner/secondfd.py): informational rows
+                    from verigrad.runner.secondfd import default_second_schemes, grade_second_schemes
+
+                    if default_second_schemes(case):
+                        note(f"{case.name} › second-order finite differences › {dt.value}")
+                        results.extend(grade_second_schemes(model, point, dt, second_cache))
     except VerigradError as exc:
         return CaseReport(str(path), case.name, case.description, error=str(exc), results=tuple(results),
                           truths=truths, seconds=time.perf_counter() - t0, parameters=case.parameter_count,
@@ -511,6 +566,20 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
     return CaseReport(str(path), case.name, case.description, results=tuple(results), truths=truths,
                       seconds=time.perf_counter() - t0, parameters=case.parameter_count, seed=case.seed,
                       rng=case.rng.value, loss_code=loss_code)
+
+
+def grade_second_order(model: Model, cand: CandidateSpec, point: dict[str, np.ndarray], dtype: Dtype, cache=None):
+    """A second-order candidate's Result (and the truths it certified, shared by the next ones of the dtype)."""
+    from verigrad.runner.second import SecondCache, grade_second_candidate
+
+    cache = cache if cache is not None else SecondCache()
+    terms = loss_terms(model)
+    terms = [(sign, node, term_text(node) if sign > 0 else f"-({term_text(node)})") for sign, node in terms
+             if node.shape == () and node.variables] if len(terms) > 1 else []
+    res = grade_second_candidate(model, cand, point, dtype, timeout=model.case.limits.candidate_seconds,
+                                 digits=truth_digits(model.case), tolerances=_tolerances(model.case), cache=cache,
+                                 terms=terms)
+    return cache, res
 
 
 def unique_name(rep: CaseReport, path, seen: dict[str, str]) -> CaseReport:
@@ -556,9 +625,11 @@ def case_reports(files, dtypes, with_fd: bool, jobs: int):
     import concurrent.futures as cf
     import multiprocessing as mp
 
+    warm_imports()  # once here, not once per pool process: they fork with the modules loaded
     # not multiprocessing.Pool: its processes are daemonic and may not start candidate workers
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"), initializer=_pool_worker_init)
-    futures = {f: pool.submit(run_case, f, dtypes=dtypes, with_fd=with_fd) for f in files}
+    # the longest cases first (the pool takes them in submission order): no long case starts last
+    futures = {f: pool.submit(run_case, f, dtypes=dtypes, with_fd=with_fd) for f in submission_order(files)}
     try:
         yield lambda f, note: (note(f"{Path(f).stem} (worker)"), futures[f].result())[1]
     except BaseException:
@@ -566,6 +637,47 @@ def case_reports(files, dtypes, with_fd: bool, jobs: int):
         raise
     else:
         pool.shutdown(wait=True)
+
+
+def submission_order(files) -> list:
+    """``files`` with the (probably) longest cases first, to balance parallel workers.
+
+    The cost of a case is not known before it runs; the size of its file is a cheap proxy
+    (more symbols, candidates and schemes).  Run in this order, no worker starts a long case
+    when the others are about to finish: on the shipped corpus (23 cases, 2 workers, the
+    case times of a serial run) the simulated wall time is 5.0 s against 5.4 s in file order
+    and 4.9 s knowing every time in advance.  Ties keep file order.
+    """
+    def size(f) -> int:
+        try:
+            return Path(f).stat().st_size
+        except OSError:
+            return 0
+
+    return sorted(files, key=lambda f: -size(f))
+
+
+def warm_imports() -> None:
+    """Import what the cases of a corpus need (flint, the fast engine, grading, kinks, scipy's linprog, ...).
+
+    A process pool forks after this, so its processes start with these modules loaded
+    instead of each importing them again: on an idle machine about 0.3 s per process for
+    verigrad's own modules and python-flint, and about 1 s for ``scipy.optimize``, which the
+    grading at a kink needs (``linprog``: the nearest valid subgradient) and most corpora
+    have kinks (ReLU, abs, max).  With 2 processes that is over a second of CPU per process
+    that the pool would spend twice, out of about 7 s for the shipped corpus.
+    """
+    import scipy.optimize  # noqa: F401 - kinks.acceptance (linprog)
+    import scipy.sparse  # noqa: F401
+
+    import verigrad.engine.arb  # noqa: F401 - python-flint
+    import verigrad.engine.fastball  # noqa: F401
+    import verigrad.engine.lines  # noqa: F401
+    import verigrad.fd  # noqa: F401
+    import verigrad.grading  # noqa: F401
+    import verigrad.kinks  # noqa: F401
+    import verigrad.runner.fdcheck  # noqa: F401
+    import verigrad.studies  # noqa: F401
 
 
 def _terminate(pool) -> None:

@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from verigrad.schemes.scheme import Scheme, _build_linear
+from verigrad.spec import is_float_dtype
 from verigrad.schemes.syntax import format_value
 from verigrad.schemes.weights import _fmt
 
@@ -108,8 +109,8 @@ class Estimate:
 
 def _dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype)
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    if not is_float_dtype(dt) or dt.itemsize > 8:
+        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64, got {dt}")
     return dt
 
 

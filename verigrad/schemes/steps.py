@@ -18,7 +18,7 @@ import numbers
 import numpy as np
 
 from verigrad.schemes.scheme import Scheme, SchemeKind
-from verigrad.spec import StepMode
+from verigrad.spec import StepMode, is_float_dtype
 
 __all__ = ["default_step", "default_step_grid", "nominal_steps", "representable_step"]
 
@@ -44,8 +44,9 @@ def _check_step(h: object) -> float:
 
 def _real_float_array(x: object, *, what: str) -> np.ndarray:
     arr = np.asarray(x)
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{what} must be a real floating-point array (float32 or float64), got dtype {arr.dtype}")
+    if not is_float_dtype(arr.dtype):
+        raise TypeError(f"{what} must be a real floating-point array (float16, bfloat16, float32 or float64), "
+                        f"got dtype {arr.dtype}")
     return arr
 
 
@@ -55,8 +56,9 @@ def _real_float_dtype(dtype: object, *, allow_complex: bool) -> np.dtype:
     except TypeError:
         raise TypeError(f"dtype must be a numpy floating dtype such as float32 or float64, got {dtype!r}") from None
     kinds = "fc" if allow_complex else "f"
-    if dt.kind not in kinds:
-        allowed = "float32, float64 (or complex64, complex128)" if allow_complex else "float32 or float64"
+    if dt.kind not in kinds and not is_float_dtype(dt):
+        allowed = ("float16, bfloat16, float32, float64 (or complex64, complex128)" if allow_complex
+                   else "float16, bfloat16, float32 or float64")
         raise TypeError(f"dtype must be {allowed}, got {dt}")
     return dt
 
@@ -197,9 +199,11 @@ def default_step_grid(scheme: Scheme, dtype: object, count: int = 30) -> np.ndar
     Returns
     -------
     ndarray of float64, shape ``(count,)``
-        Ascending, from ``100 * eps`` to ``1`` for linear schemes (``(100 eps)**(1/q)`` for the
-        q-th derivative, whose round-off grows as ``1/h**q``); from ``eps**2`` to ``1`` for the
-        complex step.
+        Ascending, from ``lo = min(100 eps, eps**(2/3))`` to ``1`` for linear schemes (``lo**(1/q)``
+        for the q-th derivative, whose round-off grows as ``1/h**q``); from ``eps**2`` to ``1`` for
+        the complex step. ``lo`` is ``100 eps`` in float32 and float64; in float16 (``eps = 2**-10``)
+        and bfloat16 (``2**-7``) ``100 eps`` would be 0.1 and 0.8, past the optimal step, so the
+        grid starts at ``eps**(2/3)`` (0.0099 and 0.039) instead.
 
     Notes
     -----
@@ -223,7 +227,9 @@ def default_step_grid(scheme: Scheme, dtype: object, count: int = 30) -> np.ndar
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 2:
         raise ValueError(f"count must be an int >= 2, got count={count!r}")
     eps = float(np.finfo(dt).eps)
-    lo = eps**2 if scheme.kind is SchemeKind.COMPLEX_STEP else (100.0 * eps) ** (1.0 / scheme.derivative)
+    # min(100 eps, eps**(2/3)): 100 eps for float32/float64; in half precision 100 eps is already
+    # 0.1 (float16) or 0.8 (bfloat16), past the optimum, and eps**(2/3) keeps the round-off arm in view
+    lo = eps**2 if scheme.kind is SchemeKind.COMPLEX_STEP else min(100.0 * eps, eps ** (2 / 3)) ** (1.0 / scheme.derivative)
     grid = np.logspace(math.log10(lo), 0.0, int(count), dtype=np.float64)
     grid[0], grid[-1] = lo, 1.0
     return grid

@@ -214,7 +214,8 @@ def run_adaptive_study(model: Model, *, dtype: Dtype, method: Ridders | NumDeriv
                 x = Fraction(float(point[name].reshape(-1)[i]))
                 ex[(name, i)] = x + off * hq * e
                 if e == 1:
-                    fl[(name, i)] = float(np_dt.type(np_dt.type(x) + np_dt.type(t)))
+                    # float(x) is exact (x is a value of the dtype); bfloat16 does not take a Fraction
+                    fl[(name, i)] = float(np_dt.type(np_dt.type(float(x)) + np_dt.type(t)))
                 else:
                     from verigrad.engine.backends import round_fraction
 

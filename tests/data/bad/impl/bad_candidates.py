@@ -54,4 +54,24 @@ def changes_global_state(w, b, c):
     return good(w=w, b=b, c=c)
 
 
+def surrogate_text(w, b, c):
+    print("unpaired \ud800 surrogate")
+    raise ValueError("bad \udfff text")
+
+
+def raw_descriptors(w, b, c):
+    import os
+
+    os.write(1, b"straight to fd 1\n")
+    os.write(2, b"straight to fd 2\n")
+    return good(w=w, b=b, c=c)
+
+
+def closes_descriptors(w, b, c):
+    import os
+
+    os.closerange(0, 4096)
+    return good(w=w, b=b, c=c)
+
+
 not_a_function = 42

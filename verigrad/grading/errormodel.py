@@ -1,0 +1,489 @@
+"""The error model of the float baseline: a per-entry bound of the rounding error in any order.
+
+The float baseline is the exact gradient graph evaluated naively in the dtype ``p`` under test
+(unit roundoff ``u = 2**-t``, ``t`` = 24 or 53).  :func:`baseline_error_model` walks the same
+graph once, in float64, carrying with every value ``x`` two magnitudes, in units of ``u``: ``I``,
+errors independent from entry to entry (they come from different roundings), and ``C``, errors
+shared by many entries (one rounding that reached them through a broadcast or a gather).  The
+model of entry ``i`` of the gradient is ``m_i = u (I_i + C_i)``: to first order in ``u``, the
+rounding error of evaluating it in ``p`` -- in the graph's order or in another order of the same
+sums, as a hand-written candidate does.  ``m_i / |g_i|`` is the entry's *conditioning as
+computed*: a few ulps where the entry is a short computation, many where it is a sum of terms
+that cancel.  :func:`verigrad.grading.grade` (``error_model=``) gives each entry its own
+tolerance from it.
+
+Rules (``|.|`` elementwise; ``Q`` below):
+
+==============  ===========================================  =============================
+node            ``I``                                        ``C``
+==============  ===========================================  =============================
+leaf            0 (the point of dtype ``p`` is exact)        0
+constant c      0                                            ``|c|`` unless ``fl_p(c) = c``
+``a +- b``      ``I_a + I_b + |a| + |b|`` (re-association)   ``C_a + C_b``
+``a * b``       ``|b| I_a + |a| I_b + |a b|``                ``|b| C_a + |a| C_b``
+``a / b``       ``(I_a + |a/b| I_b) / |b| + |a/b|``          the same without the rounding
+``a ** b``      partials times ``I`` + ``2 |a**b|``          partials times ``C``
+``f(a)``        ``|f'(a)| I_a + c |f(a)|``                   ``|f'(a)| C_a``
+sum of n        ``sqrt(sum I_j**2) + Q``                     ``sum C_j``
+matmul (k)      ``sqrt(|A|**2 I_B**2 + I_A**2 |B|**2)``      ``|A| C_B + C_A |B|``
+                ``+ sqrt(A**2 B**2) + Q``
+logsumexp       ``sqrt(sum (p_j I_j)**2) + sum p_j |x_j-m|``  ``sum p_j C_j``
+                ``+ 2 + sqrt(n-1) + 3 |log s| + |m|``
+max, maximum    the largest of the arguments'                the same
+broadcast,      0                                            ``C + I`` of the source
+gather
+structure       transpose, slice, reshape, scatter move ``I`` and ``C`` with the value
+==============  ===========================================  =============================
+
+``c = 4`` for numpy's own functions (a few ulps for an exact argument) and ``c = 8`` for the
+stable composite forms of :mod:`verigrad.expr.functions` (sigmoid, its derivative, dtanh,
+softplus); ``f'`` is a float64 one-sided difference (a weight, not a value).  ``Q`` is the root
+mean square, over the orders of summation, of ``sqrt(sum_k s_k**2)`` with ``s_k`` the partial
+sums: for a uniformly random order of ``n`` terms with mean ``mu`` and variance ``var``,
+``Q**2 = mu**2 n (n+1) (2n+1) / 6 + var n (n+1) / 6``.  A sum in some order has the rounding
+error ``sum_k delta_k s_k`` with ``|delta_k| <= u``; for independent roundings its standard
+deviation is ``u sqrt(sum s_k**2) / sqrt(3)``, so ``u Q`` is about 1.7 of them for a typical order
+(N. J. Higham and T. Mary, "A new approach to probabilistic rounding error analysis", SIAM J. Sci.
+Comput. 41, 2019, for the probabilistic view).  Everything else is a worst case: partial
+derivatives in absolute value, a full ``u`` per rounding, the errors inside an elementwise chain
+added linearly.  The grade multiplies ``m`` by ``entry_lambda = 2``.
+
+Examples
+--------
+>>> from verigrad.casefile.loader import load_case_text, point_in_dtype
+>>> from verigrad.engine.model import compile_case
+>>> from verigrad.spec import Dtype
+>>> model = compile_case(load_case_text('''
+... name = "sq"
+... loss = "sum(x**2) / 2"
+... [symbols]
+... x = { value = [3.0, -0.5] }
+... '''))
+>>> m = baseline_error_model(model, point_in_dtype(model.point, Dtype.FLOAT32), np.float32)
+>>> [float(v / 2.0 ** -24) for v in m["x"]]  # in units of u: the gradient is (1/2) (2 x), two roundings
+[6.0, 1.0]
+"""
+
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["SPREAD_SIGMAS", "baseline_error_model", "baseline_error_spread"]
+
+
+#: numpy's own implementations, accurate to a few ulps of the result for an exact argument
+_LIBRARY = frozenset({"exp", "log", "log1p", "expm1", "sqrt", "square", "sin", "cos", "tan", "sinh", "cosh",
+                      "tanh", "arcsin", "arccos", "arctan", "relu", "abs", "step", "sign"})
+
+
+def _rho(n: int) -> float:
+    return math.sqrt(max(n - 1, 0))
+
+
+def _abs_deriv(fn: Any, x: np.ndarray) -> np.ndarray:
+    """``|f'(x)|`` estimated by the larger one-sided float64 difference (a weight, not a value)."""
+    h = np.maximum(np.abs(x), 2.0 ** -20) * 2.0 ** -20
+    with np.errstate(all="ignore"):
+        f0 = fn.np_f(x)
+        up = np.abs(fn.np_f(x + h) - f0) / h
+        dn = np.abs(f0 - fn.np_f(x - h)) / h
+        d = np.fmax(up, dn)  # one side may leave the domain (log at 0): the other is used
+    return np.where(np.isnan(d), np.inf, d)
+
+
+def baseline_error_model(model: Any, point: Mapping[str, np.ndarray], dtype: Any, *, spread: bool = True,
+                         samples: int = 128, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per variable, per entry: a first-order bound ``u E_i`` of the rounding error of the gradient in ``dtype``.
+
+    Parameters
+    ----------
+    model : verigrad.engine.model.Model
+        The compiled case (its ``gradient`` graphs are walked).
+    point : mapping of str to ndarray
+        The values of every leaf in ``dtype`` (a truth's ``point``).
+    dtype : numpy.float32 or numpy.float64
+    spread : bool, default True
+        Return ``min(u E_i, SPREAD_SIGMAS sigma_i)`` with ``sigma_i`` from
+        :func:`baseline_error_spread` (the signed propagation of random roundings); ``False``
+        gives the worst-case bound ``u E_i`` alone.
+    samples, seed : int
+        Passed to :func:`baseline_error_spread` (fixed seed: the grade is reproducible).
+
+    Returns
+    -------
+    dict of str to ndarray of float64
+        In the variable's shape; ``inf`` where the model has no bound (an infinite
+        derivative, an overflow).  See the module docstring for the rules.
+
+    See the module docstring for the rules and an example.
+    """
+    from verigrad.engine.backends import FloatBackend
+    from verigrad.expr.evaluate import _align, _batched_axes, eval_node
+    from verigrad.expr.graph import ELEMENTWISE_BINARY, Op, topological
+
+    dt = np.dtype(dtype)
+    t = np.finfo(dt).nmant + 1
+    u = 2.0 ** -t
+    bk = FloatBackend(np.float64)
+    outputs = list(model.gradient.values())
+    leaves = {name: np.asarray(point[name], dtype=np.float64)[None, ...] for name in model.leaves}
+    val: dict[int, np.ndarray] = {}
+    ind: dict[int, np.ndarray] = {}  # I: errors independent from entry to entry
+    coh: dict[int, np.ndarray] = {}  # C: errors shared by entries (through a broadcast)
+    with np.errstate(all="ignore"):
+        for n in topological(outputs):
+            op = n.op
+            args = [val[a.id] for a in n.args]
+            x = eval_node(n, args, leaves, bk)
+            nd = len(n.shape)
+            zero = np.broadcast_to(np.zeros((), dtype=np.float64), x.shape)  # no memory for exact values
+            if op in ELEMENTWISE_BINARY or op in (Op.NEG, Op.UNARY):
+                args = [_align(y, nd) for y in args]
+                ia = [_align(ind[a.id], nd) for a in n.args]
+                ca = [_align(coh[a.id], nd) for a in n.args]
+            else:
+                ia = [ind[a.id] for a in n.args]
+                ca = [coh[a.id] for a in n.args]
+            if op is Op.LEAF:
+                i_, c_ = zero, zero
+            elif op is Op.CONST:
+                i_, c_ = zero, (zero if _const_exact(n.params, dt) else np.abs(x))
+            elif op in (Op.ADD, Op.SUB):
+                a, b = args
+                i_ = ia[0] + ia[1] + np.abs(a) + np.abs(b)
+                c_ = ca[0] + ca[1]
+            elif op is Op.MUL:
+                a, b = np.abs(args[0]), np.abs(args[1])
+                i_ = b * ia[0] + a * ia[1] + np.abs(x)
+                c_ = b * ca[0] + a * ca[1]
+            elif op is Op.DIV:
+                b, q = np.abs(args[1]), np.abs(x)
+                i_ = (ia[0] + q * ia[1]) / b + q
+                c_ = (ca[0] + q * ca[1]) / b
+            elif op is Op.POW:
+                a, b = args
+                da = np.abs(b * a ** (b - 1))
+                db = np.abs(x * np.log(np.abs(a)))
+                i_ = _wt(da, ia[0]) + _wt(db, ia[1]) + 2 * np.abs(x)
+                c_ = _wt(da, ca[0]) + _wt(db, ca[1])
+            elif op is Op.NEG:
+                i_, c_ = ia[0], ca[0]
+            elif op is Op.UNARY:
+                d = _abs_deriv(n.fn, args[0])
+                # numpy's functions: a few ulps; the composite formulas (stable forms of sigmoid, its
+                # derivative, dtanh, softplus: exp(-|a|) and a few operations) up to about twice that
+                c = 4.0 if n.fn.name in _LIBRARY else 8.0
+                i_ = _wt(d, ia[0]) + c * np.abs(x)
+                c_ = _wt(d, ca[0])
+            elif op is Op.MAXIMUM:
+                i_, c_ = np.maximum(ia[0], ia[1]), np.maximum(ca[0], ca[1])
+            elif op is Op.TIE_WEIGHT:
+                i_, c_ = zero, zero
+            elif op is Op.ARGMAX_WEIGHT:
+                i_, c_ = np.abs(x), zero  # mask / count: one rounding when the count is not a power of two
+            elif op is Op.MATMUL:
+                a, b = args
+                k = n.args[0].shape[-1]
+
+                def mm(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+                    return eval_node(n, [p, q], leaves, bk)  # the same product, on other arrays
+
+                a2, b2 = a * a, b * b
+                sq = mm(a2, b2)
+                prop = (mm(a2, ia[1] ** 2) if _any(ia[1]) else 0.0) + (mm(ia[0] ** 2, b2) if _any(ia[0]) else 0.0)
+                i_ = np.sqrt(prop) + np.sqrt(sq) + _q(x, sq, k)
+                c_ = (mm(np.abs(a), ca[1]) if _any(ca[1]) else zero) + (mm(ca[0], np.abs(b)) if _any(ca[0]) else zero)
+            elif op in (Op.TRANSPOSE, Op.RESHAPE, Op.SCATTER) or (op is Op.GETITEM and not _gathers(n.params)):
+                i_, c_ = eval_node(n, [ia[0]], leaves, bk), eval_node(n, [ca[0]], leaves, bk)
+            elif op in (Op.BROADCAST, Op.GETITEM):
+                # one entry's error now reaches many entries: it is shared from here on
+                i_, c_ = zero, eval_node(n, [ia[0] + ca[0]], leaves, bk)
+            elif op is Op.SUM:
+                axes, keepdims = n.params
+                a = args[0]
+                bax = _batched_axes(axes, a.ndim - 1)
+                cnt = int(np.prod([a.shape[j] for j in bax], dtype=np.int64))
+                sq = np.sum(a * a, axis=bax, keepdims=keepdims)
+                i_ = np.sqrt(np.sum(ia[0] ** 2, axis=bax, keepdims=keepdims)) + _q(x, sq, cnt)
+                c_ = np.sum(ca[0], axis=bax, keepdims=keepdims)
+            elif op is Op.PROD:
+                axes, keepdims = n.params
+                a = args[0]
+                bax = _batched_axes(axes, a.ndim - 1)
+                cnt = int(np.prod([a.shape[j] for j in bax], dtype=np.int64))
+                i_ = cnt * np.abs(x)
+                c_ = np.abs(x) * np.sum((ia[0] + ca[0]) / np.abs(a), axis=bax, keepdims=keepdims)
+            elif op is Op.MAX:
+                axes, keepdims = n.params
+                bax = _batched_axes(axes, args[0].ndim - 1)
+                i_ = np.max(ia[0], axis=bax, keepdims=keepdims)
+                c_ = np.max(ca[0], axis=bax, keepdims=keepdims)
+            elif op is Op.LOGSUMEXP:
+                axes, keepdims = n.params
+                a = args[0]
+                bax = _batched_axes(axes, a.ndim - 1)
+                cnt = int(np.prod([a.shape[j] for j in bax], dtype=np.int64))
+                m = np.max(a, axis=bax, keepdims=True)
+                w = np.exp(a - m)
+                s_ = np.sum(w, axis=bax, keepdims=True)
+                p = w / s_
+                ls = np.log(s_)
+                i_ = (np.sqrt(np.sum((p * ia[0]) ** 2, axis=bax, keepdims=True))
+                      + np.sum(p * np.abs(a - m), axis=bax, keepdims=True) + 2 + _rho(cnt) + 3 * np.abs(ls) + np.abs(m))
+                c_ = np.sum(p * ca[0], axis=bax, keepdims=True)
+                if not keepdims:
+                    i_, c_ = np.squeeze(i_, axis=bax), np.squeeze(c_, axis=bax)
+            else:  # pragma: no cover - a new op without a rule has no bound
+                i_, c_ = np.full_like(x, np.inf), zero
+            val[n.id] = x
+            ind[n.id] = _finite_or_inf(np.broadcast_to(i_, x.shape))
+            coh[n.id] = _finite_or_inf(np.broadcast_to(c_, x.shape))
+    worst = {name: (u * (ind[node.id][0] + coh[node.id][0])).astype(np.float64).reshape(model.shape(name))
+             for name, node in model.gradient.items()}
+    if not spread:
+        return worst
+    sd = baseline_error_spread(model, point, dtype, samples=samples, seed=seed)
+    if sd is None:
+        return worst
+    with np.errstate(all="ignore"):
+        # an entry whose spread is not finite (an overflow in a perturbed run) keeps the worst case
+        return {name: np.where(np.isfinite(sd[name]), np.minimum(worst[name], SPREAD_SIGMAS * sd[name]), worst[name])
+                for name in worst}
+
+
+#: ``m_i = min(worst case, SPREAD_SIGMAS sigma_i)``; the grade's ``entry_lambda = 2`` makes the
+#: tolerance 8 sigma_i (see the module docstring for the measured margin)
+SPREAD_SIGMAS = 4.5
+#: the perturbed runs hold ``samples`` copies of a node: at most this many float64 numbers per node
+_SPREAD_BUDGET = 2 ** 22
+_SPREAD_MIN_SAMPLES = 16
+
+
+def baseline_error_spread(model: Any, point: Mapping[str, np.ndarray], dtype: Any, *, samples: int = 128,
+                          seed: int = 0) -> dict[str, np.ndarray] | None:
+    """Per entry, the standard deviation ``sigma_i`` of the gradient's rounding error under random rounding.
+
+    The gradient graph is evaluated in float64 ``samples`` times at once (the batch axis), every
+    rounding of an evaluation in ``dtype`` (unit roundoff ``u``) replaced by a random
+    perturbation of its size; ``sigma_i`` is the root mean square, over the runs, of the
+    difference from the unperturbed run.  Unlike the worst-case bound, every rounding is
+    propagated *with its sign* to the end, so an error that cancels downstream (the mean
+    subtracted in a layer norm, a shared scale) counts as what it does.
+
+    ==============================  =============================================================
+    node                            perturbation, per entry and run
+    ==============================  =============================================================
+    ``+ - * /``, mask/count         ``x (1 + u r)``, ``r`` uniform on [-1, 1]
+    ``**``                          ``x (1 + 2 u r)``
+    numpy function, composite       ``x (1 + c u r)``, ``c`` = 2 (numpy's), 4 (the stable forms)
+    inexact constant                ``c (1 + u r)``, one ``r`` per run (shared by every use)
+    sum of ``n``                    ``+ u Q z / sqrt(3)``, ``z`` standard normal, ``Q`` as in
+                                    the module docstring (a random order's partial sums)
+    matmul (``k``)                  ``+ u sqrt(sum_k a_k**2 b_k**2 + Q**2) z / sqrt(3)``
+    logsumexp, prod                 the worst-case rule's magnitude times ``z / sqrt(3)``, ``r``
+    structure, max, neg, leaves     exact
+    ==============================  =============================================================
+
+    A rounding to nearest has a relative error uniform-like on ``[-u, u]`` (standard deviation
+    ``u / sqrt(3)``); a sum's error ``sum_k delta_k s_k`` is a sum of many such terms, hence the
+    normal law with its variance.  This is the model of a *correct* implementation: the same
+    mathematics, any order of its sums, a few ulps per library function.
+
+    Parameters
+    ----------
+    model : verigrad.engine.model.Model
+    point : mapping of str to ndarray
+        The values of every leaf in ``dtype``.
+    dtype : numpy.float32 or numpy.float64
+    samples : int, default 128
+        Perturbed runs (fewer, at least 16, when a node is large; see ``_SPREAD_BUDGET``).
+    seed : int, default 0
+        The random perturbations are seeded: the same case gives the same ``sigma``.
+
+    Returns
+    -------
+    dict of str to ndarray of float64, or None
+        ``sigma_i`` in the variable's shape (``nan`` where a run overflowed); ``None`` when a
+        node is too large for 16 runs (the caller keeps the worst case).
+    """
+    from verigrad.engine.backends import FloatBackend
+    from verigrad.expr.evaluate import _batched_axes, eval_node
+    from verigrad.expr.graph import Op, topological
+
+    dt = np.dtype(dtype)
+    u = 2.0 ** -(np.finfo(dt).nmant + 1)
+    outputs = list(model.gradient.values())
+    order = topological(outputs)
+    biggest = max((int(np.prod(n.shape, dtype=np.int64)) for n in order), default=1)
+    k_runs = min(samples, _SPREAD_BUDGET // max(biggest, 1))
+    if k_runs < _SPREAD_MIN_SAMPLES:
+        return None
+    runs = k_runs + 1  # run 0 is unperturbed: the reference, through the very same numpy calls
+    bk = FloatBackend(np.float64)
+    rng = np.random.default_rng(seed)
+    leaves = {name: np.asarray(point[name], dtype=np.float64)[None, ...] for name in model.leaves}
+    uses: dict[int, int] = {}
+    for n in order:
+        for a in n.args:
+            uses[a.id] = uses.get(a.id, 0) + 1
+    keep = {n.id for n in outputs}
+    s3 = 1.0 / math.sqrt(3.0)
+
+    def noise(shape: tuple[int, ...], normal: bool) -> np.ndarray:
+        z = rng.standard_normal(size=(runs,) + shape) if normal else rng.uniform(-1.0, 1.0, size=(runs,) + shape)
+        z[0] = 0.0
+        return z
+
+    val: dict[int, np.ndarray] = {}
+    with np.errstate(all="ignore"):
+        for n in order:
+            op = n.op
+            args = [val[a.id] for a in n.args]
+            x = eval_node(n, args, leaves, bk)
+            sh = tuple(x.shape[1:])
+            if op is Op.CONST:
+                if not _const_exact(n.params, dt):
+                    x = x * (1.0 + u * noise((1,) * len(sh), False))
+            elif op in (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.ARGMAX_WEIGHT):
+                x = x + u * np.abs(x) * noise(sh, False)
+            elif op is Op.POW:
+                x = x + 2.0 * u * np.abs(x) * noise(sh, False)
+            elif op is Op.UNARY:
+                c = 2.0 if n.fn.name in _LIBRARY else 4.0
+                x = x + c * u * np.abs(x) * noise(sh, False)
+            elif op in (Op.SUM, Op.PROD, Op.LOGSUMEXP):
+                axes, keepdims = n.params
+                a = args[0]
+                bax = _batched_axes(axes, a.ndim - 1)
+                cnt = int(np.prod([a.shape[j] for j in bax], dtype=np.int64))
+                if op is Op.SUM:
+                    mag = _q(x, np.sum(a * a, axis=bax, keepdims=keepdims), cnt)
+                    mag = np.maximum(mag, np.sqrt(_sequential_sq(a[:1], bax, keepdims)))
+                elif op is Op.PROD:
+                    mag = cnt * np.abs(x)
+                else:
+                    m = np.max(a, axis=bax, keepdims=True)
+                    w = np.exp(a - m)
+                    s_ = np.sum(w, axis=bax, keepdims=True)
+                    mag = (np.sum(w / s_ * np.abs(a - m), axis=bax, keepdims=True) + 2 + _rho(cnt)
+                           + 3 * np.abs(np.log(s_)) + np.abs(m))
+                    if not keepdims:
+                        mag = np.squeeze(mag, axis=bax)
+                x = x + u * s3 * mag * noise(sh, True)
+            elif op is Op.MATMUL:
+                a, b = args
+                sq = eval_node(n, [a * a, b * b], leaves, bk)
+                q2 = np.maximum(_q(x, sq, n.args[0].shape[-1]) ** 2, _sequential_sq_matmul(n, a[:1], b[:1]))
+                x = x + u * s3 * np.sqrt(sq + q2) * noise(sh, True)
+            # leaves, structure, max, maximum, neg, tie weights: exact
+            val[n.id] = x
+            for a in n.args:  # free what no later node reads (runs x size per node)
+                uses[a.id] -= 1
+                if uses[a.id] == 0 and a.id not in keep:
+                    del val[a.id]
+    out = {}
+    for name, node in model.gradient.items():
+        x = val[node.id]
+        if x.shape[0] == 1:  # no rounding reached it
+            out[name] = np.zeros(model.shape(name))
+            continue
+        d = x[1:] - x[:1]
+        with np.errstate(all="ignore"):
+            out[name] = np.sqrt(np.mean(d * d, axis=0)).reshape(model.shape(name))
+    return out
+
+
+def _seq_sq(terms: np.ndarray, axis: int) -> np.ndarray:
+    """``sum_k s_k**2`` over the partial sums ``s_2 .. s_n`` along ``axis``, the larger of the two loop orders.
+
+    A loop over the terms in their natural order, or reversed, is what a hand-written sum does;
+    where the terms drift (a trend along the axis) its partial sums exceed a random order's."""
+    fwd = np.cumsum(terms, axis=axis)
+    rev = np.cumsum(np.flip(terms, axis=axis), axis=axis)
+    n = terms.shape[axis]
+    tail = [slice(None)] * terms.ndim
+    tail[axis] = slice(1, n)
+    tail = tuple(tail)
+    return np.maximum(np.sum(fwd[tail] ** 2, axis=axis), np.sum(rev[tail] ** 2, axis=axis))
+
+
+def _sequential_sq(a: np.ndarray, bax: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """:func:`_seq_sq` of a sum over the axes ``bax`` of ``a`` (looped in C order), shaped like the sum."""
+    rest = [j for j in range(a.ndim) if j not in bax]
+    t = np.transpose(a, rest + list(bax))
+    t = t.reshape(t.shape[:len(rest)] + (-1,))
+    out = _seq_sq(t, -1)
+    if keepdims:
+        out = np.expand_dims(out, tuple(bax))
+    return out
+
+
+def _sequential_sq_matmul(n: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
+    """:func:`_seq_sq` of every dot product of a matmul node (``0`` when the products are too many to hold)."""
+    from verigrad.expr.evaluate import _align
+
+    xs, ys = n.args[0].shape, n.args[1].shape
+    x = a[:, None, :] if len(xs) == 1 else a
+    y = b[..., None] if len(ys) == 1 else b
+    k = max(x.ndim, y.ndim) - 1
+    x, y = _align(x, k), _align(y, k)
+    size = int(np.prod(np.broadcast_shapes(x.shape + (1,), y.shape[:-2] + (1,) + y.shape[-2:]), dtype=np.int64))
+    if size > _SPREAD_BUDGET:
+        return 0.0
+    out = _seq_sq(x[..., :, :, None] * y[..., None, :, :], -2)
+    if len(xs) == 1:
+        out = out[..., 0, :]
+    if len(ys) == 1:
+        out = out[..., 0]
+    return out
+
+
+def _wt(d: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """``d e`` with ``0 * inf = 0`` (no error in, none out, however steep)."""
+    return np.where(e > 0, d * e, 0.0)
+
+
+def _finite_or_inf(e: np.ndarray) -> np.ndarray:
+    if not _any(e):
+        return e
+    return np.where(np.isnan(e), np.inf, e)
+
+
+def _any(e: np.ndarray) -> bool:
+    """False for the zero views of exact values (every stride 0, value 0): nothing to propagate."""
+    return not (e.size == 0 or (all(st == 0 for st in e.strides) and e.reshape(-1)[0] == 0))
+
+
+def _q(total: np.ndarray, sumsq: np.ndarray, n: int) -> np.ndarray:
+    """Root mean square, over the orders of summation, of ``sqrt(sum_k s_k**2)``, ``s_k`` the partial sums.
+
+    For a uniformly random order of ``n`` terms with sum ``S`` and sum of squares ``Q2``
+    (mean ``mu = S / n``, variance ``var = Q2 / n - mu**2``), a partial sum of ``k`` terms has
+    mean ``k mu`` and variance ``k (n - k) var / (n - 1)`` (sampling without replacement), so
+    ``E sum_k s_k**2 = mu**2 n (n + 1) (2 n + 1) / 6 + var n (n + 1) / 6``.
+    """
+    if n <= 1:
+        return np.zeros_like(total)
+    mu = total / n
+    var = np.maximum(sumsq / n - mu * mu, 0.0)
+    return np.sqrt(mu * mu * (n * (n + 1) * (2 * n + 1) / 6) + var * (n * (n + 1) / 6))
+
+
+def _gathers(code: tuple) -> bool:
+    """An index with an integer array may read one entry many times (a gather)."""
+    return any(item[0] == "array" for item in code)
+
+
+def _const_exact(params: tuple, dt: np.dtype) -> bool:
+    """Whether the constant is exactly representable in ``dt``."""
+    if params[0] != "rational":
+        return False  # pi, e
+    from verigrad.engine.backends import round_fraction
+
+    q = Fraction(params[1], params[2])
+    return Fraction(float(round_fraction(q, dt))) == q
