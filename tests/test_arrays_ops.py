@@ -256,10 +256,14 @@ def test_kink_sites_of_pooling_norm_and_std():
                                                          "sum(std(W, axis=0))"), path="t.toml"))
     sites = find_sites(model)
     fns = sorted(s.name for s in sites)
-    assert fns == ["max", "sqrt", "sqrt"]
+    assert fns == ["max", "norm", "std"]  # the 2-norm and std at 0 are kinks, not sqrt's domain edge
     mx = next(s for s in sites if s.name == "max")
     assert "max_pool2d" in mx.label
     assert any("norm(W)" in s.label for s in sites) and any("std(W, axis=0)" in s.label for s in sites)
+    by = {s.name: s for s in sites}
+    assert all(by[n].kind.value == "kink" for n in ("norm", "std"))
+    assert by["norm"].text == "norm(W) at W = 0 (every entry)"
+    assert by["std"].text == "std(W) at var(W) = 0 (all entries of W equal)" and by["std"].shape == (1, 3, 3)
 
 
 @pytest.mark.parametrize("backend", ["fast", "arb", "mpmath"])

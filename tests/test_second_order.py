@@ -411,17 +411,19 @@ def test_second_study_model_coefficients_are_the_closed_forms(exp2):
     scheme in closed form, and T(h)/h^p measured at h = 2^-8 within O(h^2) of A."""
     from verigrad.studies.second import run_second_study, second_target
 
-    e = mpmath.exp(mpmath.mpf(0.5))  # f = f_x = ... at the point
-    expected = {  # (entry, scheme): (H*, A, p)
-        ((0, 0), "second3"): (e, e / 12, 2),                    # f_xxxx / 12
-        ((0, 1), "mixed4"): (2 * e, 10 * e / 6, 2),              # (f_xxxy + f_xyyy) / 6 = (2 + 8) e / 6
-        ((0, 1), "grad-central"): (2 * e, 8 * e / 6, 2),         # d^3/dt^3 g_x(x, y + t) / 6
-        ((0, 0), "richardson(second3)"): (e, -e / 1440, 4),      # -f^(6) / 1440
-    }
+    with mpmath.workprec(200):
+        e = mpmath.exp(mpmath.mpf(0.5))  # f = f_xx = ... at the point, to 60 digits
+        expected = {  # (entry, scheme): (H*, A, p)
+            ((0, 0), "second3"): (e, e / 12, 2),                    # f_xxxx / 12
+            ((0, 1), "mixed4"): (2 * e, 10 * e / 6, 2),              # (f_xxxy + f_xyyy) / 6 = (2 + 8) e / 6
+            ((0, 1), "grad-central"): (2 * e, 8 * e / 6, 2),         # d^3/dt^3 g_x(x, y + t) / 6
+            ((0, 0), "richardson(second3)"): (e, -e / 1440, 4),      # -f^(6) / 1440
+        }
     for (entry, scheme), (hstar, a, p) in expected.items():
         st = run_second_study(exp2, dtype=Dtype.FLOAT64, scheme=scheme, target=second_target(exp2, Dtype.FLOAT64,
                               entry=entry), steps=[2.0 ** -8, 2.0 ** -4])
-        assert abs(st.truth - hstar) < 1e-28 * hstar
+        with mpmath.workprec(200):
+            assert abs(st.truth - hstar) < 1e-28 * hstar
         assert st.model.truncation_power == p
         assert st.model.truncation_coefficient == pytest.approx(float(a), rel=1e-12), scheme
         row = st.rows[0]  # h = 2^-8: T/h^p = A (1 + O(h^2))
@@ -431,6 +433,26 @@ def test_second_study_model_coefficients_are_the_closed_forms(exp2):
             assert abs(r.truncation + r.step + r.roundoff - r.error) <= 4e-16 * (abs(r.truncation) + abs(r.step)
                                                                              + abs(r.roundoff))
             assert r.step == 0.0  # x +- h, y +- h are exact at these power-of-two steps
+
+
+def test_second_study_domain_edges_and_tiny_steps():
+    """f = y log x at x = 1/2, y = 3/2: A of [1,-2,1] is y f_xxxx/12 = -y 6/x^4/12 = -12, of the 4-point
+    rule (f_xxxy + f_xyyy)/6 = 2/(6 x^3) = 8/3; at h = 1 a node leaves the domain and at h = 1e-17 every
+    node rounds to x: both rows are excluded, with notes, and the rest of the sweep stands."""
+    from verigrad.studies.second import run_second_study, second_target
+
+    m = compile_case(load_case_text('name = "l"\nloss = "log(x) * y"\n[symbols]\nx = { value = 0.5 }\n'
+                                    'y = { value = 1.5 }\n'))
+    st = run_second_study(m, dtype=Dtype.FLOAT64, scheme="second3", target=second_target(m, Dtype.FLOAT64),
+                          steps=[1e-17, 1e-3, 1e-2, 1.0])
+    assert st.model.truncation_coefficient == pytest.approx(-12.0, rel=1e-12)
+    assert [r.finite for r in st.rows] == [False, True, True, False]
+    assert any("leaves the loss's domain" in n for n in st.notes)
+    assert any("rounds to the same point" in n for n in st.notes)
+    assert st.rows[2].truncation / 1e-4 == pytest.approx(-12.0, rel=1e-3)
+    st = run_second_study(m, dtype=Dtype.FLOAT64, scheme="mixed4", target=second_target(m, Dtype.FLOAT64,
+                          entry=(0, 1)), steps=[1e-3, 1e-2])
+    assert st.model.truncation_coefficient == pytest.approx(8 / 3, rel=1e-12)
 
 
 def test_second_study_v_curve_slopes_and_optimum(logistic):
@@ -460,8 +482,8 @@ def test_second_study_v_curve_slopes_and_optimum(logistic):
     ratio = (Dtype.FLOAT32.eps / Dtype.FLOAT64.eps)
     # h* ~ u^(1/(p+q)): float32/float64 ratio 2^29^(1/4) = 151 for the loss, 2^29^(1/3) = 812 for the gradient
     assert ratio ** 0.25 / 3 < opt["second3", Dtype.FLOAT32] / opt["second3", Dtype.FLOAT64] < 3 * ratio ** 0.25
-    assert ratio ** (1 / 3) / 3 < (opt["grad-central", Dtype.FLOAT32] / opt["grad-central", Dtype.FLOAT64]
-                                   < 3 * ratio ** (1 / 3))
+    grad_ratio = opt["grad-central", Dtype.FLOAT32] / opt["grad-central", Dtype.FLOAT64]
+    assert ratio ** (1 / 3) / 3 < grad_ratio < 3 * ratio ** (1 / 3)
 
 
 def test_study_second_order_cli_json_plot_and_errors(tmp_path, capsys):
@@ -489,6 +511,12 @@ def test_study_second_order_cli_json_plot_and_errors(tmp_path, capsys):
     rows = doc["studies"][0]["rows"]
     assert len(rows) == 11 and rows[0]["h"] == 1e-6
     assert png.read_bytes()[:4] == b"\x89PNG"
+    from verigrad.api import study_second_order
+
+    api = study_second_order(case, entry=(0, 3), dtypes=["float64"], steps=[1e-3, 1e-2])
+    assert [s.scheme.name for s in api] == ["mixed-4point", "gradient-central"]
+    cli_row = next(r for r in doc["studies"][0]["rows"] if r["h"] == 1e-3)
+    assert api[0].rows[0].estimate == cli_row["estimate"] and api[0].rows[0].error == cli_row["error"]
     # labels work as entries; an HVP entry; clear errors
     assert main(["study", case, "--second-order", "--hvp", "--entry", "w[0]", "--dtype", "float32",
                  "--steps", "1e-4,1e-2"]) == 0
@@ -538,6 +566,17 @@ def test_run_grades_fd_hessians_as_informational_rows(tmp_path):
         load_case_text(EXP_CASE + '[check]\nsecond_order_schemes = ["second5"]\n', path=tmp_path / "b.toml")
     off = load_case_text(EXP_CASE + '[check]\nsecond_order_schemes = []\n', path=tmp_path / "b.toml")
     assert off.check.second_order_schemes == ()
+    # the case-file names are the study's, and the study's HVP direction is the candidates'
+    from verigrad.casefile.fdkeys import SECOND_ORDER_SCHEMES
+    from verigrad.runner.second import hvp_vector
+    from verigrad.studies.second import SECOND_ALIASES, second_target
+
+    assert set(SECOND_ORDER_SCHEMES) == set(SECOND_ALIASES) | set(SECOND_ALIASES.values())
+    m = compile_case(load_case(CASES / "mlp-hvp.toml"))
+    for dt in (Dtype.FLOAT32, Dtype.FLOAT64):
+        v_run, seed = hvp_vector(m, dt)
+        t = second_target(m, dt, entry=(3, None), hvp=True)
+        assert t.vector_seed == seed and all(np.array_equal(t.vector[k], v_run[k]) for k in v_run)
 
 
 def test_exact_diagonal_without_the_full_hessian(logistic, tmp_path, monkeypatch):
@@ -552,8 +591,8 @@ def test_exact_diagonal_without_the_full_hessian(logistic, tmp_path, monkeypatch
                           np.diag(hessian_baseline(logistic, p, Dtype.FLOAT64)))
     # 450 entries (over the full Hessian's 400): H = diag(3 x^2) + 2 (all ones), diagonal 3 x^2 + 2
     (tmp_path / "impl").mkdir()
-    (tmp_path / "impl" / "d.py").write_text("def good(x):\n    return 3 * x**2 + 2\n\n"
-                                            "def no_coupling(x):\n    return 3 * x**2\n", encoding="utf-8")
+    (tmp_path / "impl" / "d.py").write_text("def good(x):\n    return {'x': 3 * x**2 + 2}\n\n"
+                                            "def no_coupling(x):\n    return {'x': 3 * x**2}\n", encoding="utf-8")
     (tmp_path / "big.toml").write_text(
         'name = "big"\nloss = "sum(x**4)/4 + sum(x)**2"\n[symbols]\nx = { shape = [450], init = "normal" }\n'
         '[check]\ndtypes = ["float64"]\nsecond_order_schemes = []\n'

@@ -31,7 +31,7 @@ from verigrad.spec import Case, Dtype, RngKind, Symbol
 from verigrad.engine.truth import certify
 
 __all__ = ["CheckResult", "check_gradient", "assert_gradient", "model_from_sympy", "Studies", "study",
-           "check_hvp", "assert_hvp", "check_hessian", "assert_hessian"]
+           "check_hvp", "assert_hvp", "check_hessian", "assert_hessian", "study_second_order"]
 
 
 @dataclass(frozen=True)
@@ -461,3 +461,46 @@ def assert_hessian(loss, hessian: Callable, **kwargs) -> CheckResult:
         lines = list(getattr(res, "_second_messages", ())) + res.messages()
         raise AssertionError("Hessian check failed:\n  " + "\n  ".join(lines))
     return res
+
+
+def study_second_order(loss, *, entry: Sequence[int] = (0, 0), hvp: bool = False,
+                       schemes: Sequence[str] | None = None, dtypes: Sequence[str] = ("float32", "float64"),
+                       steps: Sequence[float] | None = None) -> Studies:
+    """Sweep the step of second-order finite differences for one Hessian (or HVP) entry, as
+    ``verigrad study --second-order`` does (docs/second-order.md).
+
+    Parameters
+    ----------
+    loss : str or Path
+        A case file.
+    entry : (int, int) or (int,)
+        Flattened ``(i, j)`` of ``H_ij`` (declaration order, C order within each variable); with
+        ``hvp`` one index ``i`` of ``H v`` (the seeded direction of the case's ``hvp`` candidates).
+    schemes : sequence of str, optional
+        ``second3``, ``mixed4``, ``grad-central``, ``richardson(...)``; default the entry's loss scheme
+        and ``grad-central`` (only ``grad-central`` with ``hvp``).
+    dtypes : sequence of str
+    steps : sequence of float, optional
+        Nominal steps (default :func:`verigrad.studies.second.second_step_grid`).
+
+    Returns
+    -------
+    Studies
+        One :class:`~verigrad.studies.Study` per scheme × dtype: rows with ``E = T + S + R``,
+        the model (``|T| ~ A h^p``, round-off ``~ 1/h^q``) and the measured optimum.
+    """
+    from verigrad.studies.second import run_second_study, second_target
+
+    if not isinstance(loss, (str, Path)):
+        raise UsageError(f"study_second_order: loss must be a case-file path, got {type(loss).__name__}")
+    model = compile_case(load_case(loss))
+    i = int(entry[0])
+    j = None if hvp else int(entry[1] if len(entry) > 1 else entry[0])
+    if schemes is None:
+        schemes = ["grad-central"] if hvp else ["second3" if i == j else "mixed4", "grad-central"]
+    out = []
+    for name in dict.fromkeys(schemes):
+        for d in dict.fromkeys(dtypes):
+            target = second_target(model, Dtype(d), entry=(i, j), hvp=hvp)
+            out.append(run_second_study(model, dtype=Dtype(d), scheme=name, target=target, steps=steps))
+    return Studies(out)

@@ -62,7 +62,9 @@ _EPILOGS = {
            "  verigrad run cases/ -q --html report.html --jobs 2",
     "study": "examples:\n  verigrad study cases/squire-trapp.toml\n"
              "  verigrad study cases/gradient-checking-3layer.toml --variable W1 --index 1,2 --scheme central --scheme forward "
-             "--steps 1e-12:1e-1:30 --plot v.png --json v.json",
+             "--steps 1e-12:1e-1:30 --plot v.png --json v.json\n"
+             "  verigrad study cases/newton-logistic-regression.toml --second-order --entry 0,0 --scheme second3 "
+             "--scheme grad-central --plot h.png",
     "scheme": "examples:\n  verigrad scheme central4\n  verigrad scheme \"stencil(offsets=[-1, 0, 1], deriv=2)\"\n"
               "  verigrad scheme 'richardson(base=\"central\", terms=3)' \"ridders(h0=0.1)\" \"numderiv()\"",
     "new": "examples:\n  verigrad new my-loss            # writes my-loss.toml and impl/my_loss.py",

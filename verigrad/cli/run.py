@@ -49,6 +49,8 @@ def command(args, console, err) -> int:
                          hint=f"add --executor dask (verigrad run --executor dask --scheduler {args.scheduler})")
     check_output_paths(args, ("json", "junit", "html"))
     files = find_case_files(args.paths)
+    # no more processes than cases: --jobs 99999 would fork 99999 idle pool processes (reports are identical)
+    jobs = min(args.jobs, max(1, len(files)))
     reports: list[CaseReport] = []
     t0 = time.perf_counter()
     interrupted = False
@@ -61,9 +63,9 @@ def command(args, console, err) -> int:
             from verigrad.runner.executors import dask_case_reports
 
             executor = dask_case_reports(files, dtypes, not args.no_fd, scheduler=args.scheduler,
-                                         workers=args.jobs if args.jobs > 1 else None)
+                                         workers=jobs if args.jobs > 1 else None)
         else:
-            executor = case_reports(files, dtypes, not args.no_fd, args.jobs)
+            executor = case_reports(files, dtypes, not args.no_fd, jobs)
         with progress, executor as next_report:
             task = progress.add_task("verigrad run", total=len(files))
             for f in files:

@@ -80,6 +80,9 @@ def command(args, console, err, *, steps=None) -> int:
         if getattr(args, flag, None):
             raise UsageError(f"--{flag.replace('_', '-')} is for first-order studies; with --second-order choose "
                              f"the entry with --entry I,J (or --hvp --entry I)")
+    if getattr(args, "step_mode", "absolute") != "absolute":
+        raise UsageError("--step-mode relative is for first-order studies; second-order steps are absolute (h_p = "
+                         "fl_p(h))", hint="scale --steps by |x_i| yourself")
     case = load_case(args.case)
     model = compile_case(case)
     row, col = parse_entry(args.entry, model) if args.entry else (0, None)

@@ -49,6 +49,7 @@ of this expression, its underflow term the product).
 from __future__ import annotations
 
 import functools
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -137,9 +138,11 @@ def sum_last(x) -> Ball | None:
     -------
     Ball or None
         A ball per group that contains the exact sum of every choice of points in the
-        summed balls (see the module Notes for the proof), or None when the extraction
-        cannot give a tight result (too many terms, or a group whose sum cancels beyond
-        :data:`MAX_PASSES` passes); the caller then uses the pairwise tree.
+        summed balls (see the module Notes for the proof), or None (the caller then uses the
+        pairwise tree) for fewer than 2 or more than ``2**39`` terms, for more groups than terms
+        per group (the tree is faster there), or for a group whose largest term is below
+        ``2**-900`` times ``2**M`` (the underflow range).  A group whose sum cancels beyond
+        :data:`MAX_PASSES` passes keeps a rigorous, wider radius.
     """
     parts = [x] if isinstance(x, Ball) else list(x)
     n = sum(b.shape[-1] for b in parts)
@@ -147,6 +150,11 @@ def sum_last(x) -> Ball | None:
         return None
     lead = parts[0].shape[:-1]
     if any(b.shape[:-1] != lead for b in parts):
+        return None
+    if math.prod(lead) > n:
+        # many short groups: the passes' per-group work (and a cancelling group keeping every group in
+        # the loop) costs more than the tree's log2(n) levels (measured: 784 groups of 64 terms, 4.6 ms
+        # against 1.4 ms; 10 groups of 64, 0.35 ms against 0.84 ms)
         return None
     his = [np.broadcast_to(b.hi, b.shape) for b in parts]
     los = [np.broadcast_to(b.lo, b.shape) for b in parts if not _zero(b.lo)]

@@ -182,10 +182,11 @@ def forward_cone(model, order: Sequence[Node], variable: str, index: int, float_
                     c = c[vals != 0]
         elif op in _REDUCTIONS:
             red, _ = _groups(model, n)
-            c = np.unique(red[C[n.args[0].id]])
+            c = np.unique(red[C[n.args[0].id]]) if n.args[0].id in C else None  # a gather may drop the entry
         elif op is Op.ARGMAX_WEIGHT:
             red, members = _groups(model, n)
-            c = np.unique(members[np.unique(red[C[n.args[0].id]])].reshape(-1))
+            c = (np.unique(members[np.unique(red[C[n.args[0].id]])].reshape(-1)) if n.args[0].id in C
+                 else None)
         elif op is Op.MATMUL:
             m, k, p = _mm_dims(n)
             A, B = n.args

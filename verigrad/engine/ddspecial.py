@@ -1,12 +1,13 @@
-"""Vectorised double-double ball rules of sin, cos, tan, sinh, cosh and the sinc family.
+"""Vectorised double-double ball rules of sin, cos, tan, sinh, cosh, erf and the sinc family.
 
 The rules follow the conventions of :mod:`verigrad.engine.ddfunctions` (each takes a ball array with
 float64 ``hi``, ``lo``, ``rad`` and returns ``(parts, declined)``; ``parts`` contains ``f(y)`` for
 every ``y`` of each argument ball except where ``declined`` is True, and those entries go through
 Arb) and reuse its ball helpers (double-double midpoints, radii rounded upwards, every product
 with factors keeping :func:`verigrad.engine.dd.two_prod` exact: the reason is stated at each step).
-The gamma family is in :mod:`verigrad.engine.ddgamma` and re-exported here, so that the fast
-evaluator finds every rule by name in :mod:`~verigrad.engine.ddfunctions` or in this module.
+The gamma family is in :mod:`verigrad.engine.ddgamma`, arctan/arcsin/arccos in
+:mod:`verigrad.engine.ddinverse`; both are re-exported here, so that the fast evaluator finds every
+rule by name in :mod:`~verigrad.engine.ddfunctions` or in this module.
 
 Method
 ------
@@ -52,6 +53,10 @@ otherwise ``S = sin(pi m)``, ``C = cos(pi m)`` by reducing ``m`` modulo ``1/2`` 
 ``sinc = S/t``, ``dsinc = (C - S/t)/m``, ``d2sinc = pi**2 ((2 - t**2) S - 2 t C)/t**3``
 (``|mh| <= 2**200``).
 
+``erf`` (:func:`_erf_series`): ``|x| <= 2``: ``(2/sqrt(pi)) x exp(-x**2) sum_k 2**k x**(2k)/(2k+1)!!`` (positive
+terms, the tail bounded geometrically), widened by ``rad * 2/sqrt(pi)``; ``|x| >= 9``: ``±1`` with radius
+``2**-119 >= erfc(9)``; between: Arb.
+
 Accuracy: relative radius about ``2**-100`` on ordinary arguments; near the zeros of the function
 the radius is the absolute error of the midpoint evaluation (``~2**-105`` times the size of the
 terms), as the conditioning there dictates.
@@ -66,12 +71,14 @@ import numpy as np
 
 from verigrad.engine import dd
 from verigrad.engine.dd import UP, up
-from verigrad.engine.ddfunctions import (EXP_MAX, RAD_MAX, Parts, _add, _arb_fraction, _const, _dd_parts, _div_pos,
-                                         _exp_ball, _expm1_ball, _flush, _full, _mul, _neg, _result, _safe, _sub)
-from verigrad.engine.ddgamma import digamma, gammaln, tetragamma, trigamma
+from verigrad.engine.ddfunctions import (EXP_MAX, RAD_MAX, _add, _arb_fraction, _const, _dd_parts, _div_pos,
+                                         _exp_ball, _expm1_ball, _flush, _full, _mul, _neg, _result, _round_bits,
+                                         _safe, _sub)
+from verigrad.engine.ddgamma import chunked, digamma, gammaln, horner_tail as _horner_tail, tetragamma, trigamma
+from verigrad.engine.ddinverse import arccos, arcsin, arctan
 
 __all__ = ["sin", "cos", "tan", "sinh", "cosh", "sinc", "dsinc", "d2sinc", "gammaln", "digamma", "trigamma",
-           "tetragamma", "TRIG_MAX"]
+           "tetragamma", "arctan", "arcsin", "arccos", "erf", "TRIG_MAX"]
 
 #: largest |argument| of sin/cos/tan evaluated here (beyond it: Arb)
 TRIG_MAX = 2.0 ** 20
@@ -84,16 +91,10 @@ class _K:
     ready = False
 
 
-def _ball_of(v, prec_bits: int = 400) -> tuple[float, float, float]:
+def _ball_of(v) -> tuple[float, float, float]:
     """A double-double ball (hi, lo, rad) containing the Arb ball ``v``."""
     m, r = _arb_fraction(v)
     return _dd_parts(m, r)
-
-
-def _round_bits(q: Fraction, bits: int) -> Fraction:
-    e = math.floor(math.log2(abs(q)))
-    scale = Fraction(2) ** (bits - 1 - e)
-    return Fraction(round(q * scale)) / scale
 
 
 def _init() -> None:
@@ -120,8 +121,10 @@ def _init() -> None:
         ctx.prec = old
     _K.SJ = tuple(np.array([t[0][i] for t in tab]) for i in range(3))
     _K.CJ = tuple(np.array([t[1][i] for t in tab]) for i in range(3))
-    _K.SIN_C = [_dd_parts(Fraction((-1) ** k, math.factorial(2 * k + 1))) for k in range(6)]
-    _K.COS_C = [_dd_parts(Fraction((-1) ** k, math.factorial(2 * k))) for k in range(7)]
+    _K.SIN_C = [_dd_parts(Fraction((-1) ** k, math.factorial(2 * k + 1))) for k in range(3)]
+    _K.SIN_T = [(-1) ** k / math.factorial(2 * k + 1) for k in range(3, 6)]
+    _K.COS_C = [_dd_parts(Fraction((-1) ** k, math.factorial(2 * k))) for k in range(4)]
+    _K.COS_T = [(-1) ** k / math.factorial(2 * k) for k in range(4, 7)]
     K = 16
     _K.SINC = [_dd_parts(Fraction((-1) ** k, math.factorial(2 * k + 1))) for k in range(K)]
     _K.SINC_REM = float(Fraction(1, math.factorial(2 * K + 1))) * 1.01
@@ -175,8 +178,9 @@ def _reduce_half_pi(m):
     return N, (h, l, rad)
 
 
-def _sincos_reduced(r):
-    """Balls of ``sin y`` and ``cos y`` for every ``y`` of the ball ``r`` (``|rh| <= pi/4 + 2**-30``)."""
+def _sincos_reduced(r, q=None):
+    """Balls of ``sin y`` and ``cos y`` for every ``y`` of the ball ``r`` (``|rh| <= pi/4 + 2**-30``); with the
+    quadrant array ``q`` (floats 0..3) only the ball of ``sin(y + q pi/2)`` (one of ``±sin y``, ``±cos y``)."""
     _init()
     rh, rl, rr = r
     j = np.rint(rh * 64.0)
@@ -185,23 +189,36 @@ def _sincos_reduced(r):
     rho = _rho(s)
     tiny = rho <= _TINY_S
     s_safe = _safe(s, ~tiny, 2.0 ** -10)  # the tiny entries get their own ball below
-    u = _mul(s_safe, s_safe)  # |sh| >= 2**-61: the square is >= 2**-122
+    # a small midpoint with a larger radius (tan carries the input radius) becomes [0 ± ...]
+    s_safe = _flush(s_safe, 2.0 ** -300)
+    u = _mul(s_safe, s_safe)  # |sh| >= 2**-300 or 0: the square is 0 or >= 2**-600
     rs = np.where(tiny, 0.0, rho)
     r2 = rs * rs
     r4 = r2 * r2
     r12 = r4 * r4 * r4
-    S = _widen(_mul(s_safe, _horner(u, _K.SIN_C)), r12 * rs / 6227020800.0, maybe=False)  # 13!
-    C = _widen(_horner(u, _K.COS_C), r12 * r2 / 87178291200.0, maybe=False)  # 14!
+    S = _widen(_mul(s_safe, _horner_tail(u, _K.SIN_C, _K.SIN_T)), r12 * rs / 6227020800.0, maybe=False)  # 13!
+    C = _widen(_horner_tail(u, _K.COS_C, _K.COS_T), r12 * r2 / 87178291200.0, maybe=False)  # 14!
     if tiny.any():
         St = (sh, sl, up(rr + rho * rho * rho / 6.0, maybe=rho > 0))
         Ct = (np.ones_like(sh), np.zeros_like(sh), up(rho * rho / 2.0, maybe=rho > 0))
         S, C = _pick(tiny, St, S), _pick(tiny, Ct, C)
+    if q is not None:
+        want_sin = (q == 0.0) | (q == 2.0)
+        sign = np.where(q < 2.0, 1.0, -1.0)
     if not (j != 0).any():
-        return S, C
+        if q is None:
+            return S, C
+        v = _pick(want_sin, S, C)
+        return v[0] * sign, v[1] * sign, v[2]
     ji = (j.astype(np.int64) + 52)
     Sj = tuple(t[ji] for t in _K.SJ)
     Cj = tuple(t[ji] for t in _K.CJ)
     Sf = _flush(S, 2.0 ** -400)  # products with the table entries (>= 1/100) stay exact
+    if q is not None:  # sin r = Sj C + Cj S, cos r = Cj C - Sj S: the one wanted, A C + B S
+        A = _pick(want_sin, Sj, Cj)
+        B = _pick(want_sin, Cj, _neg(Sj))
+        v = _pick(j == 0, _pick(want_sin, S, C), _add(_mul(A, C), _mul(B, Sf)))
+        return v[0] * sign, v[1] * sign, v[2]
     sin_r = _add(_mul(Sj, C), _mul(Cj, Sf))
     cos_r = _sub(_mul(Cj, C), _mul(Sj, Sf))
     j0 = j == 0
@@ -210,7 +227,7 @@ def _sincos_reduced(r):
 
 def _quadrant(N, S, C, shift: int):
     """``sin(r + (N + shift) pi/2)`` from the balls of ``sin r``, ``cos r``."""
-    q = np.mod(N.astype(np.int64) + shift, 4)
+    q = np.mod(np.mod(N, 4.0) + shift, 4.0)  # in floats: exact for every N
     val = _pick(q == 0, S, _pick(q == 1, C, _pick(q == 2, _neg(S), _neg(C))))
     return val
 
@@ -220,17 +237,18 @@ def _sin_cos(b, shift: int):
     ok = (np.abs(x[0]) <= TRIG_MAX) & np.isfinite(x[2])
     x = _safe(x, ok)
     N, r = _reduce_half_pi((x[0], x[1], np.zeros_like(x[0])))
-    S, C = _sincos_reduced(r)
-    v = _quadrant(N, S, C, shift)
+    v = _sincos_reduced(r, np.mod(np.mod(N, 4.0) + shift, 4.0))
     v = (v[0], v[1], up(v[2] + x[2], maybe=False))  # Lipschitz: |sin'|, |cos'| <= 1
     return _result(v, ok, b.shape)
 
 
+@chunked
 def sin(b):
     """``sin`` (see the module Notes); ``|x| > 2**20`` declined."""
     return _sin_cos(b, 0)
 
 
+@chunked
 def cos(b):
     """``cos(x) = sin(x + pi/2)``: the quadrant shifted by one (see the module Notes)."""
     return _sin_cos(b, 1)
@@ -249,6 +267,7 @@ def _nonzero(y):
     return dd.lower_pos(a, y[2]) > 0
 
 
+@chunked
 def tan(b):
     """``tan = sin/cos`` with the input radius carried through the reduction (see the module Notes)."""
     x = _full(b)
@@ -256,7 +275,7 @@ def tan(b):
     x = _safe(x, ok)
     N, r = _reduce_half_pi(x)
     S, C = _sincos_reduced(r)
-    odd = np.mod(N.astype(np.int64), 2) == 1
+    odd = np.mod(N, 2.0) == 1.0
     num = _pick(odd, _neg(C), S)
     den = _pick(odd, S, C)
     # the quotient's products: numerator 0 or >= 2**-400 (flushed), denominator in [2**-400, 1]
@@ -288,7 +307,7 @@ def _hyp(b, which: str):
         v = _add(E, iE)
     else:
         big = _sub(E, iE)
-        M = _expm1_ball(y)
+        M = _expm1_ball(_safe(y, y[0] < 1.0, 0.5))  # only used below 1: no overflow in the products
         Mf = _flush(M, 2.0 ** -400)  # the product below stays exact; tiny arguments have their own ball
         small = _div_pos(_mul(Mf, _add(Mf, (2.0, 0.0, 0.0))), _add(Mf, one))  # M + 1 in [1/2, 2.8]
         v = _pick(y[0] >= 1.0, big, small)
@@ -306,11 +325,13 @@ def _hyp(b, which: str):
     return _result(v, ok, b.shape)
 
 
+@chunked
 def sinh(b):
     """``sinh`` (see the module Notes); ``|x| > 620`` or radius ``> 2**-20`` declined."""
     return _hyp(b, "sinh")
 
 
+@chunked
 def cosh(b):
     """``cosh`` (see the module Notes); ``|x| > 620`` or radius ``> 2**-20`` declined."""
     return _hyp(b, "cosh")
@@ -324,13 +345,50 @@ def _sincos_pi(m):
     (``N = rint(2 mh)``; ``mh - N/2`` exact, re-summed with the low word), then ``pi f``, ``|f| <= 1/4``."""
     _init()
     mh, ml = m
-    N = np.rint(2.0 * mh)
-    a1, a2 = dd.two_sum(mh, -0.5 * N)
-    fh, fl, e = dd.add(a1, a2, ml, np.zeros_like(mh))
+    N1 = np.rint(2.0 * mh)
+    a1, a2 = dd.two_sum(mh, -0.5 * N1)
+    gh, gl, e = dd.add(a1, a2, ml, np.zeros_like(mh))  # ml may exceed 1/2 when |mh| > 2**52
+    N2 = np.rint(2.0 * gh)
+    fh, fl = dd.two_sum(gh - 0.5 * N2, gl)  # gh - N2/2 exact (Sterbenz for N2 != 0)
     f = _flush((fh, fl, e), 2.0 ** -800)
     r = _mul(f, _K.PI)  # |f| >= 2**-800 or 0, pi: exact products
     S, C = _sincos_reduced(r)
+    N = np.mod(np.mod(N1, 4.0) + np.mod(N2, 4.0), 4.0)  # exact in floats: only N mod 4 matters
     return _quadrant(N, S, C, 0), _quadrant(N, S, C, 1)
+
+
+def _sinc_near(mh, ml, order: int):
+    """The sinc family at the exact midpoints ``mh + ml``, ``|mh| <= 0.3``: the power series (module Notes)."""
+    t = _mul((mh, ml, np.zeros_like(mh)), _K.PI)  # |mh| >= 2**-400 or 0: exact products
+    u = _mul(t, t)  # >= 2**-800 or 0
+    rho_u = _rho(u)
+    if order == 0:
+        return _widen(_horner(u, _K.SINC), rho_u ** 16 * _K.SINC_REM, maybe=rho_u > 0)
+    if order == 1:
+        v = _mul(_mul(t, _horner(u, _K.DSINC)), _K.PI)
+        return _widen(v, 3.1416 * _rho(t) * rho_u ** 16 * _K.DSINC_REM, maybe=rho_u > 0)
+    v = _mul(_mul(_horner(u, _K.D2SINC), _K.PI), _K.PI)
+    return _widen(v, 9.8697 * rho_u ** 16 * _K.D2SINC_REM, maybe=rho_u > 0)
+
+
+def _sinc_far(mh, ml, order: int):
+    """The sinc family at the exact midpoints ``mh + ml``, ``|mh| > 0.3``: from ``sin(pi m)``, ``cos(pi m)``."""
+    zero = np.zeros_like(mh)
+    tf = _mul((mh, ml, zero), _K.PI)  # |t| in [0.9, 2**202]
+    S, C = _sincos_pi((mh, ml))
+    S = _flush(S, 2.0 ** -600)
+    C = _flush(C, 2.0 ** -600)
+    allnz = np.ones(mh.shape, dtype=bool)
+    if order == 0:
+        return _div_signed(S, tf, allnz)
+    if order == 1:
+        d = _flush(_sub(C, _div_signed(S, tf, allnz)), 2.0 ** -600)
+        return _div_signed(d, (mh, ml, zero), allnz)
+    t2 = _mul(tf, tf)
+    a = _sub(_mul(_sub((2.0, 0.0, 0.0), t2), S), _mul(_mul((2.0, 0.0, 0.0), tf), C))
+    a = _flush(a, 2.0 ** -400)
+    t3 = _mul(t2, tf)  # t**3 < 2**607
+    return _mul(_mul(_div_signed(a, t3, allnz), _K.PI), _K.PI)
 
 
 def _sinc_family(b, order: int):
@@ -344,44 +402,12 @@ def _sinc_family(b, order: int):
     mh = np.where(tiny, 0.0, x[0])
     ml = np.where(tiny, 0.0, x[1])
     xr = np.where(tiny, up(xr + np.abs(x[0]) + np.abs(x[1]), maybe=False), xr)
-    zero = np.zeros_like(mh)
-    m = (mh, ml, zero)
-    t = _mul(m, _K.PI)  # |mh| >= 2**-400 or 0: exact products
     near = np.abs(mh) <= 0.3
-    out = None
-    if near.any():
-        u = _mul(t, t)  # >= 2**-800 or 0
-        rho_u = _rho(u)
-        if order == 0:
-            v = _widen(_horner(u, _K.SINC), rho_u ** 16 * _K.SINC_REM, maybe=rho_u > 0)
-        elif order == 1:
-            v = _mul(_mul(t, _horner(u, _K.DSINC)), _K.PI)
-            v = _widen(v, 3.1416 * _rho(t) * rho_u ** 16 * _K.DSINC_REM, maybe=rho_u > 0)
-        else:
-            v = _mul(_mul(_horner(u, _K.D2SINC), _K.PI), _K.PI)
-            v = _widen(v, 9.8697 * rho_u ** 16 * _K.D2SINC_REM, maybe=rho_u > 0)
-        out = v
-    far = ~near
-    if far.any():
-        mf = (np.where(far, mh, 1.0), np.where(far, ml, 0.0))
-        tf = _pick(far, t, _K.PI)
-        S, C = _sincos_pi(mf)
-        S = _flush(S, 2.0 ** -600)
-        C = _flush(C, 2.0 ** -600)
-        allnz = np.ones_like(far)
-        if order == 0:
-            v = _div_signed(S, tf, allnz)
-        elif order == 1:
-            d = _sub(C, _div_signed(S, tf, allnz))
-            d = _flush(d, 2.0 ** -600)
-            v = _div_signed(d, (mf[0], mf[1], np.zeros_like(mh)), allnz)
-        else:
-            t2 = _mul(tf, tf)
-            a = _sub(_mul(_sub((2.0, 0.0, 0.0), t2), S), _mul(_mul((2.0, 0.0, 0.0), tf), C))
-            a = _flush(a, 2.0 ** -400)
-            t3 = _mul(t2, tf)  # |t| in [0.9, 2**202]: t**3 < 2**607
-            v = _mul(_mul(_div_signed(a, t3, allnz), _K.PI), _K.PI)
-        out = v if out is None else _pick(far, v, out)
+    out = [np.empty_like(mh) for _ in range(3)]
+    for sel, v in ((near, _sinc_near), (~near, _sinc_far)):  # each on its own entries only
+        if sel.any():
+            for o, a in zip(out, v(mh[sel], ml[sel], order)):
+                o[sel] = a
     # widening by the derivative bound over the argument ball
     if order == 0:
         rho = _rho(x)
@@ -404,19 +430,96 @@ def _sinc_family(b, order: int):
     return _result(out, ok, b.shape)
 
 
+@chunked
 def sinc(b):
     """``sinc(x) = sin(pi x)/(pi x)`` (see the module Notes); ``|x| > 2**200`` declined."""
     return _sinc_family(b, 0)
 
 
+@chunked
 def dsinc(b):
     """``sinc'(x) = (cos(pi x) - sinc(x))/x`` (see the module Notes)."""
     return _sinc_family(b, 1)
 
 
+@chunked
 def d2sinc(b):
     """``sinc''(x)`` (see the module Notes)."""
     return _sinc_family(b, 2)
 
 
-_ = Parts  # the result type, re-exported for readers of this module
+# -- erf ---------------------------------------------------------------------------------------
+
+#: erf: the series is used for |x| <= ERF_SERIES, the constant ±1 for |x| >= ERF_ONE (between: Arb)
+ERF_SERIES = 2.0
+ERF_ONE = 9.0
+
+
+def _erf_init() -> None:
+    if getattr(_K, "erf_ready", False):
+        return
+    from flint import arb, ctx
+
+    old = ctx.prec
+    ctx.prec = 320
+    try:
+        _K.TWO_OVER_SQRTPI = _ball_of(2 / arb.pi().sqrt())
+    finally:
+        ctx.prec = old
+    c = [Fraction(1)]
+    for k in range(1, 80):
+        c.append(c[-1] * 2 / (2 * k + 1))
+    v = Fraction(4)
+    K = next(k for k in range(10, 79) if c[k + 1] * v ** (k + 1) / (1 - Fraction(8, 2 * k + 5)) < Fraction(1, 2**116))
+    _K.ERF_C = [_dd_parts(ci) for ci in c[:K + 1]]
+    _K.ERF_REM = (float(c[K + 1]) * 1.01 / (1 - 8 / (2 * K + 5)), K + 1)
+    _K.erf_ready = True
+
+
+def _erf_series(mh, ml):
+    """``erf`` at exact midpoints, ``|mh| <= 2``: ``erf x = (2/sqrt(pi)) x exp(-x**2) sum_k 2**k x**(2k)/(2k+1)!!``
+    (all terms positive; the tail after ``K`` terms is below ``c_{K+1} v**(K+1) / (1 - 2v/(2K+5))``, ``v = x**2``,
+    the ratio of consecutive terms being ``2v/(2k+3)``)."""
+    zero = np.zeros_like(mh)
+    tiny = np.abs(mh) < 2.0 ** -300
+    m = _safe((mh, ml, zero), ~tiny)
+    v = _mul(m, m)  # >= 2**-600 or 0: times coefficients >= 2**-220 the products stay exact
+    coef, power = _K.ERF_REM
+    rho = _rho(v)
+    P = _horner(v, _K.ERF_C)  # partial sums dominated by their coefficients (>= 2**-220): exact products
+    P = _widen(P, coef * rho ** power, maybe=rho > 0)
+    E = _exp_ball((-v[0], -v[1], v[2]))  # in [e**-4, 1]
+    out = _mul(_mul(_mul(m, _K.TWO_OVER_SQRTPI), E), P)
+    if tiny.any():  # erf x = (2/sqrt(pi)) (x - x**3/3 + ...), |x| < 2**-300: [c x ± (c |x| 2**-100)]
+        c = _K.TWO_OVER_SQRTPI
+        ok = np.abs(mh) >= 2.0 ** -900  # there the product c x is an exact two_prod
+        cx = _mul(_safe((mh, ml, zero), ok), c)
+        cx = _widen(cx, np.abs(mh) * c[0] * 2.0 ** -100)
+        # below 2**-900: the float product, its rounding (relative 2**-53, or 2**-1075 if subnormal) in the radius
+        crude = (mh * c[0], zero, up(np.abs(mh) * (c[0] * 2.0 ** -51 + c[2]) + 2.0 ** -1074))
+        out = _pick(tiny, _pick(ok, cx, crude), out)
+    return out
+
+
+@chunked
+def erf(b):
+    """``erf`` (see :func:`_erf_series`); ``2 < |x| < 9`` declined (Arb); for ``|x| >= 9``:
+    ``±1`` with radius ``exp(-x**2)/(|x| sqrt(pi)) <= 2**-119`` (the classical erfc bound)."""
+    _init()
+    _erf_init()
+    x = _full(b)
+    a = np.abs(x[0])
+    ser = a <= ERF_SERIES
+    one = a >= ERF_ONE
+    ok = (ser | one) & np.isfinite(x[2])
+    x = _safe(x, ok)
+    out = [np.zeros_like(a), np.zeros_like(a), np.zeros_like(a)]
+    if ser.any():
+        for o, t in zip(out, _erf_series(x[0][ser], x[1][ser])):
+            o[ser] = t
+    if one.any():
+        out[0][one] = np.sign(x[0][one])
+        out[2][one] = 2.0 ** -119
+    out = (out[0], out[1], up(out[2] + x[2] * 1.1284, maybe=x[2] > 0))  # |erf'| <= 2/sqrt(pi) < 1.1284
+    return _result(out, ok, b.shape)
+

@@ -388,6 +388,46 @@ def _matmul(x: Ball, y: Ball) -> Ball:
             return b.map(lambda a: np.broadcast_to(a, b.shape).reshape((1, r, c)))
         return b.map(lambda a: np.broadcast_to(a, lead + (r, c)).reshape((-1, r, c)))
 
+    nd = len(lead)
+    xl = (1,) * (nd - len(x.shape[:-2])) + tuple(x.shape[:-2])
+    yl = (1,) * (nd - len(y.shape[:-2])) + tuple(y.shape[:-2])
+    L = int(np.prod(lead, dtype=np.int64))
+    xs, ys = int(np.prod(xl, dtype=np.int64)), int(np.prod(yl, dtype=np.int64))
+    if L > 1 and ys > 1 and xs < L and not (xs > 1 and ys <= xs):
+        # y varies along axes over which x is broadcast: the same on (x y)^T = y^T x^T
+        def swap(a: np.ndarray) -> np.ndarray:
+            return np.swapaxes(a, -1, -2)
+
+        return _matmul(y.map(swap), x.map(swap)).map(lambda a: np.ascontiguousarray(swap(a)))
+    if L > 1 and xs > 1 and ys < L:
+        # x varies along axes over which y is broadcast: stack those matrices of x into the rows of
+        # one product per matrix of y, [X_1; X_2; ...] @ Y_j.  Every small product is a block of a
+        # larger 2-D product and ball_matmul's bound of an entry depends only on its row of A, its
+        # column of B and n: the same proved enclosure, in ys calls instead of L
+        ax = [d for d in range(nd) if yl[d] > 1]
+        other = [d for d in range(nd) if yl[d] == 1]
+        perm = ax + other + [nd, nd + 1]
+        rows = int(np.prod([lead[d] for d in other], dtype=np.int64))
+
+        def stack(a: np.ndarray) -> np.ndarray:
+            a = np.broadcast_to(a, lead + (m, n)).transpose(perm)
+            return a.reshape((ys, rows * m, n))
+
+        def cols(a: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(a, y.shape).reshape((ys, n, p))
+
+        xf, yf = x.map(stack), y.map(cols)
+        try:
+            hi, lo, rad = ball_matmul(xf.hi, xf.lo, xf.rad, yf.hi, yf.lo, yf.rad)
+        except FastMatmulUnavailable as exc:
+            raise FastPathUnavailable(str(exc)) from None
+        inv = np.argsort(perm)
+
+        def back(a: np.ndarray) -> np.ndarray:
+            a = a.reshape(tuple(lead[d] for d in ax) + tuple(lead[d] for d in other) + (m, p))
+            return np.ascontiguousarray(a.transpose(inv))
+
+        return _check(Ball(hi, lo, rad).map(back))
     xf, yf = flat(x, m, n), flat(y, n, p)
     try:
         hi, lo, rad = ball_matmul(xf.hi, xf.lo, xf.rad, yf.hi, yf.lo, yf.rad)

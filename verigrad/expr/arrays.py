@@ -16,8 +16,8 @@ numpy's (PyTorch's for convolution and pooling) names, signatures and broadcasti
 
 None adds a graph operation (see :mod:`verigrad.expr.contractions`): the exact gradient,
 every backend, the kink and cone analyses follow from the operations they are built of.
-Non-differentiable points come from those operations: ``norm`` and ``std`` at 0 are
-``sqrt``'s boundary (the 2-norm has a kink at ``x = 0``), ``ord=1``/``inf`` norms are
+Non-differentiable points come from those operations: ``norm`` and ``std`` at 0 are kinks
+(:mod:`verigrad.kinks` recognises them by the marker in their ``sqrt``'s label), ``ord=1``/``inf`` norms are
 ``abs``/``max`` kinks, ``max_pool2d`` ties are ``max`` ties.
 
 :data:`ARRAY_CALLS` maps each name to its :class:`ArrayCall`; the parser hands the call's
@@ -202,6 +202,7 @@ def _pad(b: Builder, a: dict, label: str) -> Node:
                          hint="give n, (before, after) or one (before, after) per axis") from None
     if (widths < 0).any():
         raise ShapeError(f"pad(): 'pad_width' must be non-negative, got {width!r}")
+    C.check_table([n + int(lo) + int(hi) for n, (lo, hi) in zip(x.shape, widths.tolist())], "pad")
     table = np.pad(_ids(x), [tuple(r) for r in widths.tolist()], mode="constant", constant_values=-1)
     out = C.gather(b, x, table, label)
     if value == 0:
@@ -219,6 +220,7 @@ def _cumsum(b: Builder, a: dict, label: str) -> Node:
         raise ShapeError("cumsum(): a scalar has no axis to accumulate along")
     (ax,) = _axis_list(axis, len(x.shape), "cumsum", label)
     n = x.shape[ax]
+    C.check_table(x.shape + (n,), "cumsum")  # the n² prefix table, before it is allocated
     along = np.moveaxis(_ids(x), ax, -1)  # (..., n)
     tri = np.arange(n)[None, :] <= np.arange(n)[:, None]  # [i, j]: j <= i
     table = np.where(tri, along[..., None, :], -1)  # (..., n_i, n_j)
@@ -400,7 +402,11 @@ def array_call(p, name: str, node: ast.Call) -> Node:
         args[spec.params[-1][1:]] = [p.visit(e) for e in rest]
     label = p.label(node)
     start = p.b.node_count
-    out = p.build(node, lambda: spec.build(p.b, args, label))
+    token = C.TABLE_LIMIT.set(p.limits.max_elements)
+    try:
+        out = p.build(node, lambda: spec.build(p.b, args, label))
+    finally:
+        C.TABLE_LIMIT.reset(token)
     if out.id >= start:
         p.b.constructs[out.id] = (name, _shown(spec, args))
     # the intermediates (an im2col table of a large convolution) obey the size limit too

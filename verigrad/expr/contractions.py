@@ -26,14 +26,30 @@ from __future__ import annotations
 
 import math
 import string
+from contextvars import ContextVar
 from typing import Sequence
 
 import numpy as np
 
-from verigrad.errors import ExpressionError, ShapeError
+from verigrad.errors import ExpressionError, LimitError, ShapeError
 from verigrad.expr.graph import Builder, Node, _fmt_shape, encode_index
 
-__all__ = ["gather", "einsum", "conv", "pool"]
+__all__ = ["gather", "einsum", "conv", "pool", "TABLE_LIMIT", "check_table"]
+
+#: ``[limits] max_intermediate_elements`` of the expression being parsed (set by
+#: :func:`verigrad.expr.arrays.array_call`): index tables are checked against it *before* numpy
+#: allocates them, so ``pad(x, 10**6)`` is a LimitError, not gigabytes of int64 or a numpy message.
+TABLE_LIMIT: ContextVar[int | None] = ContextVar("verigrad_table_limit", default=None)
+
+
+def check_table(shape: Sequence[int], fn: str) -> None:
+    """Raise :class:`LimitError` if an array of ``shape`` built by ``fn`` exceeds the size limit."""
+    limit = TABLE_LIMIT.get()
+    size = math.prod(int(n) for n in shape)
+    if limit is not None and size > limit:
+        raise LimitError(f"{fn}() would build an array of shape {[int(n) for n in shape]} = {size} entries, "
+                         f"over the limit of {limit}",
+                         hint="raise [limits] max_intermediate_elements, or check the sizes given to " f"{fn}()")
 
 
 def gather(b: Builder, x: Node, table: np.ndarray, label: str) -> Node:
@@ -293,6 +309,7 @@ def _windows(fn: str, spatial: tuple[int, ...], kernel: tuple[int, ...], stride,
                              f"input ({n} + 2·{p}) along spatial axis {d}",
                              hint="use a smaller kernel or dilation, or more padding")
         out.append(o)
+    check_table(tuple(out) + tuple(kernel), fn)
     coords = []
     for n, k, s, p, dl, o in zip(spatial, kernel, stride, padding, dilation, out):
         c = np.arange(o)[:, None] * s - p + np.arange(k)[None, :] * dl  # (out, k)
@@ -349,6 +366,7 @@ def conv(b: Builder, x: Node, w: Node, nd: int, stride, padding, dilation, group
     padding = _tuple(padding, nd, "padding", fn, minimum=0)
     dilation = _tuple(dilation, nd, "dilation", fn, minimum=1)
     out, coords = _windows(fn, spatial, kernel, stride, padding, dilation)
+    check_table((n, c) + tuple(kernel) + tuple(out), fn)  # the im2col table, before it is allocated
     win = _window_table(spatial, kernel, out, coords)  # (*K, *out)
     nk, nl, ns = math.prod(kernel), math.prod(out), math.prod(spatial)
     win = win.reshape(nk, nl)
@@ -381,6 +399,7 @@ def pool(b: Builder, x: Node, kernel, stride, kind: str, label: str, fn: str) ->
     stride = kernel if stride is None else _tuple(stride, 2, "stride", fn, minimum=1)
     spatial = x.shape[-2:]
     out, coords = _windows(fn, spatial, kernel, stride, (0, 0), (1, 1))
+    check_table(x.shape[:-2] + tuple(kernel) + tuple(out), fn)
     win = _window_table(spatial, kernel, out, coords)  # (kh, kw, Ho, Wo), no -1 without padding
     nk, ns = math.prod(kernel), math.prod(spatial)
     win = np.moveaxis(win.reshape(nk, *out), 0, -1)  # (Ho, Wo, k)

@@ -124,7 +124,8 @@ class ElemFn:
         Whether the value can stay exactly the same when the argument moves
         (``relu`` off, ``step``, ``sign``).
     dd_ball : str or None
-        Name of the vectorised rule of the fast engine in :mod:`verigrad.engine.ddfunctions`
+        Name of the vectorised rule of the fast engine in :mod:`verigrad.engine.ddfunctions` or
+        :mod:`verigrad.engine.ddspecial`
         (a name, so that this layer imports nothing of the engine):
         ``fastball.Ball -> (Ball, declined)``, containing the value for every point of each
         argument ball except where the boolean array ``declined`` (or None) is True; those
@@ -435,17 +436,17 @@ FUNCTIONS: dict[str, ElemFn] = {
                derivative=lambda b, n, x: b.unary("dtanh", x)),
         ElemFn("arcsin", lambda a: sympy.asin(a), np.arcsin, mpmath.asin, _open_unit,
                "-1 < argument < 1 (the derivative is infinite at ±1)",
-               ball=_m("asin"), series=_m("asin"), open_domain=(-1, 1),
+               ball=_m("asin"), series=_m("asin"), open_domain=(-1, 1), dd_ball="arcsin",
                derivative=lambda b, n, x: b.div(b.const(1), b.unary("sqrt", b.sub(b.const(1), b.mul(x, x))))),
         ElemFn("arccos", lambda a: sympy.acos(a), np.arccos, mpmath.acos, _open_unit,
                "-1 < argument < 1 (the derivative is infinite at ±1)",
-               ball=_m("acos"), series=_m("acos"), open_domain=(-1, 1),
+               ball=_m("acos"), series=_m("acos"), open_domain=(-1, 1), dd_ball="arccos",
                derivative=lambda b, n, x: b.neg(b.div(b.const(1), b.unary("sqrt", b.sub(b.const(1), b.mul(x, x)))))),
         ElemFn("arctan", lambda a: sympy.atan(a), np.arctan, mpmath.atan,
-               ball=_m("atan"), series=_m("atan"), magnitude_sensitive=True,
+               ball=_m("atan"), series=_m("atan"), magnitude_sensitive=True, dd_ball="arctan",
                derivative=lambda b, n, x: b.div(b.const(1), b.add(b.const(1), b.mul(x, x)))),
         ElemFn("erf", lambda a: sympy.erf(a), _np_erf, mpmath.erf,
-               ball=_m("erf"), series=_m("erf"), magnitude_sensitive=True,
+               ball=_m("erf"), series=_m("erf"), magnitude_sensitive=True, dd_ball="erf",
                derivative=_d_erf),
         ElemFn("sigmoid", lambda a: 1 / (1 + sympy.exp(-a)), _np_sigmoid, _mp_sigmoid,
                sympy_display=lambda a: _sx(a),

@@ -205,6 +205,7 @@ def _one_hot(p, node, a: dict, label: str) -> Node:
     idx, n = a["indices"], a["num_classes"]
     if n < 1:
         raise p.error(f"one_hot(): num_classes={n} must be a positive integer", node)
+    p.check_size(tuple(idx.shape) + (n,), node)  # before m·n overflows int64 or is allocated
     bad = (idx < 0) | (idx >= n)
     if bad.any():
         at = tuple(int(i) for i in np.argwhere(bad)[0])

@@ -59,14 +59,22 @@ def _real_dtype_call(f, x: np.ndarray) -> np.ndarray:
 # -- float (numpy dtype kept) --------------------------------------------------------------------
 
 
+def _no_complex_step() -> Exception:
+    """A UsageError (exit 2, a scheme row's error in ``verigrad run``), not a TypeError's traceback."""
+    from verigrad.errors import UsageError
+
+    return UsageError("complex-step is refused: gammaln has no complex step at arguments with real part <= 0 "
+                      "(log|Γ| is not the real part of an analytic branch there)",
+                      hint="use a real scheme such as central or central4")
+
+
 def np_gammaln(x: np.ndarray) -> np.ndarray:
     """scipy's ``gammaln`` (log|Γ|, +inf at the poles), rounded to the dtype; complex: ``loggamma``
     where the real part is positive (the principal branch is log Γ there)."""
     sp = _scipy_special()
     if np.iscomplexobj(x):
         if np.any(np.asarray(x).real <= 0):
-            raise TypeError("gammaln has no complex step at arguments with real part <= 0 "
-                            "(log|Γ| is not the real part of an analytic branch there)")
+            raise _no_complex_step()
         return np.asarray(sp.loggamma(np.asarray(x, dtype=np.complex128))).astype(np.asarray(x).dtype)
     return _real_dtype_call(sp.gammaln, x)
 
@@ -159,7 +167,7 @@ def not_a_pole(x) -> bool:
 def mp_gammaln(x):
     if isinstance(x, mpmath.mpc):
         if x.real <= 0:  # the same refusal as the float rule: log|Γ| is no analytic branch's real part there
-            raise TypeError("gammaln has no complex step at arguments with real part <= 0")
+            raise _no_complex_step()
         return mpmath.loggamma(x)
     if x > 0:
         return mpmath.loggamma(x)

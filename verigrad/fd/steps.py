@@ -46,7 +46,13 @@ def _effective_steps(steps: np.ndarray, direction: Direction, point: dict, dtype
         else:
             scale = max([1.0] + [float(np.max(np.abs(point[n]))) for n in direction.vector])
         steps = steps * scale
-    hp = steps.astype(dtype).astype(np.float64)
+    with np.errstate(over="ignore"):
+        hp = steps.astype(dtype).astype(np.float64)
+    if not np.isfinite(hp).all():  # 1e5 in float16: x + h would be inf, every difference inf or nan
+        big = float(steps[~np.isfinite(hp)][0])
+        raise UsageError(f"the step {big:.3g}{' (relative, times max(1, |x|))' if mode is StepMode.RELATIVE else ''} "
+                         f"overflows {np.dtype(dtype).name} (largest finite {float(np.finfo(dtype).max):.3g})",
+                         hint=f"choose steps well below {float(np.finfo(dtype).max):.3g} for {np.dtype(dtype).name}")
     if representable:
         if direction.variable is None:
             raise UsageError("--representable needs a coordinate direction (--variable/--index)")

@@ -95,7 +95,15 @@ def adapt(fn: Callable, kind: CandidateKind, *, variables: Sequence[str], symbol
         consts = {k: a for k, a in arrays.items() if k not in params}
 
         def loss(p):
-            return fn(**p, **consts)
+            out = fn(**p, **consts)
+            shape, dt = getattr(out, "shape", None), getattr(out, "dtype", None)
+            # checked here, not left to jax.grad: its TypeError would point into this file, not the user's
+            if not isinstance(out, jax.Array) or int(np.prod(shape)) != 1 or not np.issubdtype(dt, np.floating):
+                what = (f"an array of shape {list(shape)} and dtype {dt}" if isinstance(out, jax.Array)
+                        else type(out).__name__)
+                raise CandidateError(f"the forward returned {what}; jax-grad needs the scalar loss as a floating "
+                                     "JAX array (computed with jax.numpy from the arguments)", kind="raised")
+            return out.reshape(())
 
         value, grads = jax.value_and_grad(loss)(params)
         out = {}

@@ -90,6 +90,10 @@ def to_tensor(a: np.ndarray, dev: torch.device, *, requires_grad: bool = False) 
 def to_numpy(value: Any) -> Any:
     """Tensors (in mappings and sequences too) as numpy arrays of the same dtype, on the CPU; others as they are."""
     if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided or value.device.type == "meta":
+            what = "a meta tensor (it has no data)" if value.device.type == "meta" else f"a {value.layout} tensor"
+            raise CandidateError(f"the code returned {what} of shape {list(value.shape)}; return dense tensors "
+                                 "with values (.to_dense())", kind="raised")
         t = value.detach().to("cpu").resolve_conj().resolve_neg()
         if t.dtype == torch.bfloat16:
             import ml_dtypes

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 from verigrad.kinks.acceptance import (KinkAcceptance, KinkAnalysis, PerEntryAcceptance, accept_at_kinks,
                                        kink_acceptance, kink_analysis)
-from verigrad.kinks.conditions import site_values
+from verigrad.kinks.conditions import nondifferentiable_error, site_values
 from verigrad.kinks.crossings import Crossing, SiteDistance, distance_along, stencil_crossings
 from verigrad.kinks.fdgradient import FDAdjustment, FDCrossings, fd_crossings, fd_kink_adjustment
 from verigrad.kinks.onesided import OneSided, directional_one_sided, kink_limit, one_sided_gradient
@@ -87,5 +87,5 @@ __all__ = [
     "SafeStep", "safe_steps", "FDCrossings", "fd_crossings", "kink_limit",
     "Choice", "SubgradientSet", "subgradient_set", "KinkAcceptance", "KinkAnalysis", "kink_analysis",
     "kink_acceptance", "FDAdjustment", "fd_kink_adjustment", "StudyKinks", "study_kinks",
-    "directional_one_sided",
+    "directional_one_sided", "nondifferentiable_error",
 ]

@@ -66,11 +66,13 @@ def _grouped(a: np.ndarray, axes: tuple[int, ...] | None):
 
 
 def _others_max(v: np.ndarray) -> np.ndarray:
-    """``max_{j != i} v_j`` along the last axis."""
-    s = np.sort(v, axis=-1)
-    top1, top2 = s[..., -1:], s[..., -2:-1]
-    # an entry equal to the top one: the max of the others is the second (equal if the top is tied)
-    return np.where(v == top1, top2, top1)
+    """``max_{j != i} v_j`` along the last axis (no sort: the top value, and the top of the rest)."""
+    top1 = np.max(v, axis=-1, keepdims=True)
+    is_top = v == top1
+    rest = np.max(np.where(is_top, -np.inf, v), axis=-1, keepdims=True)
+    # an entry equal to the top one: the max of the others is the second, the top itself when tied
+    top2 = np.where(np.sum(is_top, axis=-1, keepdims=True) > 1, top1, rest)
+    return np.where(is_top, top2, top1)
 
 
 def _max_gap_signs(site: Site, x) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +184,7 @@ def _graph_entries(sites: Sequence[Site]) -> int:
 
 
 def certified_signs(model: Model, point: Mapping[str, np.ndarray], sites: Sequence[Site], var: str | None,
-                    flat_idx: Sequence[int], values: Sequence[float], *, prec: int = 256
+                    flat_idx: Sequence[int], values: Sequence[float], *, prec: int = 256, exact: bool = True
                     ) -> tuple[list[np.ndarray], list[np.ndarray], dict[int, str]]:
     """Proved signs of every site's condition at points that change one entry of ``var`` each.
 
@@ -200,6 +202,10 @@ def certified_signs(model: Model, point: Mapping[str, np.ndarray], sites: Sequen
         The float value it sets (exactly).
     prec : int
         mpmath precision (bits) of the rows evaluated exactly.
+    exact : bool
+        With False, entries the balls cannot decide keep the code :data:`UNDECIDED` (3) and
+        nothing is evaluated in mpmath (a row the ball engine cannot evaluate at all is undecided
+        in every entry).
 
     Returns
     -------
@@ -242,6 +248,8 @@ def certified_signs(model: Model, point: Mapping[str, np.ndarray], sites: Sequen
     for k in range(len(sites)):
         redo |= np.any(codes[k] == UNDECIDED, axis=1)
     failed: dict[int, str] = {}
+    if not exact:  # rows the ball engine could not evaluate are UNDECIDED everywhere already
+        return mids, codes, failed
     rows = np.flatnonzero(redo)
     if rows.size:
         exact_rows = [{} if var is None else {(var, int(flat_idx[r])): float(values[r])} for r in rows]
@@ -251,3 +259,115 @@ def certified_signs(model: Model, point: Mapping[str, np.ndarray], sites: Sequen
             codes[k][rows] = ec[k]
         failed = {int(rows[j]): msg for j, msg in ef.items()}
     return mids, codes, failed
+
+
+#: a vertex row of a subgradient set whose change of every gradient entry is proved below this
+#: fraction of the gradient's largest entry (and of 1) needs no exact evaluation: it is taken as
+#: no change (verigrad.kinks.subgradients.subgradient_set)
+BALL_DROP = 2.0 ** -64
+
+
+def _compiled(entries, conv: dict) -> tuple:
+    """(batch rows, index arrays per axis, hi, lo, rad) of assignments [(row, index, Fraction)]."""
+    from verigrad.engine import fastball as fb
+
+    for q in {e[2] for e in entries} - conv.keys():
+        w = fb.from_fraction(q)
+        conv[q] = (float(w.hi), float(w.lo), float(w.rad))
+    rows = np.array([r for r, _, _ in entries], dtype=np.int64)
+    nd = len(entries[0][1]) if entries else 0
+    idx = tuple(np.array([e[1][d] for e in entries], dtype=np.int64) for d in range(nd))
+    vals = np.array([conv[e[2]] for e in entries], dtype=np.float64).reshape(-1, 3)
+    return (rows,) + idx, vals
+
+
+def _ball_evaluate_with(nodes, leaves, common: dict, per_row: dict, B: int):
+    """:func:`verigrad.kinks.subgradients._evaluate_with` on double-double balls: ``common`` and
+    ``per_row`` map node ids to compiled assignments (:func:`_compiled`): the first replace the
+    entries in every row (their row index is 0, on a batch axis of 1), the second in their row."""
+    from verigrad.engine import fastball as fb
+    from verigrad.expr.graph import topological
+
+    values: dict = {}
+    for n in topological(nodes):
+        v = fb.eval_ball(n, [values[a.id] for a in n.args], leaves)
+        for table in (common, per_row):
+            if n.id not in table:
+                continue
+            where, vals = table[n.id]
+            shp = (v.shape[0] if table is common else max(B, v.shape[0]),) + tuple(n.shape)
+            v = fb.Ball(*(np.array(np.broadcast_to(a, shp), dtype=np.float64) for a in (v.hi, v.lo, v.rad)))
+            if not vals.size:
+                continue
+            sel = (slice(None),) + where[1:] if table is common else where  # common: the same in every row
+            v.hi[sel], v.lo[sel], v.rad[sel] = vals[:, 0], vals[:, 1], vals[:, 2]
+        values[n.id] = v
+    return [values[o.id] for o in nodes]
+
+
+def negligible_rows(model: Model, point: Mapping[str, np.ndarray], nodes, common, extras,
+                    max_entries: int = 2_000_000) -> np.ndarray:
+    """Which rows of overrides provably change no entry of ``nodes`` by more than :data:`BALL_DROP`.
+
+    Parameters
+    ----------
+    model : Model
+    point : mapping of str to ndarray
+    nodes : sequence of Node
+        The gradient nodes.
+    common : list of (Node, index, Fraction)
+        The assignments of the base row (every row has them).
+    extras : list of list of (Node, index, Fraction)
+        Each row's assignments on top of them.
+    max_entries : int
+        Memory bound: rows x graph entries per ball batch.
+
+    Returns
+    -------
+    ndarray of bool, (len(extras),)
+        True where ``|G(row) - G(base)| <= BALL_DROP max(1, max |G(base)|)`` holds for every
+        entry, proved with outward-rounded bounds of the balls' difference.  False where it does
+        not or cannot be told (a batch the ball engine cannot evaluate: all False).
+    """
+    from verigrad.engine import fastball as fb
+    from verigrad.engine.ballcore import ball_sub
+    from verigrad.expr.graph import topological
+
+    out = np.zeros(len(extras), dtype=bool)
+    conv: dict = {}
+    by_node: dict = {}
+    for node, idx, q in common:
+        by_node.setdefault(node.id, []).append((0, tuple(idx), q))
+    com = {k: _compiled(v, conv) for k, v in by_node.items()}
+    try:
+        leaves = {n: fb.from_float(np.asarray(point[n], dtype=np.float64)[None, ...]) for n in model.leaves}
+        base = _ball_evaluate_with(nodes, leaves, com, {}, 1)
+    except (ArithmeticError, DomainError, ValueError):
+        return out
+    scale = 1.0
+    for b in base:
+        lo = np.abs(b.hi) - np.abs(b.lo) - b.rad
+        if lo.size:
+            scale = max(scale, float(np.max(lo)) * (1 - 2.0 ** -40))
+    limit = BALL_DROP * scale
+    per = max(1, max_entries // max(1, sum(n.size for n in topological(list(nodes)))))
+    for start in range(0, len(extras), per):
+        part = extras[start:start + per]
+        rows: dict = {}
+        for r, row in enumerate(part):
+            for node, idx, q in row:
+                rows.setdefault(node.id, []).append((r, tuple(idx), q))
+        rows = {k: _compiled(v, conv) for k, v in rows.items()}
+        try:
+            vals = _ball_evaluate_with(nodes, leaves, com, rows, len(part))
+        except (ArithmeticError, DomainError, ValueError):
+            continue
+        ok = np.ones(len(part), dtype=bool)
+        for v, b in zip(vals, base):
+            d = ball_sub(v, b)
+            shp = (len(part),) + tuple(np.broadcast_shapes(d.hi.shape, d.lo.shape, d.rad.shape)[1:])
+            up = np.abs(np.broadcast_to(d.hi, shp)) + np.abs(np.broadcast_to(d.lo, shp)) + np.broadcast_to(d.rad, shp)
+            with np.errstate(invalid="ignore"):
+                ok &= np.all((up * (1 + 2.0 ** -40) <= limit).reshape(len(part), -1), axis=1)
+        out[start:start + len(part)] = ok
+    return out

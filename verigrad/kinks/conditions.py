@@ -20,7 +20,7 @@ from verigrad.expr.evaluate import _align, evaluate
 from verigrad.expr.graph import Node
 from verigrad.kinks.sites import POLE_FUNCTIONS, Boundary, Site, SiteRule
 
-__all__ = ["site_values"]
+__all__ = ["site_values", "nondifferentiable_error"]
 
 
 #: Working precision (bits) of condition values unless a caller asks for more.
@@ -67,7 +67,7 @@ def _condition(site: Site, args: Sequence[np.ndarray]) -> np.ndarray:
     """Condition values ``(B, *site.shape)`` from the batched argument values (mp objects or floats)."""
     nd = len(site.shape)
     r = site.rule
-    if r in (SiteRule.RELU, SiteRule.ABS, SiteRule.PRODUCT):
+    if r in (SiteRule.RELU, SiteRule.ABS, SiteRule.PRODUCT, SiteRule.NORM):
         v = args[0]
     elif r is SiteRule.MAXIMUM:
         # minimum(a, b) is -maximum(-a, -b): its arguments are -a, -b and a - b = (-b) - (-a)
@@ -211,3 +211,50 @@ def _violates(site: Site, base_sign: np.ndarray, node_sign: np.ndarray) -> np.nd
     if site.boundary is Boundary.POSITIVE:
         return node_sign != 1
     return node_sign != base_sign
+
+
+def nondifferentiable_error(model: Model, point: Mapping[str, np.ndarray], exc: DomainError) -> DomainError:
+    """A clearer error for a point exactly on the kink of a 2-norm or ``std`` (a sqrt of a sum of squares).
+
+    The engines evaluate ``norm(x)`` as ``sqrt(sum(x*x))``, whose derivative is undefined at
+    ``x = 0``; they stop there with a domain error of ``sqrt``.  When a ``norm``/``std`` kink
+    site (:data:`verigrad.kinks.sites.SiteRule.NORM`) has its condition exactly 0 at the point,
+    the returned error says so (the loss is defined but not differentiable there; which
+    subgradients exist; how to move the point); otherwise ``exc`` itself is returned.
+
+    Parameters
+    ----------
+    model : Model
+    point : mapping of str to ndarray
+    exc : DomainError
+        What the certification raised.
+
+    Returns
+    -------
+    DomainError
+    """
+    from verigrad.kinks.sites import SiteKind, find_sites
+
+    sites = [s for s in find_sites(model) if s.rule is SiteRule.NORM and s.kind is SiteKind.KINK]
+    if not sites:
+        return exc
+    try:
+        vals = site_values(model, point, sites)
+    except DomainError:
+        return exc
+    for s, v in zip(sites, vals):
+        zero = [idx for idx in np.ndindex(*s.shape) if not v[(0,) + idx]]
+        if not zero:
+            continue
+        x = s.argument_text[0]
+        where = s.describe(zero[0]) + (f" (and {len(zero) - 1} more)" if len(zero) > 1 else "")
+        if s.name == "norm":
+            sub = f"its subgradients there are the unit ball {{g : ||g||_2 <= 1}} (in {x}'s entries)"
+        else:
+            sub = (f"its subgradients there are the ball of radius 1/sqrt(n - ddof) around 0 (in the deviations of "
+                   f"{x} from its mean)")
+        return DomainError(f"not differentiable at this point: it is on the kink of {where} "
+                           f"({s.location(zero[0])} = 0 exactly); the loss is defined there ({s.name} = 0) "
+                           f"but has no gradient, and {sub}; verigrad grades gradients where they exist: move the point off the kink "
+                           f"(another value or init of {x})", expression=s.label)
+    return exc

@@ -1,7 +1,7 @@
 """A full finite-difference gradient near sites: which stencils cross one, and what to grade against.
 
 :func:`fd_crossings` marks the coordinates of :func:`verigrad.fd.fd_gradient` whose
-stencil crosses a site (screened in float64, confirmed exactly);
+stencil crosses a site (signs proved on double-double balls, exactly where they cannot tell);
 :func:`fd_kink_adjustment` turns that into the truth to grade the estimate with:
 crossing coordinates excluded, coordinates on a kink compared with the scheme's
 limit of the one-sided derivatives (:func:`verigrad.kinks.kink_limit`).
@@ -10,7 +10,7 @@ limit of the one-sided derivatives (:func:`verigrad.kinks.kink_limit`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Mapping, Sequence
 
@@ -18,16 +18,15 @@ import mpmath
 import numpy as np
 
 from verigrad.casefile.loader import point_in_dtype
-from verigrad.engine.backends import FloatBackend, MPBackend
 from verigrad.engine.model import Model
-from verigrad.fd.nodes import batched_leaves
+from verigrad.errors import DomainError
 from verigrad.fd.steps import entry_steps
 from verigrad.kinks.acceptance import kink_analysis
-from verigrad.kinks.conditions import (DEFAULT_PREC, _arg_nodes, _conditions, _float_base, _mp_base, _signs,
-                                       _violates)
-from verigrad.kinks.crossings import Crossing, _crossing_message, _locate, _prec_for, _round_fraction, _sci
+from verigrad.kinks.ballscreen import UNDECIDED, certified_signs
+from verigrad.kinks.conditions import DEFAULT_PREC, _violates
+from verigrad.kinks.crossings import Crossing, _crossing_message, _prec_for, _round_fraction, _sci
 from verigrad.kinks.onesided import kink_limit
-from verigrad.kinks.sites import Site, SiteKind, _idx, find_sites
+from verigrad.kinks.sites import Boundary, Site, SiteKind, _idx, find_sites
 from verigrad.schemes import Scheme, SchemeKind, StepMode, get_scheme
 from verigrad.spec import Dtype
 
@@ -69,15 +68,166 @@ class FDCrossings:
         return [c.message for c in self.crossings]
 
 
-def _node_values(x: float, h: float, offsets: Sequence[Fraction], dt: np.dtype) -> list[Fraction]:
-    xq, hq = Fraction(x), Fraction(h)
-    return [_round_fraction(xq + c * hq, dt) for c in offsets]
+def _node_floats(xf: np.ndarray, hp: np.ndarray, offsets: Sequence[Fraction], dt: np.dtype) -> np.ndarray:
+    """(n, K) nodes ``fl_p(x_i + c_k h_i)``, each rounded once from its exact value (as float64)."""
+    out = np.empty((xf.size, len(offsets)))
+    for i in range(xf.size):
+        xq, hq = Fraction(float(xf[i])), Fraction(float(hp[i]))
+        for k, c in enumerate(offsets):
+            out[i, k] = float(_round_fraction(xq + c * hq, dt))
+    return out
+
+
+@dataclass
+class _Hits:
+    """What the stencil nodes of one coordinate do to the sites."""
+
+    kink: list = field(default_factory=list)   # (site k, flat entry, node) on a kink the point is on
+    other: list = field(default_factory=list)  # (site k, flat entry, node, secant distance)
+    fails: list = field(default_factory=list)  # (node, message): the node left a domain
+
+
+def _screen(model: Model, point: Mapping[str, np.ndarray], sites: Sequence[Site], base, name: str,
+            idx: np.ndarray, hp: np.ndarray, offsets: Sequence[Fraction], dt: np.dtype, prec: int,
+            max_batch_elements: int) -> tuple[dict[int, _Hits], np.ndarray]:
+    """Certified crossing test of the stencils of coordinates ``idx`` of ``name`` (steps ``hp``).
+
+    ``base`` is (midpoints, signs) of the conditions at the point.  Returns the hits per flat
+    index (coordinates without any are left out) and the (n, K) float nodes.
+    """
+    K = len(offsets)
+    x = np.asarray(point[name]).reshape(-1).astype(np.float64)
+    nodes = _node_floats(x[idx], hp, offsets, dt)
+    ns = [int(np.prod(s.shape, dtype=np.int64)) for s in sites]
+    per = max(1, max_batch_elements // max(1, K * sum(ns)))
+    out: dict[int, _Hits] = {}
+    for start in range(0, idx.size, per):
+        stop = min(idx.size, start + per)
+        flat = np.repeat(idx[start:stop], K)
+        vals = nodes[start:stop].reshape(-1)
+        mids, codes, failed = certified_signs(model, point, sites, name, flat, vals, prec=prec)
+        bad = np.zeros(flat.size, dtype=bool)
+        for r, msg in failed.items():
+            bad[r] = True
+            out.setdefault(int(flat[r]), _Hits()).fails.append((r % K, msg))
+        for k, (site, m0, c0, mid, code) in enumerate(zip(sites, base[0], base[1], mids, codes)):
+            hit = _violates(site, c0[None, :], code) & ~bad[:, None]
+            for r, e in zip(*np.nonzero(hit)):
+                i, node = int(flat[r]), int(r % K)
+                h = out.setdefault(i, _Hits())
+                t = abs(float(vals[r]) - float(x[i]))
+                if site.kind is SiteKind.KINK and c0[e] == 0:
+                    h.kink.append((k, int(e), node))
+                else:
+                    a0, at = float(m0[e]), float(mid[r, e])
+                    sec = t * abs(a0) / abs(a0 - at) if a0 != at and np.isfinite(at) else t
+                    h.other.append((k, int(e), node, sec))
+    return out, nodes
+
+
+def _locate_floats(model: Model, point, sites: Sequence[Site], base, name: str, items: list, prec: int,
+                   iterations: int = 60, rtol: float = 2.0**-12) -> list[float]:
+    """|y - x_i| of the sign change of each item (flat index i, site k, flat entry e, node value y)
+    between the point's coordinate x_i and the node.
+
+    An Illinois iteration on float values of the coordinate, all items in one ball batch per
+    step (:func:`certified_signs` without the exact fallback): the bracket's ends have proved
+    signs.  A trial value where the ball cannot tell the sign is within a few double-double
+    roundings of the change; then the two values ``d = rtol |y - x_i| / 4`` either side are tried
+    once, and if they cannot be told either, the change is reported at the trial value (a
+    distance for a message, far below its two digits).
+    """
+    x = np.asarray(point[name]).reshape(-1).astype(np.float64)
+    n = len(items)
+    a = np.array([x[it[0]] for it in items])
+    b = np.array([it[3] for it in items], dtype=np.float64)
+    fa = np.array([float(base[0][it[1]][it[2]]) for it in items])
+    fb = np.full(n, np.nan)
+    s0 = [int(base[1][it[1]][it[2]]) for it in items]
+    side = np.zeros(n, dtype=np.int8)
+    done = np.zeros(n, dtype=bool)
+    width0 = np.abs(b - a)
+
+    def beyond(j: int, code: int) -> bool:
+        return code != 1 if sites[items[j][1]].boundary is Boundary.POSITIVE else code != s0[j]
+
+    for _ in range(iterations):
+        act = np.flatnonzero(~done & (np.abs(b - a) > rtol * width0))
+        if not act.size:
+            break
+        with np.errstate(all="ignore"):
+            sec = (a[act] * fb[act] - b[act] * fa[act]) / (fb[act] - fa[act])
+        c = np.where(np.isfinite(fb[act]) & (fb[act] != fa[act]), sec, (a[act] + b[act]) / 2)
+        lo, hi = np.minimum(a[act], b[act]), np.maximum(a[act], b[act])
+        c = np.where((c > lo) & (c < hi), c, (a[act] + b[act]) / 2)
+        stuck = (c == a[act]) | (c == b[act])
+        done[act[stuck]] = True
+        act, c = act[~stuck], c[~stuck]
+        if not act.size:
+            break
+        mids, codes, failed = certified_signs(model, point, sites, name, [items[j][0] for j in act], c,
+                                              prec=prec, exact=False)
+        blind = [r for r, j in enumerate(act) if r not in failed and int(codes[items[j][1]][r, items[j][2]]) == UNDECIDED
+                 and abs(b[j] - a[j]) > width0[j] / 4]
+        if blind:
+            # far from the change the balls should decide; where they cannot (a condition the ball
+            # rules do not cover, such as tan's cos(x) != 0) the trial value is decided exactly, or the
+            # distance would be the bracket's middle, not the change
+            em, ec, ef = certified_signs(model, point, sites, name, [items[act[r]][0] for r in blind],
+                                         c[blind], prec=prec, exact=True)
+            for q, r in enumerate(blind):
+                for k in range(len(codes)):
+                    codes[k][r] = ec[k][q]
+                    mids[k][r] = em[k][q]
+                if q in ef:
+                    failed[r] = ef[q]
+        unsure = []
+        for r, j in enumerate(act):
+            k, e = items[j][1], items[j][2]
+            code = 2 if r in failed else int(codes[k][r, e])
+            if code == UNDECIDED:
+                unsure.append((j, float(c[r])))
+                continue
+            if code == 0 and s0[j] != 0:
+                a[j] = b[j] = c[r]
+                done[j] = True
+                continue
+            fc = np.nan if r in failed else float(mids[k][r, e])
+            if beyond(j, code):
+                b[j], fb[j] = c[r], fc
+                if side[j] == -1:
+                    fa[j] /= 2
+                side[j] = -1
+            else:
+                a[j], fa[j] = c[r], fc
+                if side[j] == 1 and np.isfinite(fb[j]):
+                    fb[j] /= 2
+                side[j] = 1
+        if unsure:
+            js = [j for j, _ in unsure]
+            d = np.array([rtol * width0[j] / 4 for j in js])
+            cs = np.array([cv for _, cv in unsure])
+            near_a = np.sign(a[js] - cs)  # toward a, then toward b
+            probes = np.concatenate([cs + near_a * d, cs - near_a * d])
+            _, pc, pf = certified_signs(model, point, sites, name, [items[j][0] for j in js] * 2, probes,
+                                        prec=prec, exact=False)
+            m = len(js)
+            for q, j in enumerate(js):
+                k, e = items[j][1], items[j][2]
+                ca, cb = int(pc[k][q, e]), int(pc[k][m + q, e])
+                if ca != UNDECIDED and cb != UNDECIDED and not beyond(j, ca) and beyond(j, cb):
+                    a[j], b[j] = probes[q], probes[m + q]
+                else:
+                    a[j] = b[j] = cs[q]
+                done[j] = True
+    xs = [Fraction(float(x[it[0]])) for it in items]
+    return [float(abs((Fraction(float(a[j])) + Fraction(float(b[j]))) / 2 - xs[j])) for j in range(n)]
 
 
 def fd_crossings(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: float | Mapping[str, np.ndarray],
                  step_mode: StepMode = StepMode.RELATIVE, sites: Sequence[Site] | None = None,
-                 point: Mapping[str, np.ndarray] | None = None, max_batch_elements: int = 2_000_000,
-                 margin: float = 1e-6) -> FDCrossings:
+                 point: Mapping[str, np.ndarray] | None = None, max_batch_elements: int = 4_000_000,
+                 locate: bool = True) -> FDCrossings:
     """Mark the coordinates of :func:`verigrad.fd.fd_gradient` whose stencil crosses a site.
 
     Parameters
@@ -85,17 +235,18 @@ def fd_crossings(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: floa
     model : Model
     dtype : Dtype
     scheme : Scheme or str
-    step : float
-        Nominal step; steps and nodes are exactly those of ``fd_gradient``
+    step : float or mapping of str to ndarray
+        Nominal step (or per-entry steps); steps and nodes are exactly those of ``fd_gradient``
         (``h_i = fl_p(h max(1, |x_i|))`` in relative mode, ``y = fl_p(x_i + c_k h_i)``).
     step_mode : StepMode
     sites : sequence of Site, optional
     point : mapping of str to ndarray, optional
         Default ``point_in_dtype(model.point, dtype)``.
     max_batch_elements : int
-        Memory bound of the float screening.
-    margin : float
-        Screening margin, relative to the largest |condition| of a site.
+        Memory bound: (nodes in one batch) x (site condition entries).
+    locate : bool
+        Locate the nearest sign change of every crossing coordinate (for its message); with False
+        the distance is the secant estimate between the point and the node.
 
     Returns
     -------
@@ -103,11 +254,15 @@ def fd_crossings(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: floa
 
     Notes
     -----
-    The conditions at every node are screened in float64; a node whose
-    condition has another sign than at the point, or lies within ``margin``
-    of 0 (either of them), or is not finite, is then checked exactly in mpmath,
-    and only exact crossings are reported.  The distance of the nearest one per
-    coordinate is located exactly (:func:`stencil_crossings` semantics).
+    Every coordinate of a variable that some site's condition depends on is tested at each of
+    its K nodes: the conditions of all sites are evaluated at all nodes at once on double-double
+    balls (:func:`verigrad.kinks.ballscreen.certified_signs`), which prove the sign of almost
+    every entry; the rows with an entry a ball cannot decide are evaluated exactly in mpmath.
+    A node crosses when its proved sign differs from the point's (for a kink the point's sign
+    may be 0: the point is on the kink).  Variables that no condition depends on cannot cross.
+    The distance of the nearest crossing per coordinate is located by an Illinois iteration on
+    the coordinate with proved signs, between the point and the node (a bracket of relative width
+    2^-12: the two digits of a message).
     """
     scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
     sites = find_sites(model) if sites is None else list(sites)
@@ -119,108 +274,55 @@ def fd_crossings(model: Model, *, dtype: Dtype, scheme: Scheme | str, step: floa
         return FDCrossings(scheme.name, step, dtype, excluded, on_kink, ())
     np_dt = dtype.numpy
     offsets = list(scheme.offsets)
-    K = len(offsets)
-    arg_sizes = sum(a.size for a in _arg_nodes(sites)) + sum(int(np.prod(s.shape, dtype=np.int64)) for s in sites)
-    fbase = _float_base(model, point)
-    with np.errstate(all="ignore"):
-        c0f = _conditions(sites, fbase, FloatBackend(np.float64), 1)[0]
-    margins = []
-    for c in c0f:
-        a = np.abs(np.asarray(c, dtype=np.float64))
-        fin = a[np.isfinite(a)]
-        margins.append(margin * (float(fin.max()) if fin.size else 1.0) + 1e-300)
-    suspects: list[tuple[str, int, int, Fraction, Fraction]] = []  # (name, i, k, t, node value)
+    moving = {v for s in sites for a in s.arguments for v in a.variables}
+    steps = {n: entry_steps(step, n, point[n], step_mode).astype(np_dt).astype(np.float64) for n in names}
+    pscale = max([1.0] + [float(np.max(np.abs(point[n]))) for n in names if point[n].size])
+    smallest = min([float(np.min(h[h > 0])) for h in steps.values() if np.any(h > 0)] or [1.0])
+    prec = _prec_for([Fraction(smallest) * min((abs(c) for c in offsets if c), default=1)], pscale)
+    m0, c0, f0 = certified_signs(model, point, sites, None, [], [], prec=prec)
+    if f0:
+        raise DomainError(f"cannot evaluate the sites at the point: {next(iter(f0.values()))}")
+    base = ([m[0] for m in m0], [c[0] for c in c0])
+    crossings: list[Crossing] = []
     for name in names:
-        x = point[name]
-        n = x.size
-        xf = x.reshape(-1).astype(np.float64)
-        hp = entry_steps(step, name, x, step_mode).astype(np_dt).astype(np.float64)
-        per = max(1, max_batch_elements // max(1, K * arg_sizes))
-        for start in range(0, n, per):
-            idx = list(range(start, min(n, start + per)))
-            nodes = {i: _node_values(float(xf[i]), float(hp[i]), offsets, np_dt) for i in idx}
-            rows = [{(name, i): float(nodes[i][k])} for i in idx for k in range(K)]
-            with np.errstate(all="ignore"):
-                cf, _ = _conditions(sites, batched_leaves(fbase, rows), FloatBackend(np.float64), len(rows))
-            flag = np.zeros(len(rows), dtype=bool)
-            for s, c, c0, mg in zip(sites, cf, c0f, margins):
-                c = np.asarray(c, dtype=np.float64).reshape(len(rows), -1)
-                b0 = np.asarray(c0, dtype=np.float64).reshape(1, -1)
-                with np.errstate(invalid="ignore"):
-                    bad = (np.sign(c) != np.sign(b0)) | (np.abs(c) <= mg) | (np.abs(b0) <= mg) | ~np.isfinite(c)
-                flag |= np.any(bad, axis=1)
-            for r in np.flatnonzero(flag):
-                i, k = idx[r // K], r % K
-                suspects.append((name, i, k, offsets[k] * Fraction(float(hp[i])), nodes[i][k]))
-    if not suspects:
-        return FDCrossings(scheme.name, step, dtype, excluded, on_kink, ())
-    # exact confirmation
-    ts = [t for *_, t, _ in suspects]
-    pscale = max([1.0] + [float(np.max(np.abs(point[n]))) for n in names])
-    prec = _prec_for(ts, pscale)
-    per_coord: dict[tuple[str, int], list] = {}
-    with mpmath.workprec(prec):
-        base = _mp_base(model, point)
-        v0 = _conditions(sites, base, MPBackend(), 1)[0]
-        s0 = [_signs(np.asarray(v[0, ...], dtype=object)) for v in v0]
-        for start in range(0, len(suspects), 256):
-            part = suspects[start:start + 256]
-            rows = [{(name, i): mpmath.mpf(y.numerator) / y.denominator} for name, i, _, _, y in part]
-            vals, failed = _conditions(sites, batched_leaves(base, rows), MPBackend(), len(rows))
-            for r, (name, i, k, t, y) in enumerate(part):
-                if r in failed:
-                    per_coord.setdefault((name, i), []).append(("fail", None, (), t, None, failed[r]))
-                    continue
-                for j, site in enumerate(sites):
-                    sg = _signs(np.asarray(vals[j][r, ...], dtype=object))
-                    hit = _violates(site, s0[j], sg)
-                    for e in zip(*np.nonzero(hit)) if site.shape else ([()] if bool(hit) else []):
-                        e = tuple(int(q) for q in e)
-                        per_coord.setdefault((name, i), []).append(("hit", j, e, t, vals[j][(r,) + e], ""))
-        crossings: list[Crossing] = []
-        locate_items, locate_meta = [], []
-        for (name, i), hits in per_coord.items():
-            shape = model.shape(name)
-            idx = tuple(int(q) for q in np.unravel_index(i, shape)) if shape else ()
-            coord = f"{name}{_idx(idx)}"
-            h_i = float(entry_steps(step, name, point[name], step_mode)[i])
-            prefix = f"{coord}: stencil of {scheme.name} h={_sci(h_i)}"
-            real = [h for h in hits if h[0] == "hit"]
-            kink_hits = [h for h in real if sites[h[1]].kind is SiteKind.KINK and s0[h[1]][h[2]] == 0]
-            other = [h for h in real if h not in kink_hits]
-            fails = [h for h in hits if h[0] == "fail"]
-            if other or fails:
+        if name not in moving or not point[name].size:
+            continue
+        idx = np.arange(point[name].size)
+        hits, nodes = _screen(model, point, sites, base, name, idx, steps[name], offsets, np_dt, prec,
+                              max_batch_elements)
+        shape = model.shape(name)
+        loc_items, loc_meta = [], []
+        for i, h in sorted(hits.items()):
+            coord = f"{name}{_idx(tuple(int(q) for q in np.unravel_index(i, shape)) if shape else ())}"
+            prefix = f"{coord}: stencil of {scheme.name} h={_sci(float(steps[name][i]))}"
+            if h.other or h.fails:
                 excluded[name].reshape(-1)[i] = True
-            elif kink_hits:
+            elif h.kink:
                 on_kink[name].reshape(-1)[i] = True
-            if other:
-                # nearest by the secant estimate between the point and the node, then located exactly
-                def secant(h):
-                    a0 = v0[h[1]][(0,) + h[2]]
-                    vt = h[4]
-                    return abs(h[3]) * (abs(a0) / abs(a0 - vt)) if vt is not None and a0 != vt else abs(h[3])
-                best = min(other, key=secant)
-                j, e, t, vt = best[1], best[2], best[3], best[4]
-                locate_items.append((j, e, v0[j][(0,) + e], mpmath.mpf(t.numerator) / t.denominator, vt))
-                locate_meta.append((name, i, coord, prefix, best, sorted({float(h[3]) for h in other
-                                                                          if h[1] == j and h[2] == e})))
-            elif fails:
-                crossings.append(Crossing(None, (), coord, tuple(sorted({float(h[3]) for h in fails})), math.nan,
-                                          False, True, _crossing_message(prefix, None, (), math.nan, False, True,
-                                                                         fails[0][5])))
-            elif kink_hits:
-                h = kink_hits[0]
-                crossings.append(Crossing(sites[h[1]], h[2], coord, tuple(sorted({float(q[3]) for q in kink_hits})),
-                                          0.0, True, False,
-                                          _crossing_message(prefix, sites[h[1]], h[2], 0.0, True, False)))
-        # locate per coordinate (each has its own line)
-        for item, (name, i, coord, prefix, best, nodes) in zip(locate_items, locate_meta):
-            entries = [(name, i, Fraction(1))]
-            d = _locate(sites, base, entries, [item])[0]
-            site = sites[item[0]]
+            if h.other:
+                k, e, node, sec = min(h.other, key=lambda q: q[3])
+                entry = tuple(int(q) for q in np.unravel_index(e, sites[k].shape)) if sites[k].shape else ()
+                ts = sorted({float(offsets[q[2]] * Fraction(float(steps[name][i]))) for q in h.other
+                             if q[0] == k and q[1] == e})
+                loc_items.append((i, k, e, float(nodes[i, node])))
+                loc_meta.append((coord, prefix, k, entry, ts, sec))
+            elif h.fails:
+                ts = tuple(sorted({float(offsets[q[0]] * Fraction(float(steps[name][i]))) for q in h.fails}))
+                crossings.append(Crossing(None, (), coord, ts, math.nan, False, True,
+                                          _crossing_message(prefix, None, (), math.nan, False, True, h.fails[0][1])))
+            elif h.kink:
+                k, e, _ = h.kink[0]
+                entry = tuple(int(q) for q in np.unravel_index(e, sites[k].shape)) if sites[k].shape else ()
+                ts = tuple(sorted({float(offsets[q[2]] * Fraction(float(steps[name][i]))) for q in h.kink}))
+                crossings.append(Crossing(sites[k], entry, coord, ts, 0.0, True, False,
+                                          _crossing_message(prefix, sites[k], entry, 0.0, True, False)))
+        dist = (_locate_floats(model, point, sites, base, name, loc_items, prec) if locate and loc_items
+                else [meta[5] for meta in loc_meta])
+        for d, (coord, prefix, k, entry, ts, _) in zip(dist, loc_meta):
+            site = sites[k]
             leaves = site.kind is SiteKind.DOMAIN
-            crossings.append(Crossing(site, item[1], coord, tuple(nodes), d, False, leaves,
-                                      _crossing_message(prefix, site, item[1], d, False, leaves)))
+            crossings.append(Crossing(site, entry, coord, tuple(ts), d, False, leaves,
+                                      _crossing_message(prefix, site, entry, d, False, leaves)))
     crossings.sort(key=lambda c: (c.distance if math.isfinite(c.distance) else math.inf))
     return FDCrossings(scheme.name, step, dtype, excluded, on_kink, tuple(crossings))
 

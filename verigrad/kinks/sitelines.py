@@ -204,7 +204,7 @@ def _compact_condition(site: Site, args: Sequence[np.ndarray]) -> np.ndarray:
     """:func:`verigrad.kinks.conditions._condition` on arguments already gathered per entry
     ((B, n) arrays of the condition's entries), for the elementwise rules."""
     r = site.rule
-    if r in (SiteRule.RELU, SiteRule.ABS, SiteRule.PRODUCT):
+    if r in (SiteRule.RELU, SiteRule.ABS, SiteRule.PRODUCT, SiteRule.NORM):
         return args[0]
     if r is SiteRule.MAXIMUM:
         return args[0] - args[1] if site.name == "maximum" else args[1] - args[0]

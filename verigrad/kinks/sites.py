@@ -45,6 +45,9 @@ class SiteRule(enum.Enum):
     DIVISION = "division"
     POWER = "power"
     PRODUCT = "product"
+    #: the 2-norm ``sqrt(sum(x*x))`` at ``x = 0`` and ``std`` where the variance is 0: the sqrt of a
+    #: sum of squares (condition value: that sum, >= 0; the kink is where it is 0)
+    NORM = "norm"
 
 
 class Boundary(enum.Enum):
@@ -132,6 +135,8 @@ class Site:
             return f"max({a[0]})"
         if self.rule is SiteRule.PRODUCT:
             return f"prod({a[0]})"
+        if self.rule is SiteRule.NORM:
+            return f"{self.name}({a[0]})"
         if self.rule is SiteRule.POWER:
             return f"{_paren(a[0])}**{self.extra_text}"
         return f"division by {a[0]}"
@@ -167,6 +172,8 @@ class Site:
             return f"max({a[0]}) at {self._arg_at(0, entry)}"
         if self.rule is SiteRule.PRODUCT:
             return f"prod({a[0]}) at {self._arg_at(0, entry)}"
+        if self.rule is SiteRule.NORM:  # one value per reduced group: name it by the result's entry
+            return f"{self.name}({a[0]}){_idx(entry)}"
         e0 = _sub_entry(entry, self.arguments[0].shape, self.shape)
         if self.rule is SiteRule.POWER:
             return f"{_paren(self._arg_at(0, e0))}**{self.extra_text}"
@@ -175,6 +182,9 @@ class Site:
     def location(self, entry: Sequence[int] = ()) -> str:
         """Where the condition holds at one entry: ``Z1[2, 0]`` or ``a[3] = delta``."""
         entry = tuple(int(i) for i in entry)
+        if self.rule is SiteRule.NORM:
+            inner = f"{self.argument_text[0]}" if self.name == "norm" else f"var({self.argument_text[0]})"
+            return f"{inner}{' (group ' + _idx(entry) + ')' if entry else ''}"
         if self.rule is SiteRule.MAXIMUM:
             ea = _sub_entry(entry, self.arguments[0].shape, self.shape)
             eb = _sub_entry(entry, self.arguments[1].shape, self.shape)
@@ -327,7 +337,10 @@ def find_sites(model: Model) -> list[Site]:
                 continue
             fn = n.fn
             xt = _text(x, names)
-            if not fn.smooth:
+            norm = _norm_kink(n, names)
+            if norm is not None:
+                out.append(norm)
+            elif not fn.smooth:
                 rule = {"relu": SiteRule.RELU, "abs": SiteRule.ABS}.get(fn.name, SiteRule.JUMP)
                 out.append(Site(SiteKind.KINK, rule, n, (x,), n.label, fn.name, f"{xt} = 0", Boundary.KINK,
                                 x.shape, argument_text=(xt,), sources=(_source(x, names),)))
@@ -391,6 +404,39 @@ def find_sites(model: Model) -> list[Site]:
                             Boundary.NONZERO, x.shape, domain_text=f"{xt} != 0 (the derivative divides by it)",
                             argument_text=(xt,), sources=(_source(x, names),)))
     return out
+
+
+#: the markers that :mod:`verigrad.expr.arrays` puts in the label of the sqrt of ``norm`` and ``std``
+_NORM_MARKERS = {"(the 2-norm has a kink where all its entries are 0)": "norm",
+                 "(std has no derivative where the variance is 0)": "std"}
+
+
+def _norm_kink(n: Node, names: Mapping[int, str]) -> Site | None:
+    """The kink of a 2-norm at 0 or of ``std`` where the variance is 0 (the sqrt of a sum of squares,
+    marked in its label by :mod:`verigrad.expr.arrays`), or None for any other sqrt.
+
+    The sqrt's argument ``s >= 0`` is the condition value (0 exactly on the kink); the
+    subgradient of the 2-norm there is the unit ball, that of ``std`` the ball of radius
+    ``1/sqrt(n - ddof)`` around 0 in the deviations from the mean.
+    """
+    if n.fn.name != "sqrt":
+        return None
+    kind = next((v for k, v in _NORM_MARKERS.items() if n.label.endswith(k)), None)
+    if kind is None:
+        return None
+    s = n.args[0]
+    inner = s
+    if kind == "std" and inner.op is Op.MUL:  # sum(d*d) * 1/(n - ddof)
+        inner = inner.args[0]
+    x = None
+    if inner.op is Op.SUM and inner.args[0].op is Op.MUL:
+        x = inner.args[0].args[0]
+        if kind == "std" and x.op is Op.SUB:  # d = x - mean(x)
+            x = x.args[0]
+    xt = _text(x, names) if x is not None else _text(s, names)
+    cond = f"{xt} = 0 (every entry)" if kind == "norm" else f"var({xt}) = 0 (all entries of {xt} equal)"
+    return Site(SiteKind.KINK, SiteRule.NORM, n, (s,), n.label, kind, cond, Boundary.KINK, s.shape,
+                argument_text=(xt,), sources=(None,))
 
 
 def _function_domain_site(n: Node, x: Node, xt: str, source) -> Site:

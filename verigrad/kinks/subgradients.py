@@ -419,26 +419,44 @@ def subgradient_set(model: Model, point: Mapping[str, np.ndarray], kinks: Sequen
             rows.append(base_assign + c.assignments(c.vertex(v)))
             columns.append((j, v))
     rows.append(base_assign + [a for c in choices for a in c.assignments(c.vertex(c.size - 1))])
+    # vertex rows that provably change no gradient entry (beyond BALL_DROP of its scale: a tie in a
+    # dead pooling window, whose cotangent a relu stops) are screened on double-double balls, all at
+    # once; only the others, row 0 and the joint row, are evaluated in mpmath
+    skip = np.zeros(len(rows), dtype=bool)
+    if len(rows) > 8:
+        from verigrad.kinks.ballscreen import negligible_rows
+
+        nb = len(base_assign)
+        skip[1:-1] = negligible_rows(model, point, nodes, base_assign, [r[nb:] for r in rows[1:-1]])
+    exact = [r for r in range(len(rows)) if not skip[r]]
     with mpmath.workprec(prec):
         leaves = _mp_base(model, point)
         conv = lambda q: mpmath.mpf(q.numerator) / q.denominator  # noqa: E731
         G = np.empty((len(rows), sum(int(np.prod(s, dtype=np.int64)) for s in shapes)), dtype=object)
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
+        for start in range(0, len(exact), chunk):
+            idx = exact[start:start + chunk]
+            part = [rows[r] for r in idx]
             vals = _evaluate_with(nodes, leaves, MPBackend(), _overrides(part, conv), len(part))
-            G[start:start + len(part)] = _flatten(vals, len(part))
+            G[idx] = _flatten(vals, len(part))
+        if skip.any():
+            G[np.flatnonzero(skip)] = G[0][None, :]
         base = G[0].copy()
         scale = max([abs(v) for v in base] + [mpmath.mpf(0)])
         tiny = mpmath.ldexp(max(scale, mpmath.mpf(1)), -(prec - 24))
-        diff = G[1:-1] - base[None, :] if columns else np.zeros((0, G.shape[1]), dtype=object)
-        nonzero = (np.vectorize(lambda d: abs(d) > tiny, otypes=[bool])(diff) if diff.size
-                   else np.zeros(diff.shape, bool))
+        # rows screened out on balls change nothing: their difference is 0 (and never "nonzero")
+        live = np.flatnonzero(~skip[1:-1]) if columns else np.zeros(0, dtype=np.int64)
+        diff = np.full((len(columns), G.shape[1]), mpmath.mpf(0), dtype=object)
+        nonzero = np.zeros(diff.shape, dtype=bool)
+        if live.size and G.shape[1]:
+            diff[live] = G[1 + live] - base[None, :]
+            nonzero[live] = np.vectorize(lambda d: abs(d) > tiny, otypes=[bool])(diff[live])
         keep_choice = [bool(np.any(nonzero[[k for k, (jj, _) in enumerate(columns) if jj == j]]))
                        for j in range(len(choices))]
         interacting = False
         if columns:
             last = [k for k, (j, v) in enumerate(columns) if v == choices[j].size - 1]
-            summed = np.sum(diff[last], axis=0) if last else np.zeros(G.shape[1], dtype=object)
+            last = [k for k in last if not skip[1 + k]]
+            summed = np.sum(diff[last], axis=0) if last else np.full(G.shape[1], mpmath.mpf(0), dtype=object)
             joint = G[-1] - base
             loose = mpmath.ldexp(max(scale, mpmath.mpf(1)), -(prec // 2))
             interacting = any(abs(a - b) > loose for a, b in zip(joint, summed))

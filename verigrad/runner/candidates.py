@@ -223,10 +223,12 @@ def _run_calls(ref: CodeRef, calls: list, code_cache: dict, buf: io.StringIO) ->
             for call in calls:
                 try:
                     res = fn(**call.fresh())
+                except CandidateError as exc:  # a framework adapter's verdict on what the code returned
+                    return ("raised", f"{ref.text}: {safe_str(exc)}", None, None)
                 except BaseException as exc:  # noqa: BLE001
                     tb = traceback.extract_tb(exc.__traceback__)
                     frame = next((f for f in reversed(tb) if Path(f.filename).resolve() == Path(ref.path).resolve()),
-                                 tb[-1] if tb else None)
+                                 next((f for f in reversed(tb) if _users(f.filename)), None))
                     at = f" at {Path(frame.filename).name}:{frame.lineno} ({frame.line})" if frame else ""
                     return ("raised", f"{ref.text} raised {type(exc).__name__}: {safe_str(exc)}{at}", None, None)
                 out.append(_plain(res))
@@ -234,6 +236,14 @@ def _run_calls(ref: CodeRef, calls: list, code_cache: dict, buf: io.StringIO) ->
     except BaseException as exc:  # noqa: BLE001 - anything user code can make the machinery raise
         return ("crashed", f"{ref.text}: result could not be returned: {type(exc).__name__}: {safe_str(exc)}",
                 None, None)
+
+
+def _users(filename: str) -> bool:
+    """Whether a traceback frame is the user's code, not verigrad's or an installed package's (torch's
+    autograd engine raising about a ``backward``: a line of torch/autograd/graph.py would mislead)."""
+    path = Path(filename).resolve()
+    return not (path.is_relative_to(Path(__file__).resolve().parents[1])
+                or any(p in ("site-packages", "dist-packages") for p in path.parts) or filename.startswith("<"))
 
 
 def _plain(value: Any) -> Any:
@@ -247,7 +257,20 @@ def _plain(value: Any) -> Any:
     except Exception:  # noqa: BLE001
         return _repr(value)
     # an object array would carry user objects (and their pickling code) to the parent: send text
-    return _repr(value) if arr.dtype.kind == "O" else arr
+    # (strings too: np.array("w") is no gradient), keeping the type's name for the message
+    return _Shown.of(value) if arr.dtype.kind in "OUS" else arr  # not "V": bfloat16
+
+
+class _Shown(str):
+    """The repr of a returned object that is not an array; ``type_name`` names what was returned."""
+
+    type_name = "object"
+
+    @classmethod
+    def of(cls, value: Any) -> "_Shown":
+        s = cls(_repr(value))
+        s.type_name = type(value).__name__
+        return s
 
 
 def _repr(value: Any) -> str:
@@ -688,7 +711,7 @@ def normalise_gradient(value: Any, variables: Mapping[str, tuple[int, ...]], lab
     elif isinstance(value, (list, tuple)) and len(value) == len(names):
         got = dict(zip(names, value))
     else:
-        kind = type(value).__name__
+        kind = getattr(value, "type_name", type(value).__name__)
         n = f" of length {len(value)}" if isinstance(value, (list, tuple)) else ""
         problems.append(f"{label}: returned a {kind}{n}; expected a mapping {{variable: array}} "
                         f"or a sequence of {len(names)} arrays in the order {', '.join(names)}")
@@ -698,9 +721,15 @@ def normalise_gradient(value: Any, variables: Mapping[str, tuple[int, ...]], lab
         if n not in got:
             continue
         arr = got[n]
+        if isinstance(arr, list):  # nested lists of numbers (0-d arrays by now): read as numpy.asarray would
+            try:
+                arr = np.asarray(arr)
+            except (ValueError, TypeError):  # ragged: refused below, as given
+                pass
         if not isinstance(arr, np.ndarray) or (arr.dtype.kind not in "fiuc" and not is_float_dtype(arr.dtype)) \
                 or arr.dtype == object:  # is_float_dtype: bfloat16 is numpy kind "V"
-            problems.append(f"{label}: {n} is not a numeric array (got {type(arr).__name__}: {str(arr)[:60]})")
+            what = getattr(arr, "type_name", type(arr).__name__)
+            problems.append(f"{label}: {n} is not a numeric array (got {what}: {str(arr)[:60]})")
             continue
         if arr.dtype.kind == "c":
             problems.append(f"{label}: {n} is complex ({arr.dtype}); a real gradient is expected")

@@ -20,7 +20,7 @@ import numpy as np
 
 from verigrad.casefile.loader import find_case_files, load_case, point_in_dtype
 from verigrad.runner.candidates import call_isolated, normalise_gradient, worker_scope
-from verigrad.errors import VerigradError
+from verigrad.errors import DomainError, VerigradError
 from verigrad.engine.model import Model, compile_case
 from verigrad.spec import CandidateSpec, Case, Dtype, Expect
 from verigrad.engine.truth import Truth, certify
@@ -531,7 +531,12 @@ def run_case(path: str | Path, *, dtypes: tuple[Dtype, ...] | None = None, with_
             for dt in dtypes or case.check.dtypes:
                 point = point_in_dtype(model.point, dt)
                 note(f"{case.name} › {dt.value} › truth")
-                truth = certify(model, point, dt, digits=truth_digits(case))
+                try:
+                    truth = certify(model, point, dt, digits=truth_digits(case))
+                except DomainError as exc:  # on the kink of a 2-norm or std: say so (verigrad.kinks)
+                    from verigrad.kinks import nondifferentiable_error
+
+                    raise nondifferentiable_error(model, point, exc) from exc
                 truths[dt.value] = truth
                 baseline = baseline_gradient(model, point, dt)
                 if case.loss_code is not None:

@@ -73,6 +73,12 @@ def _client(scheduler: str | None, workers: int):
         return Client(cluster), cluster
     try:
         return Client(scheduler, timeout=CONNECT_SECONDS), None
+    except MemoryError:
+        # a server that is not Dask (an HTTP proxy): its first 8 bytes ("HTTP/1.1") read as a frame length of exabytes
+        raise UsageError(f"--scheduler {scheduler}: something answered there, but not a Dask scheduler (its reply "
+                         "is not the Dask protocol: an HTTP server or proxy?)",
+                         hint="give the address `dask scheduler` prints (e.g. tcp://10.0.0.5:8786), not its dashboard "
+                              "or a proxy; docs/distributed.md") from None
     except (OSError, TimeoutError, ValueError) as exc:
         raise UsageError(f"--scheduler {scheduler}: could not reach a Dask scheduler there within "
                          f"{CONNECT_SECONDS} s ({type(exc).__name__}: {exc})",

@@ -42,9 +42,10 @@ def hvp_vector(model: Model, dtype: Dtype) -> tuple[dict[str, np.ndarray], list[
 
 def kink_note(model: Model, point) -> tuple[list[str], bool]:
     """What the grade says about kinks: notes, and whether the point lies on one."""
-    from verigrad.kinks import SiteKind, at_kink, find_sites
+    from verigrad.kinks import SiteKind, SiteRule, at_kink, find_sites
 
-    sites = [s for s in find_sites(model) if s.kind is SiteKind.KINK]
+    # piecewise-linear kinks only: a 2-norm or std (SiteRule.NORM) is curved away from its kink
+    sites = [s for s in find_sites(model) if s.kind is SiteKind.KINK and s.rule is not SiteRule.NORM]
     if not sites:
         return [], False
     names = sorted({s.name for s in sites})
@@ -116,7 +117,8 @@ def grade_second_candidate(model: Model, cand: CandidateSpec, point: dict, dtype
             truth = cache.get(("hvp", dtype), lambda: eh.certify_hvp(model, point, vector, dtype, digits=digits))
             value, problems = normalise_gradient(call.values[0], shapes, label)
             if problems:
-                return _result(cand, case, dtype, "error", "; ".join(problems), None, call, extra)
+                return _result(cand, case, dtype, "error", _problems(problems, call.values[0], shapes, kind), None,
+                               call, extra)
             base = eh.hvp_baseline(model, point, vector, dtype)
             so.update(backend=truth.backend, truth_seconds=truth.seconds)
             tv = {n: DDTruth(truth.gradient_hi[n], truth.gradient_lo[n]) for n in shapes}
@@ -150,7 +152,8 @@ def grade_second_candidate(model: Model, cand: CandidateSpec, point: dict, dtype
             if kind is CandidateKind.HESSIAN_DIAG:
                 value, problems = normalise_gradient(call.values[0], shapes, label)
                 if problems:
-                    return _result(cand, case, dtype, "error", "; ".join(problems), None, call, extra)
+                    return _result(cand, case, dtype, "error", _problems(problems, call.values[0], shapes, kind),
+                                   None, call, extra)
                 tv = {n: DDTruth(*ht.diagonal(n)) for n in shapes}
                 bd = np.diag(base)
                 bv = {n: bd[a:b].reshape(shapes[n]) for n, (a, b) in ht.offsets.items()}
@@ -263,6 +266,16 @@ def _second_words(g):
         return g
 
 
+def _problems(problems: list, value, shapes: dict, kind: CandidateKind) -> str:
+    """The normaliser's problems, with the fix when one bare array came back for several variables."""
+    text = "; ".join(problems)
+    if isinstance(value, np.ndarray) and len(shapes) > 1:
+        want = ", ".join(f"'{n}': array of shape {list(sh)}" for n, sh in shapes.items())
+        text += (f"; a {kind.value} candidate returns one array per variable, like a gradient: {{{want}}} "
+                 f"(got one array of shape {list(value.shape)})")
+    return text
+
+
 def _diagonal_only(model: Model, cache: SecondCache, dtype: Dtype) -> bool:
     """Whether a ``hessian_diag`` candidate is graded against the diagonal alone (too many entries for the
     full Hessian, and no full Hessian certified for this dtype already)."""
@@ -282,7 +295,7 @@ def _grade_diagonal_only(model, cand, point, dtype, call, shapes, label, digits,
     case = model.case
     value, problems = normalise_gradient(call.values[0], shapes, label)
     if problems:
-        return None, "; ".join(problems)
+        return None, _problems(problems, call.values[0], shapes, CandidateKind.HESSIAN_DIAG)
     dt = cache.get(("diagonal", dtype), lambda: eh.certify_hessian_diagonal(model, point, dtype, digits=digits))
     so.update(backend=dt.backend, truth_seconds=dt.seconds, n=dt.size, exact_zeros=int(dt.exact_zero.sum()),
               diagonal_only=True, symmetric=True)

@@ -196,11 +196,16 @@ def grade_second_schemes(model: Model, point, dtype: Dtype, cache=None) -> list[
         except (VerigradError, ValueError, ArithmeticError):
             split_rec = None
         from verigrad.fd.second import default_step
+        from verigrad.runner.second import kink_note
 
+        kinks, _on = kink_note(model, point)
+        if kinks:  # stencils across a kink difference a piecewise loss: the row says so, it is not excluded
+            kinks = [*kinks, "a stencil that crosses a kink estimates no second derivative: expect this row to be "
+                             "far off where the point is within a step of a kink"]
         h0 = float(dtype.numpy.type(default_step(scheme, dtype)))
         msg += (f"; step h = {h0:.2e}" + (" max(1, |x_i|)" if scheme.kind.value == "loss" else "")
                 + f" (u^{scheme.step_exponent}, u the unit round-off)")
         out.append(Result(case.name, label, "fd", dtype.value, None, verdict, None, g, msg, scheme=name,
-                          step=h0, extra={"tolerance": tol, "source": "expression", "split": split_rec,
+                          step=h0, extra={"tolerance": tol, "source": "expression", "split": split_rec, "kinks": kinks,
                                             "second_order_scheme": scheme.name}))
     return out

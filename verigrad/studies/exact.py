@@ -131,7 +131,9 @@ def _float_values(model: Model, point: dict, float_nodes: list[dict], dtype, is_
             v = np.asarray(loss_values(calls))
             parts.append(v.astype(out_dt) if is_cs else np.asarray(v, dtype=out_dt))
         else:
-            parts.append(model.float_eval([model.loss], leaves, out_dt, batched=True)[0])
+            v = np.asarray(model.float_eval([model.loss], leaves, out_dt, batched=True)[0]).reshape(-1)
+            # a loss that does not depend on the perturbed entries has no batch axis: one value for all nodes
+            parts.append(np.broadcast_to(v, (len(chunk),)) if v.size == 1 else v)
     return np.concatenate([np.asarray(p).reshape(-1) for p in parts]) if parts else np.empty(0, dtype=out_dt)
 
 

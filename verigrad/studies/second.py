@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Sequence
 
 import mpmath
@@ -54,7 +53,7 @@ from verigrad.spec import Dtype
 from verigrad.studies.sweep import Observed, Study, StudyModel, StudyRow, _contradictions, _observed
 
 __all__ = ["SECOND_ALIASES", "resolve_second_scheme", "SecondSchemeView", "SecondTarget", "entry_label",
-           "second_step_grid", "run_second_study"]
+           "second_step_grid", "run_second_study", "second_target"]
 
 #: short names accepted by ``verigrad study --second-order --scheme``
 SECOND_ALIASES = {"second3": SECOND_DIFFERENCE.name, "mixed4": MIXED_4POINT.name,
@@ -174,11 +173,13 @@ def _gradient_batch(point, vector, hs, dtype):
     return rows_r, rows_e, [w for _c, w in GRADIENT_CENTRAL.nodes]
 
 
-def _entry_of(values, name: str, idx: int, count: int) -> np.ndarray:
+def _entry_of(values, shape: tuple, idx: int, count: int) -> np.ndarray:
+    """Entry ``idx`` of each of ``count`` batched values of a variable of ``shape`` (a batch axis of 1,
+    or none, broadcasts)."""
     a = np.asarray(values)
-    a = np.broadcast_to(a, (count,) + a.shape[1:]) if a.ndim and a.shape[0] in (1, count) else \
-        np.broadcast_to(a, (count,) + a.shape)
-    return a.reshape(count, -1)[:, idx] if a.ndim > 1 else a
+    if a.ndim == len(shape):  # no batch axis: the same value for every row
+        a = a[None, ...]
+    return np.broadcast_to(a, (count,) + tuple(shape)).reshape(count, -1)[:, idx]
 
 
 class _Evaluator:
@@ -206,14 +207,35 @@ class _Evaluator:
         leaves = batched_leaves(base, [{k: self.dtype.numpy.type(v) for k, v in r.items()} for r in rows])
         with np.errstate(all="ignore"):
             (out,) = self.model.float_eval([self.model.gradient[self.name]], leaves, self.dtype.numpy, batched=True)
-        return _entry_of(out, self.name, self.idx, len(rows))
+        return _entry_of(out, self.model.shape(self.name), self.idx, len(rows))
 
     def exact(self, rows, prec: int) -> list:
         node = self.model.loss if self.loss else self.model.gradient[self.name]
         (out,) = _mp_nodes(self.model, self.point, rows, [node], prec)
         if self.loss:
             return list(np.broadcast_to(np.asarray(out, dtype=object), (len(rows),)))
-        return list(_entry_of(np.asarray(out, dtype=object), self.name, self.idx, len(rows)))
+        return list(_entry_of(np.asarray(out, dtype=object), self.model.shape(self.name), self.idx, len(rows)))
+
+
+def _exact_rows(ev: _Evaluator, rows_e, rows_r, S: int, prec: int):
+    """Exact values at the exact and rounded nodes, one batch; when a node leaves the loss's domain
+    (log of a negative number at a large step), step by step, those steps marked (values 0)."""
+    try:
+        return ev.exact(rows_e, prec), ev.exact(rows_r, prec), np.zeros(len(rows_e) // S, dtype=bool)
+    except (ValueError, ZeroDivisionError, ArithmeticError):
+        pass
+    fe, fr, outside = [], [], []
+    for r in range(len(rows_e) // S):
+        sl = slice(r * S, (r + 1) * S)
+        try:
+            e, f = ev.exact(rows_e[sl], prec), ev.exact(rows_r[sl], prec)
+            outside.append(False)
+        except (ValueError, ZeroDivisionError, ArithmeticError):
+            e, f = [mpmath.mpf(0)] * S, [mpmath.mpf(0)] * S
+            outside.append(True)
+        fe.extend(e)
+        fr.extend(f)
+    return fe, fr, np.array(outside)
 
 
 def _combine_float(values, weights, den: int, h: float, q: int, dtype: Dtype):
@@ -264,7 +286,7 @@ def run_second_study(model: Model, *, dtype: Dtype, scheme: SecondScheme | str, 
     >>> m = compile_case(load_case_text('name = "e"\\nloss = "exp(x)"\\n[symbols]\\nx = { value = 0.0 }\\n'))
     >>> st = run_second_study(m, dtype=Dtype.FLOAT64, scheme="second3",
     ...                       target=SecondTarget(0, 0, None, None, "H[x, x]"), steps=[1e-2, 1e-1])
-    >>> round(st.rows[1].truncation / 0.1 ** 2, 4)  # T ~ h^2 f''''/12 = h^2/12
+    >>> round(st.rows[0].truncation / 0.01 ** 2, 4)  # T ~ h^2 f''''/12 = h^2/12
     0.0833
     """
     from verigrad.casefile.loader import point_in_dtype
@@ -300,15 +322,14 @@ def run_second_study(model: Model, *, dtype: Dtype, scheme: SecondScheme | str, 
     levels = [hp, hp / 2] if sch.richardson else [hp]
     S = len(base.nodes)
     parts, noises = [], []
+    collapsed = np.zeros(len(hp), dtype=bool)  # every node rounds to the same point: the estimate is 0
+    outside = np.zeros(len(hp), dtype=bool)  # a node outside the loss's domain
     for hs in levels:
         rows_r, rows_e, weights = ev.nodes(hs)
+        collapsed |= np.array([all(rows_r[r * S + k] == rows_r[r * S] for k in range(S)) for r in range(len(hs))])
         F = ev.floats(rows_r).reshape(len(hs), S)
-        try:
-            fe = ev.exact(rows_e, prec)
-            fr = ev.exact(rows_r, prec)
-        except (ValueError, ZeroDivisionError, ArithmeticError) as exc:
-            raise UsageError(f"{model.case.name}: a node of the sweep leaves the loss's domain ({exc})",
-                             hint="use smaller steps (--steps)") from None
+        fe, fr, out = _exact_rows(ev, rows_e, rows_r, S, prec)
+        outside |= out
         d_float, d_exact, d_nodes, noise = [], [], [], []
         with mpmath.workprec(prec):
             for r, h in enumerate(hs):
@@ -332,7 +353,7 @@ def run_second_study(model: Model, *, dtype: Dtype, scheme: SecondScheme | str, 
                 nz = max(noises[0][r], noises[1][r])
             else:
                 dfl, dex, dno, nz = parts[0][0][r], parts[0][1][r], parts[0][2][r], noises[0][r]
-            finite = bool(np.isfinite(dfl)) and math.isfinite(nz)
+            finite = bool(np.isfinite(dfl)) and math.isfinite(nz) and not collapsed[r] and not outside[r]
             if not finite:
                 nan = math.nan
                 rows.append(StudyRow(float(hp[r]), float(nominal[r]), float(dfl), nan, nan, nan, nan, nan, False))
@@ -342,6 +363,13 @@ def run_second_study(model: Model, *, dtype: Dtype, scheme: SecondScheme | str, 
                                  float(dno - dex), float(df - dno), nz, True))
     view = SecondSchemeView(sch.name, sch.order, q, second=sch)
     notes: list[str] = []
+    if collapsed.any():
+        notes.append(f"{int(collapsed.sum())} of the smallest steps (up to {hp[collapsed].max():.1e}) are excluded: "
+                     f"every node rounds to the same point in {dtype.value} (the step is below half an ulp), so the "
+                     f"estimate is 0, all step error")
+    if outside.any():
+        notes.append(f"{int(outside.sum())} steps (from {hp[outside].min():.1e}) are excluded: a node leaves the "
+                     f"loss's domain")
     model_ = _second_model(model, point, dtype, sch, base, ev, target, rows, hstar, notes)
     if model_.truncation_vanishes:
         floor = 1e-22 * (abs(float(hstar)) + 1e-300)
@@ -361,7 +389,7 @@ def run_second_study(model: Model, *, dtype: Dtype, scheme: SecondScheme | str, 
                  representable=False, precision=prec, seconds=time.perf_counter() - t0, notes=tuple(notes))
 
 
-def _truncation_coefficient(ev: _Evaluator, sch: SecondScheme, base: SecondScheme, hstar) -> object:
+def _truncation_coefficient(ev: _Evaluator, sch: SecondScheme, base: SecondScheme) -> object:
     """``A = lim T(h)/h^p`` from the exact function at ``h0`` and ``h0/2`` (no H* needed)."""
     p, q = sch.order, ev.q
     prec = 200 + 40 * (p + q + 2)
@@ -383,7 +411,7 @@ def _second_model(model, point, dtype, sch, base, ev, target, rows, hstar, notes
     from verigrad.engine.truth import certify
 
     p, q = sch.order, ev.q
-    coef = float(_truncation_coefficient(ev, sch, base, hstar))
+    coef = float(_truncation_coefficient(ev, sch, base))
     scale = abs(float(hstar)) + 1.0
     vanishes = abs(coef) < 1e-20 * scale
     rich = (4 * 2 ** q + 1) / 3 if sch.richardson else 1.0
@@ -444,4 +472,3 @@ def second_target(model: Model, dtype: Dtype, *, entry: tuple[int, int | None] =
     return SecondTarget(i, j, None, None, f"H[{entry_label(model, i)}, {entry_label(model, j)}]")
 
 
-__all__.append("second_target")

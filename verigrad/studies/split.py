@@ -196,7 +196,14 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
     for name in model.gradient:
         x = point[name]
         n = x.size
-        hps = [entry_steps(st, name, x, step_mode).astype(np_dt) for st in steps]
+        with np.errstate(over="ignore"):
+            hps = [entry_steps(st, name, x, step_mode).astype(np_dt) for st in steps]
+        for st, hp in zip(steps, hps):
+            if not np.isfinite(hp).all():  # [check] steps = [1e5] in float16: every node would be inf
+                top = float(np.finfo(np_dt).max)
+                raise UsageError(f"the step {float(st):.3g} for {name} overflows {np.dtype(np_dt).name} (largest "
+                                 f"finite {top:.3g})", hint=f"choose steps well below {top:.3g} for "
+                                                            f"{np.dtype(np_dt).name} ([check] steps, coordinate_steps)")
         y_nodes = [[_nodes(x.ravel(), hp, c, np_dt) for c in offsets] for hp in hps]
         g_ref = (reference if reference is not None else truth.gradient)[name].ravel()
         wanted = list(range(n)) if entries is None else [int(i) for i in entries.get(name, ())]

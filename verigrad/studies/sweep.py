@@ -423,7 +423,7 @@ def run_study(model: Model, *, dtype: Dtype, scheme: Scheme | str, direction: Di
     # T ~ h^p must be resolved below g*: the exact values (and g*) to a precision that grows with
     # |log2 h|, so that differences of exact values keep their digits (exactly 0 shows as
     # ~2^-prec |g*|, e.g. central differences of a quadratic)
-    prec = min(128 + 70 + int(math.ceil(-math.log2(h_min))) * (scheme.leading_derivative + 2), 6000)
+    prec = min(128 + 70 + max(0, int(math.ceil(-math.log2(h_min)))) * (scheme.leading_derivative + 2), 6000)
     digits = int(min(1000, max(24, (prec - 64) * math.log10(2))))
     offsets = [Fraction(1)] if is_cs else list(scheme.offsets)
     weights = [Fraction(1)] if is_cs else list(scheme.weights)
