@@ -101,10 +101,16 @@ def _fit_factor(v: np.ndarray, g: np.ndarray, tau: float,
     fraction that still fits; if none fits, ``c`` itself is returned (unless
     ``require_recognised``) when it fits.
     """
-    gg = float(np.dot(g, g))
-    if gg == 0.0 or not math.isfinite(gg):
+    # scaled by max|g| first: the squares of gradients near 1e200 must not overflow the fit
+    s = float(np.max(np.abs(g))) if g.size else 0.0
+    if s == 0.0 or not math.isfinite(s):
         return None
-    c = float(np.dot(v, g)) / gg
+    with np.errstate(over="ignore", invalid="ignore"):
+        gs = g / s
+        gg = float(np.dot(gs, gs))
+        c = float(np.dot(v / s, gs)) / gg
+    if not math.isfinite(c):
+        return None
     for fr in _factor_candidates(c):
         if _fits(v, g, float(fr), tau):
             return float(fr), fr
