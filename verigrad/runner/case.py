@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+import weakref
 
 import numpy as np
 
@@ -200,6 +201,20 @@ def classic_sample(model: Model, dtype: Dtype, value: dict[str, np.ndarray], gra
     return (cand, ref), coverage
 
 
+#: the baseline error model of a truth (one per case and dtype), shared by every candidate graded
+#: against it: it depends on the graph and the point only
+_ERROR_MODELS: "weakref.WeakKeyDictionary[Truth, dict]" = weakref.WeakKeyDictionary()
+
+
+def _error_model(model: Model, truth: Truth) -> dict[str, np.ndarray]:
+    from verigrad.grading import baseline_error_model
+
+    em = _ERROR_MODELS.get(truth)
+    if em is None:
+        em = _ERROR_MODELS[truth] = baseline_error_model(model, truth.point, truth.dtype.numpy)
+    return em
+
+
 def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: dict[str, np.ndarray],
                     *, timeout: float, classic_fd: dict[str, np.ndarray] | None = None,
                     classic: ClassicPlan | None = None, other_loss: bool = False) -> Result:
@@ -209,7 +224,7 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
     check (which differences ``loss_code``) differenced another function: its note then says so
     (outcome ``other loss``) instead of calling the verdict a false alarm or a missed bug.
     """
-    from verigrad.grading import baseline_error_model, grade
+    from verigrad.grading import grade
 
     case = model.case
     dtype = truth.dtype
@@ -266,7 +281,7 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
         graded = {n: DDTruth(truth.gradient_hi[n], truth.gradient_lo[n]) for n in kinks.truth}
     # the per-entry tolerance (docs/numerics.md): a bound of the baseline's own rounding error at each
     # entry, in any order of its sums; not on a kink, where the graded value is a subgradient
-    emodel = None if kinks.at_kink else baseline_error_model(model, truth.point, dtype.numpy)
+    emodel = None if kinks.at_kink else _error_model(model, truth)
     g = grade(truth=graded, value=value, baseline=kinks.baseline, dtype=dtype.numpy, case=case.name,
               candidate=cand.name, tolerances=_tolerances(case), error_model=emodel)
     if g.verdict.value == "fail" and len(loss_terms(model)) > 1:
