@@ -254,3 +254,23 @@ def test_run_with_case_steps_that_overflow_float16_reports_rows(tmp_path, capsys
     out = " ".join(capsys.readouterr().out.split())
     assert "central h=1.0e+05 float16 nonfinite" in out
     assert "central h=1.0e+05 float64 pass" in out
+
+
+def test_a_pass_that_cannot_resolve_the_gradient_says_so(tmp_path):
+    """float16: |g| = 2e-7 is subnormal (smallest normal 6.1e-5), so the tolerance (32 x 4 ulps of
+    the subnormal spacing 6e-8) is 32 times the gradient: a zeroed gradient passes, and the grade
+    must say that the pass says nothing.  float32 resolves it and catches the bug."""
+    from verigrad.runner.case import run_case
+
+    (tmp_path / "c.toml").write_text(
+        'name = "sub16"\nloss = "sum(x**2)"\n[symbols]\nx = { value = [1e-7, 6e-8] }\n'
+        '[[candidate]]\nname = "zero"\ncode = "c.py:zero"\nexpect = "fail"\n'
+        '[check]\ndtypes = ["float16", "float32"]\nschemes = []\n')
+    (tmp_path / "c.py").write_text("import numpy as np\n\ndef zero(x):\n    return {'x': np.zeros_like(x)}\n")
+    by = {r.dtype: r for r in run_case(tmp_path / "c.toml").results}
+    assert by["float16"].verdict == "pass"
+    assert any("float16 cannot resolve this gradient" in w and "even a zero or sign-flipped" in w
+               for w in by["float16"].grade.warnings)
+    assert by["float16"].grade.variables[0].detection_threshold >= 1.0
+    assert by["float32"].verdict == "fail"
+    assert not any("cannot resolve" in w for w in by["float32"].grade.warnings)

@@ -424,6 +424,13 @@ def grade(
             errors=_summary(ce, c_sums), baseline=_summary(base, b_sums),
             scale=_to_float(s_k[name]), tolerance=tau_f, tolerance_source=source,
             n_entries=n, n_wrong=n_wrong, detection=_detection(tr.g64, thr))
+        det = var_parts[name]["detection"]
+        if verdict is Verdict.PASS and det == det and det >= 1.0:
+            # a pass that even a zero or sign-flipped gradient would get says nothing: say so
+            # (a gradient below the dtype's normal range, or a baseline with no correct digit)
+            warnings.append(f"{crumb} › {name} › {fmt.name}: {fmt.name} cannot resolve this gradient: the "
+                            f"tolerance is {det:.2g} times its largest entry, so even a zero or "
+                            f"sign-flipped gradient would pass; grade it in a wider dtype")
         if verdict is not Verdict.PASS:
             pending.append((name, vdisp, wmask, finite, tau_f))
         variables.append(None)  # type: ignore[arg-type]  # filled below
