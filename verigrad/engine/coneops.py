@@ -152,20 +152,9 @@ class SeriesOps:
         return np.frompyfunc(lambda v: v.log(), 1, 1)(np.asarray(s, dtype=object)).astype(object)
 
 
-class BallOps:
-    """The same interface for balls, from :class:`verigrad.engine.arb.ArbBackend`."""
-
-    def __init__(self):
-        self.bk = ab.ArbBackend()
-        self.zero = ab.arb(0)
-
-    @staticmethod
-    def from_base(vals):
-        return vals
-
-    @staticmethod
-    def leaf_delta(new, x0: float):
-        return new - ab.arb(x0)
+class _BackendOps:
+    """The operations a cone evaluation takes straight from a backend ``self.bk`` (shared by
+    :class:`BallOps` and :class:`ComplexOps`; :class:`SeriesOps` has its own rules)."""
 
     def div(self, x, y, node):
         return self.bk.div(x, y, node)
@@ -192,7 +181,23 @@ class BallOps:
         return np.asarray(self.bk.logsumexp(x, (x.ndim - 1,), False, None), dtype=object)
 
 
-class ComplexOps:
+class BallOps(_BackendOps):
+    """The same interface for balls, from :class:`verigrad.engine.arb.ArbBackend`."""
+
+    def __init__(self):
+        self.bk = ab.ArbBackend()
+        self.zero = ab.arb(0)
+
+    @staticmethod
+    def from_base(vals):
+        return vals
+
+    @staticmethod
+    def leaf_delta(new, x0: float):
+        return new - ab.arb(x0)
+
+
+class ComplexOps(_BackendOps):
     """mpmath numbers (``mpc`` along the imaginary line of the complex step), with the rules of
     :class:`verigrad.engine.backends.MPBackend` (``complex=True``); base values are the
     midpoints of the Arb base balls."""
@@ -212,27 +217,3 @@ class ComplexOps:
 
     def leaf_delta(self, new, x0: float):
         return new - self.mp.mpf(x0)
-
-    def div(self, x, y, node):
-        return self.bk.div(x, y, node)
-
-    def pow(self, x, y, node):
-        return self.bk.pow(x, y, node)
-
-    def unary(self, fn, x, node):
-        return self.bk.unary(fn, x, node)
-
-    def maximum(self, x, y, node):
-        return self.bk.maximum(x, y, node)
-
-    def tie_weight(self, x, y, node):
-        return self.bk.tie_weight(x, y, node)
-
-    def max_last(self, x):
-        return np.asarray(self.bk.max(x, (x.ndim - 1,), False, None), dtype=object)
-
-    def argmax_weight_last(self, x):
-        return np.asarray(self.bk.argmax_weight(x, (x.ndim - 1,), None), dtype=object)
-
-    def logsumexp_last(self, x):
-        return np.asarray(self.bk.logsumexp(x, (x.ndim - 1,), False, None), dtype=object)

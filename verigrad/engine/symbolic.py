@@ -46,14 +46,19 @@ SCALAR_LIMIT = 12
 # -- the array constructs, as sympy expressions (printed by verigrad.report.formulas) ---------------
 
 
+def _as_sympy(a):
+    """A sympy object or a number as sympy; ``strict``: a string is refused, never parsed (the
+    arguments come from the graph, and no text may reach sympy's parser)."""
+    return a if isinstance(a, sympy.Basic) else sympy.sympify(a, strict=True)
+
+
 class _ArrayExpr(sympy.Expr):
     """Base of the array constructs: kept as written (no evaluation), entrywise-commutative."""
 
     is_commutative = True
 
     def __new__(cls, *args):
-        # strict: numbers and sympy objects only; a string is refused, never parsed
-        return sympy.Expr.__new__(cls, *[sympy.sympify(a, strict=True) if not isinstance(a, sympy.Basic) else a for a in args])
+        return sympy.Expr.__new__(cls, *[_as_sympy(a) for a in args])
 
 
 class MatProd(_ArrayExpr):
@@ -61,7 +66,7 @@ class MatProd(_ArrayExpr):
 
     def __new__(cls, *args):
         flat, coeff = [], sympy.Integer(1)
-        for a in (sympy.sympify(x, strict=True) for x in args):
+        for a in (_as_sympy(x) for x in args):
             c, rest = a.as_coeff_Mul() if isinstance(a, sympy.Mul) else (sympy.Integer(1), a)
             coeff *= c  # numbers commute with the matrix product: -2 A B, not (-2 A) B
             flat.extend(rest.args if isinstance(rest, MatProd) else (rest,))
@@ -74,7 +79,7 @@ class Transposed(_ArrayExpr):
     """The transpose of a matrix (or of a column vector: a row); (Aᵀ)ᵀ is A, a number is its own."""
 
     def __new__(cls, arg):
-        arg = sympy.sympify(arg, strict=True)
+        arg = _as_sympy(arg)
         if isinstance(arg, Transposed):
             return arg.args[0]
         if arg.is_number:
