@@ -293,7 +293,7 @@ def test_detection_threshold_per_variable(shipped_bug_shapes):
     # the per-entry tolerance at the largest entry (docs/numerics.md) binds below that floor, and never
     # below 2 ulps of the entry itself: 2**-24 / 0.3046 = 1.96e-7 <= threshold < 2**-18 / 0.3046 = 1.25e-5
     assert 2.0 ** -24 / 0.30462460501 <= w.detection_threshold < 2.0 ** -18 / 0.30462460501
-    assert w.detection_threshold == pytest.approx(4.1281e-06, rel=1e-3)
+    assert w.detection_threshold == pytest.approx(4.12e-06, rel=0.1)  # 9 sigma, a seeded 128-run estimate (~6%)
     assert b.detection_threshold < 5.453e-05  # b's largest entry is only 0.07: the floor gave 5.45e-5
     assert w.to_dict()["detects_relative"] == w.detection_threshold
     r64 = shipped_bug_shapes[("logistic-regression-l2", "analytic", "float64")]

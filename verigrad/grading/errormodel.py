@@ -83,8 +83,8 @@ Examples
 >>> [float(v / 2.0 ** -24) for v in m["x"]]  # in units of u: the gradient is (1/2) (2 x), two roundings
 [6.0, 1.0]
 >>> sd = baseline_error_spread(model, point_in_dtype(model.point, Dtype.FLOAT32), np.float32)
->>> [round(float(v / 2.0 ** -24), 1) for v in sd["x"]]  # ~ sqrt(2/3) |x|: two uniform roundings
-[2.6, 0.4]
+>>> [round(float(v / 2.0 ** -24), 1) for v in sd["x"]]  # ~ sqrt(2/3) |x| = [2.45, 0.41]: two uniform roundings
+[2.5, 0.4]
 """
 
 
@@ -120,7 +120,7 @@ def _abs_deriv(fn: Any, x: np.ndarray) -> np.ndarray:
 
 
 def baseline_error_model(model: Any, point: Mapping[str, np.ndarray], dtype: Any, *, spread: bool = True,
-                         samples: int = 128, seed: int = 0) -> dict[str, np.ndarray]:
+                         samples: int = 128, seed: int = 0, memo: dict | None = None) -> dict[str, np.ndarray]:
     """Per variable, per entry: a first-order bound ``u E_i`` of the rounding error of the gradient in ``dtype``.
 
     Parameters
@@ -136,6 +136,9 @@ def baseline_error_model(model: Any, point: Mapping[str, np.ndarray], dtype: Any
         gives the worst-case bound ``u E_i`` alone.
     samples, seed : int
         Passed to :func:`baseline_error_spread` (fixed seed: the grade is reproducible).
+    memo : dict, optional
+        Passed to :func:`baseline_error_spread`: one dict per model shares the perturbed runs
+        between float32 and float64.
 
     Returns
     -------
@@ -270,7 +273,7 @@ def baseline_error_model(model: Any, point: Mapping[str, np.ndarray], dtype: Any
              for name, node in model.gradient.items()}
     if not spread:
         return worst
-    sd = baseline_error_spread(model, point, dtype, samples=samples, seed=seed)
+    sd = baseline_error_spread(model, point, dtype, samples=samples, seed=seed, memo=memo)
     if sd is None:
         return worst
     with np.errstate(all="ignore"):
@@ -285,10 +288,15 @@ SPREAD_SIGMAS = 4.5
 #: the perturbed runs hold ``samples`` copies of a node: at most this many float64 numbers per node
 _SPREAD_BUDGET = 2 ** 22
 _SPREAD_MIN_SAMPLES = 16
+#: the perturbed runs go through the graph about this many numbers per node at a time (a few MB,
+#: which stay in cache: the first model of a process measured 2x faster), but at least
+#: ``_SPREAD_MIN_CHUNK`` runs (each pass over the graph costs Python time per node)
+_SPREAD_CHUNK = 2 ** 17
+_SPREAD_MIN_CHUNK = 16
 
 
 def baseline_error_spread(model: Any, point: Mapping[str, np.ndarray], dtype: Any, *, samples: int = 128,
-                          seed: int = 0) -> dict[str, np.ndarray] | None:
+                          seed: int = 0, memo: dict | None = None) -> dict[str, np.ndarray] | None:
     """Per entry, the standard deviation ``sigma_i`` of the gradient's rounding error under random rounding.
 
     The gradient graph is evaluated in float64 ``samples`` times at once (the batch axis), every
@@ -305,16 +313,19 @@ def baseline_error_spread(model: Any, point: Mapping[str, np.ndarray], dtype: An
     ``**``                          ``x (1 + 2 u r)``
     numpy function, composite       ``x (1 + c u r)``, ``c`` = 2 (numpy's), 4 (the stable forms)
     inexact constant                ``c (1 + u r)``, one ``r`` per run (shared by every use)
-    sum of ``n``                    ``+ u Q z / sqrt(3)``, ``z`` standard normal, ``Q`` as in
-                                    the module docstring (a random order's partial sums)
-    matmul (``k``)                  ``+ u sqrt(sum_k a_k**2 b_k**2 + Q**2) z / sqrt(3)``
-    logsumexp, prod                 the worst-case rule's magnitude times ``z / sqrt(3)``, ``r``
+    sum of ``n``                    ``+ u Q r``, ``Q`` as in the module docstring (a random
+                                    order's partial sums, or a loop's, the larger)
+    matmul (``k``)                  ``+ u sqrt(sum_k a_k**2 b_k**2 + Q**2) r``
+    logsumexp, prod                 the worst-case rule's magnitude times ``r``
     structure, max, neg, leaves     exact
     ==============================  =============================================================
 
     A rounding to nearest has a relative error uniform-like on ``[-u, u]`` (standard deviation
-    ``u / sqrt(3)``); a sum's error ``sum_k delta_k s_k`` is a sum of many such terms, hence the
-    normal law with its variance.  This is the model of a *correct* implementation: the same
+    ``u / sqrt(3)``); a sum's error ``sum_k delta_k s_k`` is a sum of many such terms, with the
+    standard deviation ``u Q / sqrt(3)``, which ``u Q r`` has.  ``sigma_i`` depends on the draws only
+    through their variances, so every ``r`` is one random byte ``k``, ``r = (2 k + 1) / 256``: 256
+    levels symmetric about 0, variance 1/3 to 1.5e-5 (cheaper than floating-point draws, which
+    dominated the model's time).  This is the model of a *correct* implementation: the same
     mathematics, any order of its sums, a few ulps per library function.
 
     Parameters
@@ -327,6 +338,14 @@ def baseline_error_spread(model: Any, point: Mapping[str, np.ndarray], dtype: An
         Perturbed runs (fewer, at least 16, when a node is large; see ``_SPREAD_BUDGET``).
     seed : int, default 0
         The random perturbations are seeded: the same case gives the same ``sigma``.
+    memo : dict, optional
+        A dict kept by the caller for one model.  float32 and float64 share one set of perturbed
+        runs: the perturbations are drawn at the scale ``s = max(u, 2**-24)`` and ``sigma`` is
+        scaled by ``u / s`` (first order in ``u``, as the model; for float64 the scale also keeps
+        the perturbations far above float64's own roundings in the runs, which would otherwise
+        add to ``sigma``).  At that scale the runs start from the point rounded to float32
+        (``_float32_point``), so both dtypes see one point; with ``memo`` they are computed once
+        (the inexact constants must also agree).
 
     Returns
     -------
@@ -334,91 +353,173 @@ def baseline_error_spread(model: Any, point: Mapping[str, np.ndarray], dtype: An
         ``sigma_i`` in the variable's shape (``nan`` where a run overflowed); ``None`` when a
         node is too large for 16 runs (the caller keeps the worst case).
     """
-    from verigrad.engine.backends import FloatBackend
-    from verigrad.expr.evaluate import _batched_axes, eval_node
     from verigrad.expr.graph import Op, topological
 
     dt = np.dtype(dtype)
     u = 2.0 ** -(np.finfo(dt).nmant + 1)
+    scale = max(u, 2.0 ** -24)
     outputs = list(model.gradient.values())
     order = topological(outputs)
+    inexact = frozenset(n.id for n in order if n.op is Op.CONST and not _const_exact(n.params, dt))
+    if scale == 2.0 ** -24:
+        point = _float32_point(point)
+    key = (scale, samples, seed, inexact)
+    hit = memo.get(key) if memo is not None else None
+    if hit is not None and _same_point(hit[0], point):
+        return None if hit[1] is None else {k: v * u for k, v in hit[1].items()}
+    unit = _spread_runs(model, point, order, outputs, inexact, scale, samples, seed)
+    if memo is not None:
+        memo[key] = ({k: np.array(v, copy=True) for k, v in point.items()}, unit)
+    return None if unit is None else {k: v * u for k, v in unit.items()}
+
+
+def _float32_point(point: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """The point rounded to float32, where that keeps every entry finite and every nonzero nonzero.
+
+    float32 and float64 then evaluate the spread at the same point (the float32 one), whichever
+    comes first: ``sigma`` is a magnitude, which moves by ~2**-24 relative with the point, far
+    below its sampling error (~6% with 128 runs).  A point that float32 cannot hold (an overflow,
+    a nonzero that underflows) keeps its own values."""
+    out = {}
+    for k, v in point.items():
+        x = np.asarray(v)
+        if x.dtype.kind != "f" or x.dtype == np.float32:
+            out[k] = x
+            continue
+        with np.errstate(all="ignore"):
+            y = x.astype(np.float32)
+        if not (np.array_equal(np.isfinite(y), np.isfinite(x)) and np.array_equal(y == 0, x == 0)):
+            return point
+        out[k] = y
+    return out
+
+
+def _same_point(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
+    """Whether two points are the same values (and dtypes)."""
+    return a.keys() == b.keys() and all(
+        np.asarray(a[k]).dtype == np.asarray(b[k]).dtype and np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+
+
+def _spread_runs(model: Any, point: Mapping[str, np.ndarray], order: list, outputs: list, inexact: frozenset,
+                 u: float, samples: int, seed: int) -> dict[str, np.ndarray] | None:
+    """:func:`baseline_error_spread` with perturbations of the scale ``u``, divided by ``u``."""
+    from verigrad.engine.backends import FloatBackend
+    from verigrad.expr.evaluate import _batched_axes, eval_node
+    from verigrad.expr.graph import Op
+
     biggest = max((int(np.prod(n.shape, dtype=np.int64)) for n in order), default=1)
     k_runs = min(samples, _SPREAD_BUDGET // max(biggest, 1))
     if k_runs < _SPREAD_MIN_SAMPLES:
         return None
-    runs = k_runs + 1  # run 0 is unperturbed: the reference, through the very same numpy calls
+    chunk = min(k_runs, max(_SPREAD_MIN_CHUNK, _SPREAD_CHUNK // max(biggest, 1)))
     bk = FloatBackend(np.float64)
     rng = np.random.default_rng(seed)
     leaves = {name: np.asarray(point[name], dtype=np.float64)[None, ...] for name in model.leaves}
-    uses: dict[int, int] = {}
+    uses0: dict[int, int] = {}
     for n in order:
         for a in n.args:
-            uses[a.id] = uses.get(a.id, 0) + 1
+            uses0[a.id] = uses0.get(a.id, 0) + 1
     keep = {n.id for n in outputs}
-    s3 = 1.0 / math.sqrt(3.0)
 
-    def noise(shape: tuple[int, ...], normal: bool) -> np.ndarray:
-        z = rng.standard_normal(size=(runs,) + shape) if normal else rng.uniform(-1.0, 1.0, size=(runs,) + shape)
-        z[0] = 0.0
-        return z
-
-    val: dict[int, np.ndarray] = {}
-    with np.errstate(all="ignore"):
+    def walk(runs: int, perturb: Any) -> dict[int, np.ndarray]:
+        # one evaluation of the graph, ``runs`` at once, ``perturb(n, x, args)`` after each node;
+        # what no later node reads is freed (runs x size per node)
+        val: dict[int, np.ndarray] = {}
+        uses = dict(uses0)
         for n in order:
-            op = n.op
             args = [val[a.id] for a in n.args]
-            x = eval_node(n, args, leaves, bk)
-            sh = tuple(x.shape[1:])
-            if op is Op.CONST:
-                if not _const_exact(n.params, dt):
-                    x = x * (1.0 + u * noise((1,) * len(sh), False))
-            elif op in (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.ARGMAX_WEIGHT):
-                x = x + u * np.abs(x) * noise(sh, False)
-            elif op is Op.POW:
-                x = x + 2.0 * u * np.abs(x) * noise(sh, False)
-            elif op is Op.UNARY:
-                c = 2.0 if n.fn.name in _LIBRARY else 4.0
-                x = x + (c + _textbook(n.fn.name, args[0][:1])) * u * np.abs(x) * noise(sh, False)
-            elif op in (Op.SUM, Op.PROD, Op.LOGSUMEXP):
-                axes, keepdims = n.params
-                a = args[0]
-                bax = _batched_axes(axes, a.ndim - 1)
-                cnt = int(np.prod([a.shape[j] for j in bax], dtype=np.int64))
-                if op is Op.SUM:
-                    mag = _q(x, np.sum(a * a, axis=bax, keepdims=keepdims), cnt)
-                    mag = np.maximum(mag, np.sqrt(_sequential_sq(a[:1], bax, keepdims)))
-                elif op is Op.PROD:
-                    mag = cnt * np.abs(x)
-                else:
-                    m = np.max(a, axis=bax, keepdims=True)
-                    w = np.exp(a - m)
-                    s_ = np.sum(w, axis=bax, keepdims=True)
-                    mag = (np.sum(w / s_ * np.abs(a - m), axis=bax, keepdims=True) + 2 + _rho(cnt)
-                           + 3 * np.abs(np.log(s_)) + np.abs(m))
-                    if not keepdims:
-                        mag = np.squeeze(mag, axis=bax)
-                x = x + u * s3 * mag * noise(sh, True)
-            elif op is Op.MATMUL:
-                a, b = args
-                sq = eval_node(n, [a * a, b * b], leaves, bk)
-                q2 = np.maximum(_q(x, sq, n.args[0].shape[-1]) ** 2, _sequential_sq_matmul(n, a[:1], b[:1]))
-                x = x + u * s3 * np.sqrt(sq + q2) * noise(sh, True)
-            # leaves, structure, max, maximum, neg, tie weights: exact
-            val[n.id] = x
-            for a in n.args:  # free what no later node reads (runs x size per node)
+            val[n.id] = perturb(n, eval_node(n, args, leaves, bk), args)
+            for a in n.args:
                 uses[a.id] -= 1
                 if uses[a.id] == 0 and a.id not in keep:
                     del val[a.id]
-    out = {}
+        return {i: val[i] for i in keep}
+
+    # 1. the unperturbed run: the reference values and, per rounding, its magnitude (first order,
+    #    as the model) and its scale
+    mags: dict[int, tuple[np.ndarray, float, bool]] = {}
+
+    def magnitude(n: Any, x: np.ndarray, args: list[np.ndarray]) -> np.ndarray:
+        op = n.op
+        if op is Op.CONST:
+            if n.id in inexact:
+                mags[n.id] = (x, u, True)  # one r per run: every use of the constant shares its rounding
+        elif op in (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.ARGMAX_WEIGHT):
+            mags[n.id] = (np.abs(x), u, False)
+        elif op is Op.POW:
+            mags[n.id] = (np.abs(x), 2.0 * u, False)
+        elif op is Op.UNARY:
+            c = 2.0 if n.fn.name in _LIBRARY else 4.0
+            mags[n.id] = ((c + _textbook(n.fn.name, args[0])) * np.abs(x), u, False)
+        elif op in (Op.SUM, Op.PROD, Op.LOGSUMEXP):
+            axes, keepdims = n.params
+            a = args[0]
+            bax = _batched_axes(axes, a.ndim - 1)
+            cnt = int(np.prod([a.shape[j] for j in bax], dtype=np.int64))
+            if op is Op.SUM:
+                mag = _q(x, np.sum(a * a, axis=bax, keepdims=keepdims), cnt)
+                mag = np.maximum(mag, np.sqrt(_sequential_sq(a, bax, keepdims)))
+            elif op is Op.PROD:
+                mag = cnt * np.abs(x)
+            else:
+                m = np.max(a, axis=bax, keepdims=True)
+                w = np.exp(a - m)
+                s_ = np.sum(w, axis=bax, keepdims=True)
+                mag = (np.sum(w / s_ * np.abs(a - m), axis=bax, keepdims=True) + 2 + _rho(cnt)
+                       + 3 * np.abs(np.log(s_)) + np.abs(m))
+                if not keepdims:
+                    mag = np.squeeze(mag, axis=bax)
+            mags[n.id] = (mag, u, False)
+        elif op is Op.MATMUL:
+            a, b = args
+            sq = eval_node(n, [a * a, b * b], leaves, bk)
+            q2 = np.maximum(_q(x, sq, n.args[0].shape[-1]) ** 2, _sequential_sq_matmul(n, a, b))
+            mags[n.id] = (np.sqrt(sq + q2), u, False)
+        # leaves, structure, max, maximum, neg, tie weights: exact
+        return x
+
+    def noise(shape: tuple[int, ...], scale: float) -> np.ndarray:
+        # scale * r, r = (2 k + 1) / 256 with k a random byte: symmetric on +-1/256 .. +-255/256,
+        # variance 1/3 (to 1.5e-5), as a rounding's relative error.  Only second moments reach sigma,
+        # so a sum's normal law is drawn the same way; random bytes cost a sixth of numpy's uniform
+        # floats, which dominated the model's time.  float32 holds scale * r to 2^-24 relative (a
+        # power-of-two scale exactly), far below what a standard deviation needs.
+        size = int(np.prod(shape, dtype=np.int64))
+        r = np.frombuffer(rng.bytes(size), dtype=np.int8).reshape(shape).astype(np.float32)
+        r *= np.float32(2.0 * scale / 256.0)
+        r += np.float32(scale / 256.0)
+        return r
+
+    with np.errstate(all="ignore"):
+        ref = walk(1, magnitude)
+        # 2. the perturbed runs, ``chunk`` at a time (a few MB per node: the runs stay in cache)
+        acc = {i: np.zeros(ref[i].shape[1:]) for i in keep}
+        done = 0
+        while done < k_runs:
+            c = min(chunk, k_runs - done)
+
+            def perturbed(n: Any, x: np.ndarray, args: list[np.ndarray]) -> np.ndarray:
+                hit = mags.get(n.id)
+                if hit is None:
+                    return x
+                mag, scale, shared = hit
+                sh = tuple(x.shape[1:])
+                if shared:
+                    return x * (1.0 + noise((c,) + (1,) * len(sh), scale))
+                t = mag * noise((c,) + sh, scale)  # x + scale mag r: one pass, one buffer
+                t += x
+                return t
+
+            out = walk(c, perturbed)
+            for i in keep:
+                d = out[i] - ref[i]
+                acc[i] += np.sum(d * d, axis=0)
+            done += c
+    res = {}
     for name, node in model.gradient.items():
-        x = val[node.id]
-        if x.shape[0] == 1:  # no rounding reached it
-            out[name] = np.zeros(model.shape(name))
-            continue
-        d = x[1:] - x[:1]
         with np.errstate(all="ignore"):
-            out[name] = np.sqrt(np.mean(d * d, axis=0)).reshape(model.shape(name))
-    return out
+            res[name] = (np.sqrt(acc[node.id] / k_runs) / u).reshape(model.shape(name))
+    return res
 
 
 def _textbook(name: str, a: np.ndarray) -> np.ndarray | float:

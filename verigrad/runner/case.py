@@ -204,6 +204,8 @@ def classic_sample(model: Model, dtype: Dtype, value: dict[str, np.ndarray], gra
 #: the baseline error model of a truth (one per case and dtype), shared by every candidate graded
 #: against it: it depends on the graph and the point only
 _ERROR_MODELS: "weakref.WeakKeyDictionary[Truth, dict]" = weakref.WeakKeyDictionary()
+#: per model, the perturbed runs of the error model, shared by float32 and float64
+_SPREAD_MEMO: "weakref.WeakKeyDictionary[Model, dict]" = weakref.WeakKeyDictionary()
 
 
 def _error_model(model: Model, truth: Truth) -> dict[str, np.ndarray]:
@@ -211,7 +213,8 @@ def _error_model(model: Model, truth: Truth) -> dict[str, np.ndarray]:
 
     em = _ERROR_MODELS.get(truth)
     if em is None:
-        em = _ERROR_MODELS[truth] = baseline_error_model(model, truth.point, truth.dtype.numpy)
+        memo = _SPREAD_MEMO.setdefault(model, {})
+        em = _ERROR_MODELS[truth] = baseline_error_model(model, truth.point, truth.dtype.numpy, memo=memo)
     return em
 
 
