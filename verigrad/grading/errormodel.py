@@ -404,7 +404,7 @@ def _spread_runs(model: Any, point: Mapping[str, np.ndarray], order: list, outpu
                  u: float, samples: int, seed: int) -> dict[str, np.ndarray] | None:
     """:func:`baseline_error_spread` with perturbations of the scale ``u``, divided by ``u``."""
     from verigrad.engine.backends import FloatBackend
-    from verigrad.expr.evaluate import _batched_axes, eval_node
+    from verigrad.expr.evaluate import _align, _batched_axes, eval_node
     from verigrad.expr.graph import Op
 
     biggest = max((int(np.prod(n.shape, dtype=np.int64)) for n in order), default=1)
@@ -421,19 +421,39 @@ def _spread_runs(model: Any, point: Mapping[str, np.ndarray], order: list, outpu
             uses0[a.id] = uses0.get(a.id, 0) + 1
     keep = {n.id for n in outputs}
 
-    def walk(runs: int, perturb: Any) -> dict[int, np.ndarray]:
+    paths = {n.id: p for n in order for p in [_split_paths(n)] if p}
+    held = set(keep)  # the unperturbed run keeps what the split terms are computed from
+    for ps in paths.values():
+        for path in ps:
+            for m, _ in path:
+                held.update([m.id, *(a.id for a in m.args)])
+    val: dict[int, np.ndarray] = {}
+
+    def walk(runs: int, perturb: Any, hold: set[int]) -> dict[int, np.ndarray]:
         # one evaluation of the graph, ``runs`` at once, ``perturb(n, x, args)`` after each node;
-        # what no later node reads is freed (runs x size per node)
-        val: dict[int, np.ndarray] = {}
+        # what no later node reads is freed (runs x size per node) unless in ``hold``
+        val.clear()
         uses = dict(uses0)
         for n in order:
             args = [val[a.id] for a in n.args]
             val[n.id] = perturb(n, eval_node(n, args, leaves, bk), args)
             for a in n.args:
                 uses[a.id] -= 1
-                if uses[a.id] == 0 and a.id not in keep:
+                if uses[a.id] == 0 and a.id not in hold:
                     del val[a.id]
         return {i: val[i] for i in keep}
+
+    def parts(path: list) -> list[np.ndarray]:
+        # the value of path[0] as the sum of the images of the addends of its +- node (path[-1])
+        pm = path[-1][0]
+        nd = len(pm.shape)
+        a, b = (_align(val[m.id], nd) for m in pm.args)
+        shape = val[pm.id].shape
+        out = [np.broadcast_to(a, shape), np.broadcast_to(b if pm.op is Op.ADD else -b, shape)]
+        for n, i in reversed(path[:-1]):
+            args = [val[m.id] for m in n.args]
+            out = [eval_node(n, args[:i] + [p] + args[i + 1:], leaves, bk) for p in out]
+        return out
 
     # 1. the unperturbed run: the reference values and, per rounding, its magnitude (first order,
     #    as the model) and its scale
@@ -459,6 +479,14 @@ def _spread_runs(model: Any, point: Mapping[str, np.ndarray], order: list, outpu
             if op is Op.SUM:
                 mag = _q(x, np.sum(a * a, axis=bax, keepdims=keepdims), cnt)
                 mag = np.maximum(mag, np.sqrt(_sequential_sq(a, bax, keepdims)))
+                for path in paths.get(n.id, ()):
+                    # the terms may be summed apart (sum(p) - sum(y) for sum(p - y)): their own
+                    # partial sums, which can be far larger than the difference's
+                    d2 = 0.0
+                    for t in parts(path[1:]):
+                        qt = _q(np.sum(t, axis=bax, keepdims=keepdims), np.sum(t * t, axis=bax, keepdims=keepdims), cnt)
+                        d2 = d2 + np.maximum(qt * qt, _sequential_sq(t, bax, keepdims))
+                    mag = np.maximum(mag, np.sqrt(d2))
             elif op is Op.PROD:
                 mag = cnt * np.abs(x)
             else:
@@ -472,9 +500,21 @@ def _spread_runs(model: Any, point: Mapping[str, np.ndarray], order: list, outpu
             mags[n.id] = (mag, u, False)
         elif op is Op.MATMUL:
             a, b = args
+            k = n.args[0].shape[-1]
             sq = eval_node(n, [a * a, b * b], leaves, bk)
-            q2 = np.maximum(_q(x, sq, n.args[0].shape[-1]) ** 2, _sequential_sq_matmul(n, a, b))
-            mags[n.id] = (np.sqrt(sq + q2), u, False)
+            m2 = sq + np.maximum(_q(x, sq, k) ** 2, _sequential_sq_matmul(n, a, b))
+            for path in paths.get(n.id, ()):
+                # an operand that is a sum of terms may be multiplied term by term
+                # ((H W^T)^T H - X^T H for (H W^T - X)^T H): each product's own partial sums
+                side = path[0][1]
+                d2 = 0.0
+                for t in parts(path[1:]):
+                    ab = [t, b] if side == 0 else [a, t]
+                    sq_t = eval_node(n, [ab[0] * ab[0], ab[1] * ab[1]], leaves, bk)
+                    d2 = d2 + sq_t + np.maximum(_q(eval_node(n, ab, leaves, bk), sq_t, k) ** 2,
+                                                _sequential_sq_matmul(n, *ab))
+                m2 = np.maximum(m2, d2)
+            mags[n.id] = (np.sqrt(m2), u, False)
         # leaves, structure, max, maximum, neg, tie weights: exact
         return x
 
@@ -491,7 +531,7 @@ def _spread_runs(model: Any, point: Mapping[str, np.ndarray], order: list, outpu
         return r
 
     with np.errstate(all="ignore"):
-        ref = walk(1, magnitude)
+        ref = walk(1, magnitude, held)
         # 2. the perturbed runs, ``chunk`` at a time (a few MB per node: the runs stay in cache)
         acc = {i: np.zeros(ref[i].shape[1:]) for i in keep}
         done = 0
@@ -510,7 +550,7 @@ def _spread_runs(model: Any, point: Mapping[str, np.ndarray], order: list, outpu
                 t += x
                 return t
 
-            out = walk(c, perturbed)
+            out = walk(c, perturbed, keep)
             for i in keep:
                 d = out[i] - ref[i]
                 acc[i] += np.sum(d * d, axis=0)
@@ -520,6 +560,48 @@ def _spread_runs(model: Any, point: Mapping[str, np.ndarray], order: list, outpu
         with np.errstate(all="ignore"):
             res[name] = (np.sqrt(acc[node.id] / k_runs) / u).reshape(model.shape(name))
     return res
+
+
+_LINEAR = ("neg", "transpose", "reshape", "broadcast")
+
+
+def _split_path(n: Any, depth: int = 0) -> list | None:
+    """``[(node, i), ..., (pm, None)]``: ``n`` is linear in its argument ``i``, ... down to ``pm``, a sum or difference.
+
+    Through negation, structure (transpose, reshape, broadcast, a slice without a gather) and
+    products or quotients by other values: ``n`` equals the sum of the images of ``pm``'s two
+    terms, which a correct candidate may compute apart (``c (a - b) -> c a - c b``)."""
+    from verigrad.expr.graph import Op
+
+    if n.op in (Op.ADD, Op.SUB):
+        return [(n, None)]
+    if depth >= 8:
+        return None
+    if n.op.value in _LINEAR or (n.op is Op.GETITEM and not _gathers(n.params)):
+        sides: tuple[int, ...] = (0,)
+    elif n.op is Op.MUL:
+        sides = (0, 1)
+    elif n.op is Op.DIV:
+        sides = (0,)
+    else:
+        return None
+    for i in sides:
+        p = _split_path(n.args[i], depth + 1)
+        if p is not None:
+            return [(n, i)] + p
+    return None
+
+
+def _split_paths(n: Any) -> list[list]:
+    """For a sum (its argument) or a matmul (either operand): the paths of :func:`_split_path`."""
+    from verigrad.expr.graph import Op
+
+    if n.op is Op.SUM:
+        p = _split_path(n.args[0])
+        return [[(n, 0)] + p] if p else []
+    if n.op is Op.MATMUL:
+        return [[(n, i)] + p for i in (0, 1) for p in [_split_path(n.args[i])] if p]
+    return []
 
 
 def _textbook(name: str, a: np.ndarray) -> np.ndarray | float:
