@@ -90,7 +90,7 @@ def test_run_exit_code_reflects_unmet_expectations(outputs):
 def test_run_json_validates_and_carries_the_diagnosis(run_doc):
     validator("run").validate(run_doc)
     assert run_doc["verigrad"] == __version__
-    assert run_doc["schema_version"] == 3
+    assert run_doc["schema_version"] == 4
     assert run_doc["complete"] is True
     assert run_doc["summary"] == {"cases": 3, "case_errors": 1, "results": 8, "expectations_met": 6,
                                   "expectations_not_met": 2, "informational": 0, "loss_code_mismatches": 0,
@@ -146,7 +146,7 @@ def test_run_json_is_byte_identical_between_runs_except_timing(outputs):
     (lambda d: d.pop("summary"), "summary"),
     (lambda d: d["results"][0]["errors"].__setitem__("max_ulps", "lots"), "lots"),
     (lambda d: d["results"][0].__setitem__("met", None), "None"),
-    (lambda d: d.__setitem__("schema_version", 1), "3 was expected"),
+    (lambda d: d.__setitem__("schema_version", 1), "4 was expected"),
     (lambda d: d["results"][0]["diagnosis"].append({"variable": "w", "shape": "wobbly"}), "wobbly"),
 ])
 def test_run_schema_rejects_invalid_documents(run_doc, mutate, message):
@@ -184,7 +184,7 @@ def study_document() -> dict:
         rows.append({"h": h, "estimate": 1.0 + t + r, "error": t + r, "truncation": t, "step": 0.0,
                      "roundoff": r, "extra_note": "allowed"})
     return {
-        "verigrad": __version__, "schema_version": 3, "case": "demo <&> case", "variable": "x", "index": [0],
+        "verigrad": __version__, "schema_version": 4, "case": "demo <&> case", "variable": "x", "index": [0],
         "direction": None, "truth": "1.00000000000000000000",
         "studies": [{"dtype": "float64", "scheme": "central", "rows": rows,
                      "model": {"optimal_step": 6.7e-6, "min_error": 2.2e-11, "noise": 1e-16},

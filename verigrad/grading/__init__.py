@@ -128,7 +128,13 @@ decisions against it are exact.
 - ``cap = 0.5``: however poor the naive evaluation, the baseline-derived
   part of the tolerance never exceeds half the variable's scale, so a
   candidate wrong by as much as the gradient itself (a factor 2, a sign flip)
-  still fails.  When the cap binds, the grade says so in its warnings.
+  still fails.  When the cap binds, the grade says so in its warnings.  A variable whose
+  rounding noise reaches ``cap * S_k`` (the noise: the tolerance before the cap, or the noise of
+  its reductions from the error model, :meth:`ErrorModel.reduction_noise`, over the entries the
+  baseline gets right) cannot be resolved by the dtype at this point: an entry of it off by more than its tolerance
+  but within the noise is *unresolved*, not wrong -- a correct and a sign-flipped gradient are
+  alike there (near a stationary point in a short dtype).  A grade with such entries and no
+  wrong one has the verdict ``unresolved`` (docs/numerics.md, "Verdicts").
 - The per-entry rule replaces the variable's worst baseline error by the entry's own
   conditioning: ``m_i`` is small where the entry is a short, well-conditioned computation and
   large where it is a sum of many terms that cancel, for the baseline and for any correct

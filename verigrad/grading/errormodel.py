@@ -96,7 +96,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["SPREAD_SIGMAS", "baseline_error_model", "baseline_error_spread"]
+__all__ = ["SPREAD_SIGMAS", "ErrorModel", "baseline_error_model", "baseline_error_spread"]
 
 
 #: numpy's own implementations, accurate to a few ulps of the result for an exact argument
@@ -275,11 +275,41 @@ def baseline_error_model(model: Any, point: Mapping[str, np.ndarray], dtype: Any
         return worst
     sd = baseline_error_spread(model, point, dtype, samples=samples, seed=seed, memo=memo)
     if sd is None:
-        return worst
+        return ErrorModel(worst, model=model, point=point, dtype=dtype, samples=samples, seed=seed, memo=memo)
     with np.errstate(all="ignore"):
         # an entry whose spread is not finite (an overflow in a perturbed run) keeps the worst case
-        return {name: np.where(np.isfinite(sd[name]), np.minimum(worst[name], SPREAD_SIGMAS * sd[name]), worst[name])
-                for name in worst}
+        m = {name: np.where(np.isfinite(sd[name]), np.minimum(worst[name], SPREAD_SIGMAS * sd[name]), worst[name])
+             for name in worst}
+    return ErrorModel(m, model=model, point=point, dtype=dtype, samples=samples, seed=seed, memo=memo)
+
+
+class ErrorModel(dict):
+    """The error model ``m_i`` per variable (a dict of arrays), and, computed when first asked,
+    the part of the rounding noise that no rewrite of the formulas removes.
+
+    :meth:`reduction_noise` is ``SPREAD_SIGMAS sigma_i`` with only the roundings of the sums,
+    matrix products and log-sum-exps perturbed (:func:`baseline_error_spread` with
+    ``reductions_only=True``): the accumulation error of a reduction is there in any
+    implementation that adds in the dtype, whereas elementwise roundings (``1 - s`` for a
+    saturated sigmoid, ``1 - cos x`` near 0) are the formula's and a stable formulation removes
+    them.  The grade asks for it only for a variable that has entries beyond their tolerance,
+    to decide whether the dtype can resolve that variable at all (the verdict ``unresolved``).
+    """
+
+    def __init__(self, m: Mapping[str, np.ndarray], *, model: Any, point: Mapping[str, np.ndarray], dtype: Any,
+                 samples: int, seed: int, memo: dict | None) -> None:
+        super().__init__(m)
+        self._args = (model, point, dtype, samples, seed, memo)
+        self._reduction: dict[str, np.ndarray] | None = None
+
+    def reduction_noise(self, name: str) -> np.ndarray | None:
+        """``SPREAD_SIGMAS`` times the spread of variable ``name`` from its reductions alone (None if unknown)."""
+        if self._reduction is None:
+            model, point, dtype, samples, seed, memo = self._args
+            sd = baseline_error_spread(model, point, dtype, samples=samples, seed=seed, memo=memo,
+                                       reductions_only=True)
+            self._reduction = {} if sd is None else {k: SPREAD_SIGMAS * v for k, v in sd.items()}
+        return self._reduction.get(name)
 
 
 #: ``m_i = min(worst case, SPREAD_SIGMAS sigma_i)``; the grade's ``entry_lambda = 2`` makes the
@@ -296,7 +326,8 @@ _SPREAD_MIN_CHUNK = 16
 
 
 def baseline_error_spread(model: Any, point: Mapping[str, np.ndarray], dtype: Any, *, samples: int = 128,
-                          seed: int = 0, memo: dict | None = None) -> dict[str, np.ndarray] | None:
+                          seed: int = 0, memo: dict | None = None,
+                          reductions_only: bool = False) -> dict[str, np.ndarray] | None:
     """Per entry, the standard deviation ``sigma_i`` of the gradient's rounding error under random rounding.
 
     The gradient graph is evaluated in float64 ``samples`` times at once (the batch axis), every
@@ -346,6 +377,9 @@ def baseline_error_spread(model: Any, point: Mapping[str, np.ndarray], dtype: An
         add to ``sigma``).  At that scale the runs start from the point rounded to float32
         (``_float32_point``), so both dtypes see one point; with ``memo`` they are computed once
         (the inexact constants must also agree).
+    reductions_only : bool, default False
+        Perturb only the sums, matrix products, products and log-sum-exps (their accumulation
+        error, which every implementation that adds in the dtype has; :class:`ErrorModel`).
 
     Returns
     -------
@@ -363,11 +397,12 @@ def baseline_error_spread(model: Any, point: Mapping[str, np.ndarray], dtype: An
     inexact = frozenset(n.id for n in order if n.op is Op.CONST and not _const_exact(n.params, dt))
     if scale == 2.0 ** -24:
         point = _float32_point(point)
-    key = (scale, samples, seed, inexact)
+    key = (scale, samples, seed, inexact, reductions_only)
     hit = memo.get(key) if memo is not None else None
     if hit is not None and _same_point(hit[0], point):
         return None if hit[1] is None else {k: v * u for k, v in hit[1].items()}
-    unit = _spread_runs(model, point, order, outputs, inexact, scale, samples, seed)
+    unit = _spread_runs(model, point, order, outputs, frozenset() if reductions_only else inexact, scale, samples,
+                        seed, reductions_only)
     if memo is not None:
         memo[key] = ({k: np.array(v, copy=True) for k, v in point.items()}, unit)
     return None if unit is None else {k: v * u for k, v in unit.items()}
@@ -401,7 +436,7 @@ def _same_point(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> boo
 
 
 def _spread_runs(model: Any, point: Mapping[str, np.ndarray], order: list, outputs: list, inexact: frozenset,
-                 u: float, samples: int, seed: int) -> dict[str, np.ndarray] | None:
+                 u: float, samples: int, seed: int, reductions_only: bool = False) -> dict[str, np.ndarray] | None:
     """:func:`baseline_error_spread` with perturbations of the scale ``u``, divided by ``u``."""
     from verigrad.engine.backends import FloatBackend
     from verigrad.expr.evaluate import _align, _batched_axes, eval_node
@@ -461,6 +496,8 @@ def _spread_runs(model: Any, point: Mapping[str, np.ndarray], order: list, outpu
 
     def magnitude(n: Any, x: np.ndarray, args: list[np.ndarray]) -> np.ndarray:
         op = n.op
+        if reductions_only and op not in (Op.SUM, Op.PROD, Op.LOGSUMEXP, Op.MATMUL):
+            return x
         if op is Op.CONST:
             if n.id in inexact:
                 mags[n.id] = (x, u, True)  # one r per run: every use of the constant shares its rounding

@@ -254,6 +254,7 @@ def grade(
     cand_sums, base_sums = _Sums.zero(), _Sums.zero()
     cand_sum_ok = True
     pending: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]] = []
+    unresolved_msgs: list[str] = []  # per variable the dtype cannot resolve here (the cap binds)
     g64s: dict[str, np.ndarray] = {}
     taus: dict[str, float] = {}
     var_parts: dict[str, dict[str, Any]] = {}
@@ -305,6 +306,9 @@ def grade(
         cap = libmp.mpf_mul(libmp.from_float(tol.cap), s_k[name])
         source = ToleranceSource.BASELINE
         poor = libmp.mpf_gt(base_part, cap)
+        # the tolerance the rounding noise asks for, before the cap: an error within it, beyond
+        # the capped tolerance, is neither right nor wrong (the dtype cannot resolve the gradient)
+        noise = base_part if libmp.mpf_gt(base_part, floor) else floor
         if poor:
             base_part, source = cap, ToleranceSource.CAP
         tau = base_part
@@ -373,10 +377,52 @@ def grade(
             thr = np.where(own_tol[0], own_tol[1], thr)
             thr_ok |= own_tol[0]
         tol_wrong = ce.gt(thr, tau_at, finite, thr_ok)
+        unresolved = np.zeros(n, dtype=bool)
+        noise_arr = np.full(n, np.nan)
+        unresolvable = False
+        if entry_tolerance is None:
+            # a variable whose rounding noise reaches half its scale (as near a stationary point in
+            # a short dtype, where the gradient is a small difference of large terms) cannot be
+            # resolved by the dtype: an entry off by more than its tolerance but within the noise
+            # there is what a correct candidate gives, and what a sign slip gives too: unresolved,
+            # not wrong; beyond the noise it is wrong.  The variable's noise: factor x A_k (its
+            # tolerance before the cap), or, asked only when some entry is beyond its tolerance,
+            # the noise of its reductions from the error model (entry_lambda x SPREAD_SIGMAS x the
+            # spread with only sums and products perturbed, over the entries the baseline gets
+            # right): a few lucky baseline entries are not the noise, and elementwise cancellation
+            # (1 - s at a saturated sigmoid, 1 - cos x near 0) is the formula's, which a stable
+            # formulation removes -- it never makes a variable unresolvable.
+            noise_arr[:] = _to_float(noise)
+            cap_f = _to_float(cap)
+            unresolvable = bool(poor)
+            reduction = getattr(error_model, "reduction_noise", None)
+            if not unresolvable and tol_wrong.any() and reduction is not None and name in error_model:
+                rn = reduction(name)
+                sure = (kept if kept.any() else braw.finite) & np.isfinite(rn.reshape(-1)) if rn is not None else None
+                if sure is not None and sure.any():
+                    v = tol.entry_lambda * float(np.max(rn.reshape(-1)[sure]))
+                    if v >= cap_f:
+                        unresolvable = True
+                        noise_arr = np.maximum(noise_arr, v)
+            check = np.zeros(n, dtype=bool)
+            if unresolvable and tol_wrong.any():
+                with np.errstate(all="ignore"):
+                    if error_model is not None and name in error_model:  # an entry's own noise, if larger
+                        m_all = np.asarray(error_model[name], dtype=np.float64).reshape(-1)
+                        noise_arr = np.where(np.isfinite(m_all), np.fmax(noise_arr, tol.entry_lambda * m_all),
+                                             noise_arr)
+                    if lost.size:
+                        noise_arr[lost] = np.maximum(tol.factor * base.a, noise_arr)[lost]
+                check = tol_wrong & (noise_arr > thr)
+            if check.any():
+                beyond = ce.gt(noise_arr, lambda i: libmp.from_float(float(noise_arr[i])), check,
+                               noise_arr >= 2.0 ** -1000)
+                unresolved = check & ~beyond
+                tol_wrong = tol_wrong & ~unresolved
         # the relative guard: a nonzero true entry, normal in the dtype, that the baseline gets
         # within guard_ulps ulps, and on which the candidate is off by more than guard_relative
-        guarded = finite & ~tol_wrong & ~tr.zero & (tr.kexp >= fmt.emin) & braw.finite
-        if entry_tolerance is not None:
+        guarded = finite & ~tol_wrong & ~unresolved & ~tr.zero & (tr.kexp >= fmt.emin) & braw.finite
+        if entry_tolerance is not None or unresolvable:  # (in the noise a baseline within 8 ulps is luck)
             guarded &= False
         with np.errstate(all="ignore"):
             rel_thr = tol.guard_relative * np.abs(tr.g0)
@@ -417,6 +463,16 @@ def grade(
             verdict = Verdict.NONFINITE
         elif n_wrong:
             verdict = Verdict.FAIL
+        elif unresolved.any():
+            verdict = Verdict.UNRESOLVED
+            n_unres = int(unresolved.sum())
+            first = int(np.flatnonzero(unresolved)[0])
+            abs_first = ce.figures_of(np.array([first]))[0][0]
+            unresolved_msgs.append(
+                f"{name}: {n_unres} of {n} entr{'y' if n == 1 else 'ies'} off by more than the tolerance "
+                f"(at most {tol.cap:g} x the scale {_num(_to_float(s_k[name]))}) but within the rounding "
+                f"noise of {fmt.name} here (first {name}{_idx_str(_unravel(first, shape))}: error "
+                f"{abs_first:.2g}, tolerance {float(thr[first]):.2g}, noise {float(noise_arr[first]):.2g})")
         else:
             verdict = Verdict.PASS
         var_parts[name] = dict(
@@ -425,13 +481,20 @@ def grade(
             scale=_to_float(s_k[name]), tolerance=tau_f, tolerance_source=source,
             n_entries=n, n_wrong=n_wrong, detection=_detection(tr.g64, thr))
         det = var_parts[name]["detection"]
+        if verdict is Verdict.PASS and unresolvable and not (det == det and det >= 1.0):
+            # within the capped tolerance, but another correct evaluation may not be
+            warnings.append(f"{crumb} › {name} › {fmt.name}: the rounding noise of {fmt.name} here "
+                            f"({float(np.nanmax(noise_arr)):.2g}) reaches half the gradient's scale "
+                            f"({_num(_to_float(s_k[name]))}): this pass is within {tau_f:.2g}, but another "
+                            f"correct {fmt.name} evaluation may come out unresolved; grade it at another point "
+                            "or in a wider dtype")
         if verdict is Verdict.PASS and det == det and det >= 1.0:
             # a pass that even a zero or sign-flipped gradient would get says nothing: say so
             # (a gradient below the dtype's normal range, or a baseline with no correct digit)
             warnings.append(f"{crumb} › {name} › {fmt.name}: {fmt.name} cannot resolve this gradient: the "
                             f"tolerance is {det:.2g} times its largest entry, so even a zero or "
                             f"sign-flipped gradient would pass; grade it in a wider dtype")
-        if verdict is not Verdict.PASS:
+        if verdict in (Verdict.FAIL, Verdict.NONFINITE):
             pending.append((name, vdisp, wmask, finite, tau_f))
         variables.append(None)  # type: ignore[arg-type]  # filled below
 
@@ -469,6 +532,12 @@ def grade(
         parts_s = ", ".join(f"{v.variable} ({_shape_phrase(v.diagnosis)})" for v in failing)
         reason = (f"{len(wrong)} of {n_entries} entr{'y' if n_entries == 1 else 'ies'} wrong in {len(failing)} "
                   f"variable{'s' if len(failing) != 1 else ''}: {parts_s}")
+    elif unresolved_msgs:
+        verdict = Verdict.UNRESOLVED
+        reason = (f"{fmt.name} cannot resolve the gradient at this point, neither pass nor fail: "
+                  + "; ".join(unresolved_msgs) + f". A correct {fmt.name} gradient and a sign-flipped one "
+                  "are alike there (a point near a stationary point, where the terms cancel); grade it at "
+                  "another point or in a wider dtype")
     else:
         verdict = Verdict.PASS
         reason = ("the only entry is within tolerance" if n_entries == 1 else f"all {n_entries} entries within tolerance")

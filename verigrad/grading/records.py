@@ -48,6 +48,11 @@ class Verdict(enum.Enum):
     nothing was shown about it (a case meets ``expect = "pass"`` with it only when the
     candidate says ``allow_upcast = true``).  NO_ESTIMATE: a finite-difference row with
     nothing left to grade (every entry excluded); never returned by :func:`grade`.
+    UNRESOLVED: no entry is wrong, but some are off by more than the tolerance capped at half
+    the variable's scale while within the rounding noise of the dtype there (the cap binds:
+    ``factor * A_k > cap * S_k``, as near a stationary point in a short dtype, where the
+    gradient is a small difference of large terms); a correct gradient and a sign-flipped one
+    are alike at such a point, so it is neither a pass nor a fail (``met`` is null).
     """
 
     PASS = "pass"
@@ -56,6 +61,7 @@ class Verdict(enum.Enum):
     ERROR = "error"
     NOT_EXERCISED = "not exercised"
     NO_ESTIMATE = "no estimate"
+    UNRESOLVED = "unresolved"
 
 
 class BugShape(enum.Enum):
@@ -474,11 +480,13 @@ class Grade:
         list of str
             e.g. ``"logreg › w[3] › float32: rel err 4.2e-02 > tol 2.0e-05
             (truth 0.7310585786, got 0.762)"``.  Empty for a PASS without
-            warnings; for ERROR, the reason.
+            warnings; for ERROR, the reason; for UNRESOLVED, the reason first.
         """
         out = list(self.warnings)
         if self.verdict is Verdict.ERROR:
             out.append(f"{self.case} › {self.candidate} › {self.dtype}: {self.reason}")
+        elif self.verdict is Verdict.UNRESOLVED:  # why it is neither pass nor fail comes first
+            out.insert(0, f"{self.case} › {self.candidate} › {self.dtype}: {self.reason}")
         out.extend(d.message for d in self.diagnosis)
         entries = list(self.entry_messages)
         if max_entries is not None and len(entries) > max_entries:

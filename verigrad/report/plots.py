@@ -33,7 +33,7 @@ __all__ = ["png_bytes", "ulps_figure", "wrong_entries_figure", "draw_study", "st
            "to_float", "FIGURE_FORMATS"]
 
 _DTYPE_COLOURS = {"float16": "#7570b3", "bfloat16": "#e7298a", "float32": "#d95f02", "float64": "#1b9e77"}
-_VERDICT_MARKERS = {"pass": "o", "fail": "X", "nonfinite": "^", "error": "s", "not exercised": "D",
+_VERDICT_MARKERS = {"pass": "o", "fail": "X", "nonfinite": "^", "error": "s", "not exercised": "D", "unresolved": "P",
                     "no estimate": "s"}
 
 

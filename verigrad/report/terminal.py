@@ -412,7 +412,7 @@ def grade_table(rep) -> Table:
     t.add_column("rel err", justify="right", no_wrap=True)
     t.add_column("expect", no_wrap=True)
     style = {"pass": "green", "fail": "red", "nonfinite": "magenta", "error": "red bold",
-             "not exercised": "yellow", "no estimate": "yellow"}
+             "not exercised": "yellow", "no estimate": "yellow", "unresolved": "yellow"}
     for r in rep.results:
         errors = getattr(r.grade, "errors", None)
         name = r.candidate if r.kind == "code" else f"{r.scheme} h={_fmt(r.step, '.1e')}"
@@ -475,6 +475,8 @@ def case_details(rep, *, verbose: bool = False, quiet: bool = False):
             parts.extend(_fd_note(r))
     if not quiet:
         parts.extend(_skipped_notes(rep))
+        parts.extend(Para(f"- unresolved: {r.message or result_label(r)}", indent=2, hang=4, style="yellow")
+                     for r in rep.results if r.verdict == "unresolved" and not verbose)
     if not quiet or not rep.ok:
         parts.extend(_loss_code_notes(rep, verbose=verbose))
     return Group(*parts)

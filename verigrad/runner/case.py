@@ -252,8 +252,10 @@ def grade_candidate(model: Model, cand: CandidateSpec, truth: Truth, baseline: d
             met = verdict == "pass" or (verdict == "not exercised" and cand.allow_upcast)
         else:
             met = verdict in ("fail", "nonfinite")  # a buggy candidate must be *caught*, not crash
-        if verdict == "skipped":
-            met = None  # its framework is not installed here: informational, neither met nor failed
+        if verdict in ("skipped", "unresolved"):
+            # its framework is not installed here, or the dtype cannot resolve the gradient at this
+            # point: informational, neither met nor failed
+            met = None
         return Result(case.name, cand.name, "code", dtype.value, expect.value, verdict, met, g, message,
                       call.stdout, call.seconds)
 
@@ -413,7 +415,7 @@ def grade_loss_code(model: Model, truth: Truth) -> dict:
     verdict = g.verdict.value
     rec.update(verdict=verdict, tolerance=vg.tolerance, baseline_error=vg.baseline.max_abs)
     label = f"{model.case.name} › loss_code › {truth.dtype.value}"
-    if verdict in ("pass", "not exercised"):
+    if verdict in ("pass", "not exercised", "unresolved"):  # unresolved: no mismatch can be shown
         rec.update(message="", explained_by=None)
         return rec
     if verdict == "nonfinite":

@@ -339,6 +339,8 @@ def _result(cand: CandidateSpec, case, dtype: Dtype, verdict: str, message: str,
         met = verdict == "pass" or (verdict == "not exercised" and cand.allow_upcast)
     else:
         met = verdict in ("fail", "nonfinite")
+    if verdict == "unresolved":
+        met = None  # the dtype cannot resolve the derivative at this point: informational
     return Result(case.name, cand.name, "code", dtype.value, expect.value, verdict, met, g, message,
                   call.stdout if call is not None else "", call.seconds if call is not None else 0.0,
                   extra=extra or {})
