@@ -263,8 +263,8 @@ x = { value = [3.0, 2.5, 0.25] }
     x = np.asarray(point["x"], dtype=np.float32)
     t = np.tanh(x)
     cand = {"x": (1 - t * t).astype(np.float32)}
-    mp.mp.prec = 120
-    exact = np.array([mp.mpf(1) - mp.tanh(mp.mpf(float(v))) ** 2 for v in x], dtype=object)
+    with mp.workprec(120):  # scoped: the process's precision stays as it was
+        exact = np.array([mp.mpf(1) - mp.tanh(mp.mpf(float(v))) ** 2 for v in x], dtype=object)
     g = np.array([float(v) for v in exact])
     err = np.abs(cand["x"].astype(np.float64) - g)
     assert err[0] / (2.0 ** -24 * g[0]) > 20  # the textbook form is far off at x = 3
@@ -356,3 +356,48 @@ def test_shipped_axis_shapes(case, candidate, shape, region):
         assert d.shape.value == shape and d.region == region
     if shape == "offset":
         assert rs[0].grade.diagnosis[0].factor == pytest.approx(0.25)
+
+
+# ---------------------------------------------------------------------------
+# [check] entry_sigmas: the user's choice of margin against detection power
+# ---------------------------------------------------------------------------
+
+
+def test_entry_sigmas_trades_margin_for_detection(tmp_path):
+    """float32, entries off by 1e-6 (8 to 17 ulps) one at a time: at 6 standard deviations more of
+    them fail than at the default 9 (rosenbrock-10d: the same 8 of 10; layer-norm's X: more), and
+    the correct candidates still pass."""
+    from verigrad.casefile.loader import load_case
+    from verigrad.runner.case import _tolerances
+
+    text = (CASES / "rosenbrock-10d.toml").read_text().replace("[check]\n", "[check]\nentry_sigmas = 6\n")
+    (tmp_path / "impl").mkdir()
+    for f in (CASES / "impl").glob("rosenbrock*.py"):
+        (tmp_path / "impl" / f.name).write_text(f.read_text())
+    (tmp_path / "r.toml").write_text(text)
+    tol6 = _tolerances(load_case(tmp_path / "r.toml"))
+    assert tol6.entry_lambda == pytest.approx(6 / 4.5)
+    for name, var, n_max in (("rosenbrock-10d", "x", 10), ("layer-norm", "X", 48)):
+        truth, base, em, value, dt = _setup(name, "float32")
+        kw = dict(truth=truth.gradient, baseline=base, dtype=np.float32, case="r", candidate="c", error_model=em)
+        assert grade(value=value, tolerances=tol6, **kw).verdict.value == "pass"
+        caught = {9: 0, 6: 0}
+        for i in range(min(value[var].size, n_max)):
+            v = {k: a.copy() for k, a in value.items()}
+            flat = v[var].reshape(-1)
+            flat[i] = np.float32(float(flat[i]) * (1 + 1e-6))
+            caught[9] += grade(value=v, **kw).verdict.value == "fail"
+            caught[6] += grade(value=v, tolerances=tol6, **kw).verdict.value == "fail"
+        assert caught[6] >= caught[9] and (caught[6] > caught[9] or name == "rosenbrock-10d"), (name, caught)
+
+
+@pytest.mark.parametrize("value, why", [(3, "must be a number from 4.5 to 1000"), (1001, "must be a number from 4.5 to 1000"),
+                                        ('"9"', "a number")])
+def test_entry_sigmas_is_checked(tmp_path, value, why):
+    from verigrad.casefile.loader import load_case_text
+    from verigrad.errors import CaseError
+
+    with pytest.raises(CaseError) as e:
+        load_case_text(f'name = "q"\nloss = "sum(x**2)"\n[symbols]\nx = {{ value = [1.0] }}\n'
+                       f"[check]\nentry_sigmas = {value}\n")
+    assert "entry_sigmas" in str(e.value) and why in str(e.value)

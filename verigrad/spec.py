@@ -239,6 +239,10 @@ class CheckSpec:
         Overrides the grading factor against the float baseline.
     floor_ulps : float or None
         Overrides the grading floor in ulps of the gradient's scale.
+    entry_sigmas : float or None
+        The per-entry tolerance in standard deviations of the baseline's rounding model
+        (default 9: ``entry_lambda = 2`` times ``SPREAD_SIGMAS = 4.5``); the grade's
+        ``entry_lambda`` is ``entry_sigmas / 4.5``.
     digits : int
         Certified digits of the truth.
     classic : bool
@@ -259,6 +263,7 @@ class CheckSpec:
     step_mode: StepMode = StepMode.RELATIVE
     tolerance_factor: float | None = None
     floor_ulps: float | None = None
+    entry_sigmas: float | None = None
     digits: int = 24
     classic: bool = True
     scheme_steps: tuple[tuple[str, tuple[float, ...]], ...] = ()

@@ -37,8 +37,8 @@ TOP_KEYS = ("name", "description", "seed", "rng", "loss", "loss_code", "symbols"
             "check", "limits", "directions")
 SYMBOL_KEYS = ("constant", "shape", "init", "value", "file", "dtype")
 CANDIDATE_KEYS = ("name", "code", "expect", "allow_upcast", "kind", "device")
-CHECK_KEYS = ("dtypes", "schemes", "steps", "step_mode", "tolerance_factor", "floor_ulps", "digits", "classic",
-              "coordinate_steps", "second_order_schemes")
+CHECK_KEYS = ("dtypes", "schemes", "steps", "step_mode", "tolerance_factor", "floor_ulps", "entry_sigmas", "digits",
+              "classic", "coordinate_steps", "second_order_schemes")
 LIMIT_KEYS = ("max_elements", "max_symbol_elements", "max_intermediate_elements", "max_precision_bits",
               "symbolic_seconds", "candidate_seconds", "certify_seconds", "max_expression_length",
               "max_expression_depth", "max_expression_nodes")
@@ -675,18 +675,17 @@ def _check(ctx: _Ctx, raw: Any, symbols=(), path: Path = Path("."), limits: Limi
         except (ValueError, TypeError):
             raise ctx.error("[check] step_mode", f"step_mode={_show(raw['step_mode'])} is not allowed",
                             hint="use \"absolute\" or \"relative\"") from None
-    if "tolerance_factor" in raw:
-        v = _typed(ctx, raw["tolerance_factor"], (int, float), "[check] tolerance_factor", "a number >= 1")
-        if not 1 <= v < math.inf:
-            raise ctx.error("[check] tolerance_factor", f"tolerance_factor={v} must be a finite number >= 1",
-                            hint="a candidate cannot be asked to beat the float baseline; the default is 32")
-        kw["tolerance_factor"] = float(v)
-    if "floor_ulps" in raw:
-        v = _typed(ctx, raw["floor_ulps"], (int, float), "[check] floor_ulps", "a number >= 0")
-        if not 0 <= v < math.inf:
-            raise ctx.error("[check] floor_ulps", f"floor_ulps={v} must be a finite number >= 0",
-                            hint="the default is 4")
-        kw["floor_ulps"] = float(v)
+    for key, lo, hi, allowed, hint in (
+            ("tolerance_factor", 1, math.inf, "a finite number >= 1",
+             "a candidate cannot be asked to beat the float baseline; the default is 32"),
+            ("floor_ulps", 0, math.inf, "a finite number >= 0", "the default is 4"),
+            ("entry_sigmas", 4.5, 1000, "a number from 4.5 to 1000",
+             "the default is 9; below about 3 correct float32 evaluations already fail (docs/numerics.md)")):
+        if key in raw:
+            v = _typed(ctx, raw[key], (int, float), f"[check] {key}", allowed)
+            if not (lo <= v <= hi and v < math.inf):
+                raise ctx.error(f"[check] {key}", f"{key}={v} must be {allowed}", hint=hint)
+            kw[key] = float(v)
     if "digits" in raw:
         d = _typed(ctx, raw["digits"], int, "[check] digits", "an integer")
         if not 1 <= d <= 1000:

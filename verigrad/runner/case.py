@@ -43,6 +43,10 @@ def _tolerances(case: Case):
         kw["factor"] = case.check.tolerance_factor
     if case.check.floor_ulps is not None:
         kw["floor_ulps"] = case.check.floor_ulps
+    if case.check.entry_sigmas is not None:
+        from verigrad.grading.errormodel import SPREAD_SIGMAS
+
+        kw["entry_lambda"] = case.check.entry_sigmas / SPREAD_SIGMAS
     return Tolerances(**kw)
 
 
