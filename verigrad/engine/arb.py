@@ -18,6 +18,7 @@ records; this module only applies them.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from fractions import Fraction
 
 import numpy as np
@@ -26,18 +27,37 @@ from verigrad.engine.backends import MAX_MAG_BITS, _where_text, reduce_object
 from verigrad.errors import DomainError, LimitError
 from verigrad.expr.functions import FUNCTIONS, ElemFn, Undecided, ball_sign
 
-try:  # python-flint is optional: mpmath remains a complete backend
-    import flint
-    from flint import arb
-except ImportError:  # pragma: no cover - exercised only without python-flint
-    flint = None
-    arb = None
+class _OnFirstUse:
+    """``flint`` or ``flint.arb``, imported at the first use (attribute or call), which rebinds the
+    module's name to the real object: python-flint's import is ~40 ms of every run's start-up, and
+    the fast engine certifies most cases without it."""
+
+    def __init__(self, name: str) -> None:
+        object.__setattr__(self, "_name", name)
+
+    def _real(self):
+        import flint as real_flint
+
+        globals().update(flint=real_flint, arb=real_flint.arb)
+        return globals()[self._name]
+
+    def __getattr__(self, key: str):
+        return getattr(self._real(), key)
+
+    def __call__(self, *args, **kwargs):
+        return self._real()(*args, **kwargs)
+
+
+# python-flint is optional: mpmath remains a complete backend
+_HAVE_FLINT = importlib.util.find_spec("flint") is not None
+flint = _OnFirstUse("flint") if _HAVE_FLINT else None
+arb = _OnFirstUse("arb") if _HAVE_FLINT else None
 
 __all__ = ["available", "ArbBackend", "Undecided", "arb_precision", "from_float", "to_mpf"]
 
 
 def available() -> bool:
-    return arb is not None
+    return _HAVE_FLINT
 
 
 @contextlib.contextmanager
