@@ -120,17 +120,9 @@ def run_one(name: str, max_entries: int, rels=RELS) -> dict:
 def _correct_family(name: str, model, point: dict, case) -> list[dict]:
     """The correct float32 gradients of a case we have: the graph in eight orders of its sums, the
     shipped correct candidates and the rewritten formulas of benchmarks/rewrites (if any)."""
-    from verigrad.expr.evaluate import evaluate
     from verigrad.spec import Dtype
 
-    fam = []
-    outs = list(model.gradient.values())
-    leaves = {k: np.asarray(point[k], dtype=np.float32)[None] for k in model.leaves}
-    for mode, seed in [("pairwise", 0), ("natural", 0), ("reverse", 0), ("sorted", 0), ("random", 0),
-                       ("random", 1), ("random", 2), ("f64", 0)]:
-        with np.errstate(all="ignore"):
-            vals = evaluate(outs, leaves, _order_backend(mode, seed))
-        fam.append({k: v[0] for k, v in zip(model.gradient, vals)})
+    fam = list(_reorderings(model, point).values())
     fns = []
     for c in case.candidates:
         if c.expectation(Dtype.FLOAT32).value == "pass" and c.code is not None and c.name not in _OTHER_RULES:
@@ -220,6 +212,21 @@ def _order_backend(mode: str, seed: int):
     return OrderBackend()
 
 
+def _reorderings(model, point: dict) -> dict[str, dict]:
+    """The gradient graph evaluated in float32 in eight other orders of its sums and matmuls."""
+    from verigrad.expr.evaluate import evaluate
+
+    out = {}
+    outs = list(model.gradient.values())
+    leaves = {k: np.asarray(point[k], dtype=np.float32)[None] for k in model.leaves}
+    for mode, seed in [("pairwise", 0), ("natural", 0), ("reverse", 0), ("sorted", 0), ("random", 0),
+                       ("random", 1), ("random", 2), ("f64", 0)]:
+        with np.errstate(all="ignore"):
+            vals = evaluate(outs, leaves, _order_backend(mode, seed))
+        out[f"{mode}{seed if mode == 'random' else ''}"] = {k: v[0] for k, v in zip(model.gradient, vals)}
+    return out
+
+
 def study_one(path: Path) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """(implementation, variable, |err| / ulp, sigma / ulp) for every correct float32 evaluation of one case."""
     from verigrad.casefile.loader import load_case, point_in_dtype
@@ -242,14 +249,7 @@ def study_one(path: Path) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     sd = baseline_error_spread(model, point, np.float32)
     if sd is None:
         return []
-    impls = {"baseline": baseline_gradient(model, point, dt)}
-    outs = list(model.gradient.values())
-    leaves = {k: np.asarray(point[k], dtype=np.float32)[None] for k in model.leaves}
-    for mode, seed in [("pairwise", 0), ("natural", 0), ("reverse", 0), ("sorted", 0), ("random", 0),
-                       ("random", 1), ("random", 2), ("f64", 0)]:
-        with np.errstate(all="ignore"):
-            vals = evaluate(outs, leaves, _order_backend(mode, seed))
-        impls[f"{mode}{seed if mode == 'random' else ''}"] = {k: v[0] for k, v in zip(model.gradient, vals)}
+    impls = {"baseline": baseline_gradient(model, point, dt), **_reorderings(model, point)}
     for c in case.candidates:
         if c.expectation(dt).value != "pass" or c.name in _OTHER_RULES or c.code is None:
             continue
