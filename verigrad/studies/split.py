@@ -661,6 +661,18 @@ def _bits_short(parts, err_T: float, err_S: float, noise: float) -> int:
     2^-100 of the scale for every part) would let a part just above the floor keep only a
     few correct digits: S of a saturated sigmoid is 1e-14 of its T.
     """
+    p = [abs(float(x)) for x in parts]
+    errs_f = (float(err_T), float(err_S), float(err_T) + float(err_S))
+    if all(map(math.isfinite, p)) and math.isfinite(noise) and all(map(math.isfinite, errs_f)):
+        # the common case in plain floats (called per unit and step: numpy's per-call cost dominated)
+        floor = _NEGLIGIBLE * max(max(p), float(noise))
+        allowed = [_TAIL * max(x, floor) for x in p]
+        if all(e <= a for e, a in zip(errs_f, allowed)):
+            return 0
+        if any(a <= 0 for a in allowed):
+            return 1 << 20  # 0/0 or e/0: as the array form below
+        ratio = max(e / a for e, a in zip(errs_f, allowed))
+        return int(math.ceil(math.log2(ratio))) if math.isfinite(ratio) else 1 << 20
     parts = np.abs(np.array(parts, dtype=np.float64))
     errs = np.array([err_T, err_S, err_T + err_S])
     if not np.all(np.isfinite(errs)):
