@@ -365,7 +365,7 @@ def array_call(p, name: str, node: ast.Call) -> Node:
     Parameters
     ----------
     p : verigrad.expr.parser._Parser
-        Supplies ``visit``, ``int_literal``, ``error``, ``segment``, ``label``, ``build``.
+        Supplies ``bind_arguments``, ``visit``, ``int_literal``, ``error``, ``segment``, ``label``, ``build``.
     name : str
     node : ast.Call
 
@@ -377,19 +377,7 @@ def array_call(p, name: str, node: ast.Call) -> Node:
     variadic = spec.params[-1].startswith("*")
     fixed = spec.params[:-1] if variadic else spec.params
     shown = ", ".join(spec.params)
-    if not variadic and len(node.args) > len(fixed):
-        raise p.error(f"{name}() takes at most {len(fixed)} positional arguments ({shown}), got {len(node.args)}",
-                      node)
-    given: dict[str, ast.AST] = dict(zip(fixed, node.args))
-    rest = node.args[len(fixed):] if variadic else []
-    for kw in node.keywords:
-        if kw.arg is None:
-            raise p.error("**keyword unpacking is not allowed", kw)
-        if kw.arg not in fixed:
-            raise p.error(f"{name}() has no option '{kw.arg}'", kw, hint=f"{name}({shown})")
-        if kw.arg in given:
-            raise p.error(f"{name}() got '{kw.arg}' twice", kw)
-        given[kw.arg] = kw.value
+    given, rest = p.bind_arguments(name, node, spec.params, variadic=variadic)
     args: dict[str, object] = {}
     for param in fixed:
         if param in given:

@@ -466,21 +466,7 @@ class _Parser:
             return array_call(self, name, node)
         if name in SELECT_CALLS:
             return select_call(self, name, node)
-        if len(node.args) > len(params):
-            raise self.error(f"{name}() takes at most {len(params)} positional arguments "
-                             f"({', '.join(params)}), got {len(node.args)}", node)
-        given: dict[str, ast.AST] = dict(zip(params, node.args))
-        for kw in node.keywords:
-            if kw.arg is None:
-                raise self.error("**keyword unpacking is not allowed", kw, hint=_DATA_HINT)
-            if kw.arg not in params:
-                close = _did_you_mean(kw.arg, params)
-                raise self.error(f"{name}() has no option '{kw.arg}'", kw,
-                                 hint=(f"did you mean '{close}'? " if close else "")
-                                 + f"{name}({', '.join(params)})")
-            if kw.arg in given:
-                raise self.error(f"{name}() got '{kw.arg}' twice", kw)
-            given[kw.arg] = kw.value
+        given, _ = self.bind_arguments(name, node, params)
         args: dict[str, object] = {}
         for p in params:
             if p in given:
@@ -491,6 +477,31 @@ class _Parser:
                 raise self.error(f"{name}() is missing its argument '{p}'", node,
                                  hint=f"{name}({', '.join(params)})")
         return self.build_call(name, args, self.label(node), node)
+
+    def bind_arguments(self, name: str, node: ast.Call, params, *,
+                       variadic: bool = False) -> tuple[dict[str, ast.AST], list[ast.AST]]:
+        """The call's positional, then keyword arguments bound to ``params`` (every call's rules).
+
+        With ``variadic`` the last parameter (``*arrays``) takes the positional arguments beyond
+        the others, returned as the list; keywords bind only the others.  Too many positional
+        arguments, ``**`` unpacking, an unknown or repeated keyword are errors naming the call."""
+        shown = ", ".join(params)
+        fixed = params[:-1] if variadic else params
+        if not variadic and len(node.args) > len(fixed):
+            raise self.error(f"{name}() takes at most {len(fixed)} positional arguments ({shown}), "
+                             f"got {len(node.args)}", node)
+        given: dict[str, ast.AST] = dict(zip(fixed, node.args))
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise self.error("**keyword unpacking is not allowed", kw, hint=_DATA_HINT)
+            if kw.arg not in fixed:
+                close = _did_you_mean(kw.arg, fixed)
+                raise self.error(f"{name}() has no option '{kw.arg}'", kw,
+                                 hint=(f"did you mean '{close}'? " if close else "") + f"{name}({shown})")
+            if kw.arg in given:
+                raise self.error(f"{name}() got '{kw.arg}' twice", kw)
+            given[kw.arg] = kw.value
+        return given, (list(node.args[len(fixed):]) if variadic else [])
 
     def build_call(self, name: str, a: dict, label: str, node: ast.AST) -> Node:
         b = self.b

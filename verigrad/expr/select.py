@@ -393,18 +393,7 @@ def where(b: Builder, c: Node, x: Node, y: Node, label: str) -> Node:
 def _read(p, name: str, node: ast.Call) -> dict:
     params, defaults, kinds = SELECT_CALLS[name]
     shown = ", ".join(params)
-    if len(node.args) > len(params):
-        raise p.error(f"{name}() takes at most {len(params)} positional arguments ({shown}), got {len(node.args)}",
-                      node)
-    given: dict[str, ast.AST] = dict(zip(params, node.args))
-    for kw in node.keywords:
-        if kw.arg is None:
-            raise p.error("**keyword unpacking is not allowed", kw)
-        if kw.arg not in params:
-            raise p.error(f"{name}() has no option '{kw.arg}'", kw, hint=f"{name}({shown})")
-        if kw.arg in given:
-            raise p.error(f"{name}() got '{kw.arg}' twice", kw)
-        given[kw.arg] = kw.value
+    given, _ = p.bind_arguments(name, node, params)
     args: dict[str, object] = {}
     for param in params:
         if param not in given:
