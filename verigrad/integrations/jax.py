@@ -17,7 +17,7 @@ Imported only in the worker process that runs a JAX candidate
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 
@@ -26,6 +26,7 @@ jax.config.update("jax_enable_x64", True)  # before any array exists (see the mo
 import numpy as np  # noqa: E402
 
 from verigrad.errors import CandidateError  # noqa: E402
+from verigrad.integrations import map_nested  # noqa: E402
 from verigrad.spec import CandidateKind  # noqa: E402
 
 __all__ = ["adapt", "device", "to_numpy"]
@@ -54,13 +55,11 @@ def device(name: str | None):
 
 def to_numpy(value: Any) -> Any:
     """JAX arrays (in mappings and sequences too) as host numpy arrays of the same dtype."""
-    if isinstance(value, jax.Array):
-        return np.array(jax.device_get(value), copy=True)
-    if isinstance(value, Mapping):
-        return {k: to_numpy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_numpy(v) for v in value]
-    return value
+    return map_nested(value, _leaf_to_numpy)
+
+
+def _leaf_to_numpy(value: Any) -> Any:
+    return np.array(jax.device_get(value), copy=True) if isinstance(value, jax.Array) else value
 
 
 def adapt(fn: Callable, kind: CandidateKind, *, variables: Sequence[str], symbols: Sequence[str],

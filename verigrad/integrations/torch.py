@@ -21,12 +21,13 @@ candidate: numpy arrays of the dtype under test in, a mapping of numpy arrays ou
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from verigrad.errors import CandidateError
+from verigrad.integrations import map_nested
 from verigrad.spec import CandidateKind
 
 __all__ = ["adapt", "device", "to_numpy", "to_tensor"]
@@ -89,6 +90,10 @@ def to_tensor(a: np.ndarray, dev: torch.device, *, requires_grad: bool = False) 
 
 def to_numpy(value: Any) -> Any:
     """Tensors (in mappings and sequences too) as numpy arrays of the same dtype, on the CPU; others as they are."""
+    return map_nested(value, _leaf_to_numpy)
+
+
+def _leaf_to_numpy(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         if value.layout != torch.strided or value.device.type == "meta":
             what = "a meta tensor (it has no data)" if value.device.type == "meta" else f"a {value.layout} tensor"
@@ -100,10 +105,6 @@ def to_numpy(value: Any) -> Any:
 
             return t.contiguous().view(torch.int16).numpy().copy().view(ml_dtypes.bfloat16)
         return t.numpy().copy()
-    if isinstance(value, Mapping):
-        return {k: to_numpy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_numpy(v) for v in value]
     return value
 
 
