@@ -254,7 +254,7 @@ def grade(
     cand_sums, base_sums = _Sums.zero(), _Sums.zero()
     cand_sum_ok = True
     pending: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]] = []
-    unresolved_msgs: list[str] = []  # per variable the dtype cannot resolve here (the cap binds)
+    unresolved_msgs: list[str] = []  # per variable with entries within the noise the dtype cannot resolve
     g64s: dict[str, np.ndarray] = {}
     taus: dict[str, float] = {}
     var_parts: dict[str, dict[str, Any]] = {}
@@ -396,14 +396,14 @@ def grade(
             cap_f = _to_float(cap)
             unresolvable = bool(poor)
             reduction = getattr(error_model, "reduction_noise", None)
-            if not unresolvable and tol_wrong.any() and reduction is not None and name in error_model:
-                rn = reduction(name)
-                sure = (kept if kept.any() else braw.finite) & np.isfinite(rn.reshape(-1)) if rn is not None else None
-                if sure is not None and sure.any():
-                    v = tol.entry_lambda * float(np.max(rn.reshape(-1)[sure]))
-                    if v >= cap_f:
-                        unresolvable = True
-                        noise_arr = np.maximum(noise_arr, v)
+            rn = reduction(name) if not unresolvable and tol_wrong.any() and reduction is not None else None
+            if rn is not None:
+                rn = rn.reshape(-1)
+                sure = (kept if kept.any() else braw.finite) & np.isfinite(rn)
+                v = tol.entry_lambda * float(np.max(rn[sure])) if sure.any() else -math.inf
+                if v >= cap_f:
+                    unresolvable = True
+                    noise_arr = np.maximum(noise_arr, v)
             check = np.zeros(n, dtype=bool)
             if unresolvable and tol_wrong.any():
                 with np.errstate(all="ignore"):
