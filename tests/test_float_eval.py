@@ -139,3 +139,53 @@ def test_fd_gradient_does_not_depend_on_batching(dtype):
         got = fd_gradient(model, dtype=dtype, scheme="central4", step=1e-3, max_batch_elements=budget)
         for k in ref:
             _same_bits(got[k], ref[k])
+
+
+@pytest.mark.parametrize("path", [p for p in CASES if p.stem in ("gradient-checking-3layer", "softmax-regression",
+                                                                  "layer-norm", "kinks-relu-l1", "rosenbrock-10d")],
+                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("dtype", [Dtype.FLOAT32, Dtype.FLOAT64])
+def test_fd_gradients_stacks_steps_without_changing_a_bit(path, dtype):
+    """fd_gradients (all steps of a sweep in shared batches) gives, per step, fd_gradient's estimate
+    bit for bit, also for chosen entries and for a chunk bound that splits the steps."""
+    from verigrad.fd import fd_gradients
+
+    model = model_of(path)
+    steps = [10.0 ** -e for e in (1, 2.5, 4, 6, 9)]
+    for scheme in ("central", "forward", "central6"):
+        many = fd_gradients(model, dtype=dtype, scheme=scheme, steps=steps)
+        split = fd_gradients(model, dtype=dtype, scheme=scheme, steps=steps, max_batch_elements=53)
+        assert len(many) == len(split) == len(steps)
+        for h, got, got_small in zip(steps, many, split):
+            one = fd_gradient(model, dtype=dtype, scheme=scheme, step=h)
+            for k in one:
+                _same_bits(got[k], one[k])
+                _same_bits(got_small[k], one[k])
+    first = next(iter(model.gradient))
+    chosen = {first: np.array([0, model.leaves[first].size - 1])}
+    for h, got in zip(steps, fd_gradients(model, dtype=dtype, scheme="central", steps=steps, entries=chosen)):
+        ref = fd_gradient(model, dtype=dtype, scheme="central", step=h, entries=chosen)
+        for k in ref:
+            _same_bits(got[k], ref[k])
+
+
+def test_fd_gradients_matches_a_plain_loop_of_loss_calls(tmp_path):
+    """An independent reference: central differences of f(w) = sum(w**3) / 3 by hand, in float32."""
+    from verigrad.fd import fd_gradients
+
+    model = write_case(tmp_path, "sum(w**3) / 3", "w = { value = [0.5, -1.25, 2.0, 3.0] }")
+    w = np.array([0.5, -1.25, 2.0, 3.0], dtype=np.float32)
+    steps = [1e-1, 1e-2, 1e-3]
+    for h, got in zip(steps, fd_gradients(model, dtype=Dtype.FLOAT32, scheme="central", steps=steps)):
+        f = lambda v: np.float32(np.sum(v ** np.float32(3)) / np.float32(3))
+        for i in range(w.size):
+            hi = np.float32(h * max(1.0, abs(float(w[i]))))
+            up, down = w.copy(), w.copy()
+            up[i] += hi
+            down[i] -= hi
+            want = (np.float32(0.5) * f(up) + np.float32(-0.5) * f(down)) / hi
+            # the same sum, rounded the same way: within a few float32 ulps of the hand loop
+            assert abs(float(got["w"][i]) - float(want)) <= 8 * np.spacing(np.float32(abs(want)))
+            # and the exact central difference of a cubic, w^2 + h^2/3, up to round-off (|f| <= 12.6)
+            exact = float(w[i]) ** 2 + float(hi) ** 2 / 3
+            assert abs(float(got["w"][i]) - exact) <= 4 * 2.0 ** -24 * 12.6 / float(hi)

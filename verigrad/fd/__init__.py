@@ -14,11 +14,11 @@ Neither is imported here.
 from __future__ import annotations
 
 from verigrad.fd.directions import Direction, coordinate_direction, random_direction, user_direction
-from verigrad.fd.estimate import fd_directional, fd_gradient, non_analytic_sites
+from verigrad.fd.estimate import fd_directional, fd_gradient, fd_gradients, non_analytic_sites
 from verigrad.fd.extrapolation import AdaptiveGradient, adaptive_directional, adaptive_gradient
 from verigrad.fd.nodes import batched_leaves
 from verigrad.fd.steps import entry_steps, recommended_step
 
 __all__ = ["Direction", "coordinate_direction", "random_direction", "user_direction", "entry_steps",
-           "recommended_step", "batched_leaves", "fd_gradient", "fd_directional", "non_analytic_sites",
+           "recommended_step", "batched_leaves", "fd_gradient", "fd_gradients", "fd_directional", "non_analytic_sites",
            "AdaptiveGradient", "adaptive_directional", "adaptive_gradient"]

@@ -21,7 +21,7 @@ from verigrad.casefile.loader import point_in_dtype
 from verigrad.engine.model import Model
 from verigrad.engine.truth import certify
 from verigrad.errors import LimitError as LimitErrorType, UsageError
-from verigrad.fd.estimate import fd_gradient
+from verigrad.fd.estimate import fd_gradients
 from verigrad.fd.nodes import _nodes, batched_leaves
 from verigrad.fd.steps import entry_steps
 from verigrad.schemes import Scheme, SchemeKind, StepMode, get_scheme
@@ -187,8 +187,7 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
     np_dt = dtype.numpy
     point = point_in_dtype(model.point, dtype)
     truth = truth or certify(model, point, dtype, digits=30)
-    ests = [fd_gradient(model, dtype=dtype, scheme=scheme, step=st, step_mode=step_mode, loss_values=loss_values)
-            for st in steps]
+    ests = fd_gradients(model, dtype=dtype, scheme=scheme, steps=steps, step_mode=step_mode, loss_values=loss_values)
     offsets, weights = list(scheme.offsets), list(scheme.weights)
     M = len(steps)
     h_all = [dict() for _ in steps]
