@@ -325,3 +325,135 @@ def test_bits_short_float_path_equals_the_array_rule():
         e_t, e_s = (rng.choice([0.0, 1.0]) * 10.0 ** rng.uniform(-320, 10) for _ in range(2))
         noise = rng.choice([0.0, 1.0]) * 10.0 ** rng.uniform(-300, 5)
         assert sp._bits_short(parts, e_t, e_s, noise) == array_rule(parts, e_t, e_s, noise)
+
+
+# -- Taylor mode on double-double balls (verigrad.studies.splitseries) ---------------------------
+
+
+def test_resolved_equals_bits_short_per_unit():
+    """studies.split._resolved (all units at once) is _bits_short(...) == 0 unit by unit, on 20,000
+    random units with zeros, ties at the allowed error, infinities and NaNs."""
+    from verigrad.studies import split as sp
+
+    rng = np.random.default_rng(11)
+    n = 20_000
+    parts = rng.choice([0.0, 1.0], (3, n)) * 10.0 ** rng.uniform(-300, 10, (3, n)) * rng.choice([-1, 1], (3, n))
+    e_t, e_s = (rng.choice([0.0, 1.0], n) * 10.0 ** rng.uniform(-320, 10, n) for _ in range(2))
+    noise = rng.choice([0.0, 1.0], n) * 10.0 ** rng.uniform(-300, 5, n)
+    tie = rng.random(n) < 0.2  # errors exactly at the allowed 2^-50 |T|
+    e_t = np.where(tie, sp._TAIL * np.abs(parts[0]), e_t)
+    e_s = np.where(tie, 0.0, e_s)
+    for arr, frac in ((parts[1], 0.01), (parts[2], 0.01), (e_t, 0.01), (noise, 0.01)):
+        pick = rng.random(n) < frac
+        arr[pick] = rng.choice([np.inf, -np.inf, np.nan], int(pick.sum()))
+    with np.errstate(all="ignore"):
+        got = sp._resolved(tuple(parts), np.abs(e_t), e_s, noise)
+    with np.errstate(all="ignore"):
+        want = np.array([sp._bits_short(parts[:, u], abs(e_t[u]), e_s[u], noise[u]) == 0 for u in range(n)])
+    assert got.dtype == bool and np.array_equal(got, want)
+    assert 1000 < want.sum() < n - 1000  # both answers are exercised
+
+
+def _taylor_runs(monkeypatch, model, dtype, scheme, steps, *, refuse=None):
+    """fd_sweep_split's results and every _Line.taylor answer; ``refuse(H)`` True makes the
+    double-double path refuse those steps (FastPathUnavailable), as values out of range would."""
+    from verigrad.engine.ballcore import FastPathUnavailable
+    from verigrad.studies import split as sp
+    from verigrad.studies import splitseries
+
+    seen, calls = [], {"dd": 0, "arb": 0}
+    taylor, dd_rows, arb_row = sp._Line.taylor, splitseries._dd_rows, splitseries._arb_row
+    monkeypatch.setattr(splitseries, "_FAST_MIN_UNITS", 0)  # these cases are small: use the fast pass anyway
+
+    def spy_taylor(self, wanted):
+        out = taylor(self, wanted)
+        seen.append((self.name, (dict(out[0]), dict(out[1]))))  # copies: fd_sweep_split pops from them
+        return out
+
+    def spy_dd(A, moments, offsets, weights, x, H, Y):
+        if refuse is not None and refuse(H):
+            raise FastPathUnavailable("refused by the test")
+        out = dd_rows(A, moments, offsets, weights, x, H, Y)
+        calls["dd"] += H.shape[0]  # steps the fast path answered
+        return out
+
+    def spy_arb(*args):
+        calls["arb"] += 1
+        return arb_row(*args)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(sp._Line, "taylor", spy_taylor)
+        mp.setattr(splitseries, "_dd_rows", spy_dd)
+        mp.setattr(splitseries, "_arb_row", spy_arb)
+        res = fd_sweep_split(model, dtype=dtype, scheme=scheme, steps=steps)
+    return res, seen, calls
+
+
+@pytest.mark.parametrize("case, dtype, scheme", [
+    ("softmax-regression", Dtype.FLOAT32, "central4"),
+    ("layer-norm", Dtype.FLOAT64, "forward"),
+    ("saturation-sigmoid-tanh", Dtype.FLOAT32, "central"),
+])
+def test_taylor_double_double_equals_arb_fallback(monkeypatch, case, dtype, scheme):
+    """The double-double T and S and the Arb fallback's (every step refused) take the same units,
+    with the same largest step per entry, and their T and S agree within the sum of their error
+    bounds; the split's parts agree to those bounds too."""
+    model = model_of(ROOT / "cases" / f"{case}.toml")
+    steps = [float(h) for h in default_step_grid(get_scheme(scheme), dtype.numpy, count=12)]
+    fast, seen_dd, calls_dd = _taylor_runs(monkeypatch, model, dtype, scheme, steps)
+    slow, seen_arb, calls_arb = _taylor_runs(monkeypatch, model, dtype, scheme, steps, refuse=lambda H: True)
+    assert calls_dd["arb"] == 0 and calls_dd["dd"] > 0  # the fast path ran, the fallback did not
+    assert calls_arb["dd"] == 0 and calls_arb["arb"] == len(steps) * len(seen_arb)
+    taken = 0
+    for (name, (ra, ca)), (name_b, (rb, cb)) in zip(seen_dd, seen_arb):
+        assert name == name_b and list(ra) == list(rb) and ca == cb
+        taken += len(ra)
+        for unit, a in ra.items():
+            b = rb[unit]
+            for k, e in ((4, 6), (5, 7)):  # T and S balls, their error bounds
+                assert abs(float(a[k] - b[k])) <= a[e] + b[e], (name, unit, k)
+                assert abs(a[k - 3] - b[k - 3]) <= a[e] + b[e] + 2.0 ** -52 * abs(b[k - 3]), (name, unit, k)
+    assert taken > 40
+    for a, b in zip(fast, slow):
+        for part in ("error", "truncation", "step_error", "roundoff"):
+            for v in getattr(a, part):
+                x, y = getattr(a, part)[v], getattr(b, part)[v]
+                scale = np.maximum.reduce([np.abs(getattr(b, p)[v]) for p in ("truncation", "step_error", "roundoff")])
+                assert np.all((x == y) | (np.abs(x - y) <= 2.0 ** -50 * scale)), (part, v)
+
+
+def test_taylor_refused_steps_alone_go_to_arb(monkeypatch):
+    """A step the double-double path refuses is evaluated in Arb by itself; the others stay on the
+    fast path, and the answers are those of the all-Arb evaluation."""
+    model = model_of(ROOT / "cases" / "softmax-regression.toml")
+    steps = [float(h) for h in default_step_grid(get_scheme("central"), np.float64, count=6)]
+    small = min(steps)
+    mixed, seen_mix, calls_mix = _taylor_runs(monkeypatch, model, Dtype.FLOAT64, "central", steps,
+                                              refuse=lambda H: H.min() <= small * 8)
+    _, seen_arb, _ = _taylor_runs(monkeypatch, model, Dtype.FLOAT64, "central", steps, refuse=lambda H: True)
+    assert calls_mix["arb"] == len(seen_mix)  # one step per variable refused
+    assert calls_mix["dd"] == (len(steps) - 1) * len(seen_mix)
+    for (_, (ra, ca)), (_, (rb, cb)) in zip(seen_mix, seen_arb):
+        assert list(ra) == list(rb) and ca == cb
+        for unit, a in ra.items():
+            if unit[0] == steps.index(small):  # the refused step: the very Arb numbers
+                assert a[:4] == rb[unit][:4] and a[6:] == rb[unit][6:]
+
+
+def test_taylor_tiny_step_leaves_the_fast_range(tmp_path, monkeypatch):
+    """h = 1e-80: h^3 is below the double-double range (2^-900), so that step alone is evaluated in
+    Arb; T still equals the closed form cos x (sin h / h − 1) at every step, the tiny one included."""
+    import mpmath
+
+    model = write_case(tmp_path, "sum(sin(x))", 'x = { value = [0.3, 1.1, -2.0, 0.75] }')
+    steps = [1e-80, 1e-6, 0.5]
+    res, seen, calls = _taylor_runs(monkeypatch, model, Dtype.FLOAT64, "central", steps)
+    assert calls == {"dd": 2, "arb": 1}
+    assert {m for m, _ in seen[0][1][0]} >= {0, 1}  # Taylor answers at the tiny step (Arb) and at 1e-6 (dd)
+    x = point_in_dtype(model.point, Dtype.FLOAT64)["x"]
+    for r in res:
+        for i, xi in enumerate(x):
+            h = mpmath.mpf(float(r.h["x"][i]))
+            with mpmath.workprec(600):
+                want = mpmath.cos(mpmath.mpf(float(xi))) * (mpmath.sin(h) / h - 1)
+            assert r.truncation["x"][i] == pytest.approx(float(want), rel=1e-13, abs=0)

@@ -10,6 +10,7 @@ Taylor series where the loss is analytic along the coordinate, or from mpmath
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Mapping, Sequence
@@ -247,23 +248,34 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
 
 def _split_work(model: Model, entries: Mapping[str, Sequence[int]] | None) -> int:
     """Entries of the coordinates' cones to split, from the cone of each variable's first entry."""
+    widths = _CONE_WIDTHS.get(model)
+    if widths is None:
+        widths = _CONE_WIDTHS[model] = _cone_widths(model)
+    total = 0
+    for name, leaf in model.leaves.items():
+        if name in widths:
+            total += (leaf.size if entries is None else len(entries.get(name, ()))) * widths[name]
+    return total
+
+
+#: Per model (a sweep splits both dtypes of one model): the cone width of each variable's entry 0.
+_CONE_WIDTHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cone_widths(model: Model) -> dict[str, int]:
     from verigrad.engine.cone import ConeUnsupported, forward_cone
     from verigrad.expr.graph import topological
 
     order = topological([model.loss])
-    total = 0
+    out = {}
     for name, leaf in model.leaves.items():
-        if name not in model.gradient:
-            continue
-        n = leaf.size if entries is None else len(entries.get(name, ()))
-        if not n:
+        if name not in model.gradient or not leaf.size:
             continue
         try:
-            width = sum(c.size for c in forward_cone(model, order, name, 0).values())
+            out[name] = sum(c.size for c in forward_cone(model, order, name, 0).values())
         except ConeUnsupported:
-            width = sum(node.size for node in order)
-        total += n * width
-    return total
+            out[name] = sum(node.size for node in order)
+    return out
 
 
 #: Taylor values are used where the first omitted terms are below this fraction of the parts.
@@ -276,6 +288,17 @@ _SERIES_PREC = 128
 
 #: Largest working precision of a direct evaluation; units still unresolved there are reported as they are.
 _MAX_DIRECT_PREC = 4000
+
+#: Direct units x graph entries up to which one variable's units share one evaluation at the highest
+#: precision they start at (the 3-layer net of the benchmarks: 600 units x ~300 entries).
+_MERGE_WORK = 1_000_000
+
+
+def _graph_entries(model: Model) -> int:
+    """Entries of all the loss graph's nodes (a measure of what one walk through it costs)."""
+    from verigrad.expr.graph import topological
+
+    return sum(n.size for n in topological([model.loss]))
 
 
 def _direct_precision(h: float, scheme: Scheme, dtype: Dtype) -> int:
@@ -309,6 +332,7 @@ class _Line:
         self.max_batch_objects = 400_000
         self._evaluators: dict[int, object] = {}
         self._ab = ab
+        self.est_flat = np.stack([e[name].ravel() for e in ests])  # (steps, entries): one gather per _combine
         g_true = truth.gradient[name].ravel()
         self.g_ref = object_array(_arb_of_mpf(v) for v in g_ref)
         # E and T are measured from g_base: the exact derivative (a tight ball) where the
@@ -330,14 +354,21 @@ class _Line:
         return self._ab.arb(q.numerator) / q.denominator
 
     def _combine(self, m, I, T, S, err_T, err_S, *, series=False) -> dict:
-        """Results for entries I at step m from T and S (balls) with their error bounds.
+        """Results for entries I at step m (an int, or an int array: one step per unit) from T and S
+        (balls) with their error bounds; units whose float estimate is not finite are left out.
 
         A series T is measured from the series' exact derivative; it is moved to g_base here.
         T and S within their error bound are indistinguishable from 0 and reported as 0."""
+        fin, Ef, Tf, Sf, Rf, T, S = self._combine_arrays(m, I, T, S, err_T, err_S, series=series)
+        ms = np.broadcast_to(m, np.shape(I))
+        return {(int(ms[u]), int(I[u])): (Ef[u], Tf[u], Sf[u], Rf[u], T[u], S[u], float(err_T[u]), float(err_S[u]))
+                for u in np.flatnonzero(fin)}
+
+    def _combine_arrays(self, m, I, T, S, err_T, err_S, *, series=False):
+        """:meth:`_combine` as arrays per unit: finite estimate (bool), E, T, S, R (float64), T, S (balls)."""
         ab = self._ab
-        dfl = self.ests[m][self.name].ravel()[I].astype(np.float64)
+        dfl = self.est_flat[m, I].astype(np.float64)
         fin = np.isfinite(dfl)
-        out = {}
         with ab.arb_precision(max(self.prec_used, 256) + 64):  # E, T and R exactly, never rounded to 53 bits
             zero = ab.arb(0)
             T = np.where(np.abs(T.astype(np.float64)) <= err_T, zero, T)
@@ -349,9 +380,7 @@ class _Line:
             Ef, Tf, Sf, Rf = (v.astype(np.float64) for v in (E, T, S, R))
             # R carries T's and S's errors (and its own rounding): within them it is 0 too
             Rf = np.where(np.abs(Rf) <= err_T + err_S + _up(_RAD(R)), 0.0, Rf)
-        for u in np.flatnonzero(fin):
-            out[(m, int(I[u]))] = (Ef[u], Tf[u], Sf[u], Rf[u], T[u], S[u], float(err_T[u]), float(err_S[u]))
-        return out
+        return fin, Ef, Tf, Sf, Rf, T, S
 
     # -- Taylor mode ----------------------------------------------------------------------------
 
@@ -359,11 +388,12 @@ class _Line:
         """Units whose T and S come from power series, and the step of each entry to check directly."""
         ab = self._ab
         from verigrad.engine.lines import LineEvaluator, Unsupported, coefficients, series_cap
+        from verigrad.studies.splitseries import series_parts
 
         scheme, M = self.scheme, len(self.hps)
         moments = [sum((w * c**j for c, w in zip(self.offsets, self.weights)), Fraction(0))
                    for j in range(scheme.leading_derivative + 13)]
-        if moments[0] != 0 or moments[1] != 1:
+        if moments[0] != 0 or moments[1] != 1 or not M:
             return {}, {}
         L = len(moments)
         W = np.asarray(wanted, dtype=np.int64)
@@ -383,60 +413,31 @@ class _Line:
                     A[j][u] = a
             tail_j = (L - 2, L - 1)
             absA = {j: np.exp2(np.array([_log2_abs(a) for a in A[j]])) for j in tail_j}
-            xs = ab.from_float(self.x[W])
-            ok_until = np.ones(W.size, dtype=bool)
-            unit_roundoff = 2.0 ** -(np.finfo(self.dtype.numpy).nmant + 1)
-            finite = np.frompyfunc(lambda v: v.is_finite(), 1, 1)
-            order = sorted(range(M), key=lambda m: float(np.max(self.hps[m][W])) if W.size else 0.0)
-            for m in order:
-                hf = self.hps[m][W].astype(np.float64)
-                h = ab.from_float(hf)
-                T = np.full(W.size, ab.arb(0), dtype=object)
-                hj = np.full(W.size, ab.arb(1), dtype=object)  # h^(j-1)
-                for j in range(2, L):
-                    hj = hj * h
-                    if moments[j] != 0:
-                        T = T + A[j] * hj * self._q(moments[j])
-                S = np.full(W.size, ab.arb(0), dtype=object)
-                tail_S = np.zeros(W.size)
-                for k, (c, w) in enumerate(zip(self.offsets, self.weights)):
-                    sk = h * self._q(c)
-                    dk = ab.from_float(self.y_nodes[m][k][W].astype(np.float64)) - xs - sk
-                    absd = np.abs(dk.astype(np.float64))
-                    if not absd.any():
-                        continue
-                    q = np.full(W.size, ab.arb(0), dtype=object)
-                    spow = np.full(W.size, ab.arb(1), dtype=object)  # s^(j-1)
-                    acc = np.full(W.size, ab.arb(0), dtype=object)
-                    for j in range(1, L):
-                        q = (sk + dk) * q + dk * spow  # (s + d)^j - s^j, without cancellation
-                        spow = spow * sk
-                        acc = acc + A[j] * q
-                    S = S + acc * self._q(w)
-                    with np.errstate(all="ignore"):
-                        for j in tail_j:
-                            tail_S += float(abs(w)) * j * absA[j] * (float(abs(c)) * hf) ** (j - 1) * absd
-                S = S / h
-                with np.errstate(all="ignore"):
-                    tail_S = tail_S / hf
-                    tail_T = np.maximum(*[absA[j] * float(sum(abs(w) * abs(c) ** j for c, w in
-                                                              zip(self.offsets, self.weights))) * hf ** (j - 1)
-                                          for j in tail_j])
-                    err_T = tail_T + _RAD(T).astype(np.float64)
-                    err_S = tail_S + _RAD(S).astype(np.float64)
-                live = np.flatnonzero(ok_until)
-                res = self._combine(m, W[live], T[live], S[live], err_T[live], err_S[live], series=True)
-                fin_T = finite(T).astype(bool) & finite(S).astype(bool)
-                noise = unit_roundoff * np.abs(A[0].astype(np.float64)) / hf
-                for u in live:
-                    r = res.get((m, int(W[u])))
-                    if r is None:
-                        continue
-                    if fin_T[u] and _bits_short(r[1:4], err_T[u], err_S[u], noise[u]) == 0:
-                        result[(m, int(W[u]))] = r
-                        checks[int(W[u])] = m
-                    else:
-                        ok_until[u] = False
+            Hf = np.stack([self.hps[m][W].astype(np.float64) for m in range(M)])  # (steps, entries)
+            Y = [np.stack([self.y_nodes[m][k][W].astype(np.float64) for m in range(M)])
+                 for k in range(len(self.offsets))]
+            T, S, err_T, err_S, fin_T = series_parts(A, moments, self.offsets, self.weights,
+                                                     self.x[W].astype(np.float64), Hf, Y, absA)
+        # every (step, entry) at once; which of them are taken is decided step by step below
+        ms, I = np.repeat(np.arange(M), W.size), np.tile(W, M)
+        err_T, err_S = err_T.ravel(), err_S.ravel()
+        fin, Ef, Tf, Sf, Rf, Tb, Sb = self._combine_arrays(ms, I, T.ravel(), S.ravel(), err_T, err_S, series=True)
+        unit_roundoff = 2.0 ** -(np.finfo(self.dtype.numpy).nmant + 1)
+        with np.errstate(all="ignore"):
+            noise = (unit_roundoff * np.abs(A[0].astype(np.float64)) / Hf).ravel()
+        good = fin_T.ravel() & _resolved((Tf, Sf, Rf), err_T, err_S, noise)
+        # steps in increasing order of their largest h: an entry is taken up to its first step that
+        # is finite but unresolved (a unit without a finite estimate neither takes nor stops it)
+        order = sorted(range(M), key=lambda m: float(np.max(self.hps[m][W])) if W.size else 0.0)
+        present, good = fin.reshape(M, W.size)[order], good.reshape(M, W.size)[order]
+        stop = present & ~good
+        first_stop = np.where(stop.any(axis=0), stop.argmax(axis=0), M)
+        taken = present & good & (np.arange(M)[:, None] < first_stop)
+        for t, u in zip(*np.nonzero(taken)):
+            m, i = order[t], int(W[u])
+            f = m * W.size + u
+            result[(m, i)] = (Ef[f], Tf[f], Sf[f], Rf[f], Tb[f], Sb[f], float(err_T[f]), float(err_S[f]))
+            checks[i] = m
         return result, checks
 
     def agree(self, series, direct) -> bool:
@@ -465,6 +466,12 @@ class _Line:
             if self.hps[m][i] == 0:
                 continue
             groups.setdefault(_direct_precision(float(self.hps[m][i]), self.scheme, self.dtype), []).append((m, i))
+        if len(groups) > 1 and sum(map(len, groups.values())) * _graph_entries(self.model) <= _MERGE_WORK:
+            # a few hundred units of a small model: each evaluation builds a line evaluator at its
+            # precision and walks the graph, which costs more than the arithmetic; one evaluation at
+            # the highest starting precision replaces them (more bits never loosen a result)
+            top = max(groups)
+            groups = {top: [u for p in sorted(groups) for u in groups[p]]}
         out = {}
         while groups:
             prec = min(groups)
@@ -504,14 +511,12 @@ class _Line:
         ab = self._ab
         K = len(self.offsets)
         n = len(chunk)
-        rows, same = [], np.zeros((n, K), dtype=bool)
-        for m, i in chunk:
-            xi, hi = Fraction(float(self.x[i])), Fraction(float(self.hps[m][i]))
-            rows += [(i, xi + c * hi) for c in self.offsets]
+        same = np.zeros((n, K), dtype=bool)
+        rows = _exact_nodes(chunk, self.x, self.hps, self.offsets)
         for j, (m, i) in enumerate(chunk):
             for k in range(K):
-                y = Fraction(float(self.y_nodes[m][k][i]))
-                if y == rows[j * K + k][1]:
+                y = float(self.y_nodes[m][k][i])
+                if _node_equals(rows[j * K + k][1], y):
                     same[j, k] = True  # the float node is the exact node: its step error is exactly 0
                 else:
                     rows.append((i, y))
@@ -563,7 +568,7 @@ class _Line:
 
         if ab.available():
             with ab.arb_precision(prec):
-                vals = object_array(self._q(q) for _, q in rows)
+                vals = object_array(_node_arb(q) for _, q in rows)
                 idx = np.array([i for i, _ in rows], dtype=np.int64)
                 f = None
                 try:
@@ -592,7 +597,7 @@ class _Line:
                     return list(f)
         with mpmath.workprec(prec):
             base = {m: self.model.mp_values(m, self.point[m]) for m in self.model.leaves}
-            leaves = _rows_leaves(self.model, base, self.name, rows, lambda q: mpmath.mpf(q.numerator) / q.denominator)
+            leaves = _rows_leaves(self.model, base, self.name, rows, _node_mpf)
             vals = list(_mp_loss(self.model, leaves, prec).ravel())
             # mpmath's own error bound for a whole evaluation, as a radius
             err = [None if v is None else _arb_of_mpf(abs(v) * mpmath.ldexp(1, 32 - prec)) for v in vals]
@@ -600,6 +605,67 @@ class _Line:
 
 
 _RAD = np.frompyfunc(lambda v: float(v.rad()), 1, 1)
+
+
+# An exact node value is a float, a pair of floats (their exact sum, a double-double) or,
+# for offsets whose product with a step is not a float, a Fraction.
+
+def _exact_nodes(chunk, x: np.ndarray, hps, offsets) -> list:
+    """Rows (i, x_i + c h_p) for every unit (m, i) of ``chunk`` and offset c, unit-major, exact.
+
+    For an offset that is 0 or ± a power of two, c h is a float and x + c h the exact pair
+    (s, e) of Knuth's two-sum (a float where e = 0), vectorised; other offsets go through
+    Fractions."""
+    I = np.array([i for _, i in chunk], dtype=np.int64)
+    H = np.array([float(hps[m][i]) for m, i in chunk], dtype=np.float64)
+    X = x[I].astype(np.float64)
+    cols = []
+    for c in offsets:
+        n, d = abs(c.numerator), c.denominator
+        if n == 0 or (n & (n - 1) == 0 and d & (d - 1) == 0):
+            ch = float(c) * H  # exact: a power of two times a float (steps are far from under/overflow)
+            with np.errstate(over="ignore", invalid="ignore"):
+                s = X + ch
+                bb = s - X
+                e = (X - (s - bb)) + (ch - bb)
+            ok = np.isfinite(s) & np.isfinite(e)
+            if n:
+                ok &= ch / float(c) == H  # c h lost no bits (no underflow)
+            cols.append([float(a) if b == 0 else (float(a), float(b)) if good else
+                         Fraction(float(xi)) + c * Fraction(float(hi))
+                         for a, b, good, xi, hi in zip(s.tolist(), e.tolist(), ok.tolist(), X.tolist(), H.tolist())])
+        else:
+            cols.append([Fraction(float(xi)) + c * Fraction(float(hi)) for xi, hi in zip(X.tolist(), H.tolist())])
+    return [(int(i), cols[k][j]) for j, i in enumerate(I.tolist()) for k in range(len(offsets))]
+
+
+def _node_equals(q, y: float) -> bool:
+    """Whether the exact node ``q`` is the float ``y``."""
+    if isinstance(q, float):
+        return q == y
+    if isinstance(q, tuple):
+        return False  # a pair with a non-zero low part is not a float
+    return q == Fraction(y)
+
+
+def _node_arb(q):
+    """The Arb ball of an exact node (exact where the working precision holds it)."""
+    from verigrad.engine import arb as ab
+
+    if isinstance(q, float):
+        return ab.arb(q)
+    if isinstance(q, tuple):
+        return ab.arb(q[0]) + ab.arb(q[1])
+    return ab.arb(q.numerator) / q.denominator
+
+
+def _node_mpf(q):
+    """The mpmath number of an exact node (at the working precision)."""
+    if isinstance(q, float):
+        return mpmath.mpf(q)
+    if isinstance(q, tuple):
+        return mpmath.mpf(q[0]) + mpmath.mpf(q[1])
+    return mpmath.mpf(q.numerator) / q.denominator
 
 
 _IS = np.frompyfunc(lambda u, v: u is v, 2, 1)
@@ -682,6 +748,24 @@ def _bits_short(parts, err_T: float, err_S: float, noise: float) -> int:
     with np.errstate(divide="ignore"):
         ratio = float(np.max(errs / allowed))
     return int(math.ceil(math.log2(ratio))) if math.isfinite(ratio) else 1 << 20
+
+
+def _resolved(parts, err_T: np.ndarray, err_S: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """``_bits_short(parts[:, u], err_T[u], err_S[u], noise[u]) == 0`` per unit u, vectorised.
+
+    ``parts`` are the T, S, R arrays (float64, one entry per unit). Units with all numbers
+    finite take :func:`_bits_short`'s float rule, in the same float operations; the others
+    (rare) call it.
+    """
+    p = np.abs(np.stack([np.asarray(v, dtype=np.float64) for v in parts]))
+    errs = np.stack([err_T, err_S, err_T + err_S])
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(p).all(axis=0) & np.isfinite(noise) & np.isfinite(errs).all(axis=0)
+        floor = _NEGLIGIBLE * np.maximum(p.max(axis=0), noise)
+        ok = finite & (errs <= _TAIL * np.maximum(p, floor)).all(axis=0)
+    for u in np.flatnonzero(~finite):
+        ok[u] = _bits_short([v[u] for v in parts], err_T[u], err_S[u], noise[u]) == 0
+    return ok
 
 
 def _arb_of_mpf(v):
