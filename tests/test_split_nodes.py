@@ -12,6 +12,7 @@ import pytest
 from verigrad.casefile.loader import point_in_dtype
 from verigrad.spec import Dtype
 from verigrad.studies import fd_sweep_split
+from verigrad.fd import nodes
 from verigrad.studies import split as sp
 
 from casefiles import write_case
@@ -27,7 +28,7 @@ def test_exact_nodes_are_the_rationals_x_plus_c_h(dtype):
     steps = (10.0 ** rng.uniform(-14, 0, (3, 400))).astype(dtype)
     offsets = [Fraction(-2), Fraction(-1), Fraction(0), Fraction(1, 2), Fraction(1), Fraction(3), Fraction(-1, 3)]
     chunk = [(m, i) for m in range(3) for i in range(400)]
-    rows = sp._exact_nodes(chunk, x, steps, offsets)
+    rows = nodes.exact_nodes(chunk, x, steps, offsets)
     assert len(rows) == len(chunk) * len(offsets)
     kinds = set()
     for j, (m, i) in enumerate(chunk):
@@ -39,9 +40,9 @@ def test_exact_nodes_are_the_rationals_x_plus_c_h(dtype):
                                                             else q)
             assert idx == i and got == want
             y = float(dtype(float(want)))  # the float node
-            assert sp._node_equals(q, y) == (Fraction(y) == want)
+            assert nodes.node_equals(q, y) == (Fraction(y) == want)
             with mpmath.workprec(400):
-                assert sp._node_mpf(q) == mpmath.mpf(want.numerator) / want.denominator
+                assert nodes.node_mpf(q) == mpmath.mpf(want.numerator) / want.denominator
     assert kinds == {"float", "tuple", "Fraction"}
 
 
@@ -51,7 +52,7 @@ def test_arb_of_a_node_contains_it():
 
     with ab.arb_precision(128):
         for q in (0.1, (1.0, 2.0 ** -60), Fraction(1, 3) + Fraction(0.25)):
-            b = sp._node_arb(q)
+            b = nodes.node_arb(q)
             exact = Fraction(q) if isinstance(q, float) else (Fraction(q[0]) + Fraction(q[1]) if isinstance(q, tuple)
                                                               else q)
             assert b.contains(ab.arb(exact.numerator) / exact.denominator)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 from fractions import Fraction
+from operator import methodcaller
 
 import numpy as np
 
 from verigrad.engine.backends import MAX_MAG_BITS, _where_text, reduce_object
 from verigrad.errors import DomainError, LimitError
-from verigrad.expr.functions import FUNCTIONS, ElemFn, Undecided, ball_sign
+from verigrad.expr.functions import FUNCTIONS, ElemFn, Undecided, _ball_sigmoid, ball_sign
 
 class _OnFirstUse:
     """``flint`` or ``flint.arb``, imported at the first use (attribute or call), which rebinds the
@@ -116,6 +117,34 @@ def _ufunc(f):
     if key not in _vec:
         _vec[key] = np.frompyfunc(f, 1, 1)
     return _vec[key]
+
+
+_ARRAY_RULES: dict = {}
+
+
+def _array_rule(fn: ElemFn):
+    """``fn``'s ball rule over an object array of balls.
+
+    Where the rule is one Arb method (``exp``, ``log``, ``tanh``...) numpy calls the method
+    itself, and sigmoid's ``1 / (1 + exp(-x))`` runs as four array operations: the same Arb
+    operations in the same order, so the same balls, without a Python call per entry (which
+    cost as much as the logarithm itself). Any other rule is called per entry."""
+    rule = _ARRAY_RULES.get(fn.name)
+    if rule is None:
+        b = fn.ball
+        red = b.__reduce__() if isinstance(b, methodcaller) else None
+        if red is not None and len(red) == 2 and len(red[1]) == 1 and isinstance(red[1][0], str) \
+                and hasattr(arb, red[1][0]):
+            rule = np.frompyfunc(getattr(arb, red[1][0]), 1, 1)
+        elif b is _ball_sigmoid:
+            exp = np.frompyfunc(arb.exp, 1, 1)
+
+            def rule(x):
+                return 1 / (1 + exp(-x))
+        else:
+            rule = _ufunc(b)
+        _ARRAY_RULES[fn.name] = rule
+    return rule
 
 
 # Derived from the function table (kept for importers): the ball rule of every function,
@@ -246,7 +275,7 @@ class ArbBackend:
     @staticmethod
     def apply_unary(fn: ElemFn, x):
         """The function on every entry, with no checks (call :meth:`check_unary` first)."""
-        return _ufunc(fn.ball)(x).astype(object)
+        return np.asarray(_array_rule(fn)(x), dtype=object)
 
     def unary(self, fn: ElemFn, x, node):
         self.check_unary(fn, x, node)

@@ -482,10 +482,11 @@ class LineEvaluator:
                                                              dtype=bool))
 
     def _ufunc_exp(self):
-        return self._cached("uexp", lambda: _ufunc(lambda v: v.exp()))
+        # balls: the method itself (no Python frame per entry); series: whatever type each value has
+        return self._cached("uexp", lambda: _ufunc(ab.flint.arb.exp if not self.series else lambda v: v.exp()))
 
     def _ufunc_log(self):
-        return self._cached("ulog", lambda: _ufunc(lambda v: v.log()))
+        return self._cached("ulog", lambda: _ufunc(ab.flint.arb.log if not self.series else lambda v: v.log()))
 
     def _base_sum(self, n: Node, f) -> np.ndarray:
         a = n.args[0]

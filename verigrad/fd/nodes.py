@@ -11,11 +11,12 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Mapping, Sequence
 
+import mpmath
 import numpy as np
 
 from verigrad.engine.backends import round_fraction
 
-__all__ = ["batched_leaves", "rounded_line_nodes"]
+__all__ = ["batched_leaves", "exact_nodes", "node_arb", "node_equals", "node_mpf", "rounded_line_nodes"]
 
 
 def _is_power_of_two(q: Fraction) -> bool:
@@ -94,3 +95,85 @@ def rounded_line_nodes(x: np.ndarray, e: np.ndarray, t: Fraction, dtype) -> np.n
             y[i] = float(round_fraction(Fraction(float(xf[i])) + t * Fraction(float(ef[i])), np_dt))
         y = y.reshape(x.shape)
     return y
+
+
+# An exact node value is a float, a pair of floats (their exact sum, a double-double) or,
+# for offsets whose product with a step is not a float, a Fraction.
+
+def exact_nodes(chunk, x: np.ndarray, hps, offsets) -> list:
+    """The exact stencil nodes x_i + c h_(m,i) of many (step, entry) units, without rationals where possible.
+
+    Parameters
+    ----------
+    chunk : sequence of (int, int)
+        Units (step index m, flat entry i).
+    x : ndarray, shape (n,)
+        The variable's values (any float dtype; used exactly).
+    hps : sequence of ndarray, shape (n,)
+        h_p per step (floats of the dtype).
+    offsets : sequence of Fraction
+        The scheme's c_k.
+
+    Returns
+    -------
+    list of (int, node)
+        ``len(chunk) * len(offsets)`` rows (i, x_i + c_k h), unit-major. A node is a float
+        when x + c h is one, else a pair (s, e) of floats with s + e = x + c h exactly, else
+        (an offset that is not 0 or ± a power of two, such as central6's 3) a Fraction.
+
+    Notes
+    -----
+    For c = 0 or ± 2^k, c h is a float (checked: no bit lost to underflow) and Knuth's
+    two-sum s = fl(x + c h), e = (x − (s − b)) + (c h − b), b = s − x gives x + c h = s + e
+    exactly, vectorised over the chunk.
+    """
+    I = np.array([i for _, i in chunk], dtype=np.int64)
+    H = np.array([float(hps[m][i]) for m, i in chunk], dtype=np.float64)
+    X = x[I].astype(np.float64)
+    cols = []
+    for c in offsets:
+        n, d = abs(c.numerator), c.denominator
+        if n == 0 or (n & (n - 1) == 0 and d & (d - 1) == 0):
+            ch = float(c) * H  # exact: a power of two times a float (steps are far from under/overflow)
+            with np.errstate(over="ignore", invalid="ignore"):
+                s = X + ch
+                bb = s - X
+                e = (X - (s - bb)) + (ch - bb)
+            ok = np.isfinite(s) & np.isfinite(e)
+            if n:
+                ok &= ch / float(c) == H  # c h lost no bits (no underflow)
+            cols.append([float(a) if b == 0 else (float(a), float(b)) if good else
+                         Fraction(float(xi)) + c * Fraction(float(hi))
+                         for a, b, good, xi, hi in zip(s.tolist(), e.tolist(), ok.tolist(), X.tolist(), H.tolist())])
+        else:
+            cols.append([Fraction(float(xi)) + c * Fraction(float(hi)) for xi, hi in zip(X.tolist(), H.tolist())])
+    return [(int(i), cols[k][j]) for j, i in enumerate(I.tolist()) for k in range(len(offsets))]
+
+
+def node_equals(q, y: float) -> bool:
+    """Whether the exact node ``q`` is the float ``y``."""
+    if isinstance(q, float):
+        return q == y
+    if isinstance(q, tuple):
+        return False  # a pair with a non-zero low part is not a float
+    return q == Fraction(y)
+
+
+def node_arb(q):
+    """The Arb ball of an exact node (exact where the working precision holds it)."""
+    from verigrad.engine import arb as ab
+
+    if isinstance(q, float):
+        return ab.arb(q)
+    if isinstance(q, tuple):
+        return ab.arb(q[0]) + ab.arb(q[1])
+    return ab.arb(q.numerator) / q.denominator
+
+
+def node_mpf(q):
+    """The mpmath number of an exact node (at the working precision)."""
+    if isinstance(q, float):
+        return mpmath.mpf(q)
+    if isinstance(q, tuple):
+        return mpmath.mpf(q[0]) + mpmath.mpf(q[1])
+    return mpmath.mpf(q.numerator) / q.denominator

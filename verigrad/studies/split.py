@@ -23,7 +23,7 @@ from verigrad.engine.model import Model
 from verigrad.engine.truth import certify
 from verigrad.errors import LimitError as LimitErrorType, UsageError
 from verigrad.fd.estimate import fd_gradients
-from verigrad.fd.nodes import _nodes, batched_leaves
+from verigrad.fd.nodes import _nodes, batched_leaves, exact_nodes, node_arb, node_equals, node_mpf
 from verigrad.fd.steps import entry_steps
 from verigrad.schemes import Scheme, SchemeKind, StepMode, get_scheme
 from verigrad.spec import Dtype
@@ -462,10 +462,14 @@ class _Line:
         evaluated again with as many more bits as it fell short by, up to the cap, so the
         starting precision (:func:`_direct_precision`) only needs to be a good guess."""
         groups: dict[int, list] = {}
+        precs: dict[float, int] = {}  # steps repeat (h_p = h wherever |x_i| <= 1)
         for m, i in units:
-            if self.hps[m][i] == 0:
+            h = float(self.hps[m][i])
+            if h == 0:
                 continue
-            groups.setdefault(_direct_precision(float(self.hps[m][i]), self.scheme, self.dtype), []).append((m, i))
+            if h not in precs:
+                precs[h] = _direct_precision(h, self.scheme, self.dtype)
+            groups.setdefault(precs[h], []).append((m, i))
         if len(groups) > 1 and sum(map(len, groups.values())) * _graph_entries(self.model) <= _MERGE_WORK:
             # a few hundred units of a small model: each evaluation builds a line evaluator at its
             # precision and walks the graph, which costs more than the arithmetic; one evaluation at
@@ -512,11 +516,11 @@ class _Line:
         K = len(self.offsets)
         n = len(chunk)
         same = np.zeros((n, K), dtype=bool)
-        rows = _exact_nodes(chunk, self.x, self.hps, self.offsets)
+        rows = exact_nodes(chunk, self.x, self.hps, self.offsets)
         for j, (m, i) in enumerate(chunk):
             for k in range(K):
                 y = float(self.y_nodes[m][k][i])
-                if _node_equals(rows[j * K + k][1], y):
+                if node_equals(rows[j * K + k][1], y):
                     same[j, k] = True  # the float node is the exact node: its step error is exactly 0
                 else:
                     rows.append((i, y))
@@ -553,10 +557,15 @@ class _Line:
                 # T is known only as well as what it is measured from; more bits here cannot
                 # improve that, so only the nodes' own error enters the resolution test
                 res = self._combine(m, I, T, S[sel], _up(_RAD(T)) + self.ref_err[I], err_S)
-                for u, (j, i) in enumerate(zip(sel, I)):
-                    r = res.get((m, int(i)))
-                    if r is not None:
-                        out[(m, int(i))] = (r, _bits_short(r[1:4], err_de[j], err_S[u], noise[j]))
+                units = [(u, j, (m, int(i))) for u, (j, i) in enumerate(zip(sel, I)) if (m, int(i)) in res]
+                if not units:
+                    continue
+                us, js = np.array([u for u, _, _ in units]), np.array([j for _, j, _ in units])
+                parts = [np.array([res[key][k] for _, _, key in units], dtype=np.float64) for k in (1, 2, 3)]
+                done = _resolved(parts, err_de[js], err_S[us], noise[js])
+                for (u, j, key), ok in zip(units, done.tolist()):
+                    r = res[key]
+                    out[key] = (r, 0 if ok else _bits_short(r[1:4], err_de[j], err_S[u], noise[j]))
         return out
 
     def _losses(self, rows, prec):
@@ -568,7 +577,7 @@ class _Line:
 
         if ab.available():
             with ab.arb_precision(prec):
-                vals = object_array(_node_arb(q) for _, q in rows)
+                vals = object_array(node_arb(q) for _, q in rows)
                 idx = np.array([i for i, _ in rows], dtype=np.int64)
                 f = None
                 try:
@@ -597,7 +606,7 @@ class _Line:
                     return list(f)
         with mpmath.workprec(prec):
             base = {m: self.model.mp_values(m, self.point[m]) for m in self.model.leaves}
-            leaves = _rows_leaves(self.model, base, self.name, rows, _node_mpf)
+            leaves = _rows_leaves(self.model, base, self.name, rows, node_mpf)
             vals = list(_mp_loss(self.model, leaves, prec).ravel())
             # mpmath's own error bound for a whole evaluation, as a radius
             err = [None if v is None else _arb_of_mpf(abs(v) * mpmath.ldexp(1, 32 - prec)) for v in vals]
@@ -605,67 +614,6 @@ class _Line:
 
 
 _RAD = np.frompyfunc(lambda v: float(v.rad()), 1, 1)
-
-
-# An exact node value is a float, a pair of floats (their exact sum, a double-double) or,
-# for offsets whose product with a step is not a float, a Fraction.
-
-def _exact_nodes(chunk, x: np.ndarray, hps, offsets) -> list:
-    """Rows (i, x_i + c h_p) for every unit (m, i) of ``chunk`` and offset c, unit-major, exact.
-
-    For an offset that is 0 or ± a power of two, c h is a float and x + c h the exact pair
-    (s, e) of Knuth's two-sum (a float where e = 0), vectorised; other offsets go through
-    Fractions."""
-    I = np.array([i for _, i in chunk], dtype=np.int64)
-    H = np.array([float(hps[m][i]) for m, i in chunk], dtype=np.float64)
-    X = x[I].astype(np.float64)
-    cols = []
-    for c in offsets:
-        n, d = abs(c.numerator), c.denominator
-        if n == 0 or (n & (n - 1) == 0 and d & (d - 1) == 0):
-            ch = float(c) * H  # exact: a power of two times a float (steps are far from under/overflow)
-            with np.errstate(over="ignore", invalid="ignore"):
-                s = X + ch
-                bb = s - X
-                e = (X - (s - bb)) + (ch - bb)
-            ok = np.isfinite(s) & np.isfinite(e)
-            if n:
-                ok &= ch / float(c) == H  # c h lost no bits (no underflow)
-            cols.append([float(a) if b == 0 else (float(a), float(b)) if good else
-                         Fraction(float(xi)) + c * Fraction(float(hi))
-                         for a, b, good, xi, hi in zip(s.tolist(), e.tolist(), ok.tolist(), X.tolist(), H.tolist())])
-        else:
-            cols.append([Fraction(float(xi)) + c * Fraction(float(hi)) for xi, hi in zip(X.tolist(), H.tolist())])
-    return [(int(i), cols[k][j]) for j, i in enumerate(I.tolist()) for k in range(len(offsets))]
-
-
-def _node_equals(q, y: float) -> bool:
-    """Whether the exact node ``q`` is the float ``y``."""
-    if isinstance(q, float):
-        return q == y
-    if isinstance(q, tuple):
-        return False  # a pair with a non-zero low part is not a float
-    return q == Fraction(y)
-
-
-def _node_arb(q):
-    """The Arb ball of an exact node (exact where the working precision holds it)."""
-    from verigrad.engine import arb as ab
-
-    if isinstance(q, float):
-        return ab.arb(q)
-    if isinstance(q, tuple):
-        return ab.arb(q[0]) + ab.arb(q[1])
-    return ab.arb(q.numerator) / q.denominator
-
-
-def _node_mpf(q):
-    """The mpmath number of an exact node (at the working precision)."""
-    if isinstance(q, float):
-        return mpmath.mpf(q)
-    if isinstance(q, tuple):
-        return mpmath.mpf(q[0]) + mpmath.mpf(q[1])
-    return mpmath.mpf(q.numerator) / q.denominator
 
 
 _IS = np.frompyfunc(lambda u, v: u is v, 2, 1)
