@@ -26,7 +26,7 @@ import numpy as np
 
 from verigrad.engine.backends import MAX_MAG_BITS, _where_text, reduce_object
 from verigrad.errors import DomainError, LimitError
-from verigrad.expr.functions import FUNCTIONS, ElemFn, Undecided, _ball_sigmoid, ball_sign
+from verigrad.expr.functions import FUNCTIONS, ElemFn, Undecided, _ball_relu, _ball_sigmoid, ball_sign
 
 class _OnFirstUse:
     """``flint`` or ``flint.arb``, imported at the first use (attribute or call), which rebinds the
@@ -141,10 +141,27 @@ def _array_rule(fn: ElemFn):
 
             def rule(x):
                 return 1 / (1 + exp(-x))
+        elif b is _ball_relu:
+            rule = _relu_array
         else:
             rule = _ufunc(b)
         _ARRAY_RULES[fn.name] = rule
     return rule
+
+
+def _relu_array(x):
+    """relu over an object array: x where x > 0, an exact 0 where x < 0 or x is exactly 0 (the
+    per-entry rule's decisions, by two array comparisons), Undecided where the ball holds 0."""
+    x = np.asarray(x, dtype=object)
+    pos = (x > 0).astype(bool)
+    off = (x < 0).astype(bool) | pos
+    if not off.all():
+        for v in x[~off]:
+            ball_sign(v)  # raises Undecided unless exactly 0
+    out = np.empty(x.shape, dtype=object)
+    out[...] = arb(0)
+    out[pos] = x[pos]
+    return out
 
 
 # Derived from the function table (kept for importers): the ball rule of every function,
