@@ -9,7 +9,6 @@ import mpmath
 import numpy as np
 import pytest
 
-from verigrad.casefile.loader import point_in_dtype
 from verigrad.spec import Dtype
 from verigrad.studies import fd_sweep_split
 from verigrad.fd import nodes

@@ -163,17 +163,18 @@ def node_arb(q):
     """The Arb ball of an exact node (exact where the working precision holds it)."""
     from verigrad.engine import arb as ab
 
-    if isinstance(q, float):
-        return ab.arb(q)
-    if isinstance(q, tuple):
-        return ab.arb(q[0]) + ab.arb(q[1])
-    return ab.arb(q.numerator) / q.denominator
+    return _node_as(q, ab.arb)
 
 
 def node_mpf(q):
     """The mpmath number of an exact node (at the working precision)."""
+    return _node_as(q, mpmath.mpf)
+
+
+def _node_as(q, number):
+    """A node in a number type that converts floats and integers exactly and rounds its arithmetic."""
     if isinstance(q, float):
-        return mpmath.mpf(q)
+        return number(q)
     if isinstance(q, tuple):
-        return mpmath.mpf(q[0]) + mpmath.mpf(q[1])
-    return mpmath.mpf(q.numerator) / q.denominator
+        return number(q[0]) + number(q[1])
+    return number(q.numerator) / q.denominator

@@ -189,7 +189,7 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
     point = point_in_dtype(model.point, dtype)
     truth = truth or certify(model, point, dtype, digits=30)
     ests = fd_gradients(model, dtype=dtype, scheme=scheme, steps=steps, step_mode=step_mode, loss_values=loss_values)
-    offsets, weights = list(scheme.offsets), list(scheme.weights)
+    offsets = list(scheme.offsets)
     M = len(steps)
     h_all = [dict() for _ in steps]
     parts = [{k: {} for k in ("error", "truncation", "step", "roundoff")} for _ in steps]
