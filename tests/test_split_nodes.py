@@ -76,3 +76,35 @@ def test_merged_direct_units_give_the_unit_by_unit_split(tmp_path, monkeypatch):
     # so T = 0 exactly at the small steps (the h = 0.1 stencil may cross a kink)
     for r in merged[1:]:
         assert np.all(r.truncation["W"] == 0)
+
+
+def test_long_series_reaches_larger_steps_with_exact_truncation(tmp_path, monkeypatch):
+    """float32, f = sum(log(x)) near x = 1 (radius of convergence 1): at h = 0.1 the float32 round-off
+    asks T to 2^-50 of R ~ 2^-12 T, which 16 series terms cannot give and 24 can. The long series takes
+    those units, and its T is the closed form atanh(h/x)/h − 1/x (mpmath)."""
+    from verigrad.studies import split as sp
+
+    values = ", ".join(f"{1 + 0.01 * k:.2f}" for k in range(20))
+    model = write_case(tmp_path, "sum(log(x))", f"x = {{ value = [{values}] }}")
+    steps = [10.0 ** -e for e in np.linspace(4, 1, 30)]  # 20 entries x 30 steps: the long series
+    seen = {}
+    taylor = sp._Line.taylor
+
+    def spy(self, wanted):
+        out = taylor(self, wanted)
+        seen[sp._SERIES_EXTRA] = {m for m, _ in out[0]}
+        return out
+
+    monkeypatch.setattr(sp._Line, "taylor", spy)
+    res = fd_sweep_split(model, dtype=Dtype.FLOAT32, scheme="central", steps=steps)
+    top = len(steps) - 1  # h = 0.1
+    assert top in seen[21]
+    monkeypatch.setattr(sp, "_SERIES_EXTRA", 13)
+    fd_sweep_split(model, dtype=Dtype.FLOAT32, scheme="central", steps=steps)
+    assert top not in seen[13] and len(seen[13]) < len(seen[21])
+    r = res[top]
+    for i in range(20):
+        x, h = mpmath.mpf(float(np.float32(1 + 0.01 * i))), mpmath.mpf(float(r.h["x"][i]))
+        with mpmath.workprec(300):
+            want = mpmath.atanh(h / x) / h - 1 / x
+        assert r.truncation["x"][i] == pytest.approx(float(want), rel=1e-12, abs=0)

@@ -36,7 +36,7 @@ _FINITE = np.frompyfunc(lambda v: v.is_finite(), 1, 1)
 
 def series_parts(A: Sequence[np.ndarray], moments: Sequence[Fraction], offsets: Sequence[Fraction],
                  weights: Sequence[Fraction], x: np.ndarray, H: np.ndarray, Y: Sequence[np.ndarray],
-                 absA: dict):
+                 absA: dict, min_terms: int | None = None):
     """T and S of every (step, entry) from the entries' power series, with error estimates.
 
     Call inside ``arb_precision(prec)``: the returned balls are rounded to that precision.
@@ -56,7 +56,11 @@ def series_parts(A: Sequence[np.ndarray], moments: Sequence[Fraction], offsets: 
     Y : sequence of K ndarrays, shape (M, W), float64
         Float nodes y_k = fl(x + c_k h) per step and entry.
     absA : dict of int to ndarray (W,)
-        |a_j| (float estimates) for j = L−2 and L−1: the omitted-term estimates.
+        |a_j| (float estimates) for j = L−2 and L−1, and for every j a shorter series may end
+        with: the omitted-term estimates.
+    min_terms : int, optional
+        The shortest series a step may use when the full one would leave the double-double
+        range (default: the full length L; shorter steps go to Arb then).
 
     Returns
     -------
@@ -77,31 +81,55 @@ def series_parts(A: Sequence[np.ndarray], moments: Sequence[Fraction], offsets: 
     rad_S = np.zeros((M, Wn))
     absd = np.zeros((K, M, Wn))
     finite = np.ones((M, Wn), dtype=bool)
-    # a few hundred units cost less in Arb than the fixed few hundred array operations of the fast pass
-    fast = [m for m in range(M) if (H[m] > 0).all()] if M * Wn >= _FAST_MIN_UNITS else []
-    slow = [m for m in range(M) if m not in set(fast)]
+    # A few hundred units cost less in Arb than the fixed few hundred array operations of the fast
+    # pass. A step whose terms would leave the double-double range (below 2^-900) would only be
+    # refused after a pass, and make every other step retry alone: each step keeps the full series,
+    # or else the ``min_terms`` one, whose h^(L'-2) stays above 2^-700 (room for the coefficients
+    # and d_k ~ ulp(x) that multiply it; the terms it drops are below 2^-700 of the first ones and
+    # its tail estimate is that of its own last two coefficients), and goes to Arb if none does.
+    L = len(A)
+    L0 = min(L, min_terms or L)
+    terms = np.full(M, L)
+    groups: dict[int, list] = {}
+    if M * Wn >= _FAST_MIN_UNITS:
+        with np.errstate(under="ignore"):
+            for m in range(M):
+                if not (H[m] > 0).all():
+                    continue
+                hmin = float(H[m].min())
+                fits = [n for n in dict.fromkeys((L, L0)) if hmin ** max(n - 2, 1) > 2.0 ** -700]
+                if fits:
+                    groups.setdefault(fits[0], []).append(m)
     from verigrad.engine.ballcore import FastPathUnavailable
     try:
         A_dd = [None] + [_from_arb(a) for a in A[1:]]  # a_0 enters neither part
     except FastPathUnavailable:
-        fast, slow = [], list(range(M))
-    # all fast steps in one pass; if that is refused, step by step (only the refused ones go to Arb)
-    pending = [fast] if fast else []
-    while pending:
-        rows = pending.pop()
-        try:
-            T[rows], S[rows], rad_T[rows], rad_S[rows], absd[:, rows] = _dd_rows(
-                A_dd, moments, offsets, weights, x, H[rows], [y[rows] for y in Y])
-        except FastPathUnavailable:
-            if len(rows) > 1:
-                pending += [[m] for m in rows]
-            else:
-                slow += rows
+        groups = {}
+    fast = {m for rows in groups.values() for m in rows}
+    slow = [m for m in range(M) if m not in fast]
+    for n, steps in groups.items():
+        # all of a group's steps in one pass; if that is refused, step by step (only the refused go to Arb)
+        pending = [steps]
+        while pending:
+            rows = pending.pop()
+            try:
+                T[rows], S[rows], rad_T[rows], rad_S[rows], absd[:, rows] = _dd_rows(
+                    A_dd[:n], moments[:n], offsets, weights, x, H[rows], [y[rows] for y in Y])
+                terms[rows] = n
+            except FastPathUnavailable:
+                if len(rows) > 1:
+                    pending += [[m] for m in rows]
+                else:
+                    slow += rows
     for m in sorted(slow):
         T[m], S[m], rad_T[m], rad_S[m], absd[:, m] = _arb_row(A, moments, offsets, weights, x, H[m],
                                                              [y[m] for y in Y])
         finite[m] = _FINITE(T[m]).astype(bool) & _FINITE(S[m]).astype(bool)
-    tail_T, tail_S = _tails(absA, offsets, weights, H, absd)
+    tail_T, tail_S = np.zeros((M, Wn)), np.zeros((M, Wn))
+    for n in np.unique(terms):
+        rows = np.flatnonzero(terms == n)
+        tail_T[rows], tail_S[rows] = _tails({j: absA[j] for j in (n - 2, n - 1)}, offsets, weights, H[rows],
+                                            absd[:, rows])
     with np.errstate(all="ignore"):
         return T, S, tail_T + rad_T, tail_S + rad_S, finite
 
