@@ -127,26 +127,28 @@ def exact_nodes(chunk, x: np.ndarray, hps, offsets) -> list:
     two-sum s = fl(x + c h), e = (x − (s − b)) + (c h − b), b = s − x gives x + c h = s + e
     exactly, vectorised over the chunk.
     """
+    from verigrad.engine.dd import two_sum
+
     I = np.array([i for _, i in chunk], dtype=np.int64)
     H = np.array([float(hps[m][i]) for m, i in chunk], dtype=np.float64)
     X = x[I].astype(np.float64)
+
+    def rational(c, xi, hi):
+        return Fraction(xi) + c * Fraction(hi)
+
     cols = []
     for c in offsets:
-        n, d = abs(c.numerator), c.denominator
-        if n == 0 or (n & (n - 1) == 0 and d & (d - 1) == 0):
-            ch = float(c) * H  # exact: a power of two times a float (steps are far from under/overflow)
+        if c == 0 or _is_power_of_two(c):
+            ch = float(c) * H  # a power of two times a float: exact unless it underflows (checked)
             with np.errstate(over="ignore", invalid="ignore"):
-                s = X + ch
-                bb = s - X
-                e = (X - (s - bb)) + (ch - bb)
+                s, e = two_sum(X, ch)
             ok = np.isfinite(s) & np.isfinite(e)
-            if n:
-                ok &= ch / float(c) == H  # c h lost no bits (no underflow)
-            cols.append([float(a) if b == 0 else (float(a), float(b)) if good else
-                         Fraction(float(xi)) + c * Fraction(float(hi))
+            if c:
+                ok &= ch / float(c) == H
+            cols.append([float(a) if b == 0 else (float(a), float(b)) if good else rational(c, xi, hi)
                          for a, b, good, xi, hi in zip(s.tolist(), e.tolist(), ok.tolist(), X.tolist(), H.tolist())])
         else:
-            cols.append([Fraction(float(xi)) + c * Fraction(float(hi)) for xi, hi in zip(X.tolist(), H.tolist())])
+            cols.append([rational(c, xi, hi) for xi, hi in zip(X.tolist(), H.tolist())])
     return [(int(i), cols[k][j]) for j, i in enumerate(I.tolist()) for k in range(len(offsets))]
 
 
