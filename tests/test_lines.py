@@ -307,9 +307,9 @@ def test_a_change_that_never_reaches_the_loss_returns_the_base_ball(tmp_path):
     assert float(got[1]) == 10.75 and float(got[2]) == 12.5
 
 
-def test_bits_short_float_path_equals_the_array_rule():
-    """The plain-float path of studies.split._bits_short gives the array rule's answer on 20,000
-    random units (parts from 0 to 1e10, errors from 0 to 1e10, noise 0 to 1e5)."""
+def test_bits_short_equals_the_array_rule():
+    """studies.split._bits_short gives the answer of the rule written out here on 20,000 random
+    units (parts from 0 to 1e10, errors from 0 to 1e10, noise 0 to 1e5)."""
     import math
 
     from verigrad.studies import split as sp

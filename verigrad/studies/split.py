@@ -28,6 +28,7 @@ from verigrad.fd.steps import entry_steps
 from verigrad.schemes import Scheme, SchemeKind, StepMode, get_scheme
 from verigrad.spec import Dtype
 from verigrad.studies.exact import _mp_loss
+from verigrad.studies.splitseries import _FAST_MIN_UNITS, _RAD, series_parts
 
 __all__ = ["FDSplit", "fd_split", "fd_sweep_split"]
 
@@ -368,10 +369,9 @@ class _Line:
 
         A series T is measured from the series' exact derivative; it is moved to g_base here.
         T and S within their error bound are indistinguishable from 0 and reported as 0."""
-        fin, Ef, Tf, Sf, Rf, T, S = self._combine_arrays(m, I, T, S, err_T, err_S, series=series)
+        arrays = self._combine_arrays(m, I, T, S, err_T, err_S, series=series)
         ms = np.broadcast_to(m, np.shape(I))
-        return {(int(ms[u]), int(I[u])): (Ef[u], Tf[u], Sf[u], Rf[u], T[u], S[u], float(err_T[u]), float(err_S[u]))
-                for u in np.flatnonzero(fin)}
+        return {(int(ms[u]), int(I[u])): _unit_result(arrays, err_T, err_S, u) for u in np.flatnonzero(arrays[0])}
 
     def _combine_arrays(self, m, I, T, S, err_T, err_S, *, series=False):
         """:meth:`_combine` as arrays per unit: finite estimate (bool), E, T, S, R (float64), T, S (balls)."""
@@ -397,7 +397,6 @@ class _Line:
         """Units whose T and S come from power series, and the step of each entry to check directly."""
         ab = self._ab
         from verigrad.engine.lines import LineEvaluator, Unsupported, coefficients, series_cap
-        from verigrad.studies.splitseries import series_parts
 
         scheme, M = self.scheme, len(self.hps)
         moments = [sum((w * c**j for c, w in zip(self.offsets, self.weights)), Fraction(0))
@@ -432,7 +431,8 @@ class _Line:
         # every (step, entry) at once; which of them are taken is decided step by step below
         ms, I = np.repeat(np.arange(M), W.size), np.tile(W, M)
         err_T, err_S = err_T.ravel(), err_S.ravel()
-        fin, Ef, Tf, Sf, Rf, Tb, Sb = self._combine_arrays(ms, I, T.ravel(), S.ravel(), err_T, err_S, series=True)
+        arrays = self._combine_arrays(ms, I, T.ravel(), S.ravel(), err_T, err_S, series=True)
+        fin, Tf, Sf, Rf = arrays[0], arrays[2], arrays[3], arrays[4]
         unit_roundoff = 2.0 ** -(np.finfo(self.dtype.numpy).nmant + 1)
         with np.errstate(all="ignore"):
             noise = (unit_roundoff * np.abs(A[0].astype(np.float64)) / Hf).ravel()
@@ -446,8 +446,7 @@ class _Line:
         taken = present & good & (np.arange(M)[:, None] < first_stop)
         for t, u in zip(*np.nonzero(taken)):
             m, i = order[t], int(W[u])
-            f = m * W.size + u
-            result[(m, i)] = (Ef[f], Tf[f], Sf[f], Rf[f], Tb[f], Sb[f], float(err_T[f]), float(err_S[f]))
+            result[(m, i)] = _unit_result(arrays, err_T, err_S, m * W.size + u)
             checks[i] = m
         return result, checks
 
@@ -456,8 +455,6 @@ class _Line:
         """Terms beyond the leading derivative for a variable's series: the long series pays for
         itself only where many units would otherwise be evaluated directly (a few hundred units
         cost less directly than lengthening every series: the 3-layer net's last layer)."""
-        from verigrad.studies.splitseries import _FAST_MIN_UNITS
-
         return _SERIES_EXTRA if units >= _FAST_MIN_UNITS else _SERIES_EXTRA_MIN
 
     def agree(self, series, direct) -> bool:
@@ -633,10 +630,14 @@ class _Line:
         return [None if v is None else ab.arb(_arb_of_mpf(v), e) for v, e in zip(vals, err)]
 
 
-_RAD = np.frompyfunc(lambda v: float(v.rad()), 1, 1)
-
-
 _IS = np.frompyfunc(lambda u, v: u is v, 2, 1)
+
+
+def _unit_result(arrays, err_T, err_S, u) -> tuple:
+    """One unit's result from :meth:`_Line._combine_arrays`'s arrays: (E, T, S, R) floats, the T and
+    S balls, and their error bounds."""
+    _, Ef, Tf, Sf, Rf, T, S = arrays
+    return Ef[u], Tf[u], Sf[u], Rf[u], T[u], S[u], float(err_T[u]), float(err_S[u])
 
 
 def _exact_differences(a: np.ndarray, b: np.ndarray, zero) -> np.ndarray:
@@ -694,18 +695,6 @@ def _bits_short(parts, err_T: float, err_S: float, noise: float) -> int:
     2^-100 of the scale for every part) would let a part just above the floor keep only a
     few correct digits: S of a saturated sigmoid is 1e-14 of its T.
     """
-    p = [abs(float(x)) for x in parts]
-    errs_f = (float(err_T), float(err_S), float(err_T) + float(err_S))
-    if all(map(math.isfinite, p)) and math.isfinite(noise) and all(map(math.isfinite, errs_f)):
-        # the common case in plain floats (called per unit and step: numpy's per-call cost dominated)
-        floor = _NEGLIGIBLE * max(max(p), float(noise))
-        allowed = [_TAIL * max(x, floor) for x in p]
-        if all(e <= a for e, a in zip(errs_f, allowed)):
-            return 0
-        if any(a <= 0 for a in allowed):
-            return 1 << 20  # 0/0 or e/0: as the array form below
-        ratio = max(e / a for e, a in zip(errs_f, allowed))
-        return int(math.ceil(math.log2(ratio))) if math.isfinite(ratio) else 1 << 20
     parts = np.abs(np.array(parts, dtype=np.float64))
     errs = np.array([err_T, err_S, err_T + err_S])
     if not np.all(np.isfinite(errs)):
@@ -713,7 +702,7 @@ def _bits_short(parts, err_T: float, err_S: float, noise: float) -> int:
     allowed = _TAIL * np.maximum(parts, _NEGLIGIBLE * max(float(parts.max()), float(noise)))
     if np.all(errs <= allowed):
         return 0
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # e/0, 0/0, overflow: 1 << 20 below
         ratio = float(np.max(errs / allowed))
     return int(math.ceil(math.log2(ratio))) if math.isfinite(ratio) else 1 << 20
 
@@ -722,8 +711,9 @@ def _resolved(parts, err_T: np.ndarray, err_S: np.ndarray, noise: np.ndarray) ->
     """``_bits_short(parts[:, u], err_T[u], err_S[u], noise[u]) == 0`` per unit u, vectorised.
 
     ``parts`` are the T, S, R arrays (float64, one entry per unit). Units with all numbers
-    finite take :func:`_bits_short`'s float rule, in the same float operations; the others
-    (rare) call it.
+    finite take :func:`_bits_short`'s rule on whole arrays (the same float operations); the
+    others (rare) call it. This is the hot path: ``_bits_short`` itself runs only for the units
+    it finds unresolved, to say by how many bits.
     """
     p = np.abs(np.stack([np.asarray(v, dtype=np.float64) for v in parts]))
     errs = np.stack([err_T, err_S, err_T + err_S])
