@@ -36,7 +36,20 @@ def _const_term(s):
     return s[0] if isinstance(s, ab.flint.arb_series) else s
 
 
-class SeriesOps:
+class _ArbValues:
+    """Values in Arb (balls or series): the cone's Arb base values are used as they are, and the
+    perturbed entry changes by its new value minus the exact ball of x0."""
+
+    @staticmethod
+    def from_base(vals):
+        return vals
+
+    @staticmethod
+    def leaf_delta(new, x0: float):
+        return new - ab.arb(x0)
+
+
+class SeriesOps(_ArbValues):
     """Elementwise operations on object arrays of Arb series (or balls) of the same shape.
 
     Domain decisions are made on the constant terms (as :class:`verigrad.engine.arb.ArbBackend`
@@ -48,14 +61,6 @@ class SeriesOps:
         self._arb = ab.ArbBackend()
         self._c = np.frompyfunc(_const_term, 1, 1)
         self.zero = ab.arb(0)
-
-    @staticmethod
-    def from_base(vals):
-        return vals
-
-    @staticmethod
-    def leaf_delta(new, x0: float):
-        return new - ab.arb(x0)
 
     def consts(self, x):
         return self._c(x).astype(object)
@@ -181,20 +186,12 @@ class _BackendOps:
         return np.asarray(self.bk.logsumexp(x, (x.ndim - 1,), False, None), dtype=object)
 
 
-class BallOps(_BackendOps):
+class BallOps(_ArbValues, _BackendOps):
     """The same interface for balls, from :class:`verigrad.engine.arb.ArbBackend`."""
 
     def __init__(self):
         self.bk = ab.ArbBackend()
         self.zero = ab.arb(0)
-
-    @staticmethod
-    def from_base(vals):
-        return vals
-
-    @staticmethod
-    def leaf_delta(new, x0: float):
-        return new - ab.arb(x0)
 
 
 class ComplexOps(_BackendOps):
