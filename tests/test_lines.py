@@ -8,7 +8,6 @@ defining identity E = T + S + R.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -454,3 +453,92 @@ def test_taylor_tiny_step_leaves_the_fast_range(tmp_path, monkeypatch):
     assert calls == {"dd": 2, "arb": 1}
     assert {m for m, _ in seen[0][1][0]} >= {0, 1}  # Taylor answers at the tiny step (Arb) and at 1e-6 (dd)
     _assert_sin_truncation(model, res)
+
+
+# -- Taylor mode: series shared by position (engine.lines._Scaled) -----------------------------
+
+def _matrix_symbols(name, a):
+    rows = ", ".join("[" + ", ".join(repr(float(v)) for v in r) + "]" for r in a)
+    return f"{name} = {{ constant = true, value = [{rows}] }}"
+
+
+def _series_of_every_coordinate(model, var, L, prec=192):
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    x = point[var].ravel()
+    with ab.arb_precision(prec), series_cap(L):
+        ev = LineEvaluator(model, point, var, prec=prec, series=L)
+        ser = ev.losses(np.arange(x.size), [ab.flint.arb_series([ab.arb(float(v)), 1]) for v in x])
+        return [coefficients(s, L) for s in ser]
+
+
+def _shared_calls(monkeypatch):
+    """Count the unary and binary nodes evaluated on shared series."""
+    from verigrad.engine import lines
+
+    calls = {"unary": 0, "binary": 0}
+    for kind in calls:
+        orig = getattr(lines.LineEvaluator, f"_scaled_{kind}")
+
+        def spy(self, *a, _orig=orig, _kind=kind):
+            out = _orig(self, *a)
+            calls[_kind] += out is not None
+            return out
+        monkeypatch.setattr(lines.LineEvaluator, f"_scaled_{kind}", spy)
+    return calls
+
+
+def test_shared_series_equal_mpmath_taylor_coefficients(tmp_path, monkeypatch):
+    """f(w) = Σ_r [log σ(z_r) + exp(z_r) z_r], z = X w + b: along w_i the series is
+    Σ_r ψ_m(z_r) X_ri^m with ψ_m the Taylor coefficients of log σ(u) + u e^u at z_r (mpmath at
+    200 digits). Every row of X @ w shares its position's series across the 8 coordinates; z
+    feeds exp and the product (the same scale object), and X has exact zeros (scale 0)."""
+    import mpmath
+
+    rng = np.random.default_rng(5)
+    X = np.round(rng.normal(size=(5, 8)), 3)
+    X[1, 2] = X[3, 2] = X[0, 6] = 0.0
+    w = np.round(rng.normal(scale=0.5, size=8), 4)
+    model = write_case(tmp_path, "sum(log(sigmoid(z)) + exp(z) * z)",
+                       _matrix_symbols("X", X) + "\nw = { value = [" + ", ".join(repr(float(v)) for v in w) + "] }\n"
+                       "b = { constant = true, value = 0.25 }", 'z = "X @ w + b"')
+    calls = _shared_calls(monkeypatch)
+    L = 12
+    got = _series_of_every_coordinate(model, "w", L)
+    assert calls["unary"] >= 2 and calls["binary"] >= 2  # the shared path ran
+    with mpmath.workdps(200), ab.arb_precision(700):
+        z = [mpmath.fsum(mpmath.mpf(float(X[r, j])) * mpmath.mpf(float(w[j])) for j in range(8)) + mpmath.mpf(0.25)
+             for r in range(5)]
+        psi = [mpmath.taylor(lambda u: -mpmath.log1p(mpmath.exp(-u)) + mpmath.exp(u) * u, zr, L - 1) for zr in z]
+        for i in range(8):
+            for m in range(L):
+                want = mpmath.fsum(psi[r][m] * mpmath.mpf(float(X[r, i])) ** m for r in range(5))
+                a = got[i][m]
+                assert a.contains(ab.arb(mpmath.nstr(want, 80)))
+                assert float(a.rad()) <= 1e-40 * max(1.0, abs(float(want)))
+
+
+def test_shared_series_equal_per_row_series(tmp_path, monkeypatch):
+    """The same coefficients with sharing off (every row its own series), on graphs where it falls
+    back part-way: two differently scaled entries meet (σ(X w) σ(Y w)), a division and a power of
+    a shared series, and a transpose between shared nodes."""
+    from verigrad.engine import sharedseries
+
+    rng = np.random.default_rng(9)
+    X, Y = np.round(rng.normal(size=(4, 6)), 3), np.round(rng.normal(size=(4, 6)), 3)
+    sym = _matrix_symbols("X", X) + "\n" + _matrix_symbols("Y", Y) + "\nw = { value = [0.1, -0.2, 0.3, 0.05, -0.4, 0.25] }"
+    losses = ["sum(sigmoid(X @ w) * sigmoid(Y @ w))", "sum(1 / (2 + tanh(X @ w)**2))",
+              "sum(transpose(reshape(exp(X @ w), [2, 2])) * Y[0:2, 0:2])"]
+    for k, loss in enumerate(losses):
+        d = tmp_path / str(k)
+        d.mkdir()
+        model = write_case(d, loss, sym)
+        calls = _shared_calls(monkeypatch)
+        got = _series_of_every_coordinate(model, "w", 10)
+        assert calls["unary"] + calls["binary"] >= 1, loss  # shared, at least part of the way
+        monkeypatch.setattr(sharedseries, "_SHARE_MIN", 10**9)
+        ref = _series_of_every_coordinate(model, "w", 10)
+        monkeypatch.undo()
+        for ga, ra in zip(got, ref):
+            for a, b in zip(ga, ra):
+                assert a.overlaps(b)
+                assert abs(float(a.mid()) - float(b.mid())) <= 1e-45 * max(1.0, abs(float(b.mid())))

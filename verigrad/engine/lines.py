@@ -28,6 +28,7 @@ import numpy as np
 
 from verigrad.engine import arb as ab
 from verigrad.expr.evaluate import eval_node, evaluate_all
+from verigrad.engine.sharedseries import Scaled, SharedSeries, at_scaled
 from verigrad.expr.graph import ELEMENTWISE_BINARY, Node, Op, decode_index, topological
 
 __all__ = ["LineEvaluator", "Unsupported", "coefficients", "object_array", "series_ok", "series_cap"]
@@ -83,6 +84,7 @@ class _Sparse:
 
     def __init__(self, idx: np.ndarray, val: np.ndarray):
         self.idx, self.val = idx, val
+
 
 
 def _unique_rows(c: np.ndarray, size: int) -> np.ndarray:
@@ -211,7 +213,7 @@ class _SeriesArithmetic:
         raise Unsupported("tie weights are not analytic")
 
 
-class LineEvaluator:
+class LineEvaluator(SharedSeries):
     """Exact loss at points that differ from a base point in one entry of one variable.
 
     Parameters
@@ -422,6 +424,10 @@ class LineEvaluator:
             return None
         if op in (Op.UNARY, Op.NEG):
             src = state[n.args[0].id]
+            if self.series:
+                sc = self._scaled_unary(n, state)
+                if sc is not None:
+                    return sc
             if op is Op.UNARY:
                 # every changed argument entry is checked, also where the value is not needed
                 self._bk.check_unary(n.fn, src.val[src.idx < n.size], n)
@@ -446,6 +452,9 @@ class LineEvaluator:
             src = self._src(n, 0)
             J = np.where(cand < n.size, src[np.minimum(cand, n.size - 1)], a.size)
             J = np.where(J < 0, a.size, J)
+            if isinstance(sp, Scaled):
+                key, scale = at_scaled(sp, a.size, J)
+                return Scaled(cand, key, scale, sp.table)
             return _Sparse(cand, self._at(a, J, state))
         if op is Op.SUM:
             return self._sum(n, state, B, lambda v: v, lambda a: self.flat[a.id])
@@ -512,30 +521,34 @@ class LineEvaluator:
             return None
         ok = cand < n.size
         safe = np.minimum(cand, n.size - 1)
-        xs = []
-        for k, a in enumerate(n.args):
-            J = np.where(ok, self._src(n, k)[safe], a.size)
-            xs.append(self._at(a, J, state)[ok])
-        x, y = xs
+        Js = [np.where(ok, self._src(n, k)[safe], a.size) for k, a in enumerate(n.args)]
+        if self.series and (n.op in (Op.MUL, Op.DIV, Op.POW)
+                            or any(isinstance(state.get(a.id), Scaled) for a in n.args)):
+            # shared series pay from the first operation that makes a linear entry nonlinear on
+            sc = self._scaled_binary(n, state, cand, ok, Js)
+            if sc is not None:
+                return sc
+        x, y = (self._at(a, J, state)[ok] for a, J in zip(n.args, Js))
+        val = np.empty(cand.shape, dtype=object)
+        val[ok] = self._apply_binary(n, x, y)
+        return _Sparse(cand, val)
+
+    def _apply_binary(self, n: Node, x, y):
         op = n.op
         bk = self._bk
         if op is Op.ADD:
-            v = x + y
-        elif op is Op.SUB:
-            v = x - y
-        elif op is Op.MUL:
-            v = x * y
-        elif op is Op.DIV:
-            v = bk.div(x, y, n)
-        elif op is Op.POW:
-            v = bk.pow(x, y, n)
-        elif op is Op.MAXIMUM:
-            v = bk.maximum(x, y, n)
-        else:
-            v = bk.tie_weight(x, y, n)
-        val = np.empty(cand.shape, dtype=object)
-        val[ok] = v
-        return _Sparse(cand, val)
+            return x + y
+        if op is Op.SUB:
+            return x - y
+        if op is Op.MUL:
+            return x * y
+        if op is Op.DIV:
+            return bk.div(x, y, n)
+        if op is Op.POW:
+            return bk.pow(x, y, n)
+        if op is Op.MAXIMUM:
+            return bk.maximum(x, y, n)
+        return bk.tie_weight(x, y, n)
 
     def _sum(self, n: Node, state, B, f, base_in, base_out=None) -> _Sparse | None:
         """Additive update of a sum over axes of f(input): out + Σ (f(new) − f(base)) over changed inputs."""
