@@ -542,3 +542,43 @@ def test_shared_series_equal_per_row_series(tmp_path, monkeypatch):
             for a, b in zip(ga, ra):
                 assert a.overlaps(b)
                 assert abs(float(a.mid()) - float(b.mid())) <= 1e-45 * max(1.0, abs(float(b.mid())))
+
+
+def test_long_shared_series_agree_with_direct_evaluation(tmp_path, monkeypatch):
+    """A logistic regression whose rows share their series: the split takes the long series
+    (p + _SERIES_EXTRA_SHARED terms), which reaches steps past 0.1 in float32, and every part
+    equals the split without Taylor mode (direct exact losses only) to float64."""
+    from verigrad.engine import lines
+    from verigrad.studies import split
+
+    rng = np.random.default_rng(11)
+    X = np.round(rng.normal(size=(40, 24)), 3)
+    y = "[" + ", ".join(str(int(v)) for v in rng.integers(0, 2, 40)) + "]"
+    model = write_case(tmp_path, "mean(-t*log(A) - (1 - t)*log(1 - A)) + 0.1/2 * sum(w**2)",
+                       _matrix_symbols("X", X) + f"\nt = {{ constant = true, value = {y} }}\n"
+                       "w = { shape = [24], init = \"normal(0, 0.2)\" }", 'A = "sigmoid(X @ w)"')
+    steps = [float(h) for h in default_step_grid(get_scheme("central"), np.float32, count=30)]
+    lengths, taken = [], []
+    series, taylor = split._Line._series, split._Line.taylor
+
+    def spy_series(self, W, L_own, L_shared):
+        out = series(self, W, L_own, L_shared)
+        lengths.append((out[1], L_shared))
+        return out
+
+    def spy_taylor(self, wanted):
+        out = taylor(self, wanted)
+        taken.extend(float(self.hps[m][i]) for m, i in out[0])
+        return out
+    monkeypatch.setattr(split._Line, "_series", spy_series)
+    monkeypatch.setattr(split._Line, "taylor", spy_taylor)
+    fast = fd_sweep_split(model, dtype=Dtype.FLOAT32, scheme="central", steps=steps)
+    assert lengths and all(L == L_shared for L, L_shared in lengths)
+    assert sum(h > 0.1 for h in taken) >= 24  # past the reach of the p + 21 series
+    monkeypatch.setattr(lines, "series_ok", lambda model, variable: False)
+    slow = fd_sweep_split(model, dtype=Dtype.FLOAT32, scheme="central", steps=steps)
+    for a, b in zip(fast, slow):
+        for part in ("error", "truncation", "step_error", "roundoff"):
+            x, z = getattr(a, part)["w"], getattr(b, part)["w"]
+            scale = np.maximum.reduce([np.abs(getattr(b, p)["w"]) for p in ("truncation", "step_error", "roundoff")])
+            assert np.all(np.abs(x - z) <= 1e-14 * scale + 1e-300)

@@ -251,6 +251,8 @@ class LineEvaluator(SharedSeries):
         self._bk = _SeriesArithmetic() if series else ab.ArbBackend()
         self._chunk = None
         self._needed = self._needed_entries()
+        # entries of elementwise operations in Taylor mode: on shared series, one series each
+        self.elementwise = {"shared": 0, "own": 0}
 
     def _needed_entries(self) -> dict[int, np.ndarray]:
         """Entries of each node that can change the loss (static, backwards from the loss).
@@ -440,6 +442,7 @@ class LineEvaluator(SharedSeries):
             ok = src.idx < n.size
             v = src.val[ok]
             val[ok] = -v if op is Op.NEG else self._bk.apply_unary(n.fn, v)
+            self.elementwise["own"] += v.size
             return _Sparse(src.idx, val)
         if op in ELEMENTWISE_BINARY:
             return self._binary(n, state, B)
@@ -529,6 +532,7 @@ class LineEvaluator(SharedSeries):
             if sc is not None:
                 return sc
         x, y = (self._at(a, J, state)[ok] for a, J in zip(n.args, Js))
+        self.elementwise["own"] += x.size
         val = np.empty(cand.shape, dtype=object)
         val[ok] = self._apply_binary(n, x, y)
         return _Sparse(cand, val)

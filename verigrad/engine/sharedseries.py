@@ -90,8 +90,8 @@ def at_scaled(sp: Scaled, size: int, J: np.ndarray):
 
 class SharedSeries:
     """Taylor mode's shared series, for :class:`verigrad.engine.lines.LineEvaluator` (a mixin: it
-    uses the evaluator's base values ``flat``, backend ``_bk``, ``_keep_needed`` and
-    ``_apply_binary``)."""
+    uses the evaluator's base values ``flat``, backend ``_bk``, ``_keep_needed``, ``_apply_binary``
+    and its counts of ``elementwise`` entries)."""
 
     def _scaled(self, a: Node, state) -> Scaled | None:
         """The changed entries of node ``a`` as a Scaled: themselves, or, where every changed
@@ -142,8 +142,10 @@ class SharedSeries:
         table = np.empty(sc.table.shape, dtype=object)
         table[used] = -g if n.op is Op.NEG else self._bk.apply_unary(n.fn, g)
         if idx is sc.idx:
+            self.elementwise["shared"] += int((sc.key >= 0).sum())
             return Scaled(idx, sc.key, sc.scale, table)
         key, scale = at_scaled(sc, n.size, idx)
+        self.elementwise["shared"] += int((key >= 0).sum())
         return Scaled(idx, key, scale, table)
 
     def _scaled_binary(self, n: Node, state, cand, ok, Js) -> Scaled | None:
@@ -193,7 +195,13 @@ class SharedSeries:
         key[ok] = inv.reshape(-1)
         sc_full = np.empty(cand.shape, dtype=object)
         sc_full[ok] = scale
+        self.elementwise["shared"] += int(ok.sum())
         return Scaled(cand, key, sc_full, np.asarray(self._apply_binary(n, *xy), dtype=object))
+
+    def shared_fraction(self) -> float:
+        """The fraction of the elementwise entries so far that ran on shared series (0 before any)."""
+        total = self.elementwise["shared"] + self.elementwise["own"]
+        return self.elementwise["shared"] / total if total else 0.0
 
 
 def _objects(items: list) -> np.ndarray:
