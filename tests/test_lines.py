@@ -475,7 +475,7 @@ def _shared_calls(monkeypatch):
     """Count the unary and binary nodes evaluated on shared series."""
     from verigrad.engine import lines
 
-    calls = {"unary": 0, "binary": 0}
+    calls = {"unary": 0, "binary": 0, "logsumexp": 0}
     for kind in calls:
         orig = getattr(lines.LineEvaluator, f"_scaled_{kind}")
 
@@ -527,7 +527,9 @@ def test_shared_series_equal_per_row_series(tmp_path, monkeypatch):
     X, Y = np.round(rng.normal(size=(4, 6)), 3), np.round(rng.normal(size=(4, 6)), 3)
     sym = _matrix_symbols("X", X) + "\n" + _matrix_symbols("Y", Y) + "\nw = { value = [0.1, -0.2, 0.3, 0.05, -0.4, 0.25] }"
     losses = ["sum(sigmoid(X @ w) * sigmoid(Y @ w))", "sum(1 / (2 + tanh(X @ w)**2))",
-              "sum(transpose(reshape(exp(X @ w), [2, 2])) * Y[0:2, 0:2])"]
+              "sum(transpose(reshape(exp(X @ w), [2, 2])) * Y[0:2, 0:2])",
+              # two changed inputs in each slice: the logsumexp itself is not shared, the sigmoid is
+              "sum(logsumexp(reshape(X @ w, [2, 2]), axis=1)) + sum(sigmoid(Y @ w))"]
     for k, loss in enumerate(losses):
         d = tmp_path / str(k)
         d.mkdir()
@@ -582,3 +584,37 @@ def test_long_shared_series_agree_with_direct_evaluation(tmp_path, monkeypatch):
             x, z = getattr(a, part)["w"], getattr(b, part)["w"]
             scale = np.maximum.reduce([np.abs(getattr(b, p)["w"]) for p in ("truncation", "step_error", "roundoff")])
             assert np.all(np.abs(x - z) <= 1e-14 * scale + 1e-300)
+
+
+def test_shared_logsumexp_equals_mpmath_taylor_coefficients(tmp_path, monkeypatch):
+    """f(W) = Σ_n [logsumexp_c (X Wᵀ)_nc − (X Wᵀ)_n,y_n]: along W_cj row n's logsumexp is
+    log(Σ_c' e^(z_nc') + e^(z_nc)(e^(X_nj t) − 1)), one changed input per row, shared by the 4
+    coordinates of row c of W. Coefficients against mpmath's Taylor series at 120 digits."""
+    import mpmath
+
+    rng = np.random.default_rng(21)
+    X = np.round(rng.normal(size=(6, 4)), 3)
+    Wv = np.round(rng.normal(scale=0.5, size=(3, 4)), 4)
+    Y = np.eye(3)[[0, 2, 1, 1, 0, 2]]
+    model = write_case(tmp_path, "sum(logsumexp(X @ W.T, axis=1)) - sum(Y * (X @ W.T))",
+                       _matrix_symbols("X", X) + "\n" + _matrix_symbols("Y", Y) + "\n"
+                       + _matrix_symbols("W", Wv).replace("constant = true, ", ""))
+    calls = _shared_calls(monkeypatch)
+    L = 10
+    got = _series_of_every_coordinate(model, "W", L)
+    assert calls["logsumexp"] >= 1
+    with mpmath.workdps(120), ab.arb_precision(500):
+        Z = [[mpmath.fsum(mpmath.mpf(float(X[n, j])) * mpmath.mpf(float(Wv[c, j])) for j in range(4)) for c in range(3)]
+             for n in range(6)]
+        for c in range(3):
+            for j in range(4):
+                def phi(t):
+                    return mpmath.fsum(mpmath.log(mpmath.fsum(mpmath.exp(Z[n][k] + (X[n, j] * t if k == c else 0))
+                                                              for k in range(3)))
+                                       - sum(float(Y[n, k]) * (Z[n][k] + (X[n, j] * t if k == c else 0)) for k in range(3))
+                                       for n in range(6))
+                want = mpmath.taylor(phi, 0, L - 1)
+                for m in range(L):
+                    a = got[c * 4 + j][m]
+                    assert abs(a - ab.arb(mpmath.nstr(want[m], 100))) < 1e-45 * max(1.0, abs(float(want[m])))
+                    assert float(a.rad()) <= 1e-30

@@ -463,8 +463,13 @@ class LineEvaluator(SharedSeries):
             return self._sum(n, state, B, lambda v: v, lambda a: self.flat[a.id])
         if op is Op.LOGSUMEXP:
             exp = self._ufunc_exp()
-            sp = self._sum(n, state, B, exp, lambda a: self._cached(("exp", a.id), lambda: exp(self.flat[a.id])),
-                           base_out=self._cached(("sumexp", n.id), lambda: self._base_sum(n, exp)))
+            exp_base = self._cached(("exp", n.args[0].id), lambda: exp(self.flat[n.args[0].id]))
+            sumexp = self._cached(("sumexp", n.id), lambda: self._base_sum(n, exp))
+            if self.series:
+                sc = self._scaled_logsumexp(n, state, B, exp_base, sumexp)
+                if sc is not None:
+                    return sc
+            sp = self._sum(n, state, B, exp, lambda a: exp_base, base_out=sumexp)
             if sp is not None:
                 ok = sp.idx < n.size
                 sp.val[ok] = self._ufunc_log()(sp.val[ok])

@@ -90,8 +90,8 @@ def at_scaled(sp: Scaled, size: int, J: np.ndarray):
 
 class SharedSeries:
     """Taylor mode's shared series, for :class:`verigrad.engine.lines.LineEvaluator` (a mixin: it
-    uses the evaluator's base values ``flat``, backend ``_bk``, ``_keep_needed``, ``_apply_binary``
-    and its counts of ``elementwise`` entries)."""
+    uses the evaluator's base values ``flat``, backend ``_bk``, ``_keep_needed``, ``_apply_binary``,
+    ``_red``, ``_ufunc_exp``, ``_ufunc_log`` and its counts of ``elementwise`` entries)."""
 
     def _scaled(self, a: Node, state) -> Scaled | None:
         """The changed entries of node ``a`` as a Scaled: themselves, or, where every changed
@@ -197,6 +197,39 @@ class SharedSeries:
         sc_full[ok] = scale
         self.elementwise["shared"] += int(ok.sum())
         return Scaled(cand, key, sc_full, np.asarray(self._apply_binary(n, *xy), dtype=object))
+
+    def _scaled_logsumexp(self, n: Node, state, B: int, exp_base: np.ndarray, sumexp: np.ndarray) -> Scaled | None:
+        """A logsumexp whose changed inputs share series, with one changed input per slice and row
+        (a column of ``X @ W.T`` along W_cj): output n of the row is H(c t),
+        H = log(Σ_n − e^(z_p) + e^(G(s))) for its one changed input p (series G, scale c), once per
+        distinct (G, p) instead of once per row. None where a slice has two changed inputs."""
+        a = n.args[0]
+        sc = self._scaled(a, state)
+        if sc is None:
+            return None
+        ok = sc.idx < a.size
+        rows, _ = np.nonzero(ok)
+        pos = sc.idx[ok]
+        if not pos.size:
+            return None
+        out = self._red(n)[pos]
+        ro = rows * (n.size + 1) + out
+        order = np.argsort(ro, kind="stable")
+        ro = ro[order]
+        if (ro[1:] == ro[:-1]).any():
+            return None
+        u, inv = np.unique(sc.key[ok] * a.size + pos, return_inverse=True)
+        g, p = sc.table[u // a.size], u % a.size
+        # the eager update's own formula, Σ_n + (e^new − e^base), on the distinct series only
+        table = self._ufunc_log()(sumexp[self._red(n)[p]] + (self._ufunc_exp()(g) - exp_base[p]))
+        rows, out = rows[order], out[order]
+        rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
+        shape = (B, int(rank.max()) + 1)
+        idx, key, scale = np.full(shape, n.size, dtype=np.int64), np.full(shape, -1, dtype=np.int64), np.empty(shape, dtype=object)
+        idx[rows, rank], key[rows, rank] = out, inv.reshape(-1)[order]
+        scale[rows, rank] = sc.scale[ok][order]
+        self.elementwise["shared"] += int(pos.size)
+        return Scaled(idx, key, scale, np.asarray(table, dtype=object))
 
     def shared_fraction(self) -> float:
         """The fraction of the elementwise entries so far that ran on shared series (0 before any)."""
