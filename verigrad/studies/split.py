@@ -349,7 +349,7 @@ class _Line:
         self.max_batch_objects = 400_000
         self._evaluators: dict[int, object] = {}
         self._ab = ab
-        self.est_flat = np.stack([e[name].ravel() for e in ests])  # (steps, entries): one gather per _combine
+        self.est_flat = np.stack([e[name].ravel() for e in ests])  # (steps, entries): one gather per _combine_arrays
         g_true = truth.gradient[name].ravel()
         self.g_ref = object_array(_arb_of_mpf(v) for v in g_ref)
         # E and T are measured from g_base: the exact derivative (a tight ball) where the
@@ -370,18 +370,13 @@ class _Line:
     def _q(self, q: Fraction):
         return self._ab.arb(q.numerator) / q.denominator
 
-    def _combine(self, m, I, T, S, err_T, err_S, *, series=False) -> dict:
-        """Results for entries I at step m (an int, or an int array: one step per unit) from T and S
-        (balls) with their error bounds; units whose float estimate is not finite are left out.
+    def _combine_arrays(self, m, I, T, S, err_T, err_S, *, series=False):
+        """The parts of entries I at step m (an int, or an int array: one step per unit) from T and S
+        (balls) with their error bounds, per unit: finite float estimate (bool), E, T, S, R
+        (float64), T, S (balls); :func:`_unit_result` makes one unit's result of them.
 
         A series T is measured from the series' exact derivative; it is moved to g_base here.
         T and S within their error bound are indistinguishable from 0 and reported as 0."""
-        arrays = self._combine_arrays(m, I, T, S, err_T, err_S, series=series)
-        ms = np.broadcast_to(m, np.shape(I))
-        return {(int(ms[u]), int(I[u])): _unit_result(arrays, err_T, err_S, u) for u in np.flatnonzero(arrays[0])}
-
-    def _combine_arrays(self, m, I, T, S, err_T, err_S, *, series=False):
-        """:meth:`_combine` as arrays per unit: finite estimate (bool), E, T, S, R (float64), T, S (balls)."""
         ab = self._ab
         dfl = self.est_flat[m, I].astype(np.float64)
         fin = np.isfinite(dfl)
@@ -597,25 +592,21 @@ class _Line:
             S = sum(dS[:, k] * self._q(w) for k, w in enumerate(self.weights)) / hs
             fmax = np.max(np.abs(fx.astype(np.float64)), axis=1)
             noise = 2.0 ** -(np.finfo(self.dtype.numpy).nmant + 1) * fmax / hs.astype(np.float64)
-            for m in sorted({m for m, _ in chunk}):
-                sel = np.flatnonzero(valid & np.array([mm == m for mm, _ in chunk]))
-                if not sel.size:
-                    continue
-                I = np.array([chunk[j][1] for j in sel], dtype=np.int64)
-                T = de[sel] - self.g_base[I]
-                err_S = _up(_RAD(S[sel]))
-                # T is known only as well as what it is measured from; more bits here cannot
-                # improve that, so only the nodes' own error enters the resolution test
-                res = self._combine(m, I, T, S[sel], _up(_RAD(T)) + self.ref_err[I], err_S)
-                units = [(u, j, (m, int(i))) for u, (j, i) in enumerate(zip(sel, I)) if (m, int(i)) in res]
-                if not units:
-                    continue
-                us, js = np.array([u for u, _, _ in units]), np.array([j for _, j, _ in units])
-                parts = [np.array([res[key][k] for _, _, key in units], dtype=np.float64) for k in (1, 2, 3)]
-                done = _resolved(parts, err_de[js], err_S[us], noise[js])
-                for (u, j, key), ok in zip(units, done.tolist()):
-                    r = res[key]
-                    out[key] = (r, 0 if ok else _bits_short(r[1:4], err_de[j], err_S[u], noise[j]))
+            sel = np.flatnonzero(valid)
+            if not sel.size:
+                return out
+            ms = np.array([chunk[j][0] for j in sel], dtype=np.int64)
+            I = np.array([chunk[j][1] for j in sel], dtype=np.int64)
+            T = de[sel] - self.g_base[I]
+            err_T = _up(_RAD(T)) + self.ref_err[I]
+            err_S = _up(_RAD(S[sel]))
+            arrays = self._combine_arrays(ms, I, T, S[sel], err_T, err_S)
+            # T is known only as well as what it is measured from; more bits here cannot
+            # improve that, so only the nodes' own error enters the resolution test
+            done = _resolved(arrays[2:5], err_de[sel], err_S, noise[sel])
+            for u in np.flatnonzero(arrays[0]).tolist():  # units with a finite float estimate
+                j, r = sel[u], _unit_result(arrays, err_T, err_S, u)
+                out[(int(ms[u]), int(I[u]))] = (r, 0 if done[u] else _bits_short(r[1:4], err_de[j], err_S[u], noise[j]))
         return out
 
     def _losses(self, rows, prec):
