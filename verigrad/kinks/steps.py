@@ -217,16 +217,23 @@ def study_kinks(model: Model, point: Mapping[str, np.ndarray], direction: Direct
     line = _site_line(model, point, direction, sites, prec)
     on = [(sd.site, idx) for sd in _distances(model, point, direction, sites, prec=256, verify=False, line=line)
           for idx in np.ndindex(*sd.site.shape) if sd.crossing[idx] == 0.0]
+    step_ts = {r: [c * Fraction(float(h)) for c in scheme.offsets] for r, h in enumerate(steps)
+               if h > 0 and math.isfinite(h)}
+    union = sorted({t for ts in step_ts.values() for t in ts})
+    if len({float(t) for t in union}) == len(union):
+        # every step's nodes in one batch (one walk of the sites per sweep, not per step); a crossing
+        # names the nodes that cross (as floats, distinct here), which say which steps it belongs to
+        crs = _crossings(model, point, direction, union, sites, label="", dtype=dtype,
+                         prec=max(_prec_for(ts, pscale) for ts in step_ts.values()), locate=False, line=line)
+        per_step = {r: [c for c in crs if not {float(t) for t in ts}.isdisjoint(c.nodes)] for r, ts in step_ts.items()}
+    else:
+        per_step = {r: _crossings(model, point, direction, ts, sites, label="", dtype=dtype,
+                                  prec=_prec_for(ts, pscale), locate=False, line=line) for r, ts in step_ts.items()}
     first = None
-    for r, h in enumerate(steps):
-        if not h > 0 or not math.isfinite(h):
-            continue
-        ts = [c * Fraction(float(h)) for c in scheme.offsets]
-        crs = _crossings(model, point, direction, ts, sites, label="", dtype=dtype, prec=_prec_for(ts, pscale),
-                         locate=False, line=line)
+    for r, crs in per_step.items():
         crossing[r] = any(not c.on_kink for c in crs)
         leaves[r] = any(c.leaves_domain for c in crs)
-        if crossing[r] and (first is None or h < steps[first]):
+        if crossing[r] and (first is None or steps[r] < steps[first]):
             first = r
     if first is not None:
         h = float(steps[first])
