@@ -349,6 +349,27 @@ def test_study_on_a_kink_uses_the_limit_of_the_scheme():
     assert sk.reference is None and sk.crossing.tolist() == [False, True, True]
 
 
+@pytest.mark.parametrize("scheme", ["central", "forward", "central4"])
+def test_study_kinks_batches_the_steps_and_attributes_each_crossing(monkeypatch, scheme):
+    """All steps' nodes go through one exact crossing check (plus one to locate the first crossing),
+    and each step is flagged exactly when its own stencil, checked alone, crosses a site."""
+    from verigrad.fd import random_direction
+    from verigrad.kinks import steps as kinks_steps
+
+    net = model_of(TINY_NET)
+    d = random_direction(net, 3)
+    hs = [1e-5, 1e-3, 3e-2, 1e-1, 0.3, 1.0, 2.5, 8.0]
+    calls = []
+    orig = kinks_steps._crossings
+    monkeypatch.setattr(kinks_steps, "_crossings", lambda *a, **k: calls.append(len(a[3])) or orig(*a, **k))
+    sk = study_kinks(net, net.point, d, scheme, hs, dtype=F64)
+    offsets = get_scheme(scheme).offsets
+    assert len(calls) <= 2 and calls[0] == len({c * Fraction(h) for h in hs for c in offsets})
+    want = [any(not c.on_kink for c in stencil_crossings(net, net.point, d, [c * Fraction(h) for c in offsets],
+                                                         dtype=F64, locate=False)) for h in hs]
+    assert sk.crossing.tolist() == want and 0 < sum(want) < len(hs)
+
+
 # -- grading at kinks -------------------------------------------------------------------------
 
 
