@@ -27,8 +27,8 @@ import contextlib
 import numpy as np
 
 from verigrad.engine import arb as ab
-from verigrad.expr.evaluate import eval_node, evaluate_all
-from verigrad.engine.sharedseries import Scaled, SharedSeries, at_scaled
+from verigrad.expr.evaluate import binary, eval_node, evaluate_all
+from verigrad.engine.sharedseries import Scaled, SharedSeries, at_scaled, changed_at
 from verigrad.expr.graph import ELEMENTWISE_BINARY, Node, Op, decode_index, topological
 
 __all__ = ["LineEvaluator", "Unsupported", "coefficients", "object_array", "series_ok", "series_cap"]
@@ -345,17 +345,10 @@ class LineEvaluator(SharedSeries):
 
     def _at(self, n: Node, J: np.ndarray, state) -> np.ndarray:
         """Values of node ``n`` at flat positions ``J`` (B, Q) (padding ``n.size`` gives filler), new where changed."""
-        size = n.size
-        out = self.flat[n.id][np.minimum(J, size - 1)]
+        out = self.flat[n.id][np.minimum(J, n.size - 1)]
         sp = state.get(n.id)
         if sp is not None and J.size:
-            B = J.shape[0]
-            stride = size + 1
-            rows = np.arange(B, dtype=np.int64)[:, None]
-            keys = (rows * stride + sp.idx).reshape(-1)
-            q = rows * stride + J
-            pos = np.minimum(np.searchsorted(keys, q.reshape(-1)).reshape(J.shape), keys.size - 1)
-            hit = (keys[pos] == q) & (J < size)
+            hit, pos = changed_at(sp.idx, n.size, J)
             out[hit] = sp.val.reshape(-1)[pos[hit]]
         return out
 
@@ -543,21 +536,7 @@ class LineEvaluator(SharedSeries):
         return _Sparse(cand, val)
 
     def _apply_binary(self, n: Node, x, y):
-        op = n.op
-        bk = self._bk
-        if op is Op.ADD:
-            return x + y
-        if op is Op.SUB:
-            return x - y
-        if op is Op.MUL:
-            return x * y
-        if op is Op.DIV:
-            return bk.div(x, y, n)
-        if op is Op.POW:
-            return bk.pow(x, y, n)
-        if op is Op.MAXIMUM:
-            return bk.maximum(x, y, n)
-        return bk.tie_weight(x, y, n)
+        return binary(self._bk, n, x, y)
 
     def _sum(self, n: Node, state, B, f, base_in, base_out=None) -> _Sparse | None:
         """Additive update of a sum over axes of f(input): out + Σ (f(new) − f(base)) over changed inputs."""

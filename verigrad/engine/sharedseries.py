@@ -16,7 +16,7 @@ import numpy as np
 from verigrad.engine import arb as ab
 from verigrad.expr.graph import Node, Op
 
-__all__ = ["Scaled", "SharedSeries", "at_scaled"]
+__all__ = ["Scaled", "SharedSeries", "at_scaled", "changed_at"]
 
 
 class Scaled:
@@ -75,16 +75,22 @@ def at_scaled(sp: Scaled, size: int, J: np.ndarray):
     key = np.full(J.shape, -1, dtype=np.int64)
     scale = np.empty(J.shape, dtype=object)
     if J.size:
-        B = J.shape[0]
-        stride = size + 1
-        rows = np.arange(B, dtype=np.int64)[:, None]
-        keys = (rows * stride + sp.idx).reshape(-1)
-        q = rows * stride + J
-        pos = np.minimum(np.searchsorted(keys, q.reshape(-1)).reshape(J.shape), keys.size - 1)
-        hit = (keys[pos] == q) & (J < size)
+        hit, pos = changed_at(sp.idx, size, J)
         key[hit] = sp.key.reshape(-1)[pos[hit]]
         scale[hit] = sp.scale.reshape(-1)[pos[hit]]
     return key, scale
+
+
+def changed_at(idx: np.ndarray, size: int, J: np.ndarray):
+    """Which flat positions ``J`` (B, Q) of a node are among its changed entries ``idx`` (B, P;
+    sorted per row, padded with ``size``), and where: (hit, pos), pos indexing ``idx.reshape(-1)``."""
+    B = J.shape[0]
+    stride = size + 1
+    rows = np.arange(B, dtype=np.int64)[:, None]
+    keys = (rows * stride + idx).reshape(-1)
+    q = rows * stride + J
+    pos = np.minimum(np.searchsorted(keys, q.reshape(-1)).reshape(J.shape), keys.size - 1)
+    return (keys[pos] == q) & (J < size), pos
 
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from verigrad.expr.graph import ELEMENTWISE_BINARY, Node, Op, decode_index, topological
 
-__all__ = ["evaluate", "evaluate_all", "eval_node", "Workspace", "evaluate_float", "shared_workspace"]
+__all__ = ["binary", "evaluate", "evaluate_all", "eval_node", "Workspace", "evaluate_float", "shared_workspace"]
 
 
 def _align(x: np.ndarray, ndim: int) -> np.ndarray:
@@ -234,6 +234,25 @@ def evaluate_float(outputs: Sequence[Node], leaves: Mapping[str, np.ndarray], ba
     return [values[o.id] for o in outputs]
 
 
+def binary(bk, n: Node, x, y):
+    """Elementwise binary node ``n`` (an op of ``ELEMENTWISE_BINARY``) on operands that broadcast,
+    with backend ``bk`` (its ``div``, ``pow``, ``maximum`` and ``tie_weight``)."""
+    op = n.op
+    if op is Op.ADD:
+        return x + y
+    if op is Op.SUB:
+        return x - y
+    if op is Op.MUL:
+        return x * y
+    if op is Op.DIV:
+        return bk.div(x, y, n)
+    if op is Op.POW:
+        return bk.pow(x, y, n)
+    if op is Op.MAXIMUM:
+        return bk.maximum(x, y, n)
+    return bk.tie_weight(x, y, n)
+
+
 def eval_node(n: Node, args: list[np.ndarray], leaves, bk) -> np.ndarray:
     """One node's value from its arguments' (batched) values."""
     op = n.op
@@ -243,20 +262,7 @@ def eval_node(n: Node, args: list[np.ndarray], leaves, bk) -> np.ndarray:
     if op is Op.CONST:
         return bk.const(n.params)
     if op in ELEMENTWISE_BINARY:
-        x, y = _align(args[0], nd), _align(args[1], nd)
-        if op is Op.ADD:
-            return x + y
-        if op is Op.SUB:
-            return x - y
-        if op is Op.MUL:
-            return x * y
-        if op is Op.DIV:
-            return bk.div(x, y, n)
-        if op is Op.POW:
-            return bk.pow(x, y, n)
-        if op is Op.MAXIMUM:
-            return bk.maximum(x, y, n)
-        return bk.tie_weight(x, y, n)
+        return binary(bk, n, _align(args[0], nd), _align(args[1], nd))
     if op is Op.NEG:
         return -args[0]
     if op is Op.UNARY:
