@@ -93,7 +93,6 @@ def changed_at(idx: np.ndarray, size: int, J: np.ndarray):
     return (keys[pos] == q) & (J < size), pos
 
 
-
 class SharedSeries:
     """Taylor mode's shared series, for :class:`verigrad.engine.lines.LineEvaluator` (a mixin: it
     uses the evaluator's base values ``flat``, backend ``_bk``, ``_keep_needed``, ``_apply_binary``,
@@ -103,7 +102,7 @@ class SharedSeries:
         """The changed entries of node ``a`` as a Scaled: themselves, or, where every changed
         entry is linear in t and positions repeat across rows often enough to pay, one unit-slope
         series [z_0, 1] per position (z_0 the base value: each entry's own constant term encloses
-        the same number, the loss at t = 0) and each entry's slope as its scale; else None.
+        the same number, the node's value at t = 0) and each entry's slope as its scale; else None.
 
         A conversion replaces the node's state (its series are kept as the values), so that every
         user of the node sees the same scale objects: z * z stays shared."""
