@@ -154,7 +154,7 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
 
     Notes
     -----
-    The exact loss is needed at 2 S nodes per (step, entry). Two devices keep this cheap:
+    The exact loss is needed at 2 S nodes per (step, entry). Three devices keep this cheap:
 
     * **Incremental evaluation** (:class:`verigrad.engine.lines.LineEvaluator`): the loss at a
       point that differs from x_p in one entry is updated from one evaluation at x_p,
@@ -171,6 +171,10 @@ def fd_sweep_split(model: Model, *, dtype: Dtype, scheme: Scheme | str,
       entry whose two answers disagree. Everything else is evaluated directly, at a
       precision that grows with |log2 h| so that differences of exact values keep their
       digits.
+    * **Shared series** (:mod:`verigrad.engine.sharedseries`): downstream of an entry that is
+      linear in t (a row of ``X @ w`` along w_i), each elementwise function is G(c t) with G
+      the same for every coordinate, so it is computed once per row and batch; such
+      variables get p + 53 terms instead of p + 21, which reach steps up to ~0.3.
 
     Either way R = D_float − D_nodes = E − T − S exactly.
     """
