@@ -618,3 +618,26 @@ def test_shared_logsumexp_equals_mpmath_taylor_coefficients(tmp_path, monkeypatc
                     a = got[c * 4 + j][m]
                     assert abs(a - ab.arb(mpmath.nstr(want[m], 100))) < 1e-45 * max(1.0, abs(float(want[m])))
                     assert float(a.rad()) <= 1e-30
+
+
+def test_with_series_equals_a_fresh_evaluator(tmp_path):
+    """A Taylor-mode evaluator re-used at another length gives the very balls of one built anew
+    (what the split does when a variable's series turn out not to be shared)."""
+    model = write_case(tmp_path, "sum(100*(x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2) + sum(exp(x) / (2 + x))",
+                       'x = { value = [0.3, -1.1, 0.7, 1.9, -0.4] }')
+    point = point_in_dtype(model.point, Dtype.FLOAT64)
+    x = point["x"]
+    with ab.arb_precision(128):
+        long = LineEvaluator(model, point, "x", prec=128, series=20)
+        with series_cap(20):
+            long.losses(np.arange(2), [ab.flint.arb_series([ab.arb(float(v)), 1]) for v in x[:2]])
+        results = []
+        for ev in (long.with_series(9), LineEvaluator(model, point, "x", prec=128, series=9)):
+            with series_cap(9):
+                got = ev.losses(np.arange(5), [ab.flint.arb_series([ab.arb(float(v)), 1]) for v in x])
+            assert all(s.length() <= 9 for s in got)
+            results.append([[(a.mid(), a.rad()) for a in coefficients(s, 9)] for s in got])
+        assert results[0] == results[1]
+        assert long.series == 20  # the original keeps its length
+        with pytest.raises(ValueError):
+            LineEvaluator(model, point, "x", prec=128).with_series(9)

@@ -23,6 +23,7 @@ update that cancels shows up as a wide ball, which callers check.
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import numpy as np
 
@@ -84,7 +85,6 @@ class _Sparse:
 
     def __init__(self, idx: np.ndarray, val: np.ndarray):
         self.idx, self.val = idx, val
-
 
 
 def _unique_rows(c: np.ndarray, size: int) -> np.ndarray:
@@ -253,6 +253,16 @@ class LineEvaluator(SharedSeries):
         self._needed = self._needed_entries()
         # entries of elementwise operations in Taylor mode: on shared series, one series each
         self.elementwise = {"shared": 0, "own": 0}
+
+    def with_series(self, series: int) -> "LineEvaluator":
+        """This Taylor-mode evaluator with series of another length: the base evaluation and the
+        index maps are shared (they do not depend on the length), not computed again."""
+        if not (self.series and series > 0):
+            raise ValueError("with_series changes the length of a Taylor-mode evaluator's series")
+        other = copy.copy(self)
+        other.series, other._chunk = int(series), None
+        other.elementwise = {"shared": 0, "own": 0}
+        return other
 
     def _needed_entries(self) -> dict[int, np.ndarray]:
         """Entries of each node that can change the loss (static, backwards from the loss).
@@ -532,11 +542,8 @@ class LineEvaluator(SharedSeries):
         x, y = (self._at(a, J, state)[ok] for a, J in zip(n.args, Js))
         self.elementwise["own"] += x.size
         val = np.empty(cand.shape, dtype=object)
-        val[ok] = self._apply_binary(n, x, y)
+        val[ok] = binary(self._bk, n, x, y)
         return _Sparse(cand, val)
-
-    def _apply_binary(self, n: Node, x, y):
-        return binary(self._bk, n, x, y)
 
     def _sum(self, n: Node, state, B, f, base_in, base_out=None) -> _Sparse | None:
         """Additive update of a sum over axes of f(input): out + Σ (f(new) − f(base)) over changed inputs."""

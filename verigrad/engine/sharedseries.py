@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from verigrad.engine import arb as ab
+from verigrad.expr.evaluate import binary
 from verigrad.expr.graph import Node, Op
 
 __all__ = ["Scaled", "SharedSeries", "at_scaled", "changed_at"]
@@ -95,8 +96,8 @@ def changed_at(idx: np.ndarray, size: int, J: np.ndarray):
 
 class SharedSeries:
     """Taylor mode's shared series, for :class:`verigrad.engine.lines.LineEvaluator` (a mixin: it
-    uses the evaluator's base values ``flat``, backend ``_bk``, ``_keep_needed``, ``_apply_binary``,
-    ``_red``, ``_ufunc_exp``, ``_ufunc_log`` and its counts of ``elementwise`` entries)."""
+    uses the evaluator's base values ``flat``, backend ``_bk``, ``_keep_needed``, ``_red``,
+    ``_ufunc_exp``, ``_ufunc_log`` and its counts of ``elementwise`` entries)."""
 
     def _scaled(self, a: Node, state) -> Scaled | None:
         """The changed entries of node ``a`` as a Scaled: themselves, or, where every changed
@@ -201,7 +202,7 @@ class SharedSeries:
         sc_full = np.empty(cand.shape, dtype=object)
         sc_full[ok] = scale
         self.elementwise["shared"] += int(ok.sum())
-        return Scaled(cand, key, sc_full, np.asarray(self._apply_binary(n, *xy), dtype=object))
+        return Scaled(cand, key, sc_full, np.asarray(binary(self._bk, n, *xy), dtype=object))
 
     def _scaled_logsumexp(self, n: Node, state, B: int, exp_base: np.ndarray, sumexp: np.ndarray) -> Scaled | None:
         """A logsumexp whose changed inputs share series, with one changed input per slice and row
@@ -217,7 +218,8 @@ class SharedSeries:
         pos = sc.idx[ok]
         if not pos.size:
             return None
-        out = self._red(n)[pos]
+        red = self._red(n)
+        out = red[pos]
         ro = rows * (n.size + 1) + out
         order = np.argsort(ro, kind="stable")
         ro = ro[order]
@@ -226,7 +228,7 @@ class SharedSeries:
         u, inv = np.unique(sc.key[ok] * a.size + pos, return_inverse=True)
         g, p = sc.table[u // a.size], u % a.size
         # the eager update's own formula, Σ_n + (e^new − e^base), on the distinct series only
-        table = self._ufunc_log()(sumexp[self._red(n)[p]] + (self._ufunc_exp()(g) - exp_base[p]))
+        table = self._ufunc_log()(sumexp[red[p]] + (self._ufunc_exp()(g) - exp_base[p]))
         rows, out = rows[order], out[order]
         rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
         shape = (B, int(rank.max()) + 1)

@@ -225,7 +225,8 @@ def study_kinks(model: Model, point: Mapping[str, np.ndarray], direction: Direct
         # names the nodes that cross (as floats, distinct here), which say which steps it belongs to
         crs = _crossings(model, point, direction, union, sites, label="", dtype=dtype,
                          prec=max(_prec_for(ts, pscale) for ts in step_ts.values()), locate=False, line=line)
-        per_step = {r: [c for c in crs if not {float(t) for t in ts}.isdisjoint(c.nodes)] for r, ts in step_ts.items()}
+        nodes = {r: {float(t) for t in ts} for r, ts in step_ts.items()}
+        per_step = {r: [c for c in crs if not nodes[r].isdisjoint(c.nodes)] for r in step_ts}
     else:
         per_step = {r: _crossings(model, point, direction, ts, sites, label="", dtype=dtype,
                                   prec=_prec_for(ts, pscale), locate=False, line=line) for r, ts in step_ts.items()}

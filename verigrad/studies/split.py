@@ -479,7 +479,7 @@ class _Line:
             if shared:
                 return np.concatenate([first, ev.losses(W[probe:], leaves(W[probe:]))]), L_shared
         with series_cap(L_own):
-            ev = LineEvaluator(self.model, self.point, self.name, prec=_SERIES_PREC, series=L_own)
+            ev = ev.with_series(L_own)
             return np.concatenate([first, ev.losses(W[probe:], leaves(W[probe:]))]), L_own
 
     @staticmethod
